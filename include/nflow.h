@@ -1,0 +1,20 @@
+/* nflow.h — normalizing flows in C: the whole public API. */
+#ifndef NFLOW_H
+#define NFLOW_H
+
+#include "nflow/status.h"
+#include "nflow/rng.h"
+#include "nflow/layer.h"
+#include "nflow/mlp.h"
+#include "nflow/flow.h"
+#include "nflow/affine.h"
+#include "nflow/permute.h"
+#include "nflow/linear_lu.h"
+#include "nflow/planar.h"
+#include "nflow/radial.h"
+#include "nflow/coupling.h"
+#include "nflow/adam.h"
+#include "nflow/dataset.h"
+#include "nflow/trainer.h"
+
+#endif

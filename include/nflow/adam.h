@@ -1,0 +1,4 @@
+/* nflow/adam.h */
+#ifndef NFLOW_ADAM_H
+#define NFLOW_ADAM_H
+#endif

@@ -1,0 +1,45 @@
+/* nflow/dataset.h — in-memory data sets: an n x dim row-major matrix; the
+   2-D toy sets of FFJORD (Grathwohl et al. 2018) and a CSV reader. */
+#ifndef NFLOW_DATASET_H
+#define NFLOW_DATASET_H
+
+#include <stddef.h>
+#include "nflow/status.h"
+#include "nflow/rng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nf_dataset {
+  size_t n;   /* rows */
+  size_t dim; /* columns */
+  double *x;  /* n x dim, row-major, owned */
+} nf_dataset;
+
+/* An n x dim data set of zeros; NULL (with nf_errmsg) on n == 0, dim == 0 or no memory. */
+nf_dataset *nf_dataset_new(size_t n, size_t dim);
+void nf_dataset_free(nf_dataset *ds);
+
+/* Names of the toy sets, NULL-terminated: 8gaussians, moons, circles, rings,
+   pinwheel, 2spirals, checkerboard, swissroll. */
+const char *const *nf_toy_names(void);
+
+/* n points of the toy set `name` (2-D, shapes and scaling of FFJORD's
+   lib/toy_data.py), drawn from rng. NF_EINVAL on an unknown name or n == 0. */
+nf_status nf_toy_sample(const char *name, size_t n, nf_rng *rng, nf_dataset **out);
+
+/* Reads a CSV file of numbers (comma separated, optional header line, blank
+   lines ignored; every row the same width). NF_EIO if it cannot be read,
+   NF_EFORMAT on a malformed or non-finite value with line and column in nf_errmsg. */
+nf_status nf_dataset_read_csv(const char *path, nf_dataset **out);
+
+/* Splits rows into a shuffled first part of round(frac * n) rows and the rest
+   (both non-empty). NF_EINVAL if frac leaves either part empty. */
+nf_status nf_dataset_split(const nf_dataset *ds, double frac, nf_rng *rng,
+                           nf_dataset **first, nf_dataset **second);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

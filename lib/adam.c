@@ -1,0 +1,1 @@
+/* lib/adam.c — placeholder until written. */

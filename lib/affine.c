@@ -1,0 +1,1 @@
+/* lib/affine.c — placeholder until written. */

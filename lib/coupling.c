@@ -1,0 +1,1 @@
+/* lib/coupling.c — placeholder until written. */

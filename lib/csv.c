@@ -1,0 +1,1 @@
+/* lib/csv.c — placeholder until written. */

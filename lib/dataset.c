@@ -1,0 +1,1 @@
+/* lib/dataset.c — placeholder until written. */

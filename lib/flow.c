@@ -1,0 +1,1 @@
+/* lib/flow.c — placeholder until written. */

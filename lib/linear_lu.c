@@ -1,0 +1,1 @@
+/* lib/linear_lu.c — placeholder until written. */

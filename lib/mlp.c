@@ -1,0 +1,1 @@
+/* lib/mlp.c — placeholder until written. */

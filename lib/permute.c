@@ -1,0 +1,1 @@
+/* lib/permute.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* lib/planar.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* lib/radial.c — placeholder until written. */

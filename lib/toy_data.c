@@ -1,0 +1,1 @@
+/* lib/toy_data.c — placeholder until written. */

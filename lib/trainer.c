@@ -1,0 +1,1 @@
+/* lib/trainer.c — placeholder until written. */

@@ -1,0 +1,1 @@
+# ODE integrators behind nf_ode and the adjoint drivers (continuous flows).

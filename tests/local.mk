@@ -1,0 +1,16 @@
+# Check suites, one per module (tests/test_X.c, default sources); the shared
+# numerical checks (finite differences, brute-force log-det, round trips,
+# grid mass) live in tests/helpers.c.
+check_LTLIBRARIES = tests/libhelpers.la
+tests_libhelpers_la_SOURCES = tests/helpers.c tests/helpers.h
+LDADD = tests/libhelpers.la libnflow.la $(CHECK_LIBS) $(BLAS_LIBS) -lm
+
+nf_suites = \
+  tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
+  tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
+  tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset
+check_PROGRAMS += $(nf_suites)
+TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh
+EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data
+AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
+  export top_srcdir top_builddir;
