@@ -13,4 +13,4 @@ check_PROGRAMS += $(nf_suites)
 TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh
 EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
-  export top_srcdir top_builddir;
+  nf_sanitizers='$(enable_sanitizers)'; export top_srcdir top_builddir nf_sanitizers;

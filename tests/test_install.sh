@@ -1,2 +1,21 @@
 #!/bin/sh
-exit 77
+# Stages `make install` and builds examples/density.c against it the way a user
+# would: cc prog.c $(pkg-config --cflags --libs nflow); then runs the program.
+set -eu
+: "${top_srcdir:?}" "${top_builddir:?}"
+# A user's program is not built with the sanitizer runtime: nothing to test there.
+[ "${nf_sanitizers:-no}" = yes ] && exit 77
+stage=$(mktemp -d "${TMPDIR:-/tmp}/nflow-install.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$top_builddir" install DESTDIR="$stage" >/dev/null
+prefix=$(sed -n 's/^prefix=//p' "$top_builddir/nflow.pc")
+libdir=$(sed -n 's/^libdir=//p' "$top_builddir/nflow.pc" | sed "s|\${exec_prefix}|$prefix|")
+pcdir="$stage$libdir/pkgconfig"
+test -f "$stage$prefix/include/nflow.h"
+test -f "$pcdir/nflow.pc"
+test -x "$stage$prefix/bin/nflow"
+flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs nflow)
+${CC:-cc} -std=c11 -Wall -Wextra -Werror -o "$stage/density" "$top_srcdir/examples/density.c" $flags -lm
+LD_LIBRARY_PATH="$stage$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$stage/density" > "$stage/out.txt"
+grep -q '^mass=' "$stage/out.txt"
+echo "staged install OK: $(tr '\n' ' ' < "$stage/out.txt")"

@@ -1,4 +1,105 @@
-/* nflow/trainer.h */
+/* nflow/trainer.h — maximum-likelihood training of an nf_flow by minibatch
+   Adam over an in-memory data set, in the style of GSL's odeiv2 driver: a
+   small object made once, then stepped or run.
+
+   Each epoch visits the training rows in a fresh random order (Fisher–Yates
+   shuffle from the trainer's own copy of the rng); an epoch is ceil(n / batch)
+   steps, the last batch holding the n mod batch leftover rows if any. A step
+   gathers the batch, sets the flow's flat gradient to d(mean NLL)/d theta
+   (nf_flow_nll_grad) and takes one nf_adam_step on the flat parameters.
+
+   The trainer borrows the flow, the optimizer and the data sets: they must
+   outlive it, and no layer may be pushed onto the flow while it is in use.
+   Conditional flows (ctx_dim > 0) are not supported yet: nf_trainer_new
+   refuses them. */
 #ifndef NFLOW_TRAINER_H
 #define NFLOW_TRAINER_H
+
+#include <stddef.h>
+#include "nflow/status.h"
+#include "nflow/rng.h"
+#include "nflow/flow.h"
+#include "nflow/adam.h"
+#include "nflow/dataset.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What the progress callback sees after every step of nf_trainer_run. */
+typedef struct nf_train_progress {
+  size_t iteration; /* steps done so far by this trainer (1 after the first) */
+  size_t total;     /* opts.iterations */
+  size_t epoch;     /* epochs completed */
+  double loss;      /* mean NLL of this step's batch (before the update) */
+  double val_nll;   /* latest validation mean NLL; NaN if none yet */
+  double seconds;   /* wall time since this nf_trainer_run began */
+} nf_train_progress;
+
+/* Progress callback: return 0 to continue, nonzero to stop the run early. */
+typedef int (*nf_train_callback)(const nf_train_progress *progress, void *user);
+
+typedef struct nf_trainer_opts {
+  size_t batch_size;          /* rows per step, >= 1; capped at the training set's n */
+  size_t iterations;          /* steps nf_trainer_run takes the trainer up to, in total */
+  size_t val_every;           /* validate every k steps and at the end of a run; 0 = never */
+  nf_train_callback callback; /* may be NULL */
+  void *user;                 /* passed to the callback */
+} nf_trainer_opts;
+
+/* Summary of a run. */
+typedef struct nf_train_report {
+  size_t iterations;   /* steps done by the trainer in total */
+  size_t epochs;       /* epochs completed */
+  int stopped;         /* 1 if the callback stopped the run early, else 0 */
+  double train_loss;   /* row-weighted mean of the batch NLLs over the last
+                          completed epoch (over the steps of the current epoch
+                          if none has completed); NaN before the first step */
+  double val_nll_last; /* NLL of the validation set at its last evaluation; NaN if never */
+  double val_nll_best; /* lowest validation NLL seen; NaN if never */
+  size_t val_best_iteration; /* iteration of val_nll_best (0 if never) */
+  double seconds;      /* wall time of this nf_trainer_run */
+} nf_train_report;
+
+typedef struct nf_trainer nf_trainer;
+
+/* The defaults: batch 128, 1000 iterations, no validation, no callback. */
+nf_trainer_opts nf_trainer_defaults(void);
+
+/* A trainer of flow by adam on train, validated on val (may be NULL), with a
+   copy of rng for the shuffles; opts == NULL means the defaults. Reserves the
+   flow's workspaces for one batch. NULL (with nf_errmsg) on a NULL argument,
+   an empty data set, batch_size == 0, a data set whose dim differs from the
+   flow's, an optimizer whose size differs from the flow's parameter count, a
+   conditional flow, or no memory. */
+nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train,
+                           const nf_dataset *val, const nf_trainer_opts *opts,
+                           const nf_rng *rng);
+
+/* Frees the trainer (not the flow, optimizer or data); NULL is a no-op. */
+void nf_trainer_free(nf_trainer *trainer);
+
+/* One iteration: next batch, gradient of its mean NLL, one Adam step. If loss
+   is not NULL it receives the batch's mean NLL (before the update). On failure
+   (NF_ENONFINITE for a non-finite NLL or gradient, or the flow's status) the
+   parameters are untouched and the iteration is not counted. */
+nf_status nf_trainer_step(nf_trainer *trainer, double *loss);
+
+/* Mean NLL of the validation set at the current parameters (NF_EINVAL without
+   one); records it as the latest and, if lowest, the best validation NLL. */
+nf_status nf_trainer_validate(nf_trainer *trainer, double *nll);
+
+/* Steps until opts.iterations steps have been done in total (so a stopped run
+   resumes where it stopped), validating every val_every steps and after the
+   last step, and calling the callback after every step and validation due at
+   it. Stops early if the callback returns nonzero (NF_OK, report->stopped = 1)
+   or a step fails (its status). report (may be NULL) is filled in either case. */
+nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report);
+
+/* Steps done so far. */
+size_t nf_trainer_iterations(const nf_trainer *trainer);
+
+#ifdef __cplusplus
+}
+#endif
 #endif
