@@ -16,5 +16,9 @@
 #include "nflow/adam.h"
 #include "nflow/dataset.h"
 #include "nflow/trainer.h"
+#include "nflow/recipes.h"
+#include "nflow/ode.h"
+#include "nflow/odenet.h"
+#include "nflow/cnf.h"
 
 #endif

@@ -298,18 +298,18 @@ static nf_status log_prob_chunks(nf_flow *flow, size_t n, const double *x, const
 nf_status nf_flow_log_prob(nf_flow *flow, size_t n, const double *x, const double *ctx,
                            double *logp)
 {
+  if (!logp) return nf_fail(NF_EINVAL, "nf_flow_log_prob: logp is NULL");
   nf_status st = check_batch("nf_flow_log_prob", flow, n, x, ctx, 1);
   if (st) return st;
-  if (!logp) return nf_fail(NF_EINVAL, "nf_flow_log_prob: logp is NULL");
   double sum = 0;
   return log_prob_chunks(flow, n, x, ctx, logp, &sum);
 }
 
 nf_status nf_flow_nll(nf_flow *flow, size_t n, const double *x, const double *ctx, double *nll)
 {
+  if (!nll) return nf_fail(NF_EINVAL, "nf_flow_nll: nll is NULL");
   nf_status st = check_batch("nf_flow_nll", flow, n, x, ctx, 1);
   if (st) return st;
-  if (!nll) return nf_fail(NF_EINVAL, "nf_flow_nll: nll is NULL");
   double sum = 0;
   if ((st = log_prob_chunks(flow, n, x, ctx, NULL, &sum))) return st;
   *nll = -sum / (double)n;
@@ -347,9 +347,9 @@ static nf_status sample_chunk(nf_flow *flow, nf_rng *rng, size_t n, const double
 nf_status nf_flow_sample(nf_flow *flow, nf_rng *rng, size_t n, const double *ctx, double *x,
                          double *logp)
 {
+  if (!rng) return nf_fail(NF_EINVAL, "nf_flow_sample: rng is NULL");
   nf_status st = check_batch("nf_flow_sample", flow, n, x, ctx, 0);
   if (st) return st;
-  if (!rng) return nf_fail(NF_EINVAL, "nf_flow_sample: rng is NULL");
   st = ws_fit(flow, &flow->infer, n < NF_FLOW_CHUNK ? n : NF_FLOW_CHUNK, 1);
   for (size_t i0 = 0; !st && i0 < n; i0 += NF_FLOW_CHUNK) {
     size_t m = n - i0 < NF_FLOW_CHUNK ? n - i0 : NF_FLOW_CHUNK;
@@ -362,9 +362,9 @@ nf_status nf_flow_sample(nf_flow *flow, nf_rng *rng, size_t n, const double *ctx
 nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x, const double *ctx,
                            double *nll)
 {
+  if (!nll) return nf_fail(NF_EINVAL, "nf_flow_nll_grad: nll is NULL");
   nf_status st = check_batch("nf_flow_nll_grad", flow, n, x, ctx, 1);
   if (st) return st;
-  if (!nll) return nf_fail(NF_EINVAL, "nf_flow_nll_grad: nll is NULL");
   memset(flow->grad, 0, flow->n_params * sizeof *flow->grad);
   flow_ws *ws = &flow->train;
   if ((st = ws_fit(flow, ws, n, 0)) || (st = inverse_pass(flow, ws, n, x, ctx))) return st;

@@ -6,11 +6,13 @@ nflowinclude_HEADERS = \
   include/nflow/mlp.h include/nflow/flow.h include/nflow/affine.h \
   include/nflow/permute.h include/nflow/linear_lu.h include/nflow/planar.h \
   include/nflow/radial.h include/nflow/coupling.h include/nflow/adam.h \
-  include/nflow/dataset.h include/nflow/trainer.h
+  include/nflow/dataset.h include/nflow/trainer.h include/nflow/recipes.h \
+  include/nflow/odenet.h include/nflow/cnf.h
 noinst_HEADERS += lib/internal.h
 libnflow_la_SOURCES = \
   lib/status.c lib/rng.c lib/layer.c lib/flow.c lib/mlp.c \
   lib/affine.c lib/permute.c lib/linear_lu.c lib/planar.c lib/radial.c \
-  lib/coupling.c lib/adam.c lib/trainer.c lib/dataset.c lib/toy_data.c lib/csv.c
+  lib/coupling.c lib/adam.c lib/trainer.c lib/dataset.c lib/toy_data.c lib/csv.c lib/recipes.c \
+  lib/odenet.c lib/cnf.c
 libnflow_la_LIBADD = $(SUNDIALS_LIBS) $(BLAS_LIBS) -lm
 libnflow_la_LDFLAGS = -version-info 0:0:0 -no-undefined

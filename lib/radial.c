@@ -1,1 +1,219 @@
-/* lib/radial.c — placeholder until written. */
+/* lib/radial.c — radial flow x = z + beta/(alpha + r) (z - z0), r = |z - z0|
+   (Rezende & Mohamed 2015).
+
+   With A = alpha + r and s_b = softplus(b) = alpha + beta, the radius scales by
+   rho = (s_b + r)/A and the Jacobian rho I + (kappa - rho) e e^T (e = (z - z0)/r)
+   has eigenvalues rho (dim - 1 times) and kappa = (alpha (s_b + 2r) + r^2)/A^2.
+   vjp in the inverse direction reuses the forward pullback: for z = F^-1(x; theta),
+   g_x = J^-T (g_z - g_logdet grad_z logdet_F) and the parameter gradient is the
+   forward one with cotangents (-g_x, -g_logdet) (implicit function theorem).
+
+   Parameters: z0 = params[0..d), a = params[d], b = params[d + 1].
+   Workspace: one row's cotangent[d]. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "internal.h"
+#include "nflow/radial.h"
+
+/* Scalars of the parameters shared by every row. */
+typedef struct radial_coef {
+  const double *z0;
+  double alpha;  /* softplus(a) > 0 */
+  double s_b;    /* softplus(b) = alpha + beta > 0 */
+  double beta;   /* s_b - alpha > -alpha */
+  double sig_a;  /* dalpha/da = sigmoid(a) */
+  double sig_b;  /* ds_b/db = sigmoid(b) */
+} radial_coef;
+
+/* One row's geometry at radius r = |z - z0|. */
+typedef struct radial_row {
+  double r, A;     /* r, alpha + r */
+  double n_rho;    /* s_b + r = A rho */
+  double n_kappa;  /* alpha (s_b + 2r) + r^2 = A^2 kappa */
+  double rho, kappa;
+  double logdet;   /* (d - 1) log rho + log kappa */
+  double dl_dr;    /* d logdet / dr at fixed alpha, beta */
+  double dl_dalpha, dl_dbeta; /* d logdet / d alpha, d beta at fixed r */
+} radial_row;
+
+/* log(1 + v) = log(ratio): log1p(v) unless v is near -1, where ratio is exact. */
+static double log_1p_or_ratio(double v, double ratio)
+{
+  return v > -0.5 ? log1p(v) : log(ratio);
+}
+
+/* Euclidean distance |z - z0| of a row. */
+static double radius(size_t d, const double *z, const double *z0)
+{
+  double s = 0;
+  for (size_t j = 0; j < d; j++) s += (z[j] - z0[j]) * (z[j] - z0[j]);
+  return sqrt(s);
+}
+
+/* alpha, beta and their derivatives; NF_ENONFINITE if a parameter is not finite. */
+static nf_status radial_setup(const nf_layer *layer, const char *fn, radial_coef *rc)
+{
+  size_t d = layer->dim, bad = nf_first_nonfinite(layer->n_params, layer->params);
+  if (bad < layer->n_params)
+    return nf_fail(NF_ENONFINITE, "%s: radial parameter %zu is not finite", fn, bad);
+  double a = layer->params[d], b = layer->params[d + 1];
+  rc->z0 = layer->params;
+  rc->alpha = nf_softplus(a);
+  rc->s_b = nf_softplus(b);
+  rc->beta = rc->s_b - rc->alpha;
+  rc->sig_a = nf_sigmoid(a);
+  rc->sig_b = nf_sigmoid(b);
+  return NF_OK;
+}
+
+/* rho, kappa, logdet and its partial derivatives at radius r (Rezende & Mohamed 2015). */
+static radial_row radial_at(const radial_coef *rc, size_t d, double r)
+{
+  radial_row w;
+  double al = rc->alpha, be = rc->beta, dm1 = (double)(d - 1);
+  w.r = r;
+  w.A = al + r;
+  w.n_rho = rc->s_b + r;
+  w.n_kappa = al * (rc->s_b + 2.0 * r) + r * r;
+  w.rho = w.n_rho / w.A;
+  w.kappa = w.n_kappa / (w.A * w.A);
+  w.logdet = dm1 * log_1p_or_ratio(be / w.A, w.rho)
+             + log_1p_or_ratio(al * be / (w.A * w.A), w.kappa);
+  w.dl_dr = -dm1 * be / (w.A * w.n_rho) - 2.0 * al * be / (w.A * w.n_kappa);
+  w.dl_dalpha = -dm1 * be / (w.A * w.n_rho) + be * (r - al) / (w.A * w.n_kappa);
+  w.dl_dbeta = dm1 / w.n_rho + al / w.n_kappa;
+  return w;
+}
+
+/* Positive root r of r^2 + (s_b - r_x) r - alpha r_x = 0, without cancellation. */
+static double radial_inverse_radius(const radial_coef *rc, double r_x)
+{
+  double B = rc->s_b - r_x, disc = hypot(B, 2.0 * sqrt(rc->alpha * r_x));
+  return B <= 0 ? 0.5 * (disc - B) : 2.0 * rc->alpha * r_x / (B + disc);
+}
+
+/* Adds the forward map's pullback at row z for cotangents (sg g_x, sg g_l):
+   g_in = J^T (sg g_x) + sg g_l grad_z logdet (if g_in != NULL), dL/dz0 into
+   layer->grad, dL/dalpha and dL/dbeta into *g_alpha, *g_beta. */
+static void radial_pull_row(const nf_layer *layer, const radial_coef *rc, const double *z,
+                            const double *g_x, double g_l, double sg, double *g_in,
+                            double *g_alpha, double *g_beta)
+{
+  size_t d = layer->dim;
+  radial_row w = radial_at(rc, d, radius(d, z, rc->z0));
+  double gx_dz = 0;
+  for (size_t j = 0; j < d; j++) gx_dz += g_x[j] * (z[j] - rc->z0[j]);
+  gx_dz *= sg;
+  double dh = -rc->beta / (w.A * w.A); /* d(beta/A)/dr = d(beta/A)/dalpha */
+  double g_r = dh * gx_dz + sg * g_l * w.dl_dr;
+  double radial = w.r > 0 ? g_r / w.r : 0.0;
+  for (size_t j = 0; j < d; j++) {
+    double g_dz = sg * (rc->beta / w.A) * g_x[j] + radial * (z[j] - rc->z0[j]);
+    if (g_in) g_in[j] = sg * g_x[j] + g_dz;
+    layer->grad[j] -= g_dz;
+  }
+  *g_alpha += dh * gx_dz + sg * g_l * w.dl_dalpha;
+  *g_beta += gx_dz / w.A + sg * g_l * w.dl_dbeta;
+}
+
+/* Cotangent v = J^-T (g_z - g_l grad_z logdet_F) of the inverse's input at row z:
+   J^-1 = I/rho + (1/kappa - 1/rho) e e^T. */
+static void radial_inverse_cotangent(const nf_layer *layer, const radial_coef *rc,
+                                     const double *z, const double *g_z, double g_l,
+                                     double *v)
+{
+  size_t d = layer->dim;
+  radial_row w = radial_at(rc, d, radius(d, z, rc->z0));
+  double inv_r = w.r > 0 ? 1.0 / w.r : 0.0, e_g = 0;
+  for (size_t j = 0; j < d; j++) e_g += (z[j] - rc->z0[j]) * inv_r * g_z[j];
+  e_g -= g_l * (w.r > 0 ? w.dl_dr : 0.0); /* e.(g_z - g_l dl_dr e) */
+  double coef = e_g / w.kappa - (e_g + g_l * (w.r > 0 ? w.dl_dr : 0.0)) / w.rho;
+  for (size_t j = 0; j < d; j++) v[j] = g_z[j] / w.rho + coef * (z[j] - rc->z0[j]) * inv_r;
+}
+
+/* Workspace: one row's cotangent[d]. */
+static size_t radial_work_size(const nf_layer *layer, size_t n)
+{
+  (void)n;
+  return layer->dim;
+}
+
+/* nf_layer_type.apply: x = z + beta/(alpha + r) (z - z0) or its closed-form inverse, with log-det. */
+static nf_status radial_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+                              const double *ctx, double *out, double *logdet, double *work)
+{
+  (void)ctx;
+  (void)work;
+  size_t d = layer->dim;
+  radial_coef rc;
+  nf_status st = radial_setup(layer, "radial apply", &rc);
+  if (st) return st;
+  for (size_t i = 0; i < n; i++) {
+    const double *p = in + i * d;
+    double *q = out + i * d, r_in = radius(d, p, rc.z0);
+    if (dir == NF_FORWARD) {
+      radial_row w = radial_at(&rc, d, r_in);
+      for (size_t j = 0; j < d; j++) q[j] = p[j] + rc.beta / w.A * (p[j] - rc.z0[j]);
+      if (logdet) logdet[i] += w.logdet;
+    } else {
+      radial_row w = radial_at(&rc, d, radial_inverse_radius(&rc, r_in));
+      for (size_t j = 0; j < d; j++) q[j] = rc.z0[j] + (p[j] - rc.z0[j]) / w.rho;
+      if (logdet) logdet[i] -= w.logdet;
+    }
+  }
+  return NF_OK;
+}
+
+/* nf_layer_type.vjp: input and parameter cotangents of either direction. */
+static nf_status radial_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+                            const double *ctx, const double *out, const double *g_out,
+                            const double *g_logdet, double *g_in, double *g_ctx, double *work)
+{
+  (void)ctx;
+  (void)g_ctx;
+  size_t d = layer->dim;
+  radial_coef rc;
+  double g_alpha = 0, g_beta = 0, *v = work;
+  nf_status st = radial_setup(layer, "radial vjp", &rc);
+  if (st) return st;
+  for (size_t i = 0; i < n; i++) {
+    const double *g_row = g_out + i * d;
+    double g_l = g_logdet ? g_logdet[i] : 0.0;
+    double *g_in_row = g_in ? g_in + i * d : NULL;
+    if (dir == NF_FORWARD) {
+      radial_pull_row(layer, &rc, in + i * d, g_row, g_l, 1.0, g_in_row, &g_alpha, &g_beta);
+      continue;
+    }
+    radial_inverse_cotangent(layer, &rc, out + i * d, g_row, g_l, v);
+    radial_pull_row(layer, &rc, out + i * d, v, g_l, -1.0, NULL, &g_alpha, &g_beta);
+    for (size_t j = 0; g_in_row && j < d; j++) g_in_row[j] = v[j];
+  }
+  /* alpha = softplus(a), beta = softplus(b) - alpha */
+  layer->grad[d] += rc.sig_a * (g_alpha - g_beta);
+  layer->grad[d + 1] += rc.sig_b * g_beta;
+  return NF_OK;
+}
+
+static const nf_layer_type radial_type = {
+  "radial", radial_work_size, radial_apply, radial_vjp, NULL,
+};
+
+/* Validates the arguments, then a layer initialised as radial.h says. */
+nf_layer *nf_radial_new(size_t dim, double inv_tol, nf_rng *rng)
+{
+  if (dim == 0) {
+    nf_fail(NF_EINVAL, "nf_radial_new: dimension is 0");
+    return NULL;
+  }
+  if (!(inv_tol > 0) || !isfinite(inv_tol)) {
+    nf_fail(NF_EINVAL, "nf_radial_new: inv_tol must be finite and > 0, got %g", inv_tol);
+    return NULL;
+  }
+  nf_layer *layer = nf_layer_create(&radial_type, dim, 0, dim + 2, NULL);
+  if (layer && rng) { /* NULL rng: zeroed parameters, the identity */
+    for (size_t j = 0; j < dim; j++) layer->params[j] = nf_rng_normal(rng);
+    layer->params[dim + 1] = 0.1 * nf_rng_normal(rng);
+  }
+  return layer;
+}

@@ -8,7 +8,8 @@ LDADD = tests/libhelpers.la libnflow.la $(CHECK_LIBS) $(BLAS_LIBS) -lm
 nf_suites = \
   tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
-  tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset
+  tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
+  tests/test_ode tests/test_odenet tests/test_cnf
 check_PROGRAMS += $(nf_suites)
 TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh
 EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data

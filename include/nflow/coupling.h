@@ -24,13 +24,25 @@ typedef struct nf_coupling_opts {
   double scale_bound;        /* B of the soft clamp (affine only), > 0; e.g. 3 */
 } nf_coupling_opts;
 
-/* Fills mask[0..dim) with the first half (parity 0) or second half (parity 1) set. */
+/* Fills mask[0..dim) with 1 on the first floor(dim/2) indices (parity 0) or on
+   the others (parity != 0), 0 elsewhere. */
 void nf_mask_half(size_t dim, int parity, unsigned char *mask);
-/* Fills mask[0..dim) with even (parity 0) or odd (parity 1) indices set. */
+/* Fills mask[0..dim) with 1 on the even (parity 0) or odd (parity != 0) indices. */
 void nf_mask_alternate(size_t dim, int parity, unsigned char *mask);
 
-/* The conditioner is initialised by nf_mlp_init with out_scale = 0 when
-   rng == NULL... see coupling.c; NULL (with nf_errmsg) on bad options. */
+/* A coupling layer on R^dim with conditioning width ctx_dim (0: unconditional).
+   The conditioner is an MLP (opts->n_hidden, opts->hidden, opts->act) from the
+   row [z_a, ctx] (z_a: the mask-1 coordinates in index order) to t (additive:
+   db outputs, db = number of mask-0 coordinates) or to (s_raw, t) (affine:
+   2 db outputs, s_raw first); the layer's parameters are the MLP's (nf_mlp
+   layout). With rng, nf_mlp_init draws the hidden layers and zeroes the output
+   layer (out_scale = 0): the layer starts as the exact identity yet has
+   non-zero gradients. With rng == NULL every parameter is zero (also the
+   identity; for parameters set by the caller, e.g. loaded from a file).
+   The mask is not kept. NULL (with nf_errmsg) on dim == 0, NULL opts or mask, a
+   mask entry other than 0 and 1, a mask without both a 0 and a 1, an unknown
+   kind or activation, NULL or zero hidden widths, an affine scale_bound that
+   is not finite and > 0, or no memory. */
 nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *opts,
                           nf_rng *rng);
 #ifdef __cplusplus

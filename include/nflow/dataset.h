@@ -26,16 +26,21 @@ void nf_dataset_free(nf_dataset *ds);
 const char *const *nf_toy_names(void);
 
 /* n points of the toy set `name` (2-D, shapes and scaling of FFJORD's
-   lib/toy_data.py), drawn from rng. NF_EINVAL on an unknown name or n == 0. */
+   lib/toy_data.py), drawn from rng: the same rng state gives the same points.
+   NF_EINVAL on an unknown name, n == 0 or a NULL argument; *out is set only on success. */
 nf_status nf_toy_sample(const char *name, size_t n, nf_rng *rng, nf_dataset **out);
 
-/* Reads a CSV file of numbers (comma separated, optional header line, blank
-   lines ignored; every row the same width). NF_EIO if it cannot be read,
-   NF_EFORMAT on a malformed or non-finite value with line and column in nf_errmsg. */
+/* Reads a CSV file of numbers (comma separated, parsed with strtod, blanks around
+   a number allowed; a first line with a non-numeric field is a header; blank lines
+   ignored; LF or CRLF; every row as wide as the first row and the header). NF_EIO if
+   it cannot be opened or read; NF_EFORMAT on a ragged row, an empty, non-numeric or
+   non-finite field, or no data rows, with "path:line:column: what" in nf_errmsg
+   (column = 1-based field number). *out is set only on success. */
 nf_status nf_dataset_read_csv(const char *path, nf_dataset **out);
 
-/* Splits rows into a shuffled first part of round(frac * n) rows and the rest
-   (both non-empty). NF_EINVAL if frac leaves either part empty. */
+/* Splits the rows of ds (unchanged) into new sets: a shuffled first part of
+   round(frac * n) rows (halves rounded up) and the rest, both non-empty. NF_EINVAL if
+   frac leaves either part empty or an argument is NULL; outputs set only on success. */
 nf_status nf_dataset_split(const nf_dataset *ds, double frac, nf_rng *rng,
                            nf_dataset **first, nf_dataset **second);
 

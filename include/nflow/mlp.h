@@ -24,37 +24,49 @@ typedef enum nf_activation {
    for each layer, W (rows = outputs, row-major) then b. */
 typedef struct nf_mlp nf_mlp;
 
-/* NULL (with nf_errmsg) on zero widths or allocation failure. */
+/* The shape n_in -> hidden[0..n_hidden) -> n_out (hidden may be NULL if
+   n_hidden == 0: a single affine layer). NULL (with nf_errmsg) on zero widths,
+   NULL hidden widths, an unknown activation or allocation failure. */
 nf_mlp *nf_mlp_new(size_t n_in, size_t n_hidden, const size_t *hidden,
                    size_t n_out, nf_activation act);
+/* Frees the shape; NULL is a no-op. */
 void nf_mlp_free(nf_mlp *mlp);
 
+/* Input width, output width, and sum over layers of (n_in + 1) n_out (0 for NULL). */
 size_t nf_mlp_n_in(const nf_mlp *mlp);
 size_t nf_mlp_n_out(const nf_mlp *mlp);
 size_t nf_mlp_n_params(const nf_mlp *mlp);
 
-/* Parses "relu", "tanh", "elu", "softplus", "identity". */
+/* Parses "relu", "tanh", "elu", "softplus", "identity" (lower case); NF_EINVAL
+   on another name or a NULL argument (*act then untouched). */
 nf_status nf_activation_parse(const char *name, nf_activation *act);
 
-/* He/Glorot-uniform weights, zero biases; the output layer's weights are
-   multiplied by out_scale (0 makes the net output exactly 0 at start). */
+/* Hidden weights uniform(-a, a) with a = sqrt(6 / fan_in) (He) for relu and
+   elu, a = sqrt(6 / (fan_in + fan_out)) (Glorot) otherwise; output weights
+   Glorot-uniform times out_scale (0 makes the output exactly 0); zero biases.
+   No-op if an argument is NULL. */
 void nf_mlp_init(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params);
 
 /* Doubles of workspace for a batch of n: hidden activations (the record
-   backward reads) followed by backward scratch. */
+   backward reads, n x sum of hidden widths) followed by backward scratch
+   (2 n x widest hidden layer); 0 without hidden layers. */
 size_t nf_mlp_work_size(const nf_mlp *mlp, size_t n);
 
-/* y = mlp(x) for n rows: x is n x n_in, y is n x n_out; records into work. */
+/* y = mlp(x) for n rows: x is n x n_in, y is n x n_out; records into work.
+   Hot path: no checks beyond a silent return (y untouched) on NULL arguments
+   or n == 0; work may be NULL without hidden layers. */
 void nf_mlp_forward(const nf_mlp *mlp, const double *params, size_t n,
                     const double *x, double *y, double *work);
 
-/* Backpropagation of g_y = dL/dy after nf_mlp_forward with the same x and work:
-   writes g_x (n x n_in; may be NULL) and ADDS dL/dparams into g_params. */
+/* Backpropagation of g_y = dL/dy after nf_mlp_forward with the same params,
+   x and work: writes g_x (n x n_in; may be NULL) and ADDS dL/dparams into
+   g_params. Silent return on other NULL arguments or n == 0. */
 void nf_mlp_backward(const nf_mlp *mlp, const double *params, size_t n,
                      const double *x, const double *g_y, double *g_x,
                      double *g_params, double *work);
 
-/* Multiply-adds of one forward pass per row (for FLOP accounting). */
+/* Multiply-adds of one forward pass per row, sum of n_in n_out over layers
+   (FLOP accounting: forward 2x this per row, backward 4x). */
 double nf_mlp_flops_per_row(const nf_mlp *mlp);
 
 #ifdef __cplusplus

@@ -39,12 +39,22 @@ typedef struct nf_train_progress {
 /* Progress callback: return 0 to continue, nonzero to stop the run early. */
 typedef int (*nf_train_callback)(const nf_train_progress *progress, void *user);
 
+/* Learning-rate schedule over opts.iterations steps, from the optimizer's lr
+   at nf_trainer_new (lr0) down to lr_min. */
+typedef enum nf_lr_schedule {
+  NF_LR_CONSTANT = 0, /* lr0 throughout */
+  NF_LR_COSINE        /* lr_min + (lr0 - lr_min)(1 + cos(pi t / T)) / 2 at step t of T
+                         (Loshchilov & Hutter 2017, without restarts) */
+} nf_lr_schedule;
+
 typedef struct nf_trainer_opts {
   size_t batch_size;          /* rows per step, >= 1; capped at the training set's n */
   size_t iterations;          /* steps nf_trainer_run takes the trainer up to, in total */
   size_t val_every;           /* validate every k steps and at the end of a run; 0 = never */
   nf_train_callback callback; /* may be NULL */
   void *user;                 /* passed to the callback */
+  nf_lr_schedule schedule;    /* default NF_LR_CONSTANT */
+  double lr_min;              /* NF_LR_COSINE: final learning rate, in [0, lr0) */
 } nf_trainer_opts;
 
 /* Summary of a run. */
@@ -63,7 +73,8 @@ typedef struct nf_train_report {
 
 typedef struct nf_trainer nf_trainer;
 
-/* The defaults: batch 128, 1000 iterations, no validation, no callback. */
+/* The defaults: batch 128, 1000 iterations, no validation, no callback,
+   constant learning rate. */
 nf_trainer_opts nf_trainer_defaults(void);
 
 /* A trainer of flow by adam on train, validated on val (may be NULL), with a

@@ -1,0 +1,4 @@
+/* nflow/cnf.h */
+#ifndef NFLOW_CNF_H
+#define NFLOW_CNF_H
+#endif

@@ -1,0 +1,52 @@
+/* nflow/recipes.h — ready-made flows from the literature, built from the
+   library's bijectors (as zuko.flows offers them): one call gives a flow with
+   initialised parameters. */
+#ifndef NFLOW_RECIPES_H
+#define NFLOW_RECIPES_H
+
+#include <stddef.h>
+#include "nflow/flow.h"
+#include "nflow/mlp.h"
+#include "nflow/rng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum nf_recipe_kind {
+  NF_RECIPE_REALNVP = 0, /* affine couplings, alternating half masks (Dinh et al. 2016) */
+  NF_RECIPE_NICE,        /* additive couplings, alternating half masks, then an elementwise
+                            affine scaling layer (Dinh et al. 2014) */
+  NF_RECIPE_GLOW,        /* per block: elementwise affine (actnorm), LU-linear, affine
+                            coupling (Kingma & Dhariwal 2018) */
+  NF_RECIPE_PLANAR,      /* planar layers (Rezende & Mohamed 2015) */
+  NF_RECIPE_RADIAL       /* radial layers (Rezende & Mohamed 2015) */
+} nf_recipe_kind;
+
+typedef struct nf_recipe {
+  nf_recipe_kind kind;
+  size_t layers;         /* couplings / blocks / planar or radial layers, >= 1 */
+  size_t n_hidden;       /* conditioner hidden layers (coupling recipes) */
+  const size_t *hidden;  /* their widths */
+  nf_activation act;     /* conditioner activation */
+  double scale_bound;    /* soft clamp of the affine couplings' log-scale, > 0 */
+} nf_recipe;
+
+/* Defaults for a kind: 8 layers, hidden 64,64, relu, scale bound 3. */
+nf_recipe nf_recipe_defaults(nf_recipe_kind kind);
+
+/* Parses "realnvp", "nice", "glow", "planar", "radial". */
+nf_status nf_recipe_parse(const char *name, nf_recipe_kind *kind);
+
+/* Name of a kind ("realnvp", ...). */
+const char *nf_recipe_name(nf_recipe_kind kind);
+
+/* A flow on R^dim (standard normal base) built by the recipe, parameters drawn
+   from rng (couplings start at the identity). NULL (with nf_errmsg) on bad
+   arguments or no memory. */
+nf_flow *nf_recipe_build(size_t dim, size_t ctx_dim, const nf_recipe *recipe, nf_rng *rng);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

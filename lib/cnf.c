@@ -1,0 +1,1 @@
+/* lib/cnf.c — placeholder until written. */

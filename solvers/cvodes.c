@@ -1,0 +1,406 @@
+/* solvers/cvodes.c — ADAMS and BDF through SUNDIALS CVODES (6.x, with a
+   SUNContext), and NF_GRAD_CHECKPOINT through the CVODES adjoint module.
+
+   ADAMS: Adams–Moulton with fixed-point iteration (non-stiff). BDF: Newton
+   with matrix-free GMRES (SPGMR, no preconditioner), J v from sys->jvp when
+   given, else CVODES's difference quotients. Quadratures of a problem are CVODES
+   quadratures, in the error test iff p->quad_in_norm.
+
+   CHECKPOINT (Hindmarsh et al. 2005; CVODES guide, adjoint sensitivity): the
+   forward solve stores checkpoints every checkpoint_steps steps (Hermite
+   interpolation between them); the gradient integrates from t1 back to t0
+     lambda' = -(df/dy)^T lambda,   lambda(t1) = dL/dy(t1),   lambda(t0) = dL/dy0,
+     mu'     = -(df/dtheta)^T lambda, mu(t1) = 0,              mu(t0) = dL/dtheta,
+   mu as a backward quadrature (in the error test unless opts.seminorm), and
+     dL/dt1 = dL/dy(t1) . f(t1, y1),  dL/dt0 = -lambda(t0) . f(t0, y0).
+
+   All CVODES memory is made once per backend and re-initialised per solve
+   (CVodeReInit, CVodeAdjReInit, CVodeReInitB); the backward problem is set up
+   at the first gradient. CVODES reports through an error handler that keeps
+   the message for ours: nothing is printed. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cvodes/cvodes.h>
+#include <nvector/nvector_serial.h>
+#include <sundials/sundials_context.h>
+#include <sunlinsol/sunlinsol_spgmr.h>
+#include <sunnonlinsol/sunnonlinsol_fixedpoint.h>
+
+#include "internal.h"
+#include "solver.h"
+
+typedef struct cv_backend {
+  SUNContext ctx;
+  nf_ode_opts opts;
+  size_t n, nq, n_theta;
+  int record;            /* CHECKPOINT: the adjoint module is on */
+  N_Vector y, q;         /* states, quadratures (q NULL if nq == 0) */
+  void *mem;             /* CVODES memory */
+  SUNNonlinearSolver nls; /* ADAMS: fixed point */
+  SUNLinearSolver ls;     /* BDF: SPGMR under CVODES's default Newton */
+  nf_problem *p;         /* problem of the running integrate or gradient */
+  int nonfinite;         /* a derivative was not finite (reported to CVODES as recoverable) */
+  char msg[256];         /* last CVODES error message */
+  int which, b_ready;    /* backward problem: index, set up */
+  N_Vector yB, qB;       /* lambda (n), mu (n_theta; NULL if 0) */
+  SUNNonlinearSolver nlsB;
+  SUNLinearSolver lsB;
+} cv_backend;
+
+/* CVODES error handler: keeps the last error message, prints nothing. */
+static void cv_error_handler(int code, const char *module, const char *function, char *msg,
+                             void *data)
+{
+  cv_backend *be = data;
+  if (code >= 0) return; /* warnings (e.g. t + h == t) are dropped */
+  snprintf(be->msg, sizeof be->msg, "%s %s: %s", module ? module : "CVODES",
+           function ? function : "", msg ? msg : "");
+}
+
+/* Maps a callback result to CVODES: failure stops (-1), a non-finite output
+   asks for a smaller step (+1), else 0. */
+static int cv_result(cv_backend *be, int rc, size_t m, const double *out)
+{
+  if (rc) return -1;
+  if (nf_first_nonfinite(m, out) < m) {
+    be->nonfinite = 1;
+    return 1;
+  }
+  return 0;
+}
+
+/* CVODES rhs: the problem's state derivative. */
+static int cv_rhs(realtype t, N_Vector y, N_Vector ydot, void *data)
+{
+  cv_backend *be = data;
+  double *out = N_VGetArrayPointer(ydot);
+  int rc = be->p->f(be->p, t, N_VGetArrayPointer(y), out, NULL);
+  return cv_result(be, rc, be->n, out);
+}
+
+/* CVODES quadrature rhs: the problem's quadrature derivative. */
+static int cv_rhs_quad(realtype t, N_Vector y, N_Vector qdot, void *data)
+{
+  cv_backend *be = data;
+  double *out = N_VGetArrayPointer(qdot);
+  int rc = be->p->f(be->p, t, N_VGetArrayPointer(y), NULL, out);
+  return cv_result(be, rc, be->nq, out);
+}
+
+/* CVODES Jacobian-times-vector: Jv = (df/dy) v from the problem's jvp. */
+static int cv_jtimes(N_Vector v, N_Vector Jv, realtype t, N_Vector y, N_Vector fy, void *data,
+                     N_Vector tmp)
+{
+  (void)fy;
+  (void)tmp;
+  cv_backend *be = data;
+  double *out = N_VGetArrayPointer(Jv);
+  int rc = be->p->jvp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), out);
+  return cv_result(be, rc, be->n, out);
+}
+
+/* Backward rhs: lambda' = -(df/dy)^T lambda. */
+static int cv_rhs_b(realtype t, N_Vector y, N_Vector yB, N_Vector yBdot, void *data)
+{
+  cv_backend *be = data;
+  double *out = N_VGetArrayPointer(yBdot);
+  int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(yB), out, NULL, NULL);
+  for (size_t i = 0; i < be->n; i++) out[i] = -out[i];
+  return cv_result(be, rc, be->n, out);
+}
+
+/* Backward quadrature rhs: mu' = -(df/dtheta)^T lambda. */
+static int cv_rhs_quad_b(realtype t, N_Vector y, N_Vector yB, N_Vector qBdot, void *data)
+{
+  cv_backend *be = data;
+  double *out = N_VGetArrayPointer(qBdot);
+  memset(out, 0, be->n_theta * sizeof *out);
+  int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(yB),
+                          be->p->ode->g_y, out, NULL);
+  for (size_t k = 0; k < be->n_theta; k++) out[k] = -out[k];
+  return cv_result(be, rc, be->n_theta, out);
+}
+
+/* Backward Jacobian-times-vector: the backward Jacobian is -(df/dy)^T, so J v = -vjp(v). */
+static int cv_jtimes_b(N_Vector vB, N_Vector JvB, realtype t, N_Vector y, N_Vector yB,
+                       N_Vector fyB, void *data, N_Vector tmpB)
+{
+  (void)yB;
+  (void)fyB;
+  (void)tmpB;
+  cv_backend *be = data;
+  double *out = N_VGetArrayPointer(JvB);
+  int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(vB), out, NULL, NULL);
+  for (size_t i = 0; i < be->n; i++) out[i] = -out[i];
+  return cv_result(be, rc, be->n, out);
+}
+
+/* Frees a backend (CVodeFree also frees the adjoint and backward memory). */
+static void cv_destroy(void *backend)
+{
+  cv_backend *be = backend;
+  if (!be) return;
+  if (be->mem) CVodeFree(&be->mem);
+  if (be->nls) SUNNonlinSolFree(be->nls);
+  if (be->ls) SUNLinSolFree(be->ls);
+  if (be->nlsB) SUNNonlinSolFree(be->nlsB);
+  if (be->lsB) SUNLinSolFree(be->lsB);
+  if (be->y) N_VDestroy(be->y);
+  if (be->q) N_VDestroy(be->q);
+  if (be->yB) N_VDestroy(be->yB);
+  if (be->qB) N_VDestroy(be->qB);
+  if (be->ctx) SUNContext_Free(&be->ctx);
+  free(be);
+}
+
+/* opts.max_steps as CVODES's long. */
+static long cv_max_steps(const nf_ode_opts *o)
+{
+  return o->max_steps > (size_t)LONG_MAX ? LONG_MAX : (long)o->max_steps;
+}
+
+/* A new serial vector of m zeros (m >= 1). */
+static N_Vector cv_vector(cv_backend *be, size_t m)
+{
+  N_Vector v = N_VNew_Serial((sunindextype)m, be->ctx);
+  if (v) N_VConst(0.0, v);
+  return v;
+}
+
+/* Makes the CVODES memory for n states and nq quadratures, configured once. */
+static int cv_setup(cv_backend *be)
+{
+  const nf_ode_opts *o = &be->opts;
+  int adams = o->method == NF_ODE_ADAMS;
+  if (SUNContext_Create(NULL, &be->ctx)) return -1;
+  if (!(be->y = cv_vector(be, be->n))) return -1;
+  if (be->nq && !(be->q = cv_vector(be, be->nq))) return -1;
+  if (!(be->mem = CVodeCreate(adams ? CV_ADAMS : CV_BDF, be->ctx))) return -1;
+  int f = CVodeSetErrHandlerFn(be->mem, cv_error_handler, be);
+  f = f ? f : CVodeInit(be->mem, cv_rhs, 0.0, be->y);
+  f = f ? f : CVodeSetUserData(be->mem, be);
+  f = f ? f : CVodeSStolerances(be->mem, o->rtol, o->atol);
+  f = f ? f : CVodeSetMaxNumSteps(be->mem, cv_max_steps(o));
+  if (f) return f;
+  if (adams) {
+    if (!(be->nls = SUNNonlinSol_FixedPoint(be->y, 0, be->ctx))) return -1;
+    f = CVodeSetNonlinearSolver(be->mem, be->nls);
+  } else {
+    if (!(be->ls = SUNLinSol_SPGMR(be->y, SUN_PREC_NONE, 0, be->ctx))) return -1;
+    f = CVodeSetLinearSolver(be->mem, be->ls, NULL);
+  }
+  if (!f && be->nq) {
+    f = CVodeQuadInit(be->mem, cv_rhs_quad, be->q);
+    f = f ? f : CVodeQuadSStolerances(be->mem, o->rtol, o->atol);
+  }
+  if (!f && be->record) {
+    long steps = o->checkpoint_steps > (size_t)LONG_MAX ? LONG_MAX : (long)o->checkpoint_steps;
+    f = CVodeAdjInit(be->mem, steps, CV_HERMITE);
+    if (!f && !(be->yB = cv_vector(be, be->n))) return -1;
+    if (!f && be->n_theta && !(be->qB = cv_vector(be, be->n_theta))) return -1;
+  }
+  return f;
+}
+
+/* A CVODES backend for n states and nq quadratures (record: CHECKPOINT). */
+static void *cv_create(size_t n, size_t nq, size_t n_theta, int record, const nf_ode_opts *opts)
+{
+  cv_backend *be = calloc(1, sizeof *be);
+  if (!be) {
+    nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
+    return NULL;
+  }
+  be->opts = *opts;
+  be->n = n;
+  be->nq = nq;
+  be->n_theta = n_theta;
+  be->record = record;
+  int f = cv_setup(be);
+  if (f) {
+    nf_fail(NF_ENOMEM, "nf_ode_new: setting up CVODES failed (flag %d) %s", f, be->msg);
+    cv_destroy(be);
+    return NULL;
+  }
+  return be;
+}
+
+/* The failure of a CVODES call (flag < 0) at time t as a status with a clear cause. */
+static nf_status cv_failure(const cv_backend *be, const nf_problem *p, int flag, double t)
+{
+  char cause[512];
+  const char *what;
+  nf_status status = NF_ESOLVER;
+  if (p->failed) return nf_problem_callback_error(p, t);
+  switch (flag) {
+  case CV_TOO_MUCH_WORK:
+    snprintf(cause, sizeof cause, "step limit (max_steps = %zu) reached", be->opts.max_steps);
+    return nf_problem_error(p, NF_ESOLVER, t, cause);
+  case CV_TOO_MUCH_ACC: what = "tolerances too small for the machine precision"; break;
+  case CV_ERR_FAILURE:
+    what = "local error test failed repeatedly or the step size underflowed";
+    break;
+  case CV_CONV_FAILURE:
+    what = "nonlinear solver failed to converge repeatedly (stiff problem for adams?)";
+    break;
+  case CV_LSETUP_FAIL:
+  case CV_LSOLVE_FAIL: what = "the linear solver failed"; break;
+  case CV_RHSFUNC_FAIL:
+  case CV_FIRST_RHSFUNC_ERR:
+  case CV_REPTD_RHSFUNC_ERR:
+  case CV_UNREC_RHSFUNC_ERR:
+  case CV_QRHSFUNC_FAIL:
+  case CV_FIRST_QRHSFUNC_ERR:
+  case CV_REPTD_QRHSFUNC_ERR:
+  case CV_UNREC_QRHSFUNC_ERR:
+    what = "the derivative is not finite";
+    status = NF_ENONFINITE;
+    break;
+  case CV_MEM_FAIL: what = "out of memory"; status = NF_ENOMEM; break;
+  default: what = "CVODES failed"; break;
+  }
+  if (be->nonfinite && status == NF_ESOLVER) what = "the state or its derivative became non-finite";
+  snprintf(cause, sizeof cause, "%s (CVODES flag %d%s%s)", what, flag, be->msg[0] ? ": " : "",
+           be->msg);
+  return nf_problem_error(p, be->nonfinite ? NF_ENONFINITE : status, t, cause);
+}
+
+/* Per-solve settings: initial step (signed as t1 - t0), stop time, J v. */
+static int cv_prepare(cv_backend *be, nf_problem *p, double t0, double t1)
+{
+  double h0 = be->opts.h0 > 0 ? copysign(be->opts.h0, t1 - t0) : 0.0;
+  int f = CVodeSetInitStep(be->mem, h0);
+  f = f ? f : CVodeSetStopTime(be->mem, t1);
+  if (!f && be->nq) f = CVodeSetQuadErrCon(be->mem, p->quad_in_norm ? SUNTRUE : SUNFALSE);
+  if (!f && be->ls) f = CVodeSetJacTimes(be->mem, NULL, p->jvp ? cv_jtimes : NULL);
+  return f;
+}
+
+/* Integrates z = [states, quadratures] from t0 to t1 (CVodeF when recording). */
+static nf_status cv_integrate(void *backend, nf_problem *p, double t0, double t1, double *z,
+                              nf_run *run)
+{
+  cv_backend *be = backend;
+  double *y = N_VGetArrayPointer(be->y), tret = t0;
+  be->p = p;
+  be->nonfinite = 0;
+  be->msg[0] = '\0';
+  memcpy(y, z, be->n * sizeof *z);
+  int f = CVodeReInit(be->mem, t0, be->y);
+  if (!f && be->nq) {
+    memcpy(N_VGetArrayPointer(be->q), z + be->n, be->nq * sizeof *z);
+    f = CVodeQuadReInit(be->mem, be->q);
+  }
+  if (!f && be->record) f = CVodeAdjReInit(be->mem);
+  f = f ? f : cv_prepare(be, p, t0, t1);
+  if (!f) {
+    int ncheck;
+    f = be->record ? CVodeF(be->mem, t1, be->y, &tret, CV_NORMAL, &ncheck)
+                   : CVode(be->mem, t1, be->y, &tret, CV_NORMAL);
+  }
+  long steps = 0, netf = 0, nncf = 0;
+  CVodeGetNumSteps(be->mem, &steps);
+  CVodeGetNumErrTestFails(be->mem, &netf);
+  CVodeGetNumStepSolveFails(be->mem, &nncf);
+  run->steps = (size_t)steps;
+  run->rejected = (size_t)(netf + nncf);
+  if (f < 0) {
+    CVodeGetCurrentTime(be->mem, &tret);
+    run->t_reached = tret;
+    return cv_failure(be, p, f, tret);
+  }
+  memcpy(z, y, be->n * sizeof *z);
+  if (be->nq) {
+    CVodeGetQuad(be->mem, &tret, be->q);
+    memcpy(z + be->n, N_VGetArrayPointer(be->q), be->nq * sizeof *z);
+  }
+  run->t_reached = t1;
+  return NF_OK;
+}
+
+/* Creates the backward problem (first gradient) or re-initialises it at (t1, yB, qB). */
+static int cv_backward_init(cv_backend *be, double t1)
+{
+  const nf_ode_opts *o = &be->opts;
+  if (be->b_ready) {
+    int f = CVodeReInitB(be->mem, be->which, t1, be->yB);
+    if (!f && be->qB) f = CVodeQuadReInitB(be->mem, be->which, be->qB);
+    return f;
+  }
+  int adams = o->method == NF_ODE_ADAMS;
+  int f = CVodeCreateB(be->mem, adams ? CV_ADAMS : CV_BDF, &be->which);
+  if (f) return f;
+  void *bmem = CVodeGetAdjCVodeBmem(be->mem, be->which);
+  f = bmem ? CVodeSetErrHandlerFn(bmem, cv_error_handler, be) : -1;
+  f = f ? f : CVodeInitB(be->mem, be->which, cv_rhs_b, t1, be->yB);
+  f = f ? f : CVodeSetUserDataB(be->mem, be->which, be);
+  f = f ? f : CVodeSStolerancesB(be->mem, be->which, o->rtol, o->atol);
+  f = f ? f : CVodeSetMaxNumStepsB(be->mem, be->which, cv_max_steps(o));
+  if (f) return f;
+  if (adams) {
+    if (!(be->nlsB = SUNNonlinSol_FixedPoint(be->yB, 0, be->ctx))) return CV_MEM_FAIL;
+    f = CVodeSetNonlinearSolverB(be->mem, be->which, be->nlsB);
+  } else {
+    if (!(be->lsB = SUNLinSol_SPGMR(be->yB, SUN_PREC_NONE, 0, be->ctx))) return CV_MEM_FAIL;
+    f = CVodeSetLinearSolverB(be->mem, be->which, be->lsB, NULL);
+    f = f ? f : CVodeSetJacTimesB(be->mem, be->which, NULL, cv_jtimes_b);
+  }
+  if (!f && be->qB) {
+    f = CVodeQuadInitB(be->mem, be->which, cv_rhs_quad_b, be->qB);
+    f = f ? f : CVodeQuadSStolerancesB(be->mem, be->which, o->rtol, o->atol);
+    f = f ? f : CVodeSetQuadErrConB(be->mem, be->which, o->seminorm ? SUNFALSE : SUNTRUE);
+  }
+  if (!f) be->b_ready = 1;
+  return f;
+}
+
+/* CHECKPOINT: solves the backward problem from t1 to t0 over the recorded checkpoints. */
+static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, double *g_y0,
+                             double *g_theta, double *g_t0, double *g_t1, nf_run *run)
+{
+  cv_backend *be = backend;
+  const nf_ode *ode = p->ode;
+  double t0 = ode->t0, t1 = ode->t1, tret = t1, d1, d0;
+  be->p = p;
+  be->nonfinite = 0;
+  be->msg[0] = '\0';
+  run->t_reached = t1;
+  if (nf_problem_dot_f(p, t1, ode->y1, g_y1, &d1)) return nf_problem_callback_error(p, t1);
+  memcpy(N_VGetArrayPointer(be->yB), g_y1, be->n * sizeof *g_y1);
+  if (be->qB) N_VConst(0.0, be->qB);
+  int f = cv_backward_init(be, t1);
+  f = f ? f : CVodeB(be->mem, t0, CV_NORMAL);
+  void *bmem = be->b_ready ? CVodeGetAdjCVodeBmem(be->mem, be->which) : NULL;
+  if (bmem) {
+    long steps = 0, netf = 0, nncf = 0;
+    CVodeGetNumSteps(bmem, &steps);
+    CVodeGetNumErrTestFails(bmem, &netf);
+    CVodeGetNumStepSolveFails(bmem, &nncf);
+    run->steps = (size_t)steps;
+    run->rejected = (size_t)(netf + nncf);
+  }
+  if (f < 0) {
+    if (bmem) CVodeGetCurrentTime(bmem, &tret);
+    run->t_reached = tret;
+    return cv_failure(be, p, f, tret);
+  }
+  f = CVodeGetB(be->mem, be->which, &tret, be->yB);
+  if (!f && be->qB) f = CVodeGetQuadB(be->mem, be->which, &tret, be->qB);
+  if (f < 0) return cv_failure(be, p, f, tret);
+  run->t_reached = t0;
+  const double *lambda = N_VGetArrayPointer(be->yB);
+  if (nf_problem_dot_f(p, t0, ode->y0, lambda, &d0)) return nf_problem_callback_error(p, t0);
+  memcpy(g_y0, lambda, be->n * sizeof *g_y0);
+  if (be->qB) {
+    const double *mu = N_VGetArrayPointer(be->qB);
+    for (size_t k = 0; k < be->n_theta; k++) g_theta[k] += mu[k];
+  }
+  *g_t0 = -d0;
+  *g_t1 = d1;
+  return NF_OK;
+}
+
+const nf_solver_ops nf_cvodes_ops = {cv_create, cv_destroy, cv_integrate, cv_gradient};

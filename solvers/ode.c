@@ -1,0 +1,351 @@
+/* solvers/ode.c — nf_ode: options, creation, the checked solve and gradient,
+   and the dispatch to the backends (solver.h). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "solver.h"
+
+static const char *const method_names[] = {"euler", "rk4", "dopri5", "adams", "bdf"};
+static const char *const grad_names[] = {"none", "backsolve", "checkpoint", "discrete"};
+
+nf_ode_opts nf_ode_defaults(nf_ode_method method)
+{
+  nf_ode_opts o;
+  memset(&o, 0, sizeof o);
+  o.method = method;
+  o.grad = NF_GRAD_NONE;
+  o.rtol = 1e-6;
+  o.atol = 1e-6;
+  o.h0 = 0.0;
+  o.max_steps = 100000;
+  o.fixed_steps = 100;
+  o.seminorm = 1;
+  o.checkpoint_steps = 100;
+  return o;
+}
+
+/* Index of name in a table of k names, or k. */
+static size_t name_index(const char *name, const char *const *table, size_t k)
+{
+  size_t i = 0;
+  while (i < k && strcmp(name, table[i]) != 0) i++;
+  return i;
+}
+
+nf_status nf_ode_method_parse(const char *name, nf_ode_method *method)
+{
+  if (!name || !method) return nf_fail(NF_EINVAL, "nf_ode_method_parse: NULL argument");
+  size_t k = sizeof method_names / sizeof *method_names;
+  size_t i = name_index(name, method_names, k);
+  if (i == k)
+    return nf_fail(NF_EINVAL,
+                   "nf_ode_method_parse: unknown method '%s' (euler, rk4, dopri5, adams, bdf)",
+                   name);
+  *method = (nf_ode_method)i;
+  return NF_OK;
+}
+
+nf_status nf_ode_grad_parse(const char *name, nf_ode_grad *grad)
+{
+  if (!name || !grad) return nf_fail(NF_EINVAL, "nf_ode_grad_parse: NULL argument");
+  size_t k = sizeof grad_names / sizeof *grad_names;
+  size_t i = name_index(name, grad_names, k);
+  if (i == k)
+    return nf_fail(NF_EINVAL,
+                   "nf_ode_grad_parse: unknown gradient mode '%s' "
+                   "(none, backsolve, checkpoint, discrete)",
+                   name);
+  *grad = (nf_ode_grad)i;
+  return NF_OK;
+}
+
+/* NF_OK if opts describe a valid integrator for n states, else NF_EINVAL with the reason. */
+static nf_status check_opts(size_t n, size_t n_theta, const nf_ode_opts *o)
+{
+  const char *fn = "nf_ode_new";
+  if (!o) return nf_fail(NF_EINVAL, "%s: opts is NULL", fn);
+  if (n == 0) return nf_fail(NF_EINVAL, "%s: n = 0 states", fn);
+  if (n > SIZE_MAX / 64 || n_theta > SIZE_MAX / 64)
+    return nf_fail(NF_EINVAL, "%s: n = %zu, n_theta = %zu too large", fn, n, n_theta);
+  if ((unsigned)o->method > NF_ODE_BDF)
+    return nf_fail(NF_EINVAL, "%s: unknown method %d", fn, (int)o->method);
+  if ((unsigned)o->grad > NF_GRAD_DISCRETE)
+    return nf_fail(NF_EINVAL, "%s: unknown gradient mode %d", fn, (int)o->grad);
+  if (!(o->rtol > 0 && isfinite(o->rtol)) || !(o->atol > 0 && isfinite(o->atol)))
+    return nf_fail(NF_EINVAL, "%s: tolerances must be finite and > 0 (rtol = %g, atol = %g)", fn,
+                   o->rtol, o->atol);
+  if (!(o->h0 >= 0 && isfinite(o->h0)))
+    return nf_fail(NF_EINVAL, "%s: h0 = %g must be finite and >= 0", fn, o->h0);
+  if (o->max_steps == 0) return nf_fail(NF_EINVAL, "%s: max_steps = 0", fn);
+  if (o->fixed_steps == 0) return nf_fail(NF_EINVAL, "%s: fixed_steps = 0", fn);
+  int cvodes = o->method == NF_ODE_ADAMS || o->method == NF_ODE_BDF;
+  if (o->grad == NF_GRAD_CHECKPOINT && !cvodes)
+    return nf_fail(NF_EINVAL, "%s: gradient mode checkpoint needs method adams or bdf, not %s", fn,
+                   method_names[o->method]);
+  if (o->grad == NF_GRAD_CHECKPOINT && o->checkpoint_steps == 0)
+    return nf_fail(NF_EINVAL, "%s: checkpoint_steps = 0", fn);
+  if (o->grad == NF_GRAD_DISCRETE && cvodes)
+    return nf_fail(NF_EINVAL,
+                   "%s: gradient mode discrete needs method euler, rk4 or dopri5, not %s", fn,
+                   method_names[o->method]);
+  return NF_OK;
+}
+
+nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts)
+{
+  if (check_opts(n, n_theta, opts)) return NULL;
+  nf_ode *ode = calloc(1, sizeof *ode);
+  if (!ode) {
+    nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
+    return NULL;
+  }
+  ode->n = n;
+  ode->n_theta = n_theta;
+  ode->opts = *opts;
+  int cvodes = opts->method == NF_ODE_ADAMS || opts->method == NF_ODE_BDF;
+  ode->ops = cvodes ? &nf_cvodes_ops : &nf_rk_ops;
+  int record = opts->grad == NF_GRAD_DISCRETE || opts->grad == NF_GRAD_CHECKPOINT;
+  ode->y = nf_dalloc(n);
+  ode->y0 = nf_dalloc(n);
+  ode->y1 = nf_dalloc(n);
+  ode->f = nf_dalloc(n);
+  ode->g_y = nf_dalloc(n);
+  ode->g_y0 = nf_dalloc(n);
+  ode->g_theta = nf_dalloc(n_theta);
+  int ok = ode->y && ode->y0 && ode->y1 && ode->f && ode->g_y && ode->g_y0 && ode->g_theta;
+  if (ok && opts->grad == NF_GRAD_BACKSOLVE) {
+    ode->z = nf_dalloc(2 * n + n_theta + 1);
+    ok = ode->z != NULL;
+  }
+  if (!ok) {
+    nf_ode_free(ode);
+    nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
+    return NULL;
+  }
+  ode->fwd = ode->ops->create(n, 0, n_theta, record, opts);
+  if (ode->fwd && opts->grad == NF_GRAD_BACKSOLVE)
+    ode->bwd = ode->ops->create(2 * n, n_theta + 1, n_theta, 0, opts);
+  if (!ode->fwd || (opts->grad == NF_GRAD_BACKSOLVE && !ode->bwd)) {
+    nf_ode_free(ode); /* the backend's message stays */
+    return NULL;
+  }
+  return ode;
+}
+
+void nf_ode_free(nf_ode *ode)
+{
+  if (!ode) return;
+  if (ode->fwd) ode->ops->destroy(ode->fwd);
+  if (ode->bwd) ode->ops->destroy(ode->bwd);
+  free(ode->y);
+  free(ode->y0);
+  free(ode->y1);
+  free(ode->f);
+  free(ode->g_y);
+  free(ode->g_y0);
+  free(ode->g_theta);
+  free(ode->z);
+  free(ode);
+}
+
+const nf_ode_stats *nf_ode_get_stats(const nf_ode *ode) { return ode ? &ode->stats : NULL; }
+
+int nf_problem_rhs(nf_problem *p, double t, const double *y, double *dydt)
+{
+  (*p->count)++;
+  int rc = p->sys->rhs(t, y, dydt, p->sys->user);
+  if (rc && !p->failed) {
+    p->failed = "rhs";
+    p->failed_rc = rc;
+  }
+  return rc;
+}
+
+int nf_problem_vjp(nf_problem *p, double t, const double *y, const double *a, double *g_y,
+                   double *g_theta, double *g_t)
+{
+  (*p->count)++;
+  int rc = p->sys->vjp(t, y, a, g_y, g_theta, g_t, p->sys->user);
+  if (rc && !p->failed) {
+    p->failed = "vjp";
+    p->failed_rc = rc;
+  }
+  return rc;
+}
+
+int nf_problem_jvp(nf_problem *p, double t, const double *y, const double *v, double *jv)
+{
+  int rc = p->sys->jvp(t, y, v, jv, p->sys->user);
+  if (rc && !p->failed) {
+    p->failed = "jvp";
+    p->failed_rc = rc;
+  }
+  return rc;
+}
+
+int nf_problem_dot_f(nf_problem *p, double t, const double *y, const double *a, double *out)
+{
+  nf_ode *ode = p->ode;
+  int rc = nf_problem_rhs(p, t, y, ode->f);
+  if (rc) return rc;
+  double s = 0;
+  for (size_t i = 0; i < ode->n; i++) s += a[i] * ode->f[i];
+  *out = s;
+  return 0;
+}
+
+nf_status nf_problem_error(const nf_problem *p, nf_status status, double t, const char *cause)
+{
+  return nf_fail(status, "%s: %s at t = %.10g (integrating from %.10g to %.10g)", p->who, cause, t,
+                 p->t_from, p->t_to);
+}
+
+nf_status nf_problem_callback_error(const nf_problem *p, double t)
+{
+  return nf_fail(NF_ESOLVER,
+                 "%s: the %s callback returned %d at t = %.10g (integrating from %.10g to %.10g)",
+                 p->who, p->failed ? p->failed : "?", p->failed_rc, t, p->t_from, p->t_to);
+}
+
+/* z' = f(t, z) of the user's system, as a problem without quadratures. */
+static int plain_f(nf_problem *p, double t, const double *z, double *dz, double *dq)
+{
+  (void)dq;
+  return dz ? nf_problem_rhs(p, t, z, dz) : 0;
+}
+
+/* Jacobian-vector product of the user's system. */
+static int plain_jvp(nf_problem *p, double t, const double *z, const double *v, double *jv)
+{
+  return nf_problem_jvp(p, t, z, v, jv);
+}
+
+/* The user's system as a problem counted in *count and reported as `who`. */
+static nf_problem plain_problem(nf_ode *ode, const nf_ode_system *sys, size_t *count,
+                                const char *who, double t_from, double t_to)
+{
+  nf_problem p;
+  memset(&p, 0, sizeof p);
+  p.n = ode->n;
+  p.f = plain_f;
+  p.jvp = sys->jvp ? plain_jvp : NULL;
+  p.ode = ode;
+  p.sys = sys;
+  p.count = count;
+  p.who = who;
+  p.t_from = t_from;
+  p.t_to = t_to;
+  return p;
+}
+
+/* Checks the arguments shared by solve and replay. */
+static nf_status check_solve(const char *fn, const nf_ode *ode, const nf_ode_system *sys,
+                             double t0, double t1, const double *y)
+{
+  if (!ode || !sys || !y) return nf_fail(NF_EINVAL, "%s: NULL argument", fn);
+  if (!sys->rhs) return nf_fail(NF_EINVAL, "%s: the system has no rhs", fn);
+  if (!isfinite(t0) || !isfinite(t1))
+    return nf_fail(NF_ENONFINITE, "%s: t0 = %g, t1 = %g must be finite", fn, t0, t1);
+  size_t bad = nf_first_nonfinite(ode->n, y);
+  if (bad < ode->n)
+    return nf_fail(NF_ENONFINITE, "%s: y0[%zu] = %g is not finite", fn, bad, y[bad]);
+  return NF_OK;
+}
+
+nf_status nf_ode_solve(nf_ode *ode, const nf_ode_system *sys, double t0, double t1, double *y)
+{
+  const char *fn = "nf_ode_solve";
+  if (ode) ode->solved = 0; /* even a refused call ends the old recording */
+  nf_status st = check_solve(fn, ode, sys, t0, t1, y);
+  if (st) return st;
+  size_t n = ode->n;
+  ode->stats.nfe = ode->stats.steps = ode->stats.rejected = 0;
+  ode->stats.t_reached = t0;
+  memcpy(ode->y0, y, n * sizeof *y);
+  memcpy(ode->y, y, n * sizeof *y);
+  if (t0 != t1) {
+    nf_problem p = plain_problem(ode, sys, &ode->stats.nfe, fn, t0, t1);
+    nf_run run = {0, 0, t0};
+    st = ode->ops->integrate(ode->fwd, &p, t0, t1, ode->y, &run);
+    ode->stats.steps = run.steps;
+    ode->stats.rejected = run.rejected;
+    ode->stats.t_reached = run.t_reached;
+    if (st) return st;
+  }
+  ode->stats.t_reached = t1;
+  memcpy(ode->y1, ode->y, n * sizeof *y);
+  memcpy(y, ode->y, n * sizeof *y);
+  ode->t0 = t0;
+  ode->t1 = t1;
+  ode->solved = 1;
+  return NF_OK;
+}
+
+/* Gradient over an empty interval: the flow map is the identity, y(t1) moves with t1 at f. */
+static nf_status gradient_trivial(nf_problem *p, const double *g_y1, double *g_y0, double *g_t0,
+                                  double *g_t1)
+{
+  nf_ode *ode = p->ode;
+  double d;
+  if (nf_problem_dot_f(p, ode->t1, ode->y1, g_y1, &d)) return nf_problem_callback_error(p, ode->t1);
+  memcpy(g_y0, g_y1, ode->n * sizeof *g_y1);
+  *g_t1 = d;
+  *g_t0 = -d;
+  return NF_OK;
+}
+
+nf_status nf_ode_gradient(nf_ode *ode, const nf_ode_system *sys, const double *g_y1,
+                          double *g_y0, double *g_theta, double *g_t0, double *g_t1)
+{
+  const char *fn = "nf_ode_gradient";
+  if (!ode || !sys || !g_y1) return nf_fail(NF_EINVAL, "%s: NULL argument", fn);
+  if (!sys->rhs || !sys->vjp)
+    return nf_fail(NF_EINVAL, "%s: the system needs rhs and vjp callbacks", fn);
+  if (ode->opts.grad == NF_GRAD_NONE)
+    return nf_fail(NF_ESTATE, "%s: the integrator was made with grad = none", fn);
+  if (!ode->solved)
+    return nf_fail(NF_ESTATE, "%s: no successful nf_ode_solve to differentiate", fn);
+  size_t bad = nf_first_nonfinite(ode->n, g_y1);
+  if (bad < ode->n)
+    return nf_fail(NF_ENONFINITE, "%s: g_y1[%zu] = %g is not finite", fn, bad, g_y1[bad]);
+  ode->stats.nfe_adjoint = ode->stats.steps_adjoint = 0;
+  memset(ode->g_theta, 0, ode->n_theta * sizeof *ode->g_theta);
+  nf_problem p = plain_problem(ode, sys, &ode->stats.nfe_adjoint, fn, ode->t1, ode->t0);
+  nf_run run = {0, 0, ode->t1};
+  double gt0 = 0, gt1 = 0;
+  nf_status st;
+  if (ode->t0 == ode->t1)
+    st = gradient_trivial(&p, g_y1, ode->g_y0, &gt0, &gt1);
+  else if (ode->opts.grad == NF_GRAD_BACKSOLVE)
+    st = nf_backsolve_gradient(&p, g_y1, ode->g_y0, ode->g_theta, &gt0, &gt1, &run);
+  else
+    st = ode->ops->gradient(ode->fwd, &p, g_y1, ode->g_y0, ode->g_theta, &gt0, &gt1, &run);
+  ode->stats.steps_adjoint = run.steps;
+  ode->stats.t_reached = st ? run.t_reached : ode->t0;
+  if (st) return st;
+  if (g_y0) memcpy(g_y0, ode->g_y0, ode->n * sizeof *g_y0);
+  if (g_theta)
+    for (size_t k = 0; k < ode->n_theta; k++) g_theta[k] += ode->g_theta[k];
+  if (g_t0) *g_t0 = gt0;
+  if (g_t1) *g_t1 = gt1;
+  return NF_OK;
+}
+
+nf_status nf_ode_replay(nf_ode *ode, const nf_ode_system *sys, double t0, double t1, double *y)
+{
+  const char *fn = "nf_ode_replay";
+  nf_status st = check_solve(fn, ode, sys, t0, t1, y);
+  if (st) return st;
+  if (ode->opts.grad != NF_GRAD_DISCRETE || !ode->solved || ode->t0 == ode->t1)
+    return nf_fail(NF_ESTATE, "%s: no successful discrete solve to replay", fn);
+  memcpy(ode->y, y, ode->n * sizeof *y);
+  nf_problem p = plain_problem(ode, sys, &ode->stats.nfe, fn, t0, t1);
+  nf_run run = {0, 0, t0};
+  st = nf_rk_replay(ode->fwd, &p, t0, t1, ode->y, &run);
+  if (st) return st;
+  memcpy(y, ode->y, ode->n * sizeof *y);
+  return NF_OK;
+}

@@ -1,0 +1,114 @@
+/* solvers/solver.h — the internal ops table between nf_ode (ode.c), the
+   backends (explicit_rk.c, cvodes.c) and the backsolve adjoint (backsolve.c).
+
+   A backend integrates an nf_problem: n error-controlled states z and nq
+   quadratures q (q' = g(t, z): they never feed back into z). The plain solve is
+   the user's system with nq = 0; the backsolve adjoint is [y, a] with the
+   quadratures [g_theta, g_t]. Explicit Runge–Kutta methods carry z and q as one
+   vector [z, q]; CVODES carries q as CVODES quadratures. */
+#ifndef NFLOW_SOLVER_H
+#define NFLOW_SOLVER_H
+
+#include <stddef.h>
+#include "nflow/ode.h"
+
+typedef struct nf_problem nf_problem;
+
+/* The problem a backend integrates, and where its callbacks report. */
+struct nf_problem {
+  size_t n, nq;     /* states, quadratures */
+  int quad_in_norm; /* quadratures take part in the local error test */
+  /* Writes dz = z' (length n) unless dz is NULL and dq = q' (length nq) unless dq
+     is NULL, at (t, z); reads z[0..n) only. Returns 0 or a callback's code. */
+  int (*f)(nf_problem *p, double t, const double *z, double *dz, double *dq);
+  /* jv = (dz'/dz) v for implicit methods; NULL: difference quotients. */
+  int (*jvp)(nf_problem *p, double t, const double *z, const double *v, double *jv);
+  nf_ode *ode;              /* owner: scratch vectors and end points */
+  const nf_ode_system *sys; /* the user's callbacks */
+  size_t *count;            /* incremented by every callback evaluation */
+  const char *who;          /* public function named in error messages */
+  double t_from, t_to;      /* interval of the integration, for messages */
+  const char *failed;       /* callback that returned nonzero ("rhs", "vjp", "jvp"), or NULL */
+  int failed_rc;            /* its return code */
+};
+
+/* What a backend run reports back. */
+typedef struct nf_run {
+  size_t steps, rejected;
+  double t_reached;
+} nf_run;
+
+/* Operations of one family of methods. */
+typedef struct nf_solver_ops {
+  /* A backend for problems of n states and nq quadratures; `record` makes
+     integrate keep what gradient needs for systems of n_theta parameters. NULL
+     with nf_errmsg set on failure. */
+  void *(*create)(size_t n, size_t nq, size_t n_theta, int record, const nf_ode_opts *opts);
+  void (*destroy)(void *backend);
+  /* Integrates z = [states, quadratures] in place from t0 to t1 (t0 != t1). On
+     failure returns a status with the message set (z then holds garbage). */
+  nf_status (*integrate)(void *backend, nf_problem *p, double t0, double t1, double *z,
+                         nf_run *run);
+  /* The recorded-mode gradient (DISCRETE or CHECKPOINT) of the last successful
+     recording integrate, for p->ode's end points: writes g_y0, g_t0, g_t1 and ADDS
+     into g_theta (all non-NULL, internal buffers). */
+  nf_status (*gradient)(void *backend, nf_problem *p, const double *g_y1, double *g_y0,
+                        double *g_theta, double *g_t0, double *g_t1, nf_run *run);
+} nf_solver_ops;
+
+extern const nf_solver_ops nf_rk_ops;     /* EULER, RK4, DOPRI5 (explicit_rk.c) */
+extern const nf_solver_ops nf_cvodes_ops; /* ADAMS, BDF (cvodes.c) */
+
+/* The integrator object of nflow/ode.h. */
+struct nf_ode {
+  size_t n, n_theta;
+  nf_ode_opts opts;
+  const nf_solver_ops *ops;
+  void *fwd;       /* backend of nf_ode_solve (records for DISCRETE and CHECKPOINT) */
+  void *bwd;       /* BACKSOLVE: backend of the 2n states [y, a] + n_theta + 1 quadratures */
+  double *y;       /* n: working copy of the state during a solve */
+  double *y0, *y1; /* n: end points of the last successful solve */
+  double *f;       /* n: scratch for f(t, y) at an end point */
+  double *g_y;     /* n: scratch for vjp's g_y when it is not wanted */
+  double *g_y0;    /* n: dL/dy0 under construction */
+  double *g_theta; /* n_theta: dL/dtheta under construction */
+  double *z;       /* BACKSOLVE: [y, a, g_theta, g_t], 2n + n_theta + 1 */
+  double t0, t1;   /* interval of the last successful solve */
+  int solved;      /* a successful solve is recorded */
+  nf_ode_stats stats;
+};
+
+/* Callback wrappers: count the call in *p->count and, on a nonzero return,
+   remember which callback failed in p. Return the callback's code. */
+int nf_problem_rhs(nf_problem *p, double t, const double *y, double *dydt);
+int nf_problem_vjp(nf_problem *p, double t, const double *y, const double *a, double *g_y,
+                   double *g_theta, double *g_t);
+int nf_problem_jvp(nf_problem *p, double t, const double *y, const double *v, double *jv);
+
+/* *out = a . f(t, y) (the derivative of a . y(t) along the flow); 0 or the rhs code. */
+int nf_problem_dot_f(nf_problem *p, double t, const double *y, const double *a, double *out);
+
+/* The failure "who: cause at t = ... (integrating from ... to ...)" as a status. */
+nf_status nf_problem_error(const nf_problem *p, nf_status status, double t, const char *cause);
+
+/* The failure of a callback recorded in p, at time t. */
+nf_status nf_problem_callback_error(const nf_problem *p, double t);
+
+/* BACKSOLVE: dL/dy0, dL/dtheta (ADDED), dL/dt0, dL/dt1 by integrating the
+   augmented adjoint system backwards from t1 (backsolve.c). */
+nf_status nf_backsolve_gradient(nf_problem *p, const double *g_y1, double *g_y0, double *g_theta,
+                                double *g_t0, double *g_t1, nf_run *run);
+
+/* DISCRETE, explicit Runge–Kutta: integrates z with the step sizes recorded by
+   the last recording solve, rescaled to [t0, t1] (fractions of t1 - t0 held
+   fixed), without recording: the discrete map whose exact derivative the
+   DISCRETE gradient is (explicit_rk.c). */
+nf_status nf_rk_replay(void *backend, nf_problem *p, double t0, double t1, double *z,
+                       nf_run *run);
+
+/* Test hook: y <- the discrete map of the last DISCRETE solve of ode (its step
+   fractions) from (t0, y) to t1; y untouched on failure. NF_ESTATE unless a
+   DISCRETE solve succeeded. */
+nf_status nf_ode_replay(nf_ode *ode, const nf_ode_system *sys, double t0, double t1, double *y);
+
+#endif
