@@ -82,12 +82,15 @@ void nf_adam_free(nf_adam *adam)
   free(adam);
 }
 
-/* ||g||_2 of n values, scaled by max |g_i| so that squares cannot overflow. */
+/* ||g||_2 of n values; rescaled by max |g_i| only if the plain sum of squares overflows. */
 static double norm2(size_t n, const double *g)
 {
-  double amax = 0.0, ss = 0.0;
+  double ss = 0.0;
+  for (size_t i = 0; i < n; i++) ss += g[i] * g[i];
+  if (isfinite(ss)) return sqrt(ss);
+  double amax = 0.0;
   for (size_t i = 0; i < n; i++) amax = fmax(amax, fabs(g[i]));
-  if (amax == 0.0) return 0.0;
+  ss = 0.0;
   for (size_t i = 0; i < n; i++) ss += (g[i] / amax) * (g[i] / amax);
   return amax * sqrt(ss);
 }
@@ -96,6 +99,24 @@ static double norm2(size_t n, const double *g)
 static double clip_scale(double clip, double norm)
 {
   return (clip > 0 && norm > clip) ? clip / norm : 1.0;
+}
+
+/* The moment updates and theta -= lr mhat / (sqrt(vhat) + eps), mhat = m / (1 - beta1^t),
+   vhat = v / (1 - beta2^t), on g = scale grad + l2 theta, after theta *= shrink. */
+NF_VECTOR_LOOP static void moments_update(nf_adam *adam, double scale, double l2, double shrink,
+                                          double *restrict params, const double *restrict grad)
+{
+  const nf_adam_opts *o = &adam->opts;
+  double step = o->lr / (1.0 - pow(o->beta1, (double)adam->t));
+  double inv_bc2 = 1.0 / (1.0 - pow(o->beta2, (double)adam->t));
+  double b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+  double *restrict m = adam->m, *restrict v = adam->v;
+  for (size_t i = 0; i < adam->n; i++) {
+    double g = scale * grad[i] + l2 * params[i];
+    m[i] = b1 * m[i] + (1.0 - b1) * g;
+    v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+    params[i] = shrink * params[i] - step * m[i] / (sqrt(v[i] * inv_bc2) + eps);
+  }
 }
 
 nf_status nf_adam_step(nf_adam *adam, double *params, const double *grad)
@@ -112,15 +133,7 @@ nf_status nf_adam_step(nf_adam *adam, double *params, const double *grad)
   double l2 = o->decoupled ? 0.0 : o->weight_decay;
   double shrink = o->decoupled ? 1.0 - o->lr * o->weight_decay : 1.0;
   adam->t++;
-  double bc1 = 1.0 - pow(o->beta1, (double)adam->t);
-  double bc2 = 1.0 - pow(o->beta2, (double)adam->t);
-  for (size_t i = 0; i < n; i++) {
-    double g = scale * grad[i] + l2 * params[i];
-    adam->m[i] = o->beta1 * adam->m[i] + (1.0 - o->beta1) * g;
-    adam->v[i] = o->beta2 * adam->v[i] + (1.0 - o->beta2) * g * g;
-    double mhat = adam->m[i] / bc1, vhat = adam->v[i] / bc2;
-    params[i] = shrink * params[i] - o->lr * mhat / (sqrt(vhat) + o->eps);
-  }
+  moments_update(adam, scale, l2, shrink, params, grad);
   adam->grad_norm = norm;
   return NF_OK;
 }

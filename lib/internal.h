@@ -11,6 +11,15 @@
 #define NF_PRINTF(a, b)
 #endif
 
+/* Elementwise loops over whole batches: compiled for AVX2 and AVX-512 as well,
+   the best chosen at load time (GCC function multiversioning), as OpenBLAS
+   does for its kernels. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
+#define NF_VECTOR_LOOP __attribute__((target_clones("default", "avx2", "avx512f")))
+#else
+#define NF_VECTOR_LOOP
+#endif
+
 /* Records a printf-style detail for nf_errmsg() and returns status. */
 nf_status nf_fail(nf_status status, const char *fmt, ...) NF_PRINTF(2, 3);
 

@@ -141,7 +141,7 @@ double nf_mlp_flops_per_row(const nf_mlp *mlp)
 }
 
 /* Y[i, :] = act(Y[i, :] + b) for n rows of width w, in place. */
-static void add_bias_activate(nf_activation act, size_t n, size_t w, const double *b, double *y)
+NF_VECTOR_LOOP static void add_bias_activate(nf_activation act, size_t n, size_t w, const double *b, double *y)
 {
   for (size_t i = 0; i < n; i++) {
     double *r = y + i * w;
@@ -173,7 +173,7 @@ static void add_bias_activate(nf_activation act, size_t n, size_t w, const doubl
 
 /* G = G * act'(.), with act' written in the activation's output H (relu: H > 0;
    tanh: 1 - H^2; elu: H > 0 ? 1 : H + 1; softplus: sigmoid = 1 - exp(-H)). */
-static void activation_backward(nf_activation act, size_t n, size_t w, const double *h,
+NF_VECTOR_LOOP static void activation_backward(nf_activation act, size_t n, size_t w, const double *h,
                                 double *g)
 {
   const size_t nw = n * w;
@@ -196,7 +196,7 @@ static void activation_backward(nf_activation act, size_t n, size_t w, const dou
 }
 
 /* gb += column sums of the n x w matrix g. */
-static void add_column_sums(size_t n, size_t w, const double *g, double *gb)
+NF_VECTOR_LOOP static void add_column_sums(size_t n, size_t w, const double *restrict g, double *restrict gb)
 {
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < w; j++) gb[j] += g[i * w + j];

@@ -103,14 +103,19 @@ static int cv_jtimes(N_Vector v, N_Vector Jv, realtype t, N_Vector y, N_Vector f
   return cv_result(be, rc, be->n, out);
 }
 
+/* out = -(df/dy)^T v at (t, y): the backward rhs and the backward Jacobian's product. */
+static int cv_minus_vjp(cv_backend *be, double t, N_Vector y, N_Vector v, N_Vector out)
+{
+  double *o = N_VGetArrayPointer(out);
+  int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), o, NULL, NULL);
+  for (size_t i = 0; i < be->n; i++) o[i] = -o[i];
+  return cv_result(be, rc, be->n, o);
+}
+
 /* Backward rhs: lambda' = -(df/dy)^T lambda. */
 static int cv_rhs_b(realtype t, N_Vector y, N_Vector yB, N_Vector yBdot, void *data)
 {
-  cv_backend *be = data;
-  double *out = N_VGetArrayPointer(yBdot);
-  int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(yB), out, NULL, NULL);
-  for (size_t i = 0; i < be->n; i++) out[i] = -out[i];
-  return cv_result(be, rc, be->n, out);
+  return cv_minus_vjp(data, t, y, yB, yBdot);
 }
 
 /* Backward quadrature rhs: mu' = -(df/dtheta)^T lambda. */
@@ -125,18 +130,14 @@ static int cv_rhs_quad_b(realtype t, N_Vector y, N_Vector yB, N_Vector qBdot, vo
   return cv_result(be, rc, be->n_theta, out);
 }
 
-/* Backward Jacobian-times-vector: the backward Jacobian is -(df/dy)^T, so J v = -vjp(v). */
+/* Backward Jacobian-times-vector: the backward Jacobian is -(df/dy)^T. */
 static int cv_jtimes_b(N_Vector vB, N_Vector JvB, realtype t, N_Vector y, N_Vector yB,
                        N_Vector fyB, void *data, N_Vector tmpB)
 {
   (void)yB;
   (void)fyB;
   (void)tmpB;
-  cv_backend *be = data;
-  double *out = N_VGetArrayPointer(JvB);
-  int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(vB), out, NULL, NULL);
-  for (size_t i = 0; i < be->n; i++) out[i] = -out[i];
-  return cv_result(be, rc, be->n, out);
+  return cv_minus_vjp(data, t, y, vB, JvB);
 }
 
 /* Frees a backend (CVodeFree also frees the adjoint and backward memory). */

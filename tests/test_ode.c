@@ -712,6 +712,39 @@ START_TEST(test_gradient_empty_interval)
 }
 END_TEST
 
+START_TEST(test_gradient_linear_exact)
+{
+  /* no parameters (n_theta = 0); y' = A y: dL/dy0 = exp(A tau)^T c, dL/dt1 = c . A y1,
+     dL/dt0 = -dL/dy0 . A y0, in closed form */
+  const grad_case *gc = &grad_cases[_i];
+  if (gc->grad == NF_GRAD_DISCRETE && gc->method != NF_ODE_DOPRI5) return;
+  nf_ode_opts o = opts_of(gc->method, gc->grad, gc->tol, gc->fixed);
+  nf_ode *ode = nf_ode_new(3, 0, &o);
+  nf_ode_system sys = {lin_rhs, lin_vjp, lin_jvp, NULL};
+  double y0[3] = {1, 0.5, -0.7}, y[3], c[3] = {0.3, -1.1, 0.8}, g[3], gt0, gt1;
+  double ex[5], col[3], e[3], f[3];
+  memcpy(y, y0, sizeof y);
+  ck_assert_int_eq(nf_ode_solve(ode, &sys, 2, 0.5, y), NF_OK);
+  ck_assert_int_eq(nf_ode_gradient(ode, &sys, c, g, NULL, &gt0, &gt1), NF_OK);
+  for (int j = 0; j < 3; j++) {
+    memset(e, 0, sizeof e);
+    e[j] = 1;
+    lin_exact(0.5 - 2, e, col);
+    ex[j] = c[0] * col[0] + c[1] * col[1] + c[2] * col[2];
+  }
+  lin_exact(0.5 - 2, y0, y);
+  lin_rhs(0, y, f, NULL);
+  ex[4] = c[0] * f[0] + c[1] * f[1] + c[2] * f[2];
+  lin_rhs(0, y0, f, NULL);
+  ex[3] = -(ex[0] * f[0] + ex[1] * f[1] + ex[2] * f[2]);
+  double got[5] = {g[0], g[1], g[2], gt0, gt1};
+  double err = th_rel_err(5, got, ex, 1e-3);
+  double tol = gc->grad == NF_GRAD_DISCRETE ? 1e-5 : 1e-7;
+  ck_assert_msg(err < tol, "%s: linear gradient error %.3g", gc->name, err);
+  nf_ode_free(ode);
+}
+END_TEST
+
 /* ---- failures ------------------------------------------------------------ */
 
 /* Redirects stderr to a temporary file; returns the saved descriptor. */
@@ -875,6 +908,7 @@ int main(void)
   tcase_add_loop_test(tc, test_reuse_and_empty_interval, 0, N_METHODS);
   tcase_add_loop_test(tc, test_gradient_modes, 0, (int)N_GRAD_CASES);
   tcase_add_test(tc, test_gradient_modes_agree);
+  tcase_add_loop_test(tc, test_gradient_linear_exact, 0, (int)N_GRAD_CASES);
   tcase_add_test(tc, test_gradient_repeat_and_seminorm);
   tcase_add_loop_test(tc, test_gradient_empty_interval, 0, (int)N_GRAD_CASES);
   tcase_add_loop_test(tc, test_failures, 0, N_METHODS);
