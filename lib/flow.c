@@ -20,6 +20,7 @@ static const double LOG_2PI = 1.83787706640934548356;
    that vjp then reads (training) or one chunk (inference). */
 typedef struct flow_ws {
   size_t rows;      /* batch size it fits; 0 = not allocated */
+  size_t n_layers;  /* layers it was laid out for */
   double *states;   /* (K + 1) x rows x d: states[k] is the input of layer k in sampling order */
   double *work;     /* concatenated layer workspaces */
   size_t *work_off; /* K + 1 offsets into work */
@@ -37,6 +38,7 @@ struct nf_flow {
   double *params, *grad;
   flow_ws train;    /* records of all layers at once, for nll_grad */
   flow_ws infer;    /* one chunk of the inference paths: layers share one workspace */
+  double penalty;   /* sum of the layers' penalties at the last nf_flow_nll_grad */
 };
 
 static size_t base_n_params(nf_base base, size_t dim)
@@ -72,8 +74,14 @@ nf_flow *nf_flow_new(size_t dim, size_t ctx_dim, nf_base base)
   return flow;
 }
 
-static void ws_release(flow_ws *ws)
+/* Frees a workspace, first letting each layer release what it keeps there. */
+static void ws_release(const nf_flow *flow, flow_ws *ws)
 {
+  for (size_t k = 0; ws->work && k < ws->n_layers; k++) {
+    const nf_layer *layer = flow->layers[k];
+    if (layer->type->work_release)
+      layer->type->work_release(layer, ws->rows, ws->work + ws->work_off[k]);
+  }
   free(ws->states);
   free(ws->work);
   free(ws->work_off);
@@ -87,12 +95,12 @@ static void ws_release(flow_ws *ws)
 void nf_flow_free(nf_flow *flow)
 {
   if (!flow) return;
+  ws_release(flow, &flow->train);
+  ws_release(flow, &flow->infer);
   for (size_t k = 0; k < flow->n_layers; k++) nf_layer_free(flow->layers[k]);
   free(flow->layers);
   free(flow->params);
   free(flow->grad);
-  ws_release(&flow->train);
-  ws_release(&flow->infer);
   free(flow);
 }
 
@@ -141,10 +149,10 @@ nf_status nf_flow_push(nf_flow *flow, nf_layer *layer)
   flow->n_params = np;
   free(layer->storage);
   layer->storage = NULL;
+  ws_release(flow, &flow->train);
+  ws_release(flow, &flow->infer);
   flow->layers[flow->n_layers++] = layer;
   repoint_views(flow);
-  ws_release(&flow->train);
-  ws_release(&flow->infer);
   return NF_OK;
 }
 
@@ -154,6 +162,8 @@ size_t nf_flow_n_layers(const nf_flow *flow) { return flow ? flow->n_layers : 0;
 size_t nf_flow_n_params(const nf_flow *flow) { return flow ? flow->n_params : 0; }
 double *nf_flow_params(nf_flow *flow) { return flow ? flow->params : NULL; }
 double *nf_flow_grad(nf_flow *flow) { return flow ? flow->grad : NULL; }
+
+double nf_flow_penalty(const nf_flow *flow) { return flow ? flow->penalty : 0.0; }
 
 nf_layer *nf_flow_layer(nf_flow *flow, size_t k)
 {
@@ -165,16 +175,24 @@ nf_layer *nf_flow_layer(nf_flow *flow, size_t k)
 static nf_status ws_fit(const nf_flow *flow, flow_ws *ws, size_t rows, int shared)
 {
   if (ws->rows >= rows) return NF_OK;
-  ws_release(ws);
-  size_t K = flow->n_layers, d = flow->dim, total = 0;
+  ws_release(flow, ws);
+  size_t K = flow->n_layers, d = flow->dim, common = 0, total = 0;
   ws->work_off = malloc((K + 1) * sizeof *ws->work_off);
   if (!ws->work_off) return nf_fail(NF_ENOMEM, "nf_flow: out of memory for workspaces");
-  for (size_t k = 0; k < K; k++) {
-    size_t need = nf_layer_work_size(flow->layers[k], rows);
-    ws->work_off[k] = shared ? 0 : total;
-    total = shared ? (need > total ? need : total) : total + need;
-  }
+  for (size_t k = 0; k < K; k++) /* the shared region comes first */
+    if (shared && !flow->layers[k]->type->work_release) {
+      size_t need = nf_layer_work_size(flow->layers[k], rows);
+      common = need > common ? need : common;
+      ws->work_off[k] = 0;
+    }
+  total = common;
+  for (size_t k = 0; k < K; k++) /* then one private region per other layer */
+    if (!shared || flow->layers[k]->type->work_release) {
+      ws->work_off[k] = total;
+      total += nf_layer_work_size(flow->layers[k], rows);
+    }
   ws->work_off[K] = total;
+  ws->n_layers = K;
   ws->states = nf_dalloc((K + 1) * rows * d);
   ws->work = nf_dalloc(total);
   ws->logdet = nf_dalloc(rows);
@@ -182,7 +200,7 @@ static nf_status ws_fit(const nf_flow *flow, flow_ws *ws, size_t rows, int share
   ws->g_b = nf_dalloc(rows * d);
   ws->g_logdet = nf_dalloc(rows);
   if (!ws->states || !ws->work || !ws->logdet || !ws->g_a || !ws->g_b || !ws->g_logdet) {
-    ws_release(ws);
+    ws_release(flow, ws);
     return nf_fail(NF_ENOMEM, "nf_flow: out of memory for a workspace of %zu rows", rows);
   }
   ws->rows = rows;
@@ -372,6 +390,10 @@ nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x, const doubl
   base_log_prob(flow, n, ws->states, ws->logdet);
   double sum = 0;
   for (size_t i = 0; i < n; i++) sum -= ws->logdet[i];
+  flow->penalty = 0;
+  for (size_t k = 0; k < K; k++)
+    if (flow->layers[k]->type->penalty)
+      flow->penalty += flow->layers[k]->type->penalty(flow->layers[k], n, ws->work + ws->work_off[k]);
   base_nll_grad(flow, n, ws->states, ws->g_a);
   for (size_t i = 0; i < n; i++) ws->g_logdet[i] = -1.0 / (double)n;
   for (size_t k = 0; k < K; k++) {

@@ -41,6 +41,20 @@ size_t nf_layer_work_size(const nf_layer *layer, size_t n)
   return layer->type->work_size(layer, n);
 }
 
+double *nf_layer_work_new(const nf_layer *layer, size_t n)
+{
+  double *work = nf_dalloc(nf_layer_work_size(layer, n));
+  if (!work) nf_fail(NF_ENOMEM, "nf_layer_work_new: out of memory for %zu rows", n);
+  return work;
+}
+
+void nf_layer_work_free(const nf_layer *layer, size_t n, double *work)
+{
+  if (!work) return;
+  if (layer && layer->type->work_release) layer->type->work_release(layer, n, work);
+  free(work);
+}
+
 /* Argument checks common to apply and vjp. */
 static nf_status check_call(const char *fn, const nf_layer *layer, nf_dir dir, size_t n,
                             const double *in, const double *ctx, const double *work)

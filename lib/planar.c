@@ -266,7 +266,11 @@ static nf_status planar_vjp(const nf_layer *layer, nf_dir dir, size_t n, const d
 static void planar_destroy(void *data) { free(data); }
 
 static const nf_layer_type planar_type = {
-  "planar", planar_work_size, planar_apply, planar_vjp, planar_destroy,
+  .name = "planar",
+  .work_size = planar_work_size,
+  .apply = planar_apply,
+  .vjp = planar_vjp,
+  .destroy = planar_destroy,
 };
 
 /* Initial parameters: see nf_planar_new in planar.h. */

@@ -196,7 +196,10 @@ static nf_status radial_vjp(const nf_layer *layer, nf_dir dir, size_t n, const d
 }
 
 static const nf_layer_type radial_type = {
-  "radial", radial_work_size, radial_apply, radial_vjp, NULL,
+  .name = "radial",
+  .work_size = radial_work_size,
+  .apply = radial_apply,
+  .vjp = radial_vjp,
 };
 
 /* Validates the arguments, then a layer initialised as radial.h says. */

@@ -30,20 +30,19 @@ void th_randomize_params(nf_layer *layer, nf_rng *rng, double scale)
   th_randn(rng, layer->n_params, scale, layer->params);
 }
 
-static double *work_for(const nf_layer *layer, size_t n)
-{
-  return calloc(nf_layer_work_size(layer, n) + 1, sizeof(double));
-}
 
-/* apply with a fresh workspace and a zeroed logdet; aborts the test on failure. */
-static void apply_fresh(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                        const double *ctx, double *out, double *logdet)
+/* apply with a fresh workspace and a zeroed logdet; aborts the test on failure.
+   Returns the layer's penalty for this apply (0 without one). */
+static double apply_fresh(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+                          const double *ctx, double *out, double *logdet)
 {
-  double *work = work_for(layer, n);
+  double *work = nf_layer_work_new(layer, n), penalty = 0;
   memset(logdet, 0, n * sizeof *logdet);
   nf_status st = nf_layer_apply(layer, dir, n, in, ctx, out, logdet, work);
-  free(work);
+  if (st == NF_OK && layer->type->penalty) penalty = layer->type->penalty(layer, n, work);
+  nf_layer_work_free(layer, n, work);
   ck_assert_msg(st == NF_OK, "apply failed: %s: %s", nf_status_str(st), nf_errmsg());
+  return penalty;
 }
 
 double th_roundtrip_error(const nf_layer *layer, size_t n, const double *z,
@@ -111,14 +110,13 @@ double th_logdet_error(const nf_layer *layer, nf_dir dir, size_t n, const double
   return worst;
 }
 
-/* L = sum(g_out * out) + sum(g_logdet * logdet) at (in, ctx, params). */
+/* L = sum(g_out * out) + sum(g_logdet * logdet) + penalty at (in, ctx, params). */
 static double probe_loss(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
                          const double *ctx, const double *g_out, const double *g_logdet)
 {
   size_t d = layer->dim;
   double *out = malloc(n * d * sizeof *out), *logdet = malloc(n * sizeof *logdet);
-  apply_fresh(layer, dir, n, in, ctx, out, logdet);
-  double loss = 0;
+  double loss = apply_fresh(layer, dir, n, in, ctx, out, logdet);
   for (size_t i = 0; i < n * d; i++) loss += g_out[i] * out[i];
   for (size_t i = 0; i < n; i++) loss += g_logdet[i] * logdet[i];
   free(out); free(logdet);
@@ -158,13 +156,13 @@ th_vjp_errors th_vjp_check(nf_layer *layer, nf_dir dir, size_t n, const double *
   /* analytic */
   double *out = malloc(n * d * sizeof *out), *logdet = calloc(n, sizeof *logdet);
   double *g_in = malloc(n * d * sizeof *g_in), *g_ctx = c ? calloc(n * c, sizeof *g_ctx) : NULL;
-  double *work = work_for(layer, n);
+  double *work = nf_layer_work_new(layer, n);
   memset(layer->grad, 0, p * sizeof(double));
   nf_status st = nf_layer_apply(layer, dir, n, x, cx, out, logdet, work);
   ck_assert_msg(st == NF_OK, "apply failed: %s", nf_errmsg());
   st = nf_layer_vjp(layer, dir, n, x, cx, out, g_out, g_logdet, g_in, g_ctx, work);
   ck_assert_msg(st == NF_OK, "vjp failed: %s", nf_errmsg());
-  free(work);
+  nf_layer_work_free(layer, n, work);
 
   /* numerical */
   size_t big = n * d > n * c ? n * d : n * c;

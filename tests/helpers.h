@@ -29,7 +29,8 @@ double th_logdet_error(const nf_layer *layer, nf_dir dir, size_t n, const double
                        const double *ctx, double h);
 
 /* Norm-wise relative errors of vjp's gradients against central differences
-   (step h) of L = sum(g_out * out) + sum(g_logdet * logdet), with g_out and
+   (step h) of L = sum(g_out * out) + sum(g_logdet * logdet) + the layer's
+   penalty (if it has one), with g_out and
    g_logdet ~ N(0, 1) drawn from `seed`. A field is 0 where there is nothing to
    check (no context, no parameters). */
 typedef struct th_vjp_errors {

@@ -59,9 +59,15 @@ nf_status nf_flow_nll(nf_flow *flow, size_t n, const double *x, const double *ct
                       double *nll);
 
 /* Mean NLL of a batch and its gradient: OVERWRITES the flat gradient with
-   d(mean NLL)/d theta. On failure the gradient is zero and *nll untouched. */
+   d(mean NLL + penalty)/d theta, where penalty is the sum of the layers'
+   regularisation penalties (RNODE's kinetic and Jacobian terms of a CNF; 0 for
+   discrete layers), given by nf_flow_penalty. On failure the gradient is zero
+   and *nll untouched. */
 nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x,
                            const double *ctx, double *nll);
+
+/* The penalty part of the objective at the last nf_flow_nll_grad. */
+double nf_flow_penalty(const nf_flow *flow);
 
 #ifdef __cplusplus
 }

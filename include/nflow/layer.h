@@ -45,6 +45,16 @@ typedef struct nf_layer_type {
                    const double *g_out, const double *g_logdet,
                    double *g_in, double *g_ctx, double *work);
   void (*destroy)(void *data); /* frees the family's private data; may be NULL */
+  /* Optional (NULL for most families): */
+  /* Frees what apply keeps in a workspace beyond plain doubles (a solver and its
+     checkpoints); whoever frees a workspace calls it first. Such a layer finds its
+     workspace zeroed when first used, and its workspace is never shared with
+     another layer. */
+  void (*work_release)(const nf_layer *layer, size_t n, double *work);
+  /* Regularisation penalty of the last apply with this workspace (e.g. RNODE's
+     weighted kinetic energy), already averaged over the batch; vjp adds its
+     gradient. */
+  double (*penalty)(const nf_layer *layer, size_t n, const double *work);
 } nf_layer_type;
 
 /* One layer instance. params and grad are views of n_params doubles: into the
@@ -71,6 +81,13 @@ void nf_layer_free(nf_layer *layer);
 
 /* Doubles of workspace apply and vjp need for a batch of n rows. */
 size_t nf_layer_work_size(const nf_layer *layer, size_t n);
+
+/* A zeroed workspace for batches of n rows (NULL with nf_errmsg on no memory;
+   a valid pointer even when the layer needs none). Free it with nf_layer_work_free. */
+double *nf_layer_work_new(const nf_layer *layer, size_t n);
+
+/* Releases what the layer keeps in work, then frees it; NULL is a no-op. */
+void nf_layer_work_free(const nf_layer *layer, size_t n, double *work);
 
 /* Checked apply: NF_EINVAL on NULL arrays or n == 0, NF_ENONFINITE on a
    non-finite input (out and logdet are then untouched). work may be NULL if
