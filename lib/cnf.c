@@ -1,1 +1,417 @@
-/* lib/cnf.c — placeholder until written. */
+/* lib/cnf.c — the continuous normalizing flow layer: apply integrates
+   d/dt [z, l, r] = [f(t, z), tr(df/dz), s |f|^2, s |df/dz|_F^2] over the batch as
+   one ODE system; vjp solves its adjoint (Chen et al. 2018; Grathwohl et al. 2018;
+   Finlay et al. 2020 for the regularisers r, s = +1 forward and -1 inverse so
+   that r grows as the solve proceeds). */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nflow/cnf.h"
+
+_Static_assert(sizeof(void *) <= sizeof(double), "a pointer must fit a workspace slot");
+
+typedef struct cnf {
+  nf_odenet *net;
+  size_t n_net;            /* the net's parameters */
+  nf_cnf_opts opts;
+  int has_T;               /* theta_T follows the net's parameters */
+  size_t n_reg;            /* regulariser states per row: 0, 1 or 2 */
+  atomic_size_t solves, nfe, steps, rejected, gradients, nfe_adjoint, steps_adjoint;
+} cnf;
+
+/* Workspace header slots, then the arrays (see cnf_layout). */
+enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_APPLIES, SLOT_PENALTY, SLOT_DIR, N_SLOTS };
+
+/* Where the arrays of a workspace for n rows live. */
+typedef struct cnf_layout {
+  size_t m;                /* state values per row: d + 1 + n_reg */
+  double *y, *probe, *kin, *jac, *g_y1, *g_y0, *g_theta, *net_work;
+  size_t n_theta;          /* the ODE's parameters: the net's, then n x c context entries */
+} cnf_layout;
+
+/* Everything a right-hand side or adjoint callback needs for one call. */
+typedef struct cnf_call {
+  const nf_layer *layer;
+  const cnf *c;
+  size_t n;
+  const double *ctx;
+  double sign;             /* s of the regulariser equations */
+  cnf_layout lay;
+} cnf_call;
+
+static const cnf *cnf_of(const nf_layer *layer) { return layer->data; }
+
+static cnf_layout cnf_layout_of(const nf_layer *layer, size_t n, double *work)
+{
+  const cnf *c = cnf_of(layer);
+  size_t d = layer->dim;
+  cnf_layout l;
+  l.m = d + 1 + c->n_reg;
+  l.n_theta = c->n_net + n * layer->ctx_dim;
+  double *p = work + N_SLOTS;
+  l.y = p;        p += n * l.m;
+  l.probe = p;    p += c->opts.trace == NF_TRACE_EXACT ? 0 : n * d;
+  l.kin = p;      p += n;
+  l.jac = p;      p += n;
+  l.g_y1 = p;     p += n * l.m;
+  l.g_y0 = p;     p += n * l.m;
+  l.g_theta = p;  p += l.n_theta;
+  l.net_work = p;
+  return l;
+}
+
+static size_t cnf_work_size(const nf_layer *layer, size_t n)
+{
+  const cnf *c = cnf_of(layer);
+  size_t d = layer->dim, m = d + 1 + c->n_reg;
+  size_t probe = c->opts.trace == NF_TRACE_EXACT ? 0 : n * d;
+  return N_SLOTS + 3 * n * m + probe + 2 * n + c->n_net + n * layer->ctx_dim +
+         nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT);
+}
+
+static nf_ode *slot_ode(const double *work)
+{
+  nf_ode *ode;
+  memcpy(&ode, work + SLOT_ODE, sizeof ode);
+  return ode;
+}
+
+static void cnf_work_release(const nf_layer *layer, size_t n, double *work)
+{
+  (void)layer;
+  (void)n;
+  nf_ode_free(slot_ode(work));
+  memset(work + SLOT_ODE, 0, sizeof(double));
+}
+
+/* The integrator of this workspace, made (or remade) for n rows. */
+static nf_ode *ode_for(const nf_layer *layer, size_t n, double *work, const cnf_layout *lay)
+{
+  nf_ode *ode = slot_ode(work);
+  if (ode && work[SLOT_ODE_ROWS] == (double)n) return ode;
+  nf_ode_free(ode);
+  ode = nf_ode_new(n * lay->m, lay->n_theta, &cnf_of(layer)->opts.ode);
+  memcpy(work + SLOT_ODE, &ode, sizeof ode);
+  work[SLOT_ODE_ROWS] = ode ? (double)n : 0.0;
+  return ode;
+}
+
+/* T = theta_T^2 when learned, else the fixed end time. */
+static double end_time(const nf_layer *layer)
+{
+  const cnf *c = cnf_of(layer);
+  if (!c->has_T) return c->opts.end_time;
+  double s = layer->params[c->n_net];
+  return s * s;
+}
+
+/* dy/dt of the augmented state: f and the trace (and the regularisers) written
+   straight into the blocks of dydt. */
+static int cnf_rhs(double t, const double *y, double *dydt, void *user)
+{
+  const cnf_call *k = user;
+  const cnf *c = k->c;
+  size_t n = k->n, d = k->layer->dim;
+  double *kin = c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
+  double *jac = c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
+  const double *probe = c->opts.trace == NF_TRACE_EXACT ? NULL : k->lay.probe;
+  nf_status st = nf_odenet_trace(c->net, k->layer->params, n, t, y, k->ctx, probe, dydt,
+                                 dydt + n * d, kin, jac, k->lay.net_work);
+  if (st) return 1;
+  for (size_t i = 0; k->sign < 0 && i < n * c->n_reg; i++) dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
+  return 0;
+}
+
+/* a^T d(dy/dt)/dy, a^T d(dy/dt)/dtheta (net, then context) and a^T d(dy/dt)/dt:
+   the gradient of S = a_z.f + a_l tr + s a_k |f|^2 + s a_j |J|_F^2 (nf_odenet_adjoint),
+   and dy/dt itself when dydt != NULL, from the same pass. */
+static int cnf_rhs_vjp(double t, const double *y, const double *a, double *dydt, double *g_y,
+                       double *g_theta, double *g_t, void *user)
+{
+  const cnf_call *k = user;
+  const cnf *c = k->c;
+  size_t n = k->n, d = k->layer->dim;
+  const double *a_k = c->opts.kinetic_weight > 0 ? a + n * (d + 1) : NULL;
+  const double *a_j = c->opts.jacobian_weight > 0 ? a + n * (d + 1) + (a_k ? n : 0) : NULL;
+  if (k->sign < 0) { /* the regulariser equations carry s = -1 */
+    for (size_t i = 0; a_k && i < n; i++) k->lay.kin[i] = -a_k[i];
+    for (size_t i = 0; a_j && i < n; i++) k->lay.jac[i] = -a_j[i];
+    a_k = a_k ? k->lay.kin : NULL;
+    a_j = a_j ? k->lay.jac : NULL;
+  }
+  const double *probe = c->opts.trace == NF_TRACE_EXACT ? NULL : k->lay.probe;
+  double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + c->n_net : NULL;
+  double *kin = dydt && c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
+  double *jac = dydt && c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
+  nf_status st = nf_odenet_adjoint(c->net, k->layer->params, n, t, y, k->ctx, probe, a,
+                                   a + n * d, a_k, a_j, dydt, dydt ? dydt + n * d : NULL, kin,
+                                   jac, g_y, g_theta, g_t, g_ctx, k->lay.net_work);
+  if (st) return 1;
+  memset(g_y + n * d, 0, n * (1 + c->n_reg) * sizeof *g_y);
+  for (size_t i = 0; dydt && k->sign < 0 && i < n * c->n_reg; i++)
+    dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
+  return 0;
+}
+
+/* The vjp alone (the CVODES and discrete adjoints call it apart from the rhs). */
+static int cnf_vjp(double t, const double *y, const double *a, double *g_y, double *g_theta,
+                   double *g_t, void *user)
+{
+  return cnf_rhs_vjp(t, y, a, NULL, g_y, g_theta, g_t, user);
+}
+
+/* The call context and the ODE system of one apply or vjp. */
+static cnf_call make_call(const nf_layer *layer, nf_dir dir, size_t n, const double *ctx,
+                          double *work)
+{
+  cnf_call k = {layer, cnf_of(layer), n, ctx, dir == NF_FORWARD ? 1.0 : -1.0,
+                cnf_layout_of(layer, n, work)};
+  return k;
+}
+
+/* Integration interval of a direction: [0, T] forward, [T, 0] inverse. */
+static void interval(const nf_layer *layer, nf_dir dir, double *t0, double *t1)
+{
+  double T = end_time(layer);
+  *t0 = dir == NF_FORWARD ? 0.0 : T;
+  *t1 = dir == NF_FORWARD ? T : 0.0;
+}
+
+/* One Hutchinson probe per row for this apply, from the apply counter's stream. */
+static void draw_probe(const cnf *c, size_t n, size_t d, double *work, double *probe)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, c->opts.probe_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(work[SLOT_APPLIES] + 1)));
+  work[SLOT_APPLIES] += 1;
+  if (c->opts.trace == NF_TRACE_GAUSSIAN)
+    nf_rng_normal_fill(&rng, n * d, probe);
+  else
+    nf_rng_rademacher_fill(&rng, n * d, probe);
+}
+
+static nf_status cnf_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+                           const double *ctx, double *out, double *logdet, double *work)
+{
+  cnf *c = layer->data;
+  size_t d = layer->dim;
+  cnf_call k = make_call(layer, dir, n, ctx, work);
+  nf_ode *ode = ode_for(layer, n, work, &k.lay);
+  if (!ode) return NF_ENOMEM;
+  if (c->opts.trace != NF_TRACE_EXACT) draw_probe(c, n, d, work, k.lay.probe);
+  memcpy(k.lay.y, in, n * d * sizeof *in);
+  memset(k.lay.y + n * d, 0, n * (1 + c->n_reg) * sizeof *in);
+  nf_ode_system sys = {cnf_rhs, cnf_vjp, NULL, &k, cnf_rhs_vjp};
+  double t0, t1;
+  interval(layer, dir, &t0, &t1);
+  nf_status st = nf_ode_solve(ode, &sys, t0, t1, k.lay.y);
+  const nf_ode_stats *stats = nf_ode_get_stats(ode);
+  atomic_fetch_add(&c->solves, 1);
+  atomic_fetch_add(&c->nfe, stats->nfe);
+  atomic_fetch_add(&c->steps, stats->steps);
+  atomic_fetch_add(&c->rejected, stats->rejected);
+  if (st) return st;
+  memcpy(out, k.lay.y, n * d * sizeof *out);
+  const double *l = k.lay.y + n * d, *r = l + n;
+  double penalty = 0, w[2] = {c->opts.kinetic_weight, c->opts.jacobian_weight};
+  for (size_t i = 0; logdet && i < n; i++) logdet[i] += l[i];
+  for (size_t q = 0, slot = 0; q < 2; q++) {
+    if (!(w[q] > 0)) continue;
+    for (size_t i = 0; i < n; i++) penalty += w[q] * r[slot * n + i] / (double)n;
+    slot++;
+  }
+  work[SLOT_PENALTY] = penalty;
+  work[SLOT_DIR] = (double)dir;
+  return NF_OK;
+}
+
+static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+                               const double *ctx, const double *out, const double *g_out,
+                               const double *g_logdet, double *g_in, double *g_ctx,
+                               double *work)
+{
+  (void)in;
+  (void)out;
+  cnf *c = layer->data;
+  size_t d = layer->dim;
+  cnf_call k = make_call(layer, dir, n, ctx, work);
+  nf_ode *ode = slot_ode(work);
+  if (!ode || work[SLOT_ODE_ROWS] != (double)n || work[SLOT_DIR] != (double)dir)
+    return nf_fail(NF_ESTATE, "cnf vjp: no apply of this direction and batch size recorded in the workspace");
+  /* dL/dy(t1): the outputs, the log-det, and the penalty's weights over the batch */
+  double *g1 = k.lay.g_y1, w[2] = {c->opts.kinetic_weight, c->opts.jacobian_weight};
+  memcpy(g1, g_out, n * d * sizeof *g1);
+  for (size_t i = 0; i < n; i++) g1[n * d + i] = g_logdet ? g_logdet[i] : 0.0;
+  for (size_t q = 0, slot = 0; q < 2; q++) {
+    if (!(w[q] > 0)) continue;
+    for (size_t i = 0; i < n; i++) g1[n * (d + 1 + slot) + i] = w[q] / (double)n;
+    slot++;
+  }
+  memset(k.lay.g_theta, 0, k.lay.n_theta * sizeof *k.lay.g_theta);
+  nf_ode_system sys = {cnf_rhs, cnf_vjp, NULL, &k, cnf_rhs_vjp};
+  double g_t0 = 0, g_t1 = 0;
+  nf_status st = nf_ode_gradient(ode, &sys, g1, k.lay.g_y0, k.lay.g_theta, &g_t0, &g_t1);
+  const nf_ode_stats *stats = nf_ode_get_stats(ode);
+  atomic_fetch_add(&c->gradients, 1);
+  atomic_fetch_add(&c->nfe_adjoint, stats->nfe_adjoint);
+  atomic_fetch_add(&c->steps_adjoint, stats->steps_adjoint);
+  if (st) return st;
+  if (g_in) memcpy(g_in, k.lay.g_y0, n * d * sizeof *g_in);
+  for (size_t p = 0; p < c->n_net; p++) layer->grad[p] += k.lay.g_theta[p];
+  for (size_t i = 0; g_ctx && i < n * layer->ctx_dim; i++) g_ctx[i] += k.lay.g_theta[c->n_net + i];
+  if (c->has_T) /* T is t1 forward, t0 inverse; dT/dtheta_T = 2 theta_T */
+    layer->grad[c->n_net] += (dir == NF_FORWARD ? g_t1 : g_t0) * 2.0 * layer->params[c->n_net];
+  return NF_OK;
+}
+
+static double cnf_penalty(const nf_layer *layer, size_t n, const double *work)
+{
+  (void)layer;
+  (void)n;
+  return work[SLOT_PENALTY];
+}
+
+static void cnf_destroy(void *data)
+{
+  cnf *c = data;
+  if (!c) return;
+  nf_odenet_free(c->net);
+  free((size_t *)c->opts.hidden);
+  free(c);
+}
+
+static const nf_layer_type cnf_type = {
+  .name = "cnf",
+  .work_size = cnf_work_size,
+  .apply = cnf_apply,
+  .vjp = cnf_vjp_layer,
+  .destroy = cnf_destroy,
+  .work_release = cnf_work_release,
+  .penalty = cnf_penalty,
+};
+
+nf_cnf_opts nf_cnf_defaults(void)
+{
+  static const size_t ffjord_hidden[] = {64, 64, 64};
+  nf_cnf_opts o;
+  memset(&o, 0, sizeof o);
+  o.n_hidden = 3;
+  o.hidden = ffjord_hidden;
+  o.kind = NF_ODENET_CONCATSQUASH;
+  o.act = NF_ODENET_TANH;
+  o.end_time = 0.5;
+  o.train_end_time = 1;
+  o.trace = NF_TRACE_EXACT;
+  o.ode = nf_ode_defaults(NF_ODE_DOPRI5);
+  o.ode.rtol = 1e-5;
+  o.ode.atol = 1e-5;
+  o.ode.grad = NF_GRAD_BACKSOLVE;
+  o.probe_seed = 0x5eed;
+  return o;
+}
+
+nf_status nf_trace_parse(const char *name, nf_trace_kind *trace)
+{
+  static const char *const names[] = {"exact", "gaussian", "rademacher"};
+  if (!name || !trace) return nf_fail(NF_EINVAL, "nf_trace_parse: NULL argument");
+  for (size_t k = 0; k < 3; k++)
+    if (!strcmp(name, names[k])) {
+      *trace = (nf_trace_kind)k;
+      return NF_OK;
+    }
+  return nf_fail(NF_EINVAL, "unknown trace estimator '%s' (expected exact, gaussian or rademacher)", name);
+}
+
+/* Checks the options nf_cnf_new cannot build from. */
+static nf_status check_opts(size_t dim, const nf_cnf_opts *o)
+{
+  const char *fn = "nf_cnf_new";
+  if (dim == 0 || !o) return nf_fail(NF_EINVAL, "%s: dim is 0 or opts is NULL", fn);
+  if (!(o->end_time > 0) || !isfinite(o->end_time))
+    return nf_fail(NF_EINVAL, "%s: end_time %g is not a positive finite number", fn, o->end_time);
+  if (o->trace != NF_TRACE_EXACT && o->trace != NF_TRACE_GAUSSIAN && o->trace != NF_TRACE_RADEMACHER)
+    return nf_fail(NF_EINVAL, "%s: unknown trace estimator %d", fn, (int)o->trace);
+  if (!(o->kinetic_weight >= 0) || !(o->jacobian_weight >= 0) ||
+      !isfinite(o->kinetic_weight) || !isfinite(o->jacobian_weight))
+    return nf_fail(NF_EINVAL, "%s: regularisation weights must be finite and >= 0", fn);
+  if (o->n_hidden > 0 && !o->hidden) return nf_fail(NF_EINVAL, "%s: hidden is NULL", fn);
+  return NF_OK;
+}
+
+nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng)
+{
+  if (check_opts(dim, opts) || !rng) {
+    if (!rng) nf_fail(NF_EINVAL, "nf_cnf_new: rng is NULL");
+    return NULL;
+  }
+  cnf *c = calloc(1, sizeof *c);
+  size_t *hidden = malloc((opts->n_hidden + 1) * sizeof *hidden);
+  if (!c || !hidden) {
+    free(c);
+    free(hidden);
+    nf_fail(NF_ENOMEM, "nf_cnf_new: out of memory");
+    return NULL;
+  }
+  memcpy(hidden, opts->hidden, opts->n_hidden * sizeof *hidden);
+  c->opts = *opts;
+  c->opts.hidden = hidden;
+  c->net = nf_odenet_new(dim, ctx_dim, opts->n_hidden, hidden, opts->kind, opts->act);
+  nf_ode *probe_ode = c->net ? nf_ode_new(1, 1, &opts->ode) : NULL; /* validates opts->ode */
+  if (!probe_ode) {
+    cnf_destroy(c);
+    return NULL;
+  }
+  nf_ode_free(probe_ode);
+  c->n_net = nf_odenet_n_params(c->net);
+  c->has_T = opts->train_end_time != 0;
+  c->n_reg = (opts->kinetic_weight > 0) + (opts->jacobian_weight > 0);
+  nf_layer *layer = nf_layer_create(&cnf_type, dim, ctx_dim, c->n_net + (size_t)c->has_T, c);
+  if (!layer) return NULL;
+  nf_odenet_init(c->net, rng, layer->params);
+  if (c->has_T) layer->params[c->n_net] = sqrt(opts->end_time);
+  return layer;
+}
+
+nf_status nf_cnf_get_counters(const nf_layer *layer, nf_cnf_counters *out)
+{
+  if (!layer || layer->type != &cnf_type || !out)
+    return nf_fail(NF_EINVAL, "nf_cnf_get_counters: not a CNF layer, or out is NULL");
+  const cnf *c = layer->data;
+  out->solves = atomic_load(&c->solves);
+  out->nfe = atomic_load(&c->nfe);
+  out->steps = atomic_load(&c->steps);
+  out->rejected = atomic_load(&c->rejected);
+  out->gradients = atomic_load(&c->gradients);
+  out->nfe_adjoint = atomic_load(&c->nfe_adjoint);
+  out->steps_adjoint = atomic_load(&c->steps_adjoint);
+  return NF_OK;
+}
+
+nf_status nf_cnf_reset_counters(nf_layer *layer)
+{
+  if (!layer || layer->type != &cnf_type)
+    return nf_fail(NF_EINVAL, "nf_cnf_reset_counters: not a CNF layer");
+  cnf *c = layer->data;
+  atomic_store(&c->solves, 0);
+  atomic_store(&c->nfe, 0);
+  atomic_store(&c->steps, 0);
+  atomic_store(&c->rejected, 0);
+  atomic_store(&c->gradients, 0);
+  atomic_store(&c->nfe_adjoint, 0);
+  atomic_store(&c->steps_adjoint, 0);
+  return NF_OK;
+}
+
+double nf_cnf_end_time(const nf_layer *layer)
+{
+  return layer && layer->type == &cnf_type ? end_time(layer) : 0.0;
+}
+
+double nf_cnf_rhs_flops(const nf_layer *layer)
+{
+  if (!layer || layer->type != &cnf_type) return 0.0;
+  const cnf *c = layer->data;
+  return nf_odenet_trace_flops(c->net, c->opts.trace == NF_TRACE_EXACT);
+}

@@ -3,6 +3,8 @@
 #define NFLOW_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include "nflow/status.h"
 
 #if defined(__GNUC__)
@@ -31,6 +33,65 @@ double nf_softplus(double x);
 
 /* Logistic sigmoid 1 / (1 + exp(-x)), stable for large |x|. */
 double nf_sigmoid(double x);
+
+/* exp(y) for y in [-708, 0] to about 1 ulp, branch-free so that batch loops
+   vectorise: y = k ln2 + r with |r| <= ln2/2 (k by the 1.5 * 2^52 rounding
+   trick), exp(r) by its Taylor polynomial of degree 13 (truncation < 5e-18),
+   times 2^k assembled in the exponent bits. */
+static inline double nf_exp_nonpositive(double y)
+{
+  const double shifter = 0x1.8p52, log2e = 1.4426950408889634;
+  const double ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
+  y = y < -708.0 ? -708.0 : y;
+  double kf = y * log2e + shifter;
+  double k = kf - shifter;
+  double r = (y - k * ln2_hi) - k * ln2_lo;
+  double p = 1.0 / 6227020800.0;                 /* 1/13! */
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  uint64_t kbits, sbits = 0x4338000000000000ULL; /* bits of the shifter */
+  memcpy(&kbits, &kf, sizeof kbits);
+  uint64_t scale_bits = (kbits - sbits + 1023) << 52;
+  double scale;
+  memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
+}
+
+/* tanh(x) to a few ulp, branch-free (vectorisable): for |x| < 1/4 the odd Taylor
+   series x sum_k a_k x^2k to k = 11 (a_k from tanh' = 1 - tanh^2; truncation
+   < 1e-18), else (1 - e) / (1 + e) with e = exp(-2|x|), |x| capped at 20 where
+   tanh is 1 in double precision. */
+static inline double nf_tanh(double x)
+{
+  double ax = x < 0 ? -x : x, x2 = x * x;
+  double e = nf_exp_nonpositive(-2.0 * (ax < 20.0 ? ax : 20.0));
+  double big = (1.0 - e) / (1.0 + e);
+  double p = -3.92783238833168327e-05;           /* a_11 = -113927491862/2900518163668125 */
+  p = p * x2 + 9.69153795692945095e-05;
+  p = p * x2 - 2.39129114243552478e-04;
+  p = p * x2 + 5.90027440945585947e-04;
+  p = p * x2 - 1.45583438705131833e-03;
+  p = p * x2 + 3.59212803657248114e-03;
+  p = p * x2 - 8.86323552990219733e-03;
+  p = p * x2 + 2.18694885361552030e-02;
+  p = p * x2 - 5.39682539682539708e-02;
+  p = p * x2 + 1.33333333333333331e-01;         /* 2/15 */
+  p = p * x2 - 3.33333333333333315e-01;         /* -1/3 */
+  double small = ax + ax * x2 * p;
+  double t = ax < 0.25 ? small : big;
+  return x < 0 ? -t : t;
+}
 
 /* calloc of n doubles with overflow check; NULL on failure. */
 double *nf_dalloc(size_t n);

@@ -156,7 +156,7 @@ NF_VECTOR_LOOP static void add_bias_activate(nf_activation act, size_t n, size_t
       }
       break;
     case NF_ACT_TANH:
-      for (size_t j = 0; j < w; j++) r[j] = tanh(r[j] + b[j]);
+      for (size_t j = 0; j < w; j++) r[j] = nf_tanh(r[j] + b[j]);
       break;
     case NF_ACT_ELU:
       for (size_t j = 0; j < w; j++) {

@@ -361,7 +361,7 @@ static void act_eval(nf_odenet_act act, double a, double s[3])
     s[2] = p * (1.0 - p) * (2.0 + a * (1.0 - 2.0 * p));
     break;
   default: /* NF_ODENET_TANH */
-    s[0] = tanh(a);
+    s[0] = nf_tanh(a);
     s[1] = 1.0 - s[0] * s[0];
     s[2] = -2.0 * s[0] * s[1];
     break;
@@ -383,32 +383,46 @@ static void set_directions(size_t n, size_t m, size_t dim, const double *dirs, d
     for (size_t k = 0; k < m; k++) x[(i * m + k) * dim + k] = 1.0;
 }
 
+/* In place over count pre-activations: a -> act(a), with d1 = act'(a), d2 = act''(a);
+   tanh through the vectorisable nf_tanh. */
+NF_VECTOR_LOOP static void activate_block(nf_odenet_act act, size_t count, double *a,
+                                          double *d1, double *d2)
+{
+  if (act == NF_ODENET_TANH) {
+    for (size_t k = 0; k < count; k++) {
+      double y = nf_tanh(a[k]), dy = 1.0 - y * y;
+      a[k] = y;
+      d1[k] = dy;
+      d2[k] = -2.0 * y * dy;
+    }
+    return;
+  }
+  for (size_t k = 0; k < count; k++) {
+    double s[3];
+    act_eval(act, a[k], s);
+    a[k] = s[0];
+    d1[k] = s[1];
+    d2[k] = s[2];
+  }
+}
+
 /* Output of a layer from U: primal a = gamma u + beta, out = act(a) (and
    d1 = act'(a), d2 = act''(a)) or out = a for the last layer (d1 == NULL);
    tangent rows out' = act'(a) gamma u'. */
-static void layer_output(nf_odenet_act act, const frame *fr, size_t q, const double *gamma,
-                         const double *beta, const double *u, double *d1, double *d2,
-                         double *out)
+NF_VECTOR_LOOP static void layer_output(nf_odenet_act act, const frame *fr, size_t q,
+                                        const double *gamma, const double *beta,
+                                        const double *u, double *d1, double *d2, double *out)
 {
   size_t n = fr->n, m = fr->m;
-  for (size_t i = 0; i < n; i++) {
-    for (size_t j = 0; j < q; j++) {
-      double a = gamma[j] * u[i * q + j] + beta[j], s[3];
-      if (!d1) {
-        out[i * q + j] = a;
-        continue;
-      }
-      act_eval(act, a, s);
-      out[i * q + j] = s[0];
-      d1[i * q + j] = s[1];
-      d2[i * q + j] = s[2];
-    }
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < q; j++) out[i * q + j] = gamma[j] * u[i * q + j] + beta[j];
+  if (d1) activate_block(act, n * q, out, d1, d2);
+  for (size_t i = 0; i < n; i++)
     for (size_t k = 0; k < m; k++) {
       size_t r = (n + i * m + k) * q;
-      for (size_t j = 0; j < q; j++)
-        out[r + j] = (d1 ? d1[i * q + j] : 1.0) * gamma[j] * u[r + j];
+      const double *di = d1 ? d1 + i * q : NULL;
+      for (size_t j = 0; j < q; j++) out[r + j] = (di ? di[j] : 1.0) * gamma[j] * u[r + j];
     }
-  }
 }
 
 /* Forward pass of the primal rows (z, ctx) and the tangent rows (dirs, see

@@ -25,10 +25,14 @@ static int augmented_f(nf_problem *p, double t, const double *z, double *dz, dou
   size_t n = ode->n, nt = ode->n_theta;
   const double *y = z, *a = z + n;
   int rc;
-  if (dz && (rc = nf_problem_rhs(p, t, y, dz))) return rc;
   if (dq) memset(dq, 0, (nt + 1) * sizeof *dq);
-  double *g_y = dz ? dz + n : ode->g_y;
-  rc = nf_problem_vjp(p, t, y, a, g_y, dq && nt ? dq : NULL, dq ? dq + nt : NULL);
+  double *g_y = dz ? dz + n : ode->g_y, *g_theta = dq && nt ? dq : NULL, *g_t = dq ? dq + nt : NULL;
+  if (dz && p->sys->rhs_vjp) {
+    rc = nf_problem_rhs_vjp(p, t, y, a, dz, g_y, g_theta, g_t);
+  } else {
+    rc = dz ? nf_problem_rhs(p, t, y, dz) : 0;
+    if (!rc) rc = nf_problem_vjp(p, t, y, a, g_y, g_theta, g_t);
+  }
   if (rc) return rc;
   if (dz)
     for (size_t i = 0; i < n; i++) g_y[i] = -g_y[i];

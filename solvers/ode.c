@@ -176,6 +176,18 @@ int nf_problem_vjp(nf_problem *p, double t, const double *y, const double *a, do
   return rc;
 }
 
+int nf_problem_rhs_vjp(nf_problem *p, double t, const double *y, const double *a, double *dydt,
+                       double *g_y, double *g_theta, double *g_t)
+{
+  (*p->count)++;
+  int rc = p->sys->rhs_vjp(t, y, a, dydt, g_y, g_theta, g_t, p->sys->user);
+  if (rc && !p->failed) {
+    p->failed = "rhs_vjp";
+    p->failed_rc = rc;
+  }
+  return rc;
+}
+
 int nf_problem_jvp(nf_problem *p, double t, const double *y, const double *v, double *jv)
 {
   int rc = p->sys->jvp(t, y, v, jv, p->sys->user);

@@ -81,6 +81,9 @@ struct nf_ode {
 /* Callback wrappers: count the call in *p->count and, on a nonzero return,
    remember which callback failed in p. Return the callback's code. */
 int nf_problem_rhs(nf_problem *p, double t, const double *y, double *dydt);
+/* sys->rhs_vjp: dydt and the vjp of cotangent a at one point, counted once. */
+int nf_problem_rhs_vjp(nf_problem *p, double t, const double *y, const double *a, double *dydt,
+                       double *g_y, double *g_theta, double *g_t);
 int nf_problem_vjp(nf_problem *p, double t, const double *y, const double *a, double *g_y,
                    double *g_theta, double *g_t);
 int nf_problem_jvp(nf_problem *p, double t, const double *y, const double *v, double *jv);

@@ -1,4 +1,90 @@
-/* nflow/cnf.h */
+/* nflow/cnf.h — continuous normalizing flow layer (FFJORD, Grathwohl et al. 2018;
+   Chen et al. 2018): the time-T map of dz/dt = f(t, z; theta) given by an
+   nf_odenet, integrated together with its log-density change,
+
+     d/dt [z, l] = [f(t, z), tr(df/dz)],   l(0) = 0,   log|det dz(T)/dz(0)| = l(T),
+
+   NF_FORWARD (sampling) from t = 0 to T, NF_INVERSE (density) from T back to 0.
+   The trace is exact (d tangents batched through the net) or Hutchinson's
+   v^T (df/dz) v with one probe per sample held fixed through a solve and its
+   adjoint. The whole batch is one ODE system, so each right-hand side is a few
+   dgemms. vjp is the adjoint ODE solve of nflow/ode.h (backsolve, CVODES
+   checkpoints, or reverse mode through the Runge–Kutta steps); the end time T
+   may be learned (theta_T with T = theta_T^2, as FFJORD's sqrt_end_time).
+   RNODE (Finlay et al. 2020) regularisers integrate the kinetic energy
+   int |f|^2 dt and the Jacobian Frobenius norm int |df/dz|_F^2 dt (Hutchinson
+   with the same probe, exact with the exact trace) per sample; their weighted
+   batch means are the layer's penalty, whose gradient vjp adds. */
 #ifndef NFLOW_CNF_H
 #define NFLOW_CNF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "nflow/layer.h"
+#include "nflow/ode.h"
+#include "nflow/odenet.h"
+#include "nflow/rng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum nf_trace_kind {
+  NF_TRACE_EXACT = 0,   /* tr(df/dz) exactly: d tangent directions per row */
+  NF_TRACE_GAUSSIAN,    /* Hutchinson, probe ~ N(0, I) */
+  NF_TRACE_RADEMACHER   /* Hutchinson, probe entries +-1 */
+} nf_trace_kind;
+
+typedef struct nf_cnf_opts {
+  size_t n_hidden;          /* dynamics net hidden layers */
+  const size_t *hidden;     /* their widths */
+  nf_odenet_kind kind;      /* how the layers see t */
+  nf_odenet_act act;
+  double end_time;          /* T > 0 */
+  int train_end_time;       /* nonzero: T is a parameter (theta_T = sqrt(T)) */
+  nf_trace_kind trace;
+  nf_ode_opts ode;          /* method, gradient mode, tolerances, step limits */
+  double kinetic_weight;    /* RNODE weight of int |f|^2 dt, >= 0 */
+  double jacobian_weight;   /* RNODE weight of int |df/dz|_F^2 dt, >= 0 */
+  uint64_t probe_seed;      /* Hutchinson probes: seed of the stream drawn per apply */
+} nf_cnf_opts;
+
+/* FFJORD's toy configuration: concatsquash 64-64-64, tanh, T = 0.5 learnable,
+   exact trace, DOPRI5 with rtol = atol = 1e-5 and the backsolve adjoint
+   (seminorm), no regularisation. */
+nf_cnf_opts nf_cnf_defaults(void);
+
+/* Parses "exact", "gaussian", "rademacher". */
+nf_status nf_trace_parse(const char *name, nf_trace_kind *trace);
+
+/* A CNF layer on R^dim with context width ctx_dim; the net's parameters are
+   drawn from rng (nf_odenet_init), then theta_T. NULL (with nf_errmsg) on bad
+   options or no memory. Parameter layout: the net's (nf_odenet_n_params), then
+   theta_T if train_end_time. */
+nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng);
+
+/* Counters accumulated over every apply and vjp of a CNF layer (atomic; any
+   thread): solves, right-hand side evaluations and steps of the forward solves,
+   gradients and their evaluations (rhs + vjp of the adjoint system). */
+typedef struct nf_cnf_counters {
+  size_t solves, nfe, steps, rejected;
+  size_t gradients, nfe_adjoint, steps_adjoint;
+} nf_cnf_counters;
+
+/* The counters of a CNF layer (NF_EINVAL if layer is not one). */
+nf_status nf_cnf_get_counters(const nf_layer *layer, nf_cnf_counters *out);
+
+/* Zeroes the counters of a CNF layer. */
+nf_status nf_cnf_reset_counters(nf_layer *layer);
+
+/* The end time T the layer integrates to now. */
+double nf_cnf_end_time(const nf_layer *layer);
+
+/* Multiply-adds x2 of one right-hand side evaluation (f with the trace) per
+   batch row: for FLOP-rate figures. */
+double nf_cnf_rhs_flops(const nf_layer *layer);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -52,6 +52,11 @@ typedef struct nf_ode_system {
      NULL: CVODES's difference quotients. */
   int (*jvp)(double t, const double *y, const double *v, double *jv, void *user);
   void *user;
+  /* Optional rhs and vjp at the same (t, y) in one call, for the backsolve
+     adjoint, whose every evaluation needs both (a network computes f on its way
+     to the vjp); counted as one evaluation. NULL: rhs, then vjp. */
+  int (*rhs_vjp)(double t, const double *y, const double *a, double *dydt, double *g_y,
+                 double *g_theta, double *g_t, void *user);
 } nf_ode_system;
 
 typedef struct nf_ode_opts {
