@@ -12,12 +12,6 @@
 #include "internal.h"
 #include "nflow/affine.h"
 
-/* +1 for NF_FORWARD, -1 for NF_INVERSE: the sign of log_scale in the map. */
-static double dir_sign(nf_dir dir)
-{
-  return dir == NF_FORWARD ? 1.0 : -1.0;
-}
-
 /* Doubles of workspace: the d scale factors exp(sigma a). */
 static size_t affine_work_size(const nf_layer *layer, size_t n)
 {
@@ -44,13 +38,12 @@ static nf_status affine_apply(const nf_layer *layer, nf_dir dir, size_t n, const
   (void)ctx;
   size_t d = layer->dim;
   const double *b = layer->params;
-  double ld = fill_scales(layer, dir_sign(dir), work);
+  double ld = fill_scales(layer, nf_dir_sign(dir), work);
   int fwd = dir == NF_FORWARD;
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < d; j++)
       out[i * d + j] = fwd ? in[i * d + j] * work[j] + b[j] : (in[i * d + j] - b[j]) * work[j];
-  if (logdet)
-    for (size_t i = 0; i < n; i++) logdet[i] += ld;
+  nf_logdet_add(n, logdet, ld);
   return NF_OK;
 }
 
@@ -66,11 +59,9 @@ static nf_status affine_vjp(const nf_layer *layer, nf_dir dir, size_t n, const d
   size_t d = layer->dim;
   const double *b = layer->params;
   double *g_b = layer->grad, *g_a = layer->grad + d;
-  double sigma = dir_sign(dir), g_ld = 0;
+  double sigma = nf_dir_sign(dir), g_ld = nf_sum_or_zero(n, g_logdet);
   int fwd = dir == NF_FORWARD;
   fill_scales(layer, sigma, work);
-  if (g_logdet)
-    for (size_t i = 0; i < n; i++) g_ld += g_logdet[i];
   for (size_t j = 0; j < d; j++) g_a[j] += sigma * g_ld;
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < d; j++) {
@@ -92,9 +83,6 @@ static const nf_layer_type affine_type = {
 
 nf_layer *nf_affine_new(size_t dim)
 {
-  if (dim == 0) {
-    nf_fail(NF_EINVAL, "nf_affine_new: dimension is 0");
-    return NULL;
-  }
+  if (nf_check_dim("nf_affine_new", dim)) return NULL;
   return nf_layer_create(&affine_type, dim, 0, 2 * dim, NULL);
 }

@@ -354,7 +354,7 @@ nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng
     nf_fail(NF_ENOMEM, "nf_cnf_new: out of memory");
     return NULL;
   }
-  memcpy(hidden, opts->hidden, opts->n_hidden * sizeof *hidden);
+  if (opts->n_hidden) memcpy(hidden, opts->hidden, opts->n_hidden * sizeof *hidden);
   c->opts = *opts;
   c->opts.hidden = hidden;
   c->net = nf_odenet_new(dim, ctx_dim, opts->n_hidden, hidden, opts->kind, opts->act);

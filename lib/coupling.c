@@ -14,7 +14,6 @@
    (n x (da + c)), then the MLP's own workspace. apply leaves the first two and
    the MLP's record there; vjp reads them and does not rerun the conditioner. */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,7 +111,7 @@ static void transform_backward(const coupling *cp, nf_dir dir, size_t n, size_t 
   const size_t *ib = cp->idx + cp->da;
   const int affine = cp->kind == NF_COUPLING_AFFINE, fwd = dir == NF_FORWARD;
   const size_t t_off = affine ? cp->db : 0;
-  const double sign = fwd ? 1.0 : -1.0, inv_b = affine ? 1.0 / cp->bound : 0.0;
+  const double sign = nf_dir_sign(dir), inv_b = affine ? 1.0 / cp->bound : 0.0;
   for (size_t i = 0; i < n; i++) {
     const double *s = cond_out + i * cp->m, *t = s + t_off;
     double *g_s = g_cond_out + i * cp->m, *g_t = g_s + t_off;
@@ -190,7 +189,7 @@ void nf_mask_alternate(size_t dim, int parity, unsigned char *mask)
 static nf_status check_opts(size_t dim, const nf_coupling_opts *opts, size_t *da)
 {
   const char *fn = "nf_coupling_new";
-  if (dim == 0) return nf_fail(NF_EINVAL, "%s: dimension is 0", fn);
+  if (nf_check_dim(fn, dim)) return NF_EINVAL;
   if (!opts) return nf_fail(NF_EINVAL, "%s: options are NULL", fn);
   if (opts->kind != NF_COUPLING_ADDITIVE && opts->kind != NF_COUPLING_AFFINE)
     return nf_fail(NF_EINVAL, "%s: unknown coupling kind %d", fn, (int)opts->kind);
@@ -205,9 +204,8 @@ static nf_status check_opts(size_t dim, const nf_coupling_opts *opts, size_t *da
   if (*da == 0 || *da == dim)
     return nf_fail(NF_EINVAL, "%s: the mask must have at least one 1 (passing) and one 0 "
                    "(transformed) entry; it has %zu of %zu set", fn, *da, dim);
-  if (opts->kind == NF_COUPLING_AFFINE && !(opts->scale_bound > 0 && isfinite(opts->scale_bound)))
-    return nf_fail(NF_EINVAL, "%s: scale_bound %g must be finite and > 0", fn,
-                   opts->scale_bound);
+  if (opts->kind == NF_COUPLING_AFFINE)
+    return nf_check_positive(fn, "scale_bound", opts->scale_bound);
   return NF_OK;
 }
 
@@ -231,10 +229,8 @@ nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *op
   for (size_t j = 0, a = 0, b = da; j < dim; j++) cp->idx[opts->mask[j] ? a++ : b++] = j;
   cp->net = nf_mlp_new(da + ctx_dim, opts->n_hidden, opts->hidden, cp->m, opts->act);
   if (!cp->net) {
-    char why[256];
-    snprintf(why, sizeof why, "%s", nf_errmsg());
+    nf_fail_prefixed(NF_EINVAL, "nf_coupling_new: conditioner");
     coupling_destroy(cp);
-    nf_fail(NF_EINVAL, "nf_coupling_new: conditioner: %s", why);
     return NULL;
   }
   nf_layer *layer = nf_layer_create(&coupling_type, dim, ctx_dim, nf_mlp_n_params(cp->net), cp);

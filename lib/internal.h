@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "nflow/layer.h"
 #include "nflow/status.h"
 
 #if defined(__GNUC__)
@@ -95,5 +96,52 @@ static inline double nf_tanh(double x)
 
 /* calloc of n doubles with overflow check; NULL on failure. */
 double *nf_dalloc(size_t n);
+
+/* Re-records the last detail as "prefix: detail" and returns status (an
+   error of a part reported as the whole's). */
+nf_status nf_fail_prefixed(nf_status status, const char *prefix);
+
+/* NF_EINVAL with "fn: dimension is 0" if dim is 0, else NF_OK. */
+nf_status nf_check_dim(const char *fn, size_t dim);
+
+/* NF_EINVAL with "fn: name must be finite and > 0, got value" unless it is, else NF_OK. */
+nf_status nf_check_positive(const char *fn, const char *name, double value);
+
+/* log(1 + v) where ratio = 1 + v is also known exactly: log1p(v), or
+   log(ratio) for v < -0.5, where 1 + v would cancel. */
+double nf_log1p_or_ratio(double v, double ratio);
+
+/* +1 for NF_FORWARD, -1 for NF_INVERSE: the sign of a log-det or log-scale in
+   the direction applied. */
+double nf_dir_sign(nf_dir dir);
+
+/* logdet[i] += value for the n rows (a log-det that does not depend on the
+   row); logdet NULL: not wanted. */
+void nf_logdet_add(size_t n, double *logdet, double value);
+
+/* Sum of v[0..n), 0 for v == NULL (a g_logdet of NULL means zero). */
+double nf_sum_or_zero(size_t n, const double *v);
+
+/* A bijector's row pullbacks, for nf_vjp_rows; self holds the family's
+   coefficients and parameter-cotangent accumulators. */
+typedef struct nf_row_pullback {
+  /* Adds the forward map's pullback at row z for cotangents (sg g_x, sg g_l):
+     writes g_in = J^T (sg g_x) + sg g_l grad_z logdet_F (if g_in != NULL) and
+     adds the parameter cotangents. */
+  void (*pull)(void *self, const double *z, const double *g_x, double g_l, double sg,
+               double *g_in);
+  /* v = J^-T (g_z - g_l grad_z logdet_F) at row z. */
+  void (*inverse_cotangent)(void *self, const double *z, const double *g_z, double g_l,
+                            double *v);
+  void *self;
+} nf_row_pullback;
+
+/* vjp of either direction row by row from the forward map's pullback: NF_FORWARD
+   pulls (g_out, g_logdet) back at z = in; NF_INVERSE, with z = out = F^-1(in),
+   writes g_in = v = J^-T (g_z - g_l grad_z logdet_F) and pulls (-v, -g_l) back
+   at z for the parameters (implicit function theorem). v: d doubles of scratch. */
+void nf_vjp_rows(const nf_row_pullback *pb, nf_dir dir, size_t n, size_t d, const double *in,
+                 const double *out, const double *g_out, const double *g_logdet, double *g_in,
+                 double *v);
 
 #endif

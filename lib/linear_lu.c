@@ -23,7 +23,6 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -159,8 +158,7 @@ static nf_status lu_apply(const nf_layer *layer, nf_dir dir, size_t n, const dou
     factor_right(layer, n, m, out, 1, 1, 1);
     ld = -ld;
   }
-  if (logdet)
-    for (size_t i = 0; i < n; i++) logdet[i] += ld;
+  nf_logdet_add(n, logdet, ld);
   return NF_OK;
 }
 
@@ -189,11 +187,9 @@ static void add_shift_logdet_grad(const nf_layer *layer, double sigma, size_t n,
   const lu_data *lu = layer->data;
   size_t d = layer->dim;
   const double *w = layer->params + d;
-  double *g_b = layer->grad, *g_w = layer->grad + d, g_ld = 0;
+  double *g_b = layer->grad, *g_w = layer->grad + d, g_ld = nf_sum_or_zero(n, g_logdet);
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < d; j++) g_b[j] += sigma * g_x[i * d + j];
-  if (g_logdet)
-    for (size_t i = 0; i < n; i++) g_ld += g_logdet[i];
   for (size_t j = 0; j < d; j++) g_w[j * d + j] += sigma * g_ld * diag_dlog(lu->diag, w[j * d + j]);
 }
 
@@ -279,20 +275,13 @@ static void init_params(nf_layer *layer, nf_diag_map diag, nf_rng *rng)
 static nf_layer *perm_layer(size_t dim, const size_t *perm)
 {
   nf_layer *p = nf_permute_new(dim, perm);
-  if (!p) {
-    char why[512];
-    snprintf(why, sizeof why, "%s", nf_errmsg());
-    nf_fail(NF_EINVAL, "nf_linear_lu_new: %s", why);
-  }
+  if (!p) nf_fail_prefixed(NF_EINVAL, "nf_linear_lu_new");
   return p;
 }
 
 nf_layer *nf_linear_lu_new(size_t dim, const size_t *perm, nf_diag_map diag, nf_rng *rng)
 {
-  if (dim == 0) {
-    nf_fail(NF_EINVAL, "nf_linear_lu_new: dimension is 0");
-    return NULL;
-  }
+  if (nf_check_dim("nf_linear_lu_new", dim)) return NULL;
   if (diag != NF_DIAG_EXP && diag != NF_DIAG_SOFTPLUS) {
     nf_fail(NF_EINVAL, "nf_linear_lu_new: unknown diagonal map %d", (int)diag);
     return NULL;

@@ -455,20 +455,21 @@ static void forward(const nf_odenet *net, const double *params, const frame *fr,
 /* ---- reverse ---- */
 
 /* g_gamma[j] = sum over all rows of g * u, g_beta[j] = sum over the n primal rows of g. */
-static void time_cotangents(const frame *fr, size_t q, const double *g, const double *u,
-                            double *g_gamma, double *g_beta)
+NF_VECTOR_LOOP static void time_cotangents(const frame *fr, size_t q, const double *restrict g,
+                                           const double *restrict u, double *restrict g_gamma,
+                                           double *restrict g_beta)
 {
   memset(g_gamma, 0, q * sizeof *g_gamma);
   memset(g_beta, 0, q * sizeof *g_beta);
   for (size_t r = 0; r < fr->rows; r++)
-    for (size_t j = 0; j < q; j++) {
-      g_gamma[j] += g[r * q + j] * u[r * q + j];
-      if (r < fr->n) g_beta[j] += g[r * q + j];
-    }
+    for (size_t j = 0; j < q; j++) g_gamma[j] += g[r * q + j] * u[r * q + j];
+  for (size_t r = 0; r < fr->n; r++)
+    for (size_t j = 0; j < q; j++) g_beta[j] += g[r * q + j];
 }
 
 /* g[r, j] *= gamma[j] for every row. */
-static void scale_columns(size_t rows, size_t q, const double *gamma, double *g)
+NF_VECTOR_LOOP static void scale_columns(size_t rows, size_t q, const double *restrict gamma,
+                                         double *restrict g)
 {
   for (size_t r = 0; r < rows; r++)
     for (size_t j = 0; j < q; j++) g[r * q + j] *= gamma[j];
@@ -476,8 +477,11 @@ static void scale_columns(size_t rows, size_t q, const double *gamma, double *g)
 
 /* Through h = act(a), h' = act'(a) a' (a' = gamma u' from the layer below):
    g_a' = act'(a) g_h', g_a = act'(a) g_h + act''(a) sum_k a'_k g_h'_k, in place. */
-static void activation_backward(const frame *fr, size_t w, const double *d1, const double *d2,
-                                const double *gamma, const double *u, double *g)
+NF_VECTOR_LOOP static void activation_backward(const frame *fr, size_t w,
+                                               const double *restrict d1,
+                                               const double *restrict d2,
+                                               const double *restrict gamma,
+                                               const double *restrict u, double *restrict g)
 {
   size_t n = fr->n, m = fr->m;
   for (size_t i = 0; i < n; i++) {

@@ -82,8 +82,9 @@ static nf_status invert_perm(size_t dim, const size_t *perm, size_t *inv)
 
 nf_layer *nf_permute_new(size_t dim, const size_t *perm)
 {
-  if (dim == 0 || !perm) {
-    nf_fail(NF_EINVAL, "nf_permute_new: %s", dim == 0 ? "dimension is 0" : "perm is NULL");
+  if (nf_check_dim("nf_permute_new", dim)) return NULL;
+  if (!perm) {
+    nf_fail(NF_EINVAL, "nf_permute_new: perm is NULL");
     return NULL;
   }
   permute_data *p = calloc(1, sizeof *p);
@@ -107,10 +108,7 @@ nf_layer *nf_permute_new(size_t dim, const size_t *perm)
 /* Permute layer of 0..dim-1 shuffled by rng, or reversed when rng is NULL. */
 static nf_layer *new_from_order(const char *fn, size_t dim, nf_rng *rng)
 {
-  if (dim == 0) {
-    nf_fail(NF_EINVAL, "%s: dimension is 0", fn);
-    return NULL;
-  }
+  if (nf_check_dim(fn, dim)) return NULL;
   size_t *perm = malloc(dim * sizeof *perm);
   if (!perm) {
     nf_fail(NF_ENOMEM, "%s: out of memory", fn);

@@ -6,7 +6,8 @@
    bijection, and its inverse reduces to the scalar equation a + s tanh(a) = w.x + b.
    vjp in the inverse direction reuses the forward pullback: for z = F^-1(x; theta),
    g_x = J^-T (g_z - g_logdet grad_z logdet_F) and the parameter gradient is the
-   forward one with cotangents (-g_x, -g_logdet) (implicit function theorem).
+   forward one with cotangents (-g_x, -g_logdet) (implicit function theorem;
+   nf_vjp_rows).
 
    Parameters: u = params[0..d), w = params[d..2d), b = params[2d].
    Workspace: u_hat[d], the cotangent of u_hat[d], one row's cotangent[d], and
@@ -85,8 +86,7 @@ static planar_row planar_at(const planar_coef *pc, double a)
   r.t = tanh(a);
   r.k = 4.0 * e / ((1.0 + e) * (1.0 + e));
   r.jac = r.t * r.t + pc->q * r.k;
-  double v = pc->s * r.k;
-  r.log_jac = v > -0.5 ? log1p(v) : log(r.jac);
+  r.log_jac = nf_log1p_or_ratio(pc->s * r.k, r.jac);
   return r;
 }
 
@@ -119,24 +119,33 @@ static int planar_solve(const planar_coef *pc, double y, double tol, unsigned ma
   return 0;
 }
 
-/* Adds the forward map's pullback at row z for cotangents (sg g_x, sg g_l):
-   g_in = J^T (sg g_x) + sg g_l grad_z logdet (if g_in != NULL); dL/dw (direct
-   part) and dL/db into layer->grad; dL/du_hat into g_uhat and dL/ds into *g_s. */
-static void planar_pull_row(const nf_layer *layer, const planar_coef *pc, const double *uhat,
-                            const double *z, const double *g_x, double g_l, double sg,
-                            double *g_in, double *g_uhat, double *g_s)
+/* planar's row pullbacks (nf_row_pullback.self): the coefficients and u_hat, and
+   the accumulated dL/du_hat and dL/ds. */
+typedef struct planar_pull {
+  const nf_layer *layer;
+  const planar_coef *pc;
+  const double *uhat;
+  double *g_uhat, g_s;
+} planar_pull;
+
+/* nf_row_pullback.pull: g_in = J^T (sg g_x) + sg g_l grad_z logdet at row z;
+   dL/dw (direct part) and dL/db into layer->grad, dL/du_hat and dL/ds into self. */
+static void planar_pull_row(void *self, const double *z, const double *g_x, double g_l,
+                            double sg, double *g_in)
 {
-  size_t d = layer->dim;
-  double *g_w = layer->grad + d;
+  planar_pull *pp = self;
+  const planar_coef *pc = pp->pc;
+  size_t d = pp->layer->dim;
+  double *g_w = pp->layer->grad + d;
   planar_row r = planar_at(pc, dot(d, pc->w, z) + pc->b);
-  double g_a = sg * dot(d, g_x, uhat) * r.k - sg * g_l * 2.0 * pc->s * r.t * r.k / r.jac;
+  double g_a = sg * dot(d, g_x, pp->uhat) * r.k - sg * g_l * 2.0 * pc->s * r.t * r.k / r.jac;
   for (size_t j = 0; j < d; j++) {
     if (g_in) g_in[j] = sg * g_x[j] + g_a * pc->w[j];
     g_w[j] += g_a * z[j];
-    g_uhat[j] += sg * g_x[j] * r.t;
+    pp->g_uhat[j] += sg * g_x[j] * r.t;
   }
-  layer->grad[2 * d] += g_a;
-  *g_s += sg * g_l * r.k / r.jac;
+  pp->layer->grad[2 * d] += g_a;
+  pp->g_s += sg * g_l * r.k / r.jac;
 }
 
 /* Adds to dL/du, dL/dw the chain through u_hat(u, w) and s(u, w), given dL/du_hat and dL/ds. */
@@ -219,21 +228,22 @@ static nf_status planar_apply(const nf_layer *layer, nf_dir dir, size_t n, const
   return planar_inverse(layer, &pc, uhat, n, in, out, logdet, work + 3 * layer->dim);
 }
 
-/* Cotangent v = J^-T (g_z - g_l grad_z logdet_F) of the inverse's input at row z
+/* nf_row_pullback.inverse_cotangent: v = J^-T (g_z - g_l grad_z logdet_F) at row z
    (Sherman-Morrison on J^T = I + sech^2 w u_hat^T). */
-static void planar_inverse_cotangent(const nf_layer *layer, const planar_coef *pc,
-                                     const double *uhat, const double *z, const double *g_z,
-                                     double g_l, double *v)
+static void planar_inverse_cotangent(void *self, const double *z, const double *g_z, double g_l,
+                                     double *v)
 {
-  size_t d = layer->dim;
+  const planar_pull *pp = self;
+  const planar_coef *pc = pp->pc;
+  size_t d = pp->layer->dim;
   planar_row r = planar_at(pc, dot(d, pc->w, z) + pc->b);
   double g_w_coef = g_l * 2.0 * pc->s * r.t * r.k / r.jac; /* g_z - g_l grad logdet_F = g_z + this w */
-  double u_dot = dot(d, uhat, g_z) + g_w_coef * pc->s;
+  double u_dot = dot(d, pp->uhat, g_z) + g_w_coef * pc->s;
   double coef = g_w_coef - r.k * u_dot / r.jac;
   for (size_t j = 0; j < d; j++) v[j] = g_z[j] + coef * pc->w[j];
 }
 
-/* nf_layer_type.vjp: input and parameter cotangents of either direction. */
+/* nf_layer_type.vjp: input and parameter cotangents of either direction (nf_vjp_rows). */
 static nf_status planar_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
                             const double *ctx, const double *out, const double *g_out,
                             const double *g_logdet, double *g_in, double *g_ctx, double *work)
@@ -242,23 +252,13 @@ static nf_status planar_vjp(const nf_layer *layer, nf_dir dir, size_t n, const d
   (void)g_ctx;
   size_t d = layer->dim;
   planar_coef pc;
-  double *uhat = work, *g_uhat = work + d, *v = work + 2 * d, g_s = 0;
-  nf_status st = planar_setup(layer, "planar vjp", &pc, uhat);
+  planar_pull pp = {layer, &pc, work, work + d, 0.0};
+  nf_status st = planar_setup(layer, "planar vjp", &pc, work);
   if (st) return st;
-  for (size_t j = 0; j < d; j++) g_uhat[j] = 0;
-  for (size_t i = 0; i < n; i++) {
-    const double *g_row = g_out + i * d;
-    double g_l = g_logdet ? g_logdet[i] : 0.0;
-    double *g_in_row = g_in ? g_in + i * d : NULL;
-    if (dir == NF_FORWARD) {
-      planar_pull_row(layer, &pc, uhat, in + i * d, g_row, g_l, 1.0, g_in_row, g_uhat, &g_s);
-      continue;
-    }
-    planar_inverse_cotangent(layer, &pc, uhat, out + i * d, g_row, g_l, v);
-    planar_pull_row(layer, &pc, uhat, out + i * d, v, g_l, -1.0, NULL, g_uhat, &g_s);
-    for (size_t j = 0; g_in_row && j < d; j++) g_in_row[j] = v[j];
-  }
-  planar_pull_coef(layer, &pc, g_uhat, g_s);
+  for (size_t j = 0; j < d; j++) pp.g_uhat[j] = 0;
+  nf_row_pullback pb = {planar_pull_row, planar_inverse_cotangent, &pp};
+  nf_vjp_rows(&pb, dir, n, d, in, out, g_out, g_logdet, g_in, work + 2 * d);
+  planar_pull_coef(layer, &pc, pp.g_uhat, pp.g_s);
   return NF_OK;
 }
 
@@ -292,14 +292,8 @@ static void planar_init(nf_layer *layer, nf_rng *rng)
 /* Validates the arguments, then a layer with planar_init's parameters (see planar.h). */
 nf_layer *nf_planar_new(size_t dim, double inv_tol, nf_rng *rng)
 {
-  if (dim == 0) {
-    nf_fail(NF_EINVAL, "nf_planar_new: dimension is 0");
+  if (nf_check_dim("nf_planar_new", dim) || nf_check_positive("nf_planar_new", "inv_tol", inv_tol))
     return NULL;
-  }
-  if (!(inv_tol > 0) || !isfinite(inv_tol)) {
-    nf_fail(NF_EINVAL, "nf_planar_new: inv_tol must be finite and > 0, got %g", inv_tol);
-    return NULL;
-  }
   planar_data *pd = malloc(sizeof *pd);
   if (!pd) {
     nf_fail(NF_ENOMEM, "nf_planar_new: out of memory");

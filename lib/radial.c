@@ -6,7 +6,8 @@
    has eigenvalues rho (dim - 1 times) and kappa = (alpha (s_b + 2r) + r^2)/A^2.
    vjp in the inverse direction reuses the forward pullback: for z = F^-1(x; theta),
    g_x = J^-T (g_z - g_logdet grad_z logdet_F) and the parameter gradient is the
-   forward one with cotangents (-g_x, -g_logdet) (implicit function theorem).
+   forward one with cotangents (-g_x, -g_logdet) (implicit function theorem;
+   nf_vjp_rows).
 
    Parameters: z0 = params[0..d), a = params[d], b = params[d + 1].
    Workspace: one row's cotangent[d]. */
@@ -36,12 +37,6 @@ typedef struct radial_row {
   double dl_dr;    /* d logdet / dr at fixed alpha, beta */
   double dl_dalpha, dl_dbeta; /* d logdet / d alpha, d beta at fixed r */
 } radial_row;
-
-/* log(1 + v) = log(ratio): log1p(v) unless v is near -1, where ratio is exact. */
-static double log_1p_or_ratio(double v, double ratio)
-{
-  return v > -0.5 ? log1p(v) : log(ratio);
-}
 
 /* Euclidean distance |z - z0| of a row. */
 static double radius(size_t d, const double *z, const double *z0)
@@ -78,8 +73,8 @@ static radial_row radial_at(const radial_coef *rc, size_t d, double r)
   w.n_kappa = al * (rc->s_b + 2.0 * r) + r * r;
   w.rho = w.n_rho / w.A;
   w.kappa = w.n_kappa / (w.A * w.A);
-  w.logdet = dm1 * log_1p_or_ratio(be / w.A, w.rho)
-             + log_1p_or_ratio(al * be / (w.A * w.A), w.kappa);
+  w.logdet = dm1 * nf_log1p_or_ratio(be / w.A, w.rho)
+             + nf_log1p_or_ratio(al * be / (w.A * w.A), w.kappa);
   w.dl_dr = -dm1 * be / (w.A * w.n_rho) - 2.0 * al * be / (w.A * w.n_kappa);
   w.dl_dalpha = -dm1 * be / (w.A * w.n_rho) + be * (r - al) / (w.A * w.n_kappa);
   w.dl_dbeta = dm1 / w.n_rho + al / w.n_kappa;
@@ -93,14 +88,22 @@ static double radial_inverse_radius(const radial_coef *rc, double r_x)
   return B <= 0 ? 0.5 * (disc - B) : 2.0 * rc->alpha * r_x / (B + disc);
 }
 
-/* Adds the forward map's pullback at row z for cotangents (sg g_x, sg g_l):
-   g_in = J^T (sg g_x) + sg g_l grad_z logdet (if g_in != NULL), dL/dz0 into
-   layer->grad, dL/dalpha and dL/dbeta into *g_alpha, *g_beta. */
-static void radial_pull_row(const nf_layer *layer, const radial_coef *rc, const double *z,
-                            const double *g_x, double g_l, double sg, double *g_in,
-                            double *g_alpha, double *g_beta)
+/* radial's row pullbacks (nf_row_pullback.self): the coefficients and the
+   accumulated dL/dalpha and dL/dbeta. */
+typedef struct radial_pull {
+  const nf_layer *layer;
+  const radial_coef *rc;
+  double g_alpha, g_beta;
+} radial_pull;
+
+/* nf_row_pullback.pull: g_in = J^T (sg g_x) + sg g_l grad_z logdet at row z;
+   dL/dz0 into layer->grad, dL/dalpha and dL/dbeta into self. */
+static void radial_pull_row(void *self, const double *z, const double *g_x, double g_l,
+                            double sg, double *g_in)
 {
-  size_t d = layer->dim;
+  radial_pull *rp = self;
+  const radial_coef *rc = rp->rc;
+  size_t d = rp->layer->dim;
   radial_row w = radial_at(rc, d, radius(d, z, rc->z0));
   double gx_dz = 0;
   for (size_t j = 0; j < d; j++) gx_dz += g_x[j] * (z[j] - rc->z0[j]);
@@ -111,19 +114,20 @@ static void radial_pull_row(const nf_layer *layer, const radial_coef *rc, const 
   for (size_t j = 0; j < d; j++) {
     double g_dz = sg * (rc->beta / w.A) * g_x[j] + radial * (z[j] - rc->z0[j]);
     if (g_in) g_in[j] = sg * g_x[j] + g_dz;
-    layer->grad[j] -= g_dz;
+    rp->layer->grad[j] -= g_dz;
   }
-  *g_alpha += dh * gx_dz + sg * g_l * w.dl_dalpha;
-  *g_beta += gx_dz / w.A + sg * g_l * w.dl_dbeta;
+  rp->g_alpha += dh * gx_dz + sg * g_l * w.dl_dalpha;
+  rp->g_beta += gx_dz / w.A + sg * g_l * w.dl_dbeta;
 }
 
-/* Cotangent v = J^-T (g_z - g_l grad_z logdet_F) of the inverse's input at row z:
+/* nf_row_pullback.inverse_cotangent: v = J^-T (g_z - g_l grad_z logdet_F) at row z,
    J^-1 = I/rho + (1/kappa - 1/rho) e e^T. */
-static void radial_inverse_cotangent(const nf_layer *layer, const radial_coef *rc,
-                                     const double *z, const double *g_z, double g_l,
+static void radial_inverse_cotangent(void *self, const double *z, const double *g_z, double g_l,
                                      double *v)
 {
-  size_t d = layer->dim;
+  const radial_pull *rp = self;
+  const radial_coef *rc = rp->rc;
+  size_t d = rp->layer->dim;
   radial_row w = radial_at(rc, d, radius(d, z, rc->z0));
   double inv_r = w.r > 0 ? 1.0 / w.r : 0.0, e_g = 0;
   for (size_t j = 0; j < d; j++) e_g += (z[j] - rc->z0[j]) * inv_r * g_z[j];
@@ -165,7 +169,7 @@ static nf_status radial_apply(const nf_layer *layer, nf_dir dir, size_t n, const
   return NF_OK;
 }
 
-/* nf_layer_type.vjp: input and parameter cotangents of either direction. */
+/* nf_layer_type.vjp: input and parameter cotangents of either direction (nf_vjp_rows). */
 static nf_status radial_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
                             const double *ctx, const double *out, const double *g_out,
                             const double *g_logdet, double *g_in, double *g_ctx, double *work)
@@ -174,24 +178,14 @@ static nf_status radial_vjp(const nf_layer *layer, nf_dir dir, size_t n, const d
   (void)g_ctx;
   size_t d = layer->dim;
   radial_coef rc;
-  double g_alpha = 0, g_beta = 0, *v = work;
+  radial_pull rp = {layer, &rc, 0.0, 0.0};
   nf_status st = radial_setup(layer, "radial vjp", &rc);
   if (st) return st;
-  for (size_t i = 0; i < n; i++) {
-    const double *g_row = g_out + i * d;
-    double g_l = g_logdet ? g_logdet[i] : 0.0;
-    double *g_in_row = g_in ? g_in + i * d : NULL;
-    if (dir == NF_FORWARD) {
-      radial_pull_row(layer, &rc, in + i * d, g_row, g_l, 1.0, g_in_row, &g_alpha, &g_beta);
-      continue;
-    }
-    radial_inverse_cotangent(layer, &rc, out + i * d, g_row, g_l, v);
-    radial_pull_row(layer, &rc, out + i * d, v, g_l, -1.0, NULL, &g_alpha, &g_beta);
-    for (size_t j = 0; g_in_row && j < d; j++) g_in_row[j] = v[j];
-  }
+  nf_row_pullback pb = {radial_pull_row, radial_inverse_cotangent, &rp};
+  nf_vjp_rows(&pb, dir, n, d, in, out, g_out, g_logdet, g_in, work);
   /* alpha = softplus(a), beta = softplus(b) - alpha */
-  layer->grad[d] += rc.sig_a * (g_alpha - g_beta);
-  layer->grad[d + 1] += rc.sig_b * g_beta;
+  layer->grad[d] += rc.sig_a * (rp.g_alpha - rp.g_beta);
+  layer->grad[d + 1] += rc.sig_b * rp.g_beta;
   return NF_OK;
 }
 
@@ -205,14 +199,8 @@ static const nf_layer_type radial_type = {
 /* Validates the arguments, then a layer initialised as radial.h says. */
 nf_layer *nf_radial_new(size_t dim, double inv_tol, nf_rng *rng)
 {
-  if (dim == 0) {
-    nf_fail(NF_EINVAL, "nf_radial_new: dimension is 0");
+  if (nf_check_dim("nf_radial_new", dim) || nf_check_positive("nf_radial_new", "inv_tol", inv_tol))
     return NULL;
-  }
-  if (!(inv_tol > 0) || !isfinite(inv_tol)) {
-    nf_fail(NF_EINVAL, "nf_radial_new: inv_tol must be finite and > 0, got %g", inv_tol);
-    return NULL;
-  }
   nf_layer *layer = nf_layer_create(&radial_type, dim, 0, dim + 2, NULL);
   if (layer && rng) { /* NULL rng: zeroed parameters, the identity */
     for (size_t j = 0; j < dim; j++) layer->params[j] = nf_rng_normal(rng);

@@ -1,8 +1,10 @@
-/* lib/status.c — status names, the per-thread error detail, numeric helpers. */
+/* lib/status.c — status names, the per-thread error detail, numeric helpers
+   and the argument checks and vjp driver the bijectors share. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -59,4 +61,62 @@ double *nf_dalloc(size_t n)
 {
   if (n == 0) n = 1;
   return calloc(n, sizeof(double));
+}
+
+nf_status nf_fail_prefixed(nf_status status, const char *prefix)
+{
+  char detail[sizeof nf_last_error];
+  memcpy(detail, nf_last_error, sizeof detail);
+  return nf_fail(status, "%s: %s", prefix, detail);
+}
+
+nf_status nf_check_dim(const char *fn, size_t dim)
+{
+  return dim == 0 ? nf_fail(NF_EINVAL, "%s: dimension is 0", fn) : NF_OK;
+}
+
+nf_status nf_check_positive(const char *fn, const char *name, double value)
+{
+  if (value > 0 && isfinite(value)) return NF_OK;
+  return nf_fail(NF_EINVAL, "%s: %s must be finite and > 0, got %g", fn, name, value);
+}
+
+double nf_log1p_or_ratio(double v, double ratio)
+{
+  return v > -0.5 ? log1p(v) : log(ratio);
+}
+
+double nf_dir_sign(nf_dir dir)
+{
+  return dir == NF_FORWARD ? 1.0 : -1.0;
+}
+
+void nf_logdet_add(size_t n, double *logdet, double value)
+{
+  for (size_t i = 0; logdet && i < n; i++) logdet[i] += value;
+}
+
+double nf_sum_or_zero(size_t n, const double *v)
+{
+  double s = 0;
+  for (size_t i = 0; v && i < n; i++) s += v[i];
+  return s;
+}
+
+void nf_vjp_rows(const nf_row_pullback *pb, nf_dir dir, size_t n, size_t d, const double *in,
+                 const double *out, const double *g_out, const double *g_logdet, double *g_in,
+                 double *v)
+{
+  for (size_t i = 0; i < n; i++) {
+    const double *g_row = g_out + i * d;
+    double g_l = g_logdet ? g_logdet[i] : 0.0;
+    double *g_in_row = g_in ? g_in + i * d : NULL;
+    if (dir == NF_FORWARD) {
+      pb->pull(pb->self, in + i * d, g_row, g_l, 1.0, g_in_row);
+      continue;
+    }
+    pb->inverse_cotangent(pb->self, out + i * d, g_row, g_l, v);
+    pb->pull(pb->self, out + i * d, v, g_l, -1.0, NULL);
+    for (size_t j = 0; g_in_row && j < d; j++) g_in_row[j] = v[j];
+  }
 }

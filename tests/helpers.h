@@ -18,6 +18,22 @@ double th_rel_err(size_t n, const double *a, const double *b, double floor);
 /* Sets every parameter of the layer to N(0, scale^2) draws. */
 void th_randomize_params(nf_layer *layer, nf_rng *rng, double scale);
 
+/* Asserts layer != NULL (reporting nf_errmsg()), sets its parameters to
+   N(0, scale^2) draws from seed and returns it. */
+nf_layer *th_random_layer(nf_layer *layer, uint64_t seed, double scale);
+
+/* n x d points ~ N(0, scale^2) drawn from `seed` (caller frees). */
+double *th_random_points(size_t n, size_t d, uint64_t seed, double scale);
+
+/* Asserts that the layer is the identity in both directions on n rows (and
+   contexts) ~ N(0, 2^2) from seed: |out - in| <= rel_tol |in| entrywise and
+   each logdet[i] keeps its value to within rel_tol (rel_tol 0: exactly). */
+void th_check_identity(const nf_layer *layer, size_t n, uint64_t seed, double rel_tol);
+
+/* Asserts that make(v) gives NULL with a message naming fn and name for
+   v = 0, -1, NaN and +Inf (a parameter that must be finite and > 0). */
+void th_check_rejects_nonpositive(nf_layer *(*make)(double v), const char *fn, const char *name);
+
 /* max |inverse(forward(z)) - z| over the batch; if logdet_cancel != NULL it
    receives max_i |logdet_forward_i + logdet_inverse_i|. */
 double th_roundtrip_error(const nf_layer *layer, size_t n, const double *z,
@@ -61,6 +77,25 @@ th_tolerances th_default_tolerances(void);
 void th_check_bijector(const char *label, nf_layer *layer, size_t n, const double *z,
                        const double *ctx, const th_tolerances *tol);
 
+/* One case of a family's bijector checks: returns a layer of dimension d with
+   parameters drawn from seed in the family's regime `variant`, and may move
+   the n test rows z (n x d, drawn by the caller) into the region the regime
+   is checked on. */
+typedef nf_layer *(*th_case_fn)(size_t d, uint64_t seed, int variant, size_t n, double *z);
+
+/* The common battery of a context-free bijector family in one regime:
+   th_check_bijector on the cases d = 1, 2, 5 with three seeds each, 20 rows
+   ~ N(0, row_scale^2) per case, and th_check_vjp_accumulates on a case with
+   d = 3 and 4 rows; label names the family and regime in the log. */
+void th_check_bijector_family(const char *label, th_case_fn make, int variant, double row_scale);
+
+/* Asserts vjp's accumulation contract in both directions on the n rows z:
+   it WRITES g_in (exactly the same values on every call), ADDS into g_ctx
+   (to 1e-14) and layer->grad (a second call doubles the parameter gradient,
+   to a norm-wise relative 1e-14), treats g_logdet == NULL as zero and gives
+   the same parameter gradient, exactly, whichever of g_in and g_ctx are wanted. */
+void th_check_vjp_accumulates(nf_layer *layer, size_t n, const double *z, const double *ctx);
+
 /* Asserts the checked entry points' documented answers to bad calls, in both
    directions, on a layer that is not in a flow: NF_EINVAL for a NULL layer,
    an unknown direction, n = 0, NULL input, output, g_out, context (when the
@@ -71,9 +106,17 @@ void th_check_bijector(const char *label, nf_layer *layer, size_t n, const doubl
    untouched by all of these, and the same calls with good arguments succeed. */
 void th_check_bad_calls(nf_layer *layer);
 
+/* Asserts that with params[k] = bad (restored after) apply and vjp return
+   NF_ENONFINITE in both directions with a message naming "parameter k", and
+   leave outputs, cotangents and the parameter gradient untouched. */
+void th_check_nonfinite_param(nf_layer *layer, size_t k, double bad);
+
 /* Integral of exp(log p) of a 2-D flow over [-a, a]^2 by the midpoint rule on
    an m x m grid. */
 double th_grid_mass(nf_flow *flow, double a, size_t m);
+
+/* Asserts |th_grid_mass(flow, a, m) - 1| <= tol, printing the mass after label. */
+void th_check_grid_mass(const char *label, nf_flow *flow, double a, size_t m, double tol);
 
 /* Runs a suite in the normal fork mode; returns EXIT_SUCCESS or EXIT_FAILURE. */
 int th_run_suite(Suite *suite);

@@ -12,16 +12,10 @@
 #define N_ROWS 6
 #define BOUND 2.0
 #define RT_TOL 1e-10
-#define LD_STEP 1e-5
-#define LD_TOL 1e-6
 #define VJP_STEP 1e-5
-#define VJP_TOL 1e-6
 #define CANCEL_TOL 1e-10
 
 static const size_t hidden2[2] = {8, 6};
-
-/* Largest error of each kind over all configurations, printed in the log. */
-static double worst_rt, worst_ld, worst_vjp, worst_cancel;
 
 /* A coupling of the given kind on R^d with context width c; mask_kind 0 = half,
    1 = alternate, with the given parity; activation act. Aborts the test on failure. */
@@ -47,26 +41,12 @@ static void check_config(nf_coupling_kind kind, size_t d, size_t c, int mask_kin
   double z[N_ROWS * 8], ctx[N_ROWS * 3];
   th_randn(&rng, N_ROWS * d, 1.0, z);
   th_randn(&rng, N_ROWS * c, 1.0, ctx);
-  const double *cx = c ? ctx : NULL;
   char what[96];
-  snprintf(what, sizeof what, "kind %d, d %zu, c %zu, mask %d/%d, act %d", (int)kind, d, c,
-           mask_kind, parity, (int)act);
-
-  double cancel, rt = th_roundtrip_error(layer, N_ROWS, z, cx, &cancel);
-  ck_assert_msg(rt <= RT_TOL, "%s: round trip error %g", what, rt);
-  ck_assert_msg(cancel <= CANCEL_TOL, "%s: log-dets do not cancel: %g", what, cancel);
-  worst_rt = fmax(worst_rt, rt);
-  worst_cancel = fmax(worst_cancel, cancel);
-  for (int dir = NF_FORWARD; dir <= NF_INVERSE; dir++) {
-    double ld = th_logdet_error(layer, (nf_dir)dir, N_ROWS, z, cx, LD_STEP);
-    ck_assert_msg(ld <= LD_TOL, "%s, dir %d: log-det error %g", what, dir, ld);
-    worst_ld = fmax(worst_ld, ld);
-    th_vjp_errors e = th_vjp_check(layer, (nf_dir)dir, N_ROWS, z, cx, seed + 7, VJP_STEP);
-    ck_assert_msg(e.in <= VJP_TOL && e.ctx <= VJP_TOL && e.params <= VJP_TOL,
-                  "%s, dir %d: vjp errors in %g ctx %g params %g", what, dir, e.in, e.ctx,
-                  e.params);
-    worst_vjp = fmax(worst_vjp, fmax(e.in, fmax(e.ctx, e.params)));
-  }
+  snprintf(what, sizeof what, "coupling kind %d, mask %d/%d, act %d", (int)kind, mask_kind,
+           parity, (int)act);
+  th_tolerances tol = th_default_tolerances();
+  tol.h_vjp = VJP_STEP;
+  th_check_bijector(what, layer, N_ROWS, z, c ? ctx : NULL, &tol);
   nf_layer_free(layer);
 }
 
@@ -83,8 +63,6 @@ START_TEST(test_numerics)
           for (int ci = 0; ci < 2; ci++, seed++)
             check_config((nf_coupling_kind)kind, dims[di], ctxs[ci], mk, par, acts[seed % 3],
                          seed);
-  printf("coupling: max round trip %.3g, log-det %.3g, vjp %.3g, cancel %.3g\n", worst_rt,
-         worst_ld, worst_vjp, worst_cancel);
 }
 END_TEST
 
@@ -158,33 +136,10 @@ START_TEST(test_vjp_accumulates)
   nf_rng rng;
   nf_rng_seed(&rng, 4);
   th_randomize_params(layer, &rng, 0.3);
-  size_t np = layer->n_params;
-  double z[N_ROWS * 5], ctx[N_ROWS * 3], x[N_ROWS * 5], g[N_ROWS * 5], gl[N_ROWS];
-  double g_in[N_ROWS * 5], g_in2[N_ROWS * 5], g_ctx[N_ROWS * 3] = {0}, g_ctx2[N_ROWS * 3];
-  double *work = malloc(nf_layer_work_size(layer, N_ROWS) * sizeof *work);
-  double *grad1 = malloc(np * sizeof *grad1);
+  double z[N_ROWS * 5], ctx[N_ROWS * 3];
   th_randn(&rng, N_ROWS * 5, 1.0, z);
   th_randn(&rng, N_ROWS * 3, 1.0, ctx);
-  th_randn(&rng, N_ROWS * 5, 1.0, g);
-  th_randn(&rng, N_ROWS, 1.0, gl);
-  for (size_t k = 0; k < N_ROWS * 5; k++) g_in2[k] = 1e3;
-  for (size_t k = 0; k < N_ROWS * 3; k++) g_ctx2[k] = 1.0;
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, N_ROWS, z, ctx, x, NULL, work), NF_OK);
-  memset(layer->grad, 0, np * sizeof(double));
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, N_ROWS, z, ctx, x, g, gl, g_in, g_ctx,
-                                work), NF_OK);
-  memcpy(grad1, layer->grad, np * sizeof *grad1);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, N_ROWS, z, ctx, x, g, gl, g_in2, g_ctx2,
-                                work), NF_OK);
-  ck_assert_double_eq(th_max_abs_diff(N_ROWS * 5, g_in, g_in2), 0.0);
-  for (size_t k = 0; k < N_ROWS * 3; k++) ck_assert_double_eq_tol(g_ctx2[k], g_ctx[k] + 1.0, 1e-14);
-  for (size_t k = 0; k < np; k++) ck_assert_double_eq_tol(layer->grad[k], 2 * grad1[k], 1e-14);
-  memset(layer->grad, 0, np * sizeof(double));
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, N_ROWS, z, ctx, x, g, gl, NULL, NULL, work),
-                   NF_OK);
-  ck_assert_double_le(th_max_abs_diff(np, layer->grad, grad1), 1e-14);
-  free(grad1);
-  free(work);
+  th_check_vjp_accumulates(layer, N_ROWS, z, ctx);
   nf_layer_free(layer);
 }
 END_TEST
@@ -265,43 +220,15 @@ END_TEST
 START_TEST(test_bad_inputs)
 {
   nf_layer *layer = make_coupling(NF_COUPLING_AFFINE, 2, 3, 0, 0, NF_ACT_TANH);
-  double z[4] = {0.1, 0.2, 0.3, 0.4}, ctx[6] = {0}, x[4] = {7, 7, 7, 7}, ld[2] = {5, 5};
-  double *work = malloc(nf_layer_work_size(layer, 2) * sizeof *work);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 0, z, ctx, x, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 2, NULL, ctx, x, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 2, z, NULL, x, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 2, z, ctx, x, ld, NULL), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 2, z, ctx, NULL, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, (nf_dir)3, 2, z, ctx, x, ld, work), NF_EINVAL);
-  z[3] = NAN;
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 2, z, ctx, x, ld, work), NF_ENONFINITE);
-  z[3] = 0.4;
-  ctx[5] = INFINITY;
-  ck_assert_int_eq(nf_layer_apply(layer, NF_INVERSE, 2, z, ctx, x, ld, work), NF_ENONFINITE);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_INVERSE, 2, z, ctx, x, x, NULL, NULL, NULL, work),
-                   NF_ENONFINITE);
-  ctx[5] = 0;
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_INVERSE, 2, z, ctx, x, NULL, NULL, NULL, NULL, work),
-                   NF_EINVAL);
-  for (size_t k = 0; k < 4; k++) ck_assert_double_eq(x[k], 7.0);
-  ck_assert_double_eq(ld[0] + ld[1], 10.0);
-  free(work);
+  th_check_bad_calls(layer);
   nf_layer_free(layer);
 }
 END_TEST
 
 int main(void)
 {
-  Suite *s = suite_create("coupling");
-  TCase *tc = tcase_create("core");
-  tcase_set_timeout(tc, 30);
-  tcase_add_test(tc, test_numerics);
-  tcase_add_test(tc, test_identity_start);
-  tcase_add_test(tc, test_soft_clamp);
-  tcase_add_test(tc, test_vjp_accumulates);
-  tcase_add_test(tc, test_masks);
-  tcase_add_test(tc, test_bad_options);
-  tcase_add_test(tc, test_bad_inputs);
-  suite_add_tcase(s, tc);
-  return th_run_suite(s);
+  const TTest *tests[] = {test_numerics, test_identity_start, test_soft_clamp,
+                          test_vjp_accumulates, test_masks, test_bad_options, test_bad_inputs,
+                          NULL};
+  return th_run_tests("coupling", 30, tests);
 }

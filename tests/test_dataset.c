@@ -580,27 +580,11 @@ END_TEST
 
 int main(void)
 {
-  Suite *s = suite_create("dataset");
-  TCase *tc = tcase_create("dataset");
-  tcase_set_timeout(tc, 60);
-  tcase_add_test(tc, new_is_zero_and_rejects_empty);
-  tcase_add_test(tc, split_keeps_rows_and_shuffles);
-  tcase_add_test(tc, split_rejects_empty_parts);
-  tcase_add_test(tc, toy_names_all_sample);
-  tcase_add_test(tc, toy_bad_arguments);
-  tcase_add_test(tc, toy_seeded_and_deterministic);
-  tcase_add_test(tc, toy_8gaussians);
-  tcase_add_test(tc, toy_moons);
-  tcase_add_test(tc, toy_circles);
-  tcase_add_test(tc, toy_rings);
-  tcase_add_test(tc, toy_pinwheel);
-  tcase_add_test(tc, toy_2spirals);
-  tcase_add_test(tc, toy_checkerboard);
-  tcase_add_test(tc, toy_swissroll);
-  tcase_add_test(tc, csv_reads_good_files);
-  tcase_add_test(tc, csv_reports_line_and_column);
-  tcase_add_test(tc, csv_missing_file_and_bad_arguments);
-  tcase_add_test(tc, csv_long_lines);
-  suite_add_tcase(s, tc);
-  return th_run_suite(s);
+  const TTest *tests[] = {new_is_zero_and_rejects_empty, split_keeps_rows_and_shuffles,
+                          split_rejects_empty_parts, toy_names_all_sample, toy_bad_arguments,
+                          toy_seeded_and_deterministic, toy_8gaussians, toy_moons, toy_circles,
+                          toy_rings, toy_pinwheel, toy_2spirals, toy_checkerboard,
+                          toy_swissroll, csv_reads_good_files, csv_reports_line_and_column,
+                          csv_missing_file_and_bad_arguments, csv_long_lines, NULL};
+  return th_run_tests("dataset", 60, tests);
 }

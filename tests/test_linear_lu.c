@@ -9,13 +9,7 @@
 
 #include "helpers.h"
 
-#define TOL_ROUNDTRIP 1e-10 /* max |inverse(forward(z)) - z| */
-#define TOL_CANCEL 1e-10    /* max |logdet_forward + logdet_inverse| */
-#define TOL_LOGDET 1e-6     /* max |logdet - log|det J_fd|| */
-#define TOL_VJP 1e-6        /* norm-wise relative error against central differences */
 #define TOL_CLOSED 1e-13    /* against the matrix built from the documented layout */
-#define H_LOGDET 1e-5
-#define H_VJP 1e-6
 #define DMAX 5
 
 static const double LOG_2PI = 1.83787706640934548356;
@@ -68,53 +62,24 @@ static double expected_matrix(const nf_layer *layer, nf_diag_map map, const size
   return logdet;
 }
 
-/* Round trip, log-det cancellation, brute-force log-det and vjp (input and
-   parameters) in both directions on n rows ~ N(0, 1.5^2). */
-static void check_bijector(nf_layer *layer, const char *label, size_t n, uint64_t seed)
+/* A case of the bijector checks: diagonal map maps[variant / 2], a random
+   permutation if variant is odd, parameters as random_lu draws them from seed. */
+static nf_layer *lu_case(size_t d, uint64_t seed, int variant, size_t n, double *z)
 {
-  size_t d = layer->dim;
-  nf_rng rng;
-  nf_rng_seed(&rng, seed);
-  double *in = malloc(n * d * sizeof *in), cancel;
-  th_randn(&rng, n * d, 1.5, in);
-  double rt = th_roundtrip_error(layer, n, in, NULL, &cancel);
-  printf("linear_lu %s d=%zu n=%zu: roundtrip %.2e, logdet cancel %.2e\n", label, d, n, rt, cancel);
-  ck_assert_double_le(rt, TOL_ROUNDTRIP);
-  ck_assert_double_le(cancel, TOL_CANCEL);
-  for (int k = 0; k < 2; k++) {
-    nf_dir dir = k ? NF_INVERSE : NF_FORWARD;
-    double ld = th_logdet_error(layer, dir, n, in, NULL, H_LOGDET);
-    th_vjp_errors e = th_vjp_check(layer, dir, n, in, NULL, seed + 1, H_VJP);
-    printf("linear_lu %s d=%zu %s: logdet %.2e, vjp in %.2e, params %.2e\n", label, d,
-           k ? "inverse" : "forward", ld, e.in, e.params);
-    ck_assert_double_le(ld, TOL_LOGDET);
-    ck_assert_double_le(e.in, TOL_VJP);
-    ck_assert_double_le(e.params, TOL_VJP);
-  }
-  free(in);
+  (void)n;
+  (void)z;
+  size_t perm[DMAX];
+  return random_lu(d, maps[variant / 2], variant % 2, seed, perm);
 }
 
 START_TEST(identity_without_rng)
 {
-  enum { N = 4 };
   for (int m = 0; m < 2; m++)
     for (size_t d = 1; d <= 3; d += 2) {
       nf_layer *layer = nf_linear_lu_new(d, NULL, maps[m], NULL);
       ck_assert_ptr_nonnull(layer);
       ck_assert_uint_eq(layer->n_params, d + d * d);
-      nf_rng rng;
-      nf_rng_seed(&rng, 40 + d);
-      double in[N * 3], out[N * 3], logdet[N] = {0};
-      double *work = malloc(nf_layer_work_size(layer, N) * sizeof *work);
-      th_randn(&rng, N * d, 2.0, in);
-      for (int k = 0; k < 2; k++) {
-        ck_assert_int_eq(nf_layer_apply(layer, k ? NF_INVERSE : NF_FORWARD, N, in, NULL, out,
-                                        logdet, work), NF_OK);
-        for (size_t i = 0; i < N * d; i++)
-          ck_assert_double_le(fabs(out[i] - in[i]), 1e-15 * fabs(in[i]));
-        for (size_t i = 0; i < N; i++) ck_assert_double_le(fabs(logdet[i]), 1e-15);
-      }
-      free(work);
+      th_check_identity(layer, 4, 40 + d, 1e-15);
       nf_layer_free(layer);
     }
 }
@@ -171,19 +136,16 @@ START_TEST(matches_documented_layout)
 }
 END_TEST
 
+/* Round trip, log-det and vjp against finite differences, vjp's accumulation,
+   for both diagonal maps, with and without a permutation. */
 START_TEST(inverse_logdet_and_vjp_match_finite_differences)
 {
-  const size_t dims[] = {1, 2, 5};
-  for (int m = 0; m < 2; m++)
-    for (size_t k = 0; k < 3; k++)
-      for (int permuted = 0; permuted < 2; permuted++) {
-        size_t perm[DMAX];
-        nf_layer *layer = random_lu(dims[k], maps[m], permuted, 70 + 10 * k + permuted, perm);
-        char label[32];
-        snprintf(label, sizeof label, "%s%s", map_names[m], permuted ? "+perm" : "");
-        check_bijector(layer, label, 6, 80 + k);
-        nf_layer_free(layer);
-      }
+  for (int variant = 0; variant < 4; variant++) {
+    char label[32];
+    snprintf(label, sizeof label, "linear_lu %s%s", map_names[variant / 2],
+             variant % 2 ? "+perm" : "");
+    th_check_bijector_family(label, lu_case, variant, 1.5);
+  }
 }
 END_TEST
 
@@ -192,42 +154,9 @@ START_TEST(large_batch)
 {
   size_t perm[DMAX];
   nf_layer *layer = random_lu(5, NF_DIAG_EXP, 1, 90, perm);
-  check_bijector(layer, "exp+perm", 300, 91);
-  nf_layer_free(layer);
-}
-END_TEST
-
-/* vjp ADDS into layer->grad, WRITES g_in, and treats g_logdet == NULL as zero. */
-START_TEST(vjp_accumulates_parameter_gradient)
-{
-  enum { D = 3, N = 4, P = D + D * D };
-  size_t perm[D];
-  nf_layer *layer = random_lu(D, NF_DIAG_SOFTPLUS, 1, 92, perm);
-  nf_rng rng;
-  nf_rng_seed(&rng, 93);
-  double in[N * D], out[N * D], g_out[N * D], zeros[N] = {0}, g_in[N * D], once[P];
-  double *work = malloc(nf_layer_work_size(layer, N) * sizeof *work);
-  th_randn(&rng, N * D, 1.0, in);
-  th_randn(&rng, N * D, 1.0, g_out);
-  for (int k = 0; k < 2; k++) {
-    nf_dir dir = k ? NF_INVERSE : NF_FORWARD;
-    memset(layer->grad, 0, P * sizeof(double));
-    ck_assert_int_eq(nf_layer_apply(layer, dir, N, in, NULL, out, NULL, work), NF_OK);
-    ck_assert_int_eq(nf_layer_vjp(layer, dir, N, in, NULL, out, g_out, zeros, g_in, NULL, work),
-                     NF_OK);
-    memcpy(once, layer->grad, sizeof once);
-    for (size_t i = 0; i < N * D; i++) g_in[i] = NAN;
-    ck_assert_int_eq(nf_layer_vjp(layer, dir, N, in, NULL, out, g_out, NULL, g_in, NULL, work),
-                     NF_OK);
-    for (size_t i = 0; i < P; i++)
-      ck_assert_double_le(fabs(layer->grad[i] - 2 * once[i]), 1e-13 * fmax(1.0, fabs(once[i])));
-    for (size_t i = 0; i < N * D; i++) ck_assert(isfinite(g_in[i]));
-    ck_assert_int_eq(nf_layer_vjp(layer, dir, N, in, NULL, out, g_out, NULL, NULL, NULL, work),
-                     NF_OK);
-    for (size_t i = 0; i < P; i++)
-      ck_assert_double_le(fabs(layer->grad[i] - 3 * once[i]), 1e-13 * fmax(1.0, fabs(once[i])));
-  }
-  free(work);
+  double *z = th_random_points(300, 5, 91, 1.5);
+  th_check_bijector("linear_lu exp+perm", layer, 300, z, NULL, NULL);
+  free(z);
   nf_layer_free(layer);
 }
 END_TEST
@@ -250,9 +179,7 @@ START_TEST(flow_density_is_the_linear_gaussian)
     double want = -LOG_2PI - log_det - 0.5 * (z0 * z0 + z1 * z1);
     ck_assert_double_le(fabs(logp[i] - want), 1e-12);
   }
-  double mass = th_grid_mass(flow, 14.0, 400);
-  printf("linear_lu flow: grid mass %.12f\n", mass);
-  ck_assert_double_le(fabs(mass - 1.0), 1e-6);
+  th_check_grid_mass("linear_lu flow", flow, 14.0, 400, 1e-6);
   nf_flow_free(flow);
 }
 END_TEST
@@ -272,35 +199,18 @@ START_TEST(rejects_bad_arguments)
 
   size_t perm[2];
   nf_layer *layer = random_lu(2, NF_DIAG_EXP, 1, 96, perm);
-  double in[4] = {1, INFINITY, 3, 4}, out[4] = {-9, -9, -9, -9}, logdet[2] = {5, 5};
-  double *work = malloc(nf_layer_work_size(layer, 2) * sizeof *work);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 2, in, NULL, out, logdet, NULL), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 0, in, NULL, out, logdet, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_INVERSE, 2, in, NULL, out, logdet, work),
-                   NF_ENONFINITE);
-  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "row 0, column 1"));
-  for (size_t i = 0; i < 4; i++) ck_assert_double_eq(out[i], -9);
-  for (size_t i = 0; i < 2; i++) ck_assert_double_eq(logdet[i], 5);
-  nf_flow *flow = nf_flow_new(3, 0, NF_BASE_STD_NORMAL);
-  ck_assert_int_eq(nf_flow_push(flow, layer), NF_EDIM);
-  nf_flow_free(flow);
-  free(work);
+  th_check_bad_calls(layer);
   nf_layer_free(layer);
 }
 END_TEST
 
 int main(void)
 {
-  Suite *suite = suite_create("linear_lu");
-  TCase *tc = tcase_create("core");
-  tcase_add_test(tc, identity_without_rng);
-  tcase_add_test(tc, rng_initialisation_is_small_reproducible_and_not_identity);
-  tcase_add_test(tc, matches_documented_layout);
-  tcase_add_test(tc, inverse_logdet_and_vjp_match_finite_differences);
-  tcase_add_test(tc, large_batch);
-  tcase_add_test(tc, vjp_accumulates_parameter_gradient);
-  tcase_add_test(tc, flow_density_is_the_linear_gaussian);
-  tcase_add_test(tc, rejects_bad_arguments);
-  suite_add_tcase(suite, tc);
-  return th_run_suite(suite);
+  const TTest *tests[] = {identity_without_rng,
+                          rng_initialisation_is_small_reproducible_and_not_identity,
+                          matches_documented_layout,
+                          inverse_logdet_and_vjp_match_finite_differences,
+                          large_batch,
+                          flow_density_is_the_linear_gaussian, rejects_bad_arguments, NULL};
+  return th_run_tests("linear_lu", 0, tests);
 }

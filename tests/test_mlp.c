@@ -326,16 +326,8 @@ END_TEST
 
 int main(void)
 {
-  Suite *s = suite_create("mlp");
-  TCase *tc = tcase_create("core");
-  tcase_add_test(tc, test_forward_matches_reference);
-  tcase_add_test(tc, test_backward_matches_fd);
-  tcase_add_test(tc, test_single_affine_layer);
-  tcase_add_test(tc, test_backward_without_input_gradient);
-  tcase_add_test(tc, test_init);
-  tcase_add_test(tc, test_sizes);
-  tcase_add_test(tc, test_activation_parse);
-  tcase_add_test(tc, test_bad_args);
-  suite_add_tcase(s, tc);
-  return th_run_suite(s);
+  const TTest *tests[] = {test_forward_matches_reference, test_backward_matches_fd,
+                          test_single_affine_layer, test_backward_without_input_gradient,
+                          test_init, test_sizes, test_activation_parse, test_bad_args, NULL};
+  return th_run_tests("mlp", 0, tests);
 }

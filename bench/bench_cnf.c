@@ -1,0 +1,163 @@
+/* bench/bench_cnf.c — speed of FFJORD's toy CNF (concatsquash 64-64-64, tanh,
+   exact trace, T = 0.5 learnable, batch 100) at one BLAS thread, for each
+   gradient mode and solver, and the FLOP rate of one right-hand side (f with
+   the exact trace) against the machine's dgemm rate measured in the same run.
+   Every mode trains from the same initial parameters on the same batches.
+   Usage: bench/bench_cnf [iterations per mode] [repetitions of the RHS timing] */
+#define _POSIX_C_SOURCE 200809L
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "nflow.h"
+
+#define BATCH 100
+#define DIM 2
+
+static double now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median seconds of a dgemm of order n, and its GFLOP/s. */
+static double dgemm_gflops(int n, int reps)
+{
+  double *a = malloc((size_t)n * n * sizeof *a), *c = malloc((size_t)n * n * sizeof *c);
+  double *t = malloc((size_t)reps * sizeof *t);
+  for (size_t i = 0; i < (size_t)n * n; i++) a[i] = 1.0 / (double)(i % 97 + 1);
+  for (int r = 0; r <= reps; r++) {
+    double t0 = now();
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, a, n, 0.0, c, n);
+    if (r) t[r - 1] = now() - t0;
+  }
+  qsort(t, (size_t)reps, sizeof *t, cmp_double);
+  double rate = 2.0 * n * (double)n * n / t[reps / 2] * 1e-9;
+  free(a); free(c); free(t);
+  return rate;
+}
+
+typedef struct mode {
+  const char *name;
+  nf_ode_method method;
+  nf_ode_grad grad;
+} mode;
+
+/* Trains a fresh copy of the toy CNF for iters steps with one mode; prints
+   median and mean ms per iteration and the mean NFE per iteration. */
+static void bench_mode(const mode *m, const nf_dataset *data, size_t iters)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, 7);
+  nf_cnf_opts o = nf_cnf_defaults();
+  o.ode = nf_ode_defaults(m->method);
+  o.ode.rtol = o.ode.atol = 1e-5;
+  o.ode.fixed_steps = 8; /* RK4: about the DOPRI5 step count of early training */
+  o.ode.grad = m->grad;
+  nf_flow *flow = nf_flow_new(DIM, 0, NF_BASE_STD_NORMAL);
+  nf_layer *cnf = nf_cnf_new(DIM, 0, &o, &rng);
+  nf_flow_push(flow, cnf);
+  nf_adam_opts ao = nf_adam_defaults();
+  ao.weight_decay = 1e-5;
+  nf_adam *adam = nf_adam_new(nf_flow_n_params(flow), &ao);
+  nf_trainer_opts to = nf_trainer_defaults();
+  to.batch_size = BATCH;
+  to.iterations = iters;
+  nf_trainer *tr = nf_trainer_new(flow, adam, data, NULL, &to, &rng);
+  double *t = malloc(iters * sizeof *t), total = 0, loss = 0;
+  size_t done = 0;
+  for (; done < iters; done++) {
+    double t0 = now();
+    if (nf_trainer_step(tr, &loss)) break;
+    t[done] = now() - t0;
+    total += t[done];
+  }
+  nf_cnf_counters c;
+  nf_cnf_get_counters(cnf, &c);
+  if (done == 0) {
+    printf("  %-22s failed: %s\n", m->name, nf_errmsg());
+  } else {
+    qsort(t, done, sizeof *t, cmp_double);
+    printf("  %-22s %9.2f %9.2f %9.1f %9.1f %9.3f\n", m->name, t[done / 2] * 1e3,
+           total / (double)done * 1e3, (double)c.nfe / (double)done,
+           (double)c.nfe_adjoint / (double)done, loss);
+    printf("key %s.ms_median=%.3f %s.ms_mean=%.3f %s.nfe_forward=%.1f %s.nfe_backward=%.1f\n",
+           m->name, t[done / 2] * 1e3, m->name, total / (double)done * 1e3, m->name,
+           (double)c.nfe / (double)done, m->name, (double)c.nfe_adjoint / (double)done);
+  }
+  free(t);
+  nf_trainer_free(tr);
+  nf_adam_free(adam);
+  nf_flow_free(flow);
+}
+
+/* GFLOP/s of one exact-trace right-hand side evaluation of the toy net at batch 100. */
+static double rhs_gflops(int reps)
+{
+  static const size_t hidden[] = {64, 64, 64};
+  nf_rng rng;
+  nf_rng_seed(&rng, 3);
+  nf_odenet *net = nf_odenet_new(DIM, 0, 3, hidden, NF_ODENET_CONCATSQUASH, NF_ODENET_TANH);
+  double *theta = malloc(nf_odenet_n_params(net) * sizeof *theta);
+  double *work = malloc(nf_odenet_work_size(net, BATCH, 1) * sizeof *work);
+  double z[BATCH * DIM], f[BATCH * DIM], tr[BATCH], *t = malloc((size_t)reps * sizeof *t);
+  nf_odenet_init(net, &rng, theta);
+  nf_rng_normal_fill(&rng, BATCH * DIM, z);
+  for (int r = 0; r <= reps; r++) {
+    double t0 = now();
+    for (int k = 0; k < 100; k++) nf_odenet_trace(net, theta, BATCH, 0.25, z, NULL, NULL, f, tr, NULL, NULL, work);
+    if (r) t[r - 1] = (now() - t0) / 100;
+  }
+  qsort(t, (size_t)reps, sizeof *t, cmp_double);
+  double rate = nf_odenet_trace_flops(net, 1) * BATCH / t[reps / 2] * 1e-9;
+  printf("  one RHS (f + exact trace, batch %d): %.1f us\n", BATCH, t[reps / 2] * 1e6);
+  free(theta); free(work); free(t);
+  nf_odenet_free(net);
+  return rate;
+}
+
+int main(int argc, char **argv)
+{
+  size_t iters = argc > 1 ? (size_t)atoi(argv[1]) : 30;
+  int reps = argc > 2 ? atoi(argv[2]) : 7;
+  if (iters < 1) iters = 30;
+  if (reps < 1) reps = 7;
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+  openblas_set_num_threads(1);
+#endif
+  nf_rng rng;
+  nf_rng_seed(&rng, 1);
+  nf_dataset *data;
+  if (nf_toy_sample("8gaussians", iters * BATCH, &rng, &data)) return 1;
+  double gemm = dgemm_gflops(1024, reps);
+  printf("FFJORD toy CNF, 8gaussians, batch %d, 1 BLAS thread, %zu iterations per mode\n", BATCH, iters);
+  printf("  dgemm 1024^3: %.2f GFLOP/s\n", gemm);
+  double rhs = rhs_gflops(reps);
+  printf("  RHS rate: %.2f GFLOP/s = %.2f of dgemm\n", rhs, rhs / gemm);
+  printf("  %-22s %9s %9s %9s %9s %9s\n", "mode", "ms med", "ms mean", "nfe fwd", "nfe bwd", "loss");
+  static const mode modes[] = {
+    {"dopri5-backsolve", NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE},
+    {"dopri5-discrete", NF_ODE_DOPRI5, NF_GRAD_DISCRETE},
+    {"rk4x8-discrete", NF_ODE_RK4, NF_GRAD_DISCRETE},
+    {"rk4x8-backsolve", NF_ODE_RK4, NF_GRAD_BACKSOLVE},
+    {"adams-backsolve", NF_ODE_ADAMS, NF_GRAD_BACKSOLVE},
+    {"adams-checkpoint", NF_ODE_ADAMS, NF_GRAD_CHECKPOINT},
+    {"bdf-checkpoint", NF_ODE_BDF, NF_GRAD_CHECKPOINT},
+  };
+  for (size_t k = 0; k < sizeof modes / sizeof *modes; k++) bench_mode(&modes[k], data, iters);
+  printf("dgemm_gflops=%.3f\nrhs_gflops=%.3f\nrhs_dgemm_fraction=%.3f\n", gemm, rhs, rhs / gemm);
+  nf_dataset_free(data);
+  return 0;
+}
