@@ -1,15 +1,11 @@
 #!/bin/bash
-# Builds nflow out of tree and runs the whole test suite (make check).
+# Builds nflow out of tree (scripts/build.sh) and runs the whole test suite;
+# on failure prints the logs of the failing tests.
 # Usage: scripts/test.sh [BUILD_DIR [CONFIGURE_ARGS...]]   (default: build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build}
-shift || true
-[ -x configure ] || autoreconf -fi >/dev/null 2>&1
-mkdir -p "$build"
-cd "$build"
-[ -f Makefile ] || ../configure -q "$@"
-make -j2 >/dev/null
+bash scripts/build.sh "$@"
+cd "${1:-build}"
 make -j2 check || {
   for t in tests/*.trs; do
     grep -q '^:test-result: \(FAIL\|ERROR\)' "$t" && tail -n 60 "${t%.trs}.log"
