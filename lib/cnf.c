@@ -197,6 +197,10 @@ static nf_status cnf_apply(const nf_layer *layer, nf_dir dir, size_t n, const do
 {
   cnf *c = layer->data;
   size_t d = layer->dim;
+  size_t bad = nf_first_nonfinite(layer->n_params, layer->params);
+  if (bad < layer->n_params)
+    return nf_fail(NF_ENONFINITE, "cnf: parameter %zu%s is not finite", bad,
+                   c->has_T && bad == c->n_net ? " (theta_T)" : "");
   cnf_call k = make_call(layer, dir, n, ctx, work);
   nf_ode *ode = ode_for(layer, n, work, &k.lay);
   if (!ode) return NF_ENOMEM;
@@ -253,11 +257,11 @@ static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, cons
   nf_ode_system sys = {cnf_rhs, cnf_vjp, NULL, &k, cnf_rhs_vjp};
   double g_t0 = 0, g_t1 = 0;
   nf_status st = nf_ode_gradient(ode, &sys, g1, k.lay.g_y0, k.lay.g_theta, &g_t0, &g_t1);
+  if (st) return st;
   const nf_ode_stats *stats = nf_ode_get_stats(ode);
   atomic_fetch_add(&c->gradients, 1);
   atomic_fetch_add(&c->nfe_adjoint, stats->nfe_adjoint);
   atomic_fetch_add(&c->steps_adjoint, stats->steps_adjoint);
-  if (st) return st;
   if (g_in) memcpy(g_in, k.lay.g_y0, n * d * sizeof *g_in);
   for (size_t p = 0; p < c->n_net; p++) layer->grad[p] += k.lay.g_theta[p];
   for (size_t i = 0; g_ctx && i < n * layer->ctx_dim; i++) g_ctx[i] += k.lay.g_theta[c->n_net + i];

@@ -5,7 +5,8 @@
    differences for every adjoint mode (and the modes against each other), with
    Hutchinson probes, RNODE penalties and the learnable end time; one Euler
    step as a residual layer; a 2-D flow with one CNF layer (mass 1, nll
-   gradient, counters); bad input, bad options and solver failure. */
+   gradient, counters); the layer interface's contracts; bad input, bad options
+   and solver failure. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,16 +79,6 @@ static nf_layer *new_cnf(size_t d, size_t c, const nf_cnf_opts *o, uint64_t seed
   return layer;
 }
 
-/* len draws ~ N(0, scale^2) from `seed` (caller frees). */
-static double *randn_new(size_t len, uint64_t seed, double scale)
-{
-  nf_rng rng;
-  nf_rng_seed(&rng, seed);
-  double *p = malloc((len ? len : 1) * sizeof *p);
-  th_randn(&rng, len, scale, p);
-  return p;
-}
-
 /* apply with a fresh workspace into out and a zeroed logdet; returns the penalty. */
 static double apply_new(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
                         const double *ctx, double *out, double *logdet)
@@ -149,8 +140,10 @@ static void matmul(size_t d, const double *A, const double *B, double *C)
     }
 }
 
-/* The scaled rotation A = [[a, -b], [b, a]] and e^{As} = e^{as} [[cos bs, -sin bs], [sin bs, cos bs]]. */
 static const double ROT_A = 0.4, ROT_B = 1.3;
+
+/* The scaled rotation A = [[a, -b], [b, a]] and
+   e^{As} = e^{as} [[cos bs, -sin bs], [sin bs, cos bs]] (either may be NULL). */
 static void rotation(double s, double *A, double *E)
 {
   double a = ROT_A, b = ROT_B, g = exp(a * s), cs = cos(b * s), sn = sin(b * s);
@@ -203,7 +196,8 @@ START_TEST(roundtrip)
     size_t d = c ? 3 : 2, n = 5;
     nf_cnf_opts o = cnf_opts(H16, m, 1e-9, 0.8, 1, NF_TRACE_EXACT);
     nf_layer *layer = new_cnf(d, c, &o, 11 + c, 0.5);
-    double *z = randn_new(n * d, 12, 1.0), *ctx = c ? randn_new(n * c, 13, 1.0) : NULL;
+    double *z = th_random_points(n, d, 12, 1.0);
+    double *ctx = c ? th_random_points(n, c, 13, 1.0) : NULL;
     double *x = malloc(n * d * sizeof *x), ld[5];
     apply_new(layer, NF_FORWARD, n, z, ctx, x, ld);
     double moved = th_max_abs_diff(n * d, x, z), cancel;
@@ -240,7 +234,7 @@ START_TEST(linear_dynamics_matrix_exponential)
     if (d == 2) { rotation(0, A, NULL); trA = 2 * ROT_A; }
     else trA = diagonalisable(0, A, NULL);
     nf_layer *layer = linear_cnf(d, A, &o);
-    double *z = randn_new(n * d, 21, 1.0), *x = malloc(n * d * sizeof *x);
+    double *z = th_random_points(n, d, 21, 1.0), *x = malloc(n * d * sizeof *x);
     double *ref = malloc(n * d * sizeof *ref), ld[4], worst_x = 0, worst_ld = 0;
     for (int k = 0; k < 2; k++) {
       nf_dir dir = k ? NF_INVERSE : NF_FORWARD;
@@ -270,7 +264,7 @@ START_TEST(logdet_matches_fd_jacobian)
   size_t d = 3, c = 2, n = 4;
   nf_cnf_opts o = cnf_opts(H16, m, 1e-10, 0.8, 1, NF_TRACE_EXACT);
   nf_layer *layer = new_cnf(d, c, &o, 31, 0.5);
-  double *z = randn_new(n * d, 32, 1.0), *ctx = randn_new(n * c, 33, 1.0);
+  double *z = th_random_points(n, d, 32, 1.0), *ctx = th_random_points(n, c, 33, 1.0);
   double ef = th_logdet_error(layer, NF_FORWARD, n, z, ctx, FD_JAC_H);
   double ei = th_logdet_error(layer, NF_INVERSE, n, z, ctx, FD_JAC_H);
   fprintf(stderr, "log-det vs FD Jacobian, %s d 3 ctx 2: forward %.3g, inverse %.3g (tol %g)\n",
@@ -328,7 +322,7 @@ START_TEST(hutchinson_probe_stream)
   size_t d = 2, n = 3;
   nf_cnf_opts o = cnf_opts(H8, m, 1e-8, 0.8, 1, NF_TRACE_RADEMACHER);
   nf_layer *layer = new_cnf(d, 0, &o, 42, 0.5);
-  double *z = randn_new(n * d, 43, 1.0), x[6], ld1[3], ld2[3], ld3[3], ld_fresh[3];
+  double *z = th_random_points(n, d, 43, 1.0), x[6], ld1[3], ld2[3], ld3[3], ld_fresh[3];
   double *work = nf_layer_work_new(layer, n);
   memset(ld1, 0, sizeof ld1); memset(ld2, 0, sizeof ld2); memset(ld3, 0, sizeof ld3);
   ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, NULL, x, ld1, work), NF_OK);
@@ -370,7 +364,7 @@ static double compare_modes(nf_layer *a, nf_layer *b, size_t n, const double *in
                             const double *ctx)
 {
   size_t d = a->dim, c = a->ctx_dim, p = a->n_params;
-  double *g_out = randn_new(n * d, 61, 1.0), *g_ld = randn_new(n, 62, 1.0);
+  double *g_out = th_random_points(n, d, 61, 1.0), *g_ld = th_random_points(n, 1, 62, 1.0);
   double *gi_a = malloc(n * d * sizeof *gi_a), *gi_b = malloc(n * d * sizeof *gi_b);
   double *gc_a = malloc(n * c * sizeof *gc_a), *gc_b = malloc(n * c * sizeof *gc_b);
   double *gp_a = malloc(p * sizeof *gp_a), worst = 0;
@@ -400,7 +394,7 @@ START_TEST(vjp_matches_fd_every_mode)
 {
   const mode m = grad_modes[_i];
   size_t n = 3;
-  double *z = randn_new(n * 2, 72, 1.0), *ctx = randn_new(n * 2, 73, 1.0);
+  double *z = th_random_points(n, 2, 72, 1.0), *ctx = th_random_points(n, 2, 73, 1.0);
   nf_layer *layer = grad_layer(m, NF_TRACE_EXACT, 0, 0);
   check_vjp_both(layer, n, z, ctx, m.name, VJP_TOL);
   nf_layer *ref = grad_layer(grad_modes[0], NF_TRACE_EXACT, 0, 0);
@@ -422,7 +416,7 @@ START_TEST(vjp_hutchinson)
   const mode m = grad_modes[pick[_i]];
   nf_trace_kind trace = _i == 1 ? NF_TRACE_GAUSSIAN : NF_TRACE_RADEMACHER;
   size_t n = 3;
-  double *z = randn_new(n * 2, 74, 1.0), *ctx = randn_new(n * 2, 75, 1.0);
+  double *z = th_random_points(n, 2, 74, 1.0), *ctx = th_random_points(n, 2, 75, 1.0);
   nf_layer *layer = grad_layer(m, trace, 0, 0);
   char what[64];
   snprintf(what, sizeof what, "%s, %s probe", m.name,
@@ -436,7 +430,8 @@ END_TEST
 START_TEST(hutchinson_modes_agree)
 {
   size_t n = 3;
-  double *z = randn_new(n * 2, 76, 1.0), *ctx = randn_new(n * 2, 77, 1.0), worst = 0;
+  double *z = th_random_points(n, 2, 76, 1.0), *ctx = th_random_points(n, 2, 77, 1.0);
+  double worst = 0;
   nf_layer *ref = grad_layer(grad_modes[0], NF_TRACE_GAUSSIAN, 0.3, 0.2);
   for (size_t k = 1; k < N_MODES; k++) {
     nf_layer *layer = grad_layer(grad_modes[k], NF_TRACE_GAUSSIAN, 0.3, 0.2);
@@ -458,7 +453,7 @@ START_TEST(vjp_rnode_penalty)
   const mode m = grad_modes[pick[_i / 2]];
   nf_trace_kind trace = _i % 2 ? NF_TRACE_RADEMACHER : NF_TRACE_EXACT;
   size_t n = 3;
-  double *z = randn_new(n * 2, 78, 1.0), *ctx = randn_new(n * 2, 79, 1.0);
+  double *z = th_random_points(n, 2, 78, 1.0), *ctx = th_random_points(n, 2, 79, 1.0);
   nf_layer *layer = grad_layer(m, trace, 0.3, 0.2);
   char what[80];
   snprintf(what, sizeof what, "%s, RNODE kinetic 0.3 jacobian 0.2, %s trace", m.name,
@@ -480,7 +475,7 @@ START_TEST(rnode_penalty_linear)
   size_t n = 5, d = 2;
   double A[4], x[10], ld[5], worst = 0;
   rotation(0, A, NULL);
-  double *z = randn_new(n * d, 81, 1.0);
+  double *z = th_random_points(n, d, 81, 1.0);
   for (size_t k = 0; k < 2; k++) {
     nf_cnf_opts o = cnf_opts(H8, grad_modes[0], 1e-12, T, 1, traces[k]);
     o.kinetic_weight = wk;
@@ -523,7 +518,7 @@ START_TEST(one_euler_step_is_residual_layer)
   ck_assert_ptr_nonnull(net);
   ck_assert_uint_eq(nf_odenet_n_params(net), layer->n_params);
   double *work = malloc(nf_odenet_work_size(net, n, 1) * sizeof *work);
-  double *z = randn_new(n * d, 92, 1.0), *ctx = randn_new(n * c, 93, 1.0);
+  double *z = th_random_points(n, d, 92, 1.0), *ctx = th_random_points(n, c, 93, 1.0);
   double x[12], ld[4], f[12], f2[12], tr[4], ex = 0, el = 0, moved = 0;
   for (int q = 0; q < 2; q++) {
     nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
@@ -567,8 +562,8 @@ START_TEST(learned_end_time)
   ck_assert_double_eq_tol(layer->params[iT], sqrt(0.5), 1e-15);
   layer->params[iT] = -0.9; /* T = theta_T^2 */
   ck_assert_double_eq(nf_cnf_end_time(layer), 0.9 * 0.9);
-  double *z = randn_new(n * d, 101, 1.0), *g_out = randn_new(n * d, 102, 1.0);
-  double *g_ld = randn_new(n, 103, 1.0);
+  double *z = th_random_points(n, d, 101, 1.0), *g_out = th_random_points(n, d, 102, 1.0);
+  double *g_ld = th_random_points(n, 1, 103, 1.0);
   for (int q = 0; q < 2; q++) {
     nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
     double s = dir == NF_FORWARD ? 1.0 : -1.0, dL_dT = 0;
@@ -631,7 +626,7 @@ START_TEST(flow_with_cnf_layer)
 
   /* counters: one solve per log_prob chunk, one gradient per nll_grad */
   size_t n = 6;
-  double *xs = randn_new(n * 2, 112, 1.5), logp[6], nll;
+  double *xs = th_random_points(n, 2, 112, 1.5), logp[6], nll;
   nf_cnf_counters c0, c1, c2;
   ck_assert_int_eq(nf_cnf_reset_counters(layer), NF_OK);
   ck_assert_int_eq(nf_cnf_get_counters(layer, &c0), NF_OK);
@@ -790,6 +785,47 @@ START_TEST(bad_options)
 }
 END_TEST
 
+/* The layer interface's contracts (helpers.c): the checked entry points refuse
+   bad calls and leave outputs untouched; vjp writes g_in, adds into g_ctx and
+   the parameter gradient, and may be repeated after one apply. A non-finite
+   parameter makes apply fail with NF_ENONFINITE, outputs untouched. */
+START_TEST(layer_contracts)
+{
+  static const size_t pick[] = {0, 2, 5};
+  static const nf_trace_kind traces[] = {NF_TRACE_EXACT, NF_TRACE_RADEMACHER, NF_TRACE_EXACT};
+  const mode m = grad_modes[pick[_i]];
+  size_t n = 4;
+  nf_layer *layer = grad_layer(m, traces[_i], _i == 2 ? 0.3 : 0, _i == 2 ? 0.2 : 0);
+  double *z = th_random_points(n, 2, 150, 1.0), *ctx = th_random_points(n, 2, 151, 1.0);
+  th_check_bad_calls(layer);
+  th_check_vjp_accumulates(layer, n, z, ctx);
+
+  double out[8], ld[4], *work = nf_layer_work_new(layer, n);
+  for (size_t k = 0; k < 8; k++) out[k] = -7.0;
+  for (size_t k = 0; k < 4; k++) ld[k] = -7.0;
+  size_t iT = layer->n_params - 1;
+  for (size_t k = 5; k <= iT; k += iT - 5) { /* a net weight, then theta_T */
+    double keep = layer->params[k];
+    layer->params[k] = NAN;
+    for (int q = 0; q < 2; q++) {
+      nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
+      nf_status st = nf_layer_apply(layer, dir, n, z, ctx, out, ld, work);
+      fprintf(stderr, "%s, parameter %zu NaN, %s: %s: %s\n", m.name, k, dir_name(dir),
+              nf_status_str(st), nf_errmsg());
+      ck_assert_int_eq(st, NF_ENONFINITE);
+      ck_assert_int_eq(nf_layer_vjp(layer, dir, n, z, ctx, out, out, NULL, NULL, NULL, work),
+                       NF_ESTATE);
+    }
+    layer->params[k] = keep;
+  }
+  for (size_t k = 0; k < 8; k++) ck_assert_double_eq(out[k], -7.0);
+  for (size_t k = 0; k < 4; k++) ck_assert_double_eq(ld[k], -7.0);
+  nf_layer_work_free(layer, n, work);
+  free(z); free(ctx);
+  nf_layer_free(layer);
+}
+END_TEST
+
 /* max_steps = 2 at a tight tolerance: NF_ESOLVER naming the step limit and the time
    reached, outputs untouched, and the workspace holds no record for vjp. */
 START_TEST(solver_failure)
@@ -850,6 +886,7 @@ int main(void)
   tcase_add_test(tc, flow_with_cnf_layer);
   tcase_add_test(tc, bad_arguments);
   tcase_add_test(tc, bad_options);
+  tcase_add_loop_test(tc, layer_contracts, 0, 3);
   tcase_add_loop_test(tc, solver_failure, 0, 2);
   suite_add_tcase(s, tc);
   return th_run_suite(s);

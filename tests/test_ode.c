@@ -240,7 +240,7 @@ static void solve_fresh(const nf_ode_opts *o, const nf_ode_system *sys, size_t n
 /* Max error of the linear system from [1, 0.5, -0.7] over [t0, t1] against exp(A (t1 - t0)). */
 static double lin_error(const nf_ode_opts *o, double t0, double t1)
 {
-  nf_ode_system sys = {lin_rhs, lin_vjp, lin_jvp, NULL};
+  nf_ode_system sys = {.rhs = lin_rhs, .vjp = lin_vjp, .jvp = lin_jvp, .user = NULL};
   double y0[3] = {1, 0.5, -0.7}, y[3], ex[3];
   memcpy(y, y0, sizeof y);
   solve_fresh(o, &sys, 3, t0, t1, y, NULL);
@@ -251,7 +251,7 @@ static double lin_error(const nf_ode_opts *o, double t0, double t1)
 /* Error of the logistic equation from y(t0) = y0 to t1. */
 static double logi_error(const nf_ode_opts *o, double t0, double t1, double y0)
 {
-  nf_ode_system sys = {logi_rhs, logi_vjp, NULL, NULL};
+  nf_ode_system sys = {.rhs = logi_rhs, .vjp = logi_vjp, .jvp = NULL, .user = NULL};
   double y = y0;
   solve_fresh(o, &sys, 1, t0, t1, &y, NULL);
   return fabs(y - logi_exact(t1 - t0, y0));
@@ -403,7 +403,7 @@ END_TEST
 
 START_TEST(test_stiff_bdf_beats_adams)
 {
-  nf_ode_system sys = {stiff_rhs, NULL, stiff_jvp, NULL};
+  nf_ode_system sys = {.rhs = stiff_rhs, .vjp = NULL, .jvp = stiff_jvp, .user = NULL};
   nf_ode_stats sa, sb;
   nf_ode_opts oa = opts_of(NF_ODE_ADAMS, NF_GRAD_NONE, 1e-6, 1);
   nf_ode_opts ob = opts_of(NF_ODE_BDF, NF_GRAD_NONE, 1e-6, 1);
@@ -414,7 +414,7 @@ START_TEST(test_stiff_bdf_beats_adams)
                 fabs(ya - ex), fabs(yb - ex));
   ck_assert_msg(sb.steps * 10 < sa.steps, "bdf %zu steps, adams %zu steps", sb.steps, sa.steps);
   /* BDF with difference quotients instead of the jvp gets there too */
-  nf_ode_system dq = {stiff_rhs, NULL, NULL, NULL};
+  nf_ode_system dq = {.rhs = stiff_rhs, .vjp = NULL, .jvp = NULL, .user = NULL};
   double yq = 0;
   solve_fresh(&ob, &dq, 1, 0, 2, &yq, NULL);
   ck_assert_msg(fabs(yq - ex) < 1e-5, "stiff bdf (DQ) error %.3g", fabs(yq - ex));
@@ -423,7 +423,7 @@ END_TEST
 
 START_TEST(test_counters)
 {
-  nf_ode_system sys = {lin_rhs, lin_vjp, lin_jvp, NULL};
+  nf_ode_system sys = {.rhs = lin_rhs, .vjp = lin_vjp, .jvp = lin_jvp, .user = NULL};
   nf_ode_stats s;
   double y[3] = {1, 0.5, -0.7};
   nf_ode_opts o = opts_of(NF_ODE_RK4, NF_GRAD_NONE, 1e-6, 37);
@@ -457,7 +457,7 @@ START_TEST(test_reuse_and_empty_interval)
 {
   /* one integrator, many solves: same answers as fresh ones; t0 == t1 is the identity */
   nf_ode_method m = all_methods[_i];
-  nf_ode_system sys = {lin_rhs, lin_vjp, lin_jvp, NULL};
+  nf_ode_system sys = {.rhs = lin_rhs, .vjp = lin_vjp, .jvp = lin_jvp, .user = NULL};
   nf_ode_opts o = accuracy_opts(m);
   nf_ode *ode = nf_ode_new(3, 0, &o);
   ck_assert_ptr_nonnull(ode);
@@ -526,7 +526,7 @@ static double net_loss(nf_ode *ode, const nf_ode_system *sys, double t0, double 
 /* Central differences (step h) of net_loss in y0, theta, t0, t1, laid out as G_LEN. */
 static void net_fd(nf_ode *ode, net *p, double t0, double t1, int replay, double h, double *g)
 {
-  nf_ode_system sys = {net_rhs, net_vjp, net_jvp, p};
+  nf_ode_system sys = {.rhs = net_rhs, .vjp = net_vjp, .jvp = net_jvp, .user = p};
   double y0[NET_N];
   memcpy(y0, net_y0, sizeof y0);
   for (int k = 0; k < NET_N; k++) {
@@ -560,7 +560,7 @@ static void net_gradient(const grad_case *gc, net *p, double t0, double t1, doub
   nf_ode_opts o = opts_of(gc->method, gc->grad, gc->tol, gc->fixed);
   nf_ode *ode = nf_ode_new(NET_N, NET_P, &o);
   ck_assert_msg(ode != NULL, "%s: %s", gc->name, nf_errmsg());
-  nf_ode_system sys = {net_rhs, net_vjp, net_jvp, p};
+  nf_ode_system sys = {.rhs = net_rhs, .vjp = net_vjp, .jvp = net_jvp, .user = p};
   double y[NET_N];
   memcpy(y, net_y0, sizeof y);
   ck_assert_msg(nf_ode_solve(ode, &sys, t0, t1, y) == NF_OK, "%s: %s", gc->name, nf_errmsg());
@@ -655,7 +655,7 @@ START_TEST(test_gradient_repeat_and_seminorm)
     const grad_case *gc = &grad_cases[k];
     nf_ode_opts o = opts_of(gc->method, gc->grad, gc->tol, gc->fixed);
     nf_ode *ode = nf_ode_new(NET_N, NET_P, &o);
-    nf_ode_system sys = {net_rhs, net_vjp, net_jvp, &p};
+    nf_ode_system sys = {.rhs = net_rhs, .vjp = net_vjp, .jvp = net_jvp, .user = &p};
     double g1[NET_N], g2[NET_N], y[NET_N];
     memcpy(y, net_y0, sizeof y);
     ck_assert_int_eq(nf_ode_solve(ode, &sys, 0, 1.5, y), NF_OK);
@@ -698,7 +698,7 @@ START_TEST(test_gradient_empty_interval)
   const grad_case *gc = &grad_cases[_i];
   nf_ode_opts o = opts_of(gc->method, gc->grad, gc->tol, gc->fixed);
   nf_ode *ode = nf_ode_new(NET_N, NET_P, &o);
-  nf_ode_system sys = {net_rhs, net_vjp, net_jvp, &p};
+  nf_ode_system sys = {.rhs = net_rhs, .vjp = net_vjp, .jvp = net_jvp, .user = &p};
   double y[NET_N], f[NET_N], g0[NET_N], gth[NET_P] = {0}, gt0, gt1, dot = 0;
   memcpy(y, net_y0, sizeof y);
   ck_assert_int_eq(nf_ode_solve(ode, &sys, 0.7, 0.7, y), NF_OK);
@@ -720,7 +720,7 @@ START_TEST(test_gradient_linear_exact)
   if (gc->grad == NF_GRAD_DISCRETE && gc->method != NF_ODE_DOPRI5) return;
   nf_ode_opts o = opts_of(gc->method, gc->grad, gc->tol, gc->fixed);
   nf_ode *ode = nf_ode_new(3, 0, &o);
-  nf_ode_system sys = {lin_rhs, lin_vjp, lin_jvp, NULL};
+  nf_ode_system sys = {.rhs = lin_rhs, .vjp = lin_vjp, .jvp = lin_jvp, .user = NULL};
   double y0[3] = {1, 0.5, -0.7}, y[3], c[3] = {0.3, -1.1, 0.8}, g[3], gt0, gt1;
   double ex[5], col[3], e[3], f[3];
   memcpy(y, y0, sizeof y);
@@ -802,7 +802,7 @@ START_TEST(test_failures)
     nf_ode_opts lim = o;
     lim.max_steps = 5;
     nf_ode *ode = nf_ode_new(3, 0, &lim);
-    nf_ode_system sys = {lin_rhs, lin_vjp, lin_jvp, NULL};
+    nf_ode_system sys = {.rhs = lin_rhs, .vjp = lin_vjp, .jvp = lin_jvp, .user = NULL};
     double y0[3] = {1, 0.5, -0.7};
     expect_fail(ode, &sys, 0, 100, 3, y0, NF_ESOLVER, -1, "max_steps = 5", "at t = ");
     double tr = nf_ode_get_stats(ode)->t_reached;
@@ -814,7 +814,7 @@ START_TEST(test_failures)
   /* the rhs returns nonzero past t = 0.5 */
   net p = make_net();
   p.fail_after = 0.5;
-  nf_ode_system sys = {net_rhs, net_vjp, net_jvp, &p};
+  nf_ode_system sys = {.rhs = net_rhs, .vjp = net_vjp, .jvp = net_jvp, .user = &p};
   nf_ode *ode = nf_ode_new(NET_N, NET_P, &o);
   expect_fail(ode, &sys, 0, 1, NET_N, net_y0, NF_ESOLVER, -1, "rhs callback returned 7", "at t = ");
   double tr = nf_ode_get_stats(ode)->t_reached;
@@ -841,12 +841,12 @@ START_TEST(test_failures)
   memcpy(y, net_y0, sizeof y);
   ck_assert_int_eq(nf_ode_solve(ode, &sys, 0, 1, y), NF_OK);
   ck_assert_int_eq(nf_ode_gradient(ode, &sys, bad, g, NULL, NULL, NULL), NF_ENONFINITE);
-  nf_ode_system novjp = {net_rhs, NULL, NULL, &p};
+  nf_ode_system novjp = {.rhs = net_rhs, .vjp = NULL, .jvp = NULL, .user = &p};
   ck_assert_int_eq(nf_ode_gradient(ode, &novjp, net_c, g, NULL, NULL, NULL), NF_EINVAL);
   nf_ode_free(ode);
 
   /* blow-up y' = y^2 from y(0) = 1 past t = 1: a status, not a crash */
-  nf_ode_system blow = {blow_rhs, blow_vjp, NULL, NULL};
+  nf_ode_system blow = {.rhs = blow_rhs, .vjp = blow_vjp, .jvp = NULL, .user = NULL};
   nf_ode_opts ob = accuracy_opts(m);
   ob.grad = NF_GRAD_BACKSOLVE;
   ode = nf_ode_new(1, 0, &ob);
@@ -876,7 +876,7 @@ START_TEST(test_replay_state)
 {
   /* the test hook refuses without a DISCRETE solve */
   net p = make_net();
-  nf_ode_system sys = {net_rhs, net_vjp, net_jvp, &p};
+  nf_ode_system sys = {.rhs = net_rhs, .vjp = net_vjp, .jvp = net_jvp, .user = &p};
   nf_ode_opts o = opts_of(NF_ODE_DOPRI5, NF_GRAD_DISCRETE, 1e-6, 1);
   nf_ode *ode = nf_ode_new(NET_N, NET_P, &o);
   double y[NET_N];

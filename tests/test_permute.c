@@ -20,7 +20,7 @@ static void apply_row(const nf_layer *layer, nf_dir dir, const double *in, doubl
 static void check_gather(const nf_layer *layer, const size_t *perm)
 {
   size_t d = layer->dim;
-  double *z = malloc(d * sizeof *z), *x = malloc(d * sizeof *x), *z2 = malloc(d * sizeof *z2);
+  double *z = calloc(d, sizeof *z), *x = calloc(d, sizeof *x), *z2 = calloc(d, sizeof *z2);
   for (size_t i = 0; i < d; i++) z[i] = 10.0 + (double)i;
   apply_row(layer, NF_FORWARD, z, x);
   apply_row(layer, NF_INVERSE, x, z2);

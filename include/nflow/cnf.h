@@ -14,7 +14,11 @@
    RNODE (Finlay et al. 2020) regularisers integrate the kinetic energy
    int |f|^2 dt and the Jacobian Frobenius norm int |df/dz|_F^2 dt (Hutchinson
    with the same probe, exact with the exact trace) per sample; their weighted
-   batch means are the layer's penalty, whose gradient vjp adds. */
+   batch means are the layer's penalty, whose gradient vjp adds.
+   With a Hutchinson trace the log-det is an unbiased estimate: the probe of an
+   apply comes from probe_seed and the number of applies made with that
+   workspace, so repeated calls give different estimates (a fresh workspace
+   repeats the same sequence). Use the exact trace for densities. */
 #ifndef NFLOW_CNF_H
 #define NFLOW_CNF_H
 
@@ -63,9 +67,10 @@ nf_status nf_trace_parse(const char *name, nf_trace_kind *trace);
    theta_T if train_end_time. */
 nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng);
 
-/* Counters accumulated over every apply and vjp of a CNF layer (atomic; any
-   thread): solves, right-hand side evaluations and steps of the forward solves,
-   gradients and their evaluations (rhs + vjp of the adjoint system). */
+/* Counters accumulated over every apply and successful vjp of a CNF layer
+   (atomic; any thread): solves, right-hand side evaluations and steps of the
+   forward solves, gradients and their evaluations (of the adjoint system: one
+   per combined rhs + vjp evaluation in backsolve mode). */
 typedef struct nf_cnf_counters {
   size_t solves, nfe, steps, rejected;
   size_t gradients, nfe_adjoint, steps_adjoint;
