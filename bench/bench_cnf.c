@@ -10,44 +10,14 @@
 #endif
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <cblas.h>
 
 #include "nflow.h"
+#include "timing.h"
 
 #define BATCH 100
 #define DIM 2
-
-static double now(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Median seconds of a dgemm of order n, and its GFLOP/s. */
-static double dgemm_gflops(int n, int reps)
-{
-  double *a = malloc((size_t)n * n * sizeof *a), *c = malloc((size_t)n * n * sizeof *c);
-  double *t = malloc((size_t)reps * sizeof *t);
-  for (size_t i = 0; i < (size_t)n * n; i++) a[i] = 1.0 / (double)(i % 97 + 1);
-  for (int r = 0; r <= reps; r++) {
-    double t0 = now();
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, a, n, 0.0, c, n);
-    if (r) t[r - 1] = now() - t0;
-  }
-  qsort(t, (size_t)reps, sizeof *t, cmp_double);
-  double rate = 2.0 * n * (double)n * n / t[reps / 2] * 1e-9;
-  free(a); free(c); free(t);
-  return rate;
-}
 
 typedef struct mode {
   const char *name;
@@ -79,9 +49,9 @@ static void bench_mode(const mode *m, const nf_dataset *data, size_t iters)
   double *t = malloc(iters * sizeof *t), total = 0, loss = 0;
   size_t done = 0;
   for (; done < iters; done++) {
-    double t0 = now();
+    double t0 = bench_now();
     if (nf_trainer_step(tr, &loss)) break;
-    t[done] = now() - t0;
+    t[done] = bench_now() - t0;
     total += t[done];
   }
   nf_cnf_counters c;
@@ -89,12 +59,12 @@ static void bench_mode(const mode *m, const nf_dataset *data, size_t iters)
   if (done == 0) {
     printf("  %-22s failed: %s\n", m->name, nf_errmsg());
   } else {
-    qsort(t, done, sizeof *t, cmp_double);
-    printf("  %-22s %9.2f %9.2f %9.1f %9.1f %9.3f\n", m->name, t[done / 2] * 1e3,
+    double median = bench_median(t, done);
+    printf("  %-22s %9.2f %9.2f %9.1f %9.1f %9.3f\n", m->name, median * 1e3,
            total / (double)done * 1e3, (double)c.nfe / (double)done,
            (double)c.nfe_adjoint / (double)done, loss);
     printf("key %s.ms_median=%.3f %s.ms_mean=%.3f %s.nfe_forward=%.1f %s.nfe_backward=%.1f\n",
-           m->name, t[done / 2] * 1e3, m->name, total / (double)done * 1e3, m->name,
+           m->name, median * 1e3, m->name, total / (double)done * 1e3, m->name,
            (double)c.nfe / (double)done, m->name, (double)c.nfe_adjoint / (double)done);
   }
   free(t);
@@ -116,13 +86,13 @@ static double rhs_gflops(int reps)
   nf_odenet_init(net, &rng, theta);
   nf_rng_normal_fill(&rng, BATCH * DIM, z);
   for (int r = 0; r <= reps; r++) {
-    double t0 = now();
+    double t0 = bench_now();
     for (int k = 0; k < 100; k++) nf_odenet_trace(net, theta, BATCH, 0.25, z, NULL, NULL, f, tr, NULL, NULL, work);
-    if (r) t[r - 1] = (now() - t0) / 100;
+    if (r) t[r - 1] = (bench_now() - t0) / 100;
   }
-  qsort(t, (size_t)reps, sizeof *t, cmp_double);
-  double rate = nf_odenet_trace_flops(net, 1) * BATCH / t[reps / 2] * 1e-9;
-  printf("  one RHS (f + exact trace, batch %d): %.1f us\n", BATCH, t[reps / 2] * 1e6);
+  double median = bench_median(t, (size_t)reps);
+  double rate = nf_odenet_trace_flops(net, 1) * BATCH / median * 1e-9;
+  printf("  one RHS (f + exact trace, batch %d): %.1f us\n", BATCH, median * 1e6);
   free(theta); free(work); free(t);
   nf_odenet_free(net);
   return rate;
@@ -141,7 +111,7 @@ int main(int argc, char **argv)
   nf_rng_seed(&rng, 1);
   nf_dataset *data;
   if (nf_toy_sample("8gaussians", iters * BATCH, &rng, &data)) return 1;
-  double gemm = dgemm_gflops(1024, reps);
+  double gemm = bench_dgemm_gflops(1024, reps);
   printf("FFJORD toy CNF, 8gaussians, batch %d, 1 BLAS thread, %zu iterations per mode\n", BATCH, iters);
   printf("  dgemm 1024^3: %.2f GFLOP/s\n", gemm);
   double rhs = rhs_gflops(reps);

@@ -9,59 +9,22 @@
 #endif
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <cblas.h>
 
 #include "nflow.h"
+#include "timing.h"
 
 #define BATCH 256
 #define BIG 100000
 #define LAYERS 8
 
-static double now(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Median of reps timings (seconds) of `calls` calls of fn each, per call. */
-static double median_time(void (*fn)(void *), void *arg, int reps, int calls)
-{
-  double *t = malloc((size_t)reps * sizeof *t);
-  for (int r = 0; r < reps; r++) {
-    double t0 = now();
-    for (int c = 0; c < calls; c++) fn(arg);
-    t[r] = (now() - t0) / calls;
-  }
-  qsort(t, (size_t)reps, sizeof *t, cmp_double);
-  double m = t[reps / 2];
-  free(t);
-  return m;
-}
-
 typedef struct bench {
   nf_flow *flow;
   nf_trainer *trainer;
   nf_rng rng;
-  double *big_x, *big_logp, *square_a, *square_c;
-  size_t square_n;
+  double *big_x, *big_logp;
 } bench;
-
-static void do_dgemm(void *arg)
-{
-  bench *b = arg;
-  int n = (int)b->square_n;
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, b->square_a, n,
-              b->square_a, n, 0.0, b->square_c, n);
-}
 
 static void do_train_step(void *arg) { nf_trainer_step(((bench *)arg)->trainer, NULL); }
 
@@ -106,13 +69,7 @@ int main(int argc, char **argv)
 #endif
   bench b = {0};
   nf_rng_seed(&b.rng, 1);
-  b.square_n = 1024;
-  b.square_a = calloc(b.square_n * b.square_n, sizeof(double));
-  b.square_c = calloc(b.square_n * b.square_n, sizeof(double));
-  nf_rng_normal_fill(&b.rng, b.square_n * b.square_n, b.square_a);
-  do_dgemm(&b);
-  double gemm_s = median_time(do_dgemm, &b, reps, 1);
-  double gemm_rate = 2.0 * (double)b.square_n * b.square_n * b.square_n / gemm_s;
+  double gemm_rate = bench_dgemm_gflops(1024, reps) * 1e9;
 
   nf_recipe recipe = nf_recipe_defaults(NF_RECIPE_REALNVP);
   recipe.layers = LAYERS;
@@ -127,15 +84,15 @@ int main(int argc, char **argv)
   topts.batch_size = BATCH;
   b.trainer = nf_trainer_new(b.flow, adam, data, NULL, &topts, &b.rng);
   for (int i = 0; i < 50; i++) do_train_step(&b); /* warm up, leave the identity */
-  double iter_s = median_time(do_train_step, &b, reps, 50);
+  double iter_s = bench_median_time(do_train_step, &b, reps, 50);
   double flops = train_flops(2, &recipe);
 
   b.big_x = malloc(2 * BIG * sizeof *b.big_x);
   b.big_logp = malloc(BIG * sizeof *b.big_logp);
   do_sample_big(&b);
-  double sample_s = median_time(do_sample_big, &b, reps, 1);
-  double logp_s = median_time(do_log_prob_big, &b, reps, 1);
-  double one_s = median_time(do_log_prob_one, &b, reps, 10000);
+  double sample_s = bench_median_time(do_sample_big, &b, reps, 1);
+  double logp_s = bench_median_time(do_log_prob_big, &b, reps, 1);
+  double one_s = bench_median_time(do_log_prob_one, &b, reps, 10000);
 
   printf("RealNVP %zu couplings, hidden 64,64, 2-D, 1 BLAS thread, %d repetitions (medians)\n",
          (size_t)LAYERS, reps);
@@ -153,6 +110,6 @@ int main(int argc, char **argv)
   nf_adam_free(adam);
   nf_dataset_free(data);
   nf_flow_free(b.flow);
-  free(b.big_x); free(b.big_logp); free(b.square_a); free(b.square_c);
+  free(b.big_x); free(b.big_logp);
   return 0;
 }

@@ -1,6 +1,8 @@
-noinst_PROGRAMS += bench/bench_realnvp
-bench_bench_realnvp_SOURCES = bench/bench_realnvp.c
+# Benchmark programs (not tests): each prints its figures and the dgemm rate
+# measured in the same run.
+noinst_PROGRAMS += bench/bench_realnvp bench/bench_cnf
+noinst_HEADERS += bench/timing.h
+bench_bench_realnvp_SOURCES = bench/bench_realnvp.c bench/timing.c
 bench_bench_realnvp_LDADD = libnflow.la $(BLAS_LIBS) -lm
-noinst_PROGRAMS += bench/bench_cnf
-bench_bench_cnf_SOURCES = bench/bench_cnf.c
+bench_bench_cnf_SOURCES = bench/bench_cnf.c bench/timing.c
 bench_bench_cnf_LDADD = libnflow.la $(BLAS_LIBS) -lm

@@ -1,0 +1,20 @@
+/* bench/timing.h — wall-clock medians and the machine's dgemm rate, measured in
+   the same run as the figure they are compared with. */
+#ifndef NFLOW_BENCH_TIMING_H
+#define NFLOW_BENCH_TIMING_H
+
+#include <stddef.h>
+
+/* Monotonic wall-clock time in seconds. */
+double bench_now(void);
+
+/* Median of t[0..n) (sorts t). */
+double bench_median(double *t, size_t n);
+
+/* Median over reps repetitions of the time per call of `calls` calls of fn(arg). */
+double bench_median_time(void (*fn)(void *), void *arg, int reps, int calls);
+
+/* GFLOP/s of a square dgemm of order n at the current BLAS thread count (median of reps). */
+double bench_dgemm_gflops(int n, int reps);
+
+#endif
