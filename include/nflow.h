@@ -19,6 +19,7 @@
 #include "nflow/recipes.h"
 #include "nflow/ode.h"
 #include "nflow/odenet.h"
+#include "nflow/field.h"
 #include "nflow/cnf.h"
 
 #endif

@@ -14,8 +14,9 @@
 _Static_assert(sizeof(void *) <= sizeof(double), "a pointer must fit a workspace slot");
 
 typedef struct cnf {
-  nf_odenet *net;
-  size_t n_net;            /* the net's parameters */
+  nf_odenet *net;          /* the dynamics: a network, */
+  nf_field field;          /* or the user's field when net == NULL */
+  size_t n_dyn;            /* the dynamics' parameters */
   nf_cnf_opts opts;
   int has_T;               /* theta_T follows the net's parameters */
   size_t n_reg;            /* regulariser states per row: 0, 1 or 2 */
@@ -50,7 +51,7 @@ static cnf_layout cnf_layout_of(const nf_layer *layer, size_t n, double *work)
   size_t d = layer->dim;
   cnf_layout l;
   l.m = d + 1 + c->n_reg;
-  l.n_theta = c->n_net + n * layer->ctx_dim;
+  l.n_theta = c->n_dyn + n * layer->ctx_dim;
   double *p = work + N_SLOTS;
   l.y = p;        p += n * l.m;
   l.probe = p;    p += c->opts.trace == NF_TRACE_EXACT ? 0 : n * d;
@@ -68,8 +69,9 @@ static size_t cnf_work_size(const nf_layer *layer, size_t n)
   const cnf *c = cnf_of(layer);
   size_t d = layer->dim, m = d + 1 + c->n_reg;
   size_t probe = c->opts.trace == NF_TRACE_EXACT ? 0 : n * d;
-  return N_SLOTS + 3 * n * m + probe + 2 * n + c->n_net + n * layer->ctx_dim +
-         nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT);
+  size_t dyn_work = c->net ? nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT)
+                           : 3 * n * d; /* a shifted z and two f for the divergence */
+  return N_SLOTS + 3 * n * m + probe + 2 * n + c->n_dyn + n * layer->ctx_dim + dyn_work;
 }
 
 static nf_ode *slot_ode(const double *work)
@@ -104,8 +106,45 @@ static double end_time(const nf_layer *layer)
 {
   const cnf *c = cnf_of(layer);
   if (!c->has_T) return c->opts.end_time;
-  double s = layer->params[c->n_net];
+  double s = layer->params[c->n_dyn];
   return s * s;
+}
+
+/* Central-difference divergence sum_k (f(z + h e_k) - f(z - h e_k))_k / 2h of the
+   user's field, h = 6e-6 max(1, |z_ik|) (about eps^(1/3): truncation and rounding
+   errors balance near 1e-10 relative). */
+static int field_fd_divergence(const cnf_call *k, double t, const double *z, double *div)
+{
+  const nf_field *fl = &k->c->field;
+  size_t n = k->n, d = k->layer->dim;
+  double *zs = k->lay.net_work, *fp = zs + n * d, *fm = fp + n * d;
+  const double *theta = k->layer->params;
+  memset(div, 0, n * sizeof *div);
+  for (size_t j = 0; j < d; j++) {
+    memcpy(zs, z, n * d * sizeof *zs);
+    for (size_t i = 0; i < n; i++) zs[i * d + j] += 6e-6 * fmax(1.0, fabs(z[i * d + j]));
+    if (fl->f(t, n, zs, k->ctx, theta, fp, fl->user)) return 1;
+    for (size_t i = 0; i < n; i++) zs[i * d + j] = z[i * d + j] - 6e-6 * fmax(1.0, fabs(z[i * d + j]));
+    if (fl->f(t, n, zs, k->ctx, theta, fm, fl->user)) return 1;
+    for (size_t i = 0; i < n; i++)
+      div[i] += (fp[i * d + j] - fm[i * d + j]) / (2 * 6e-6 * fmax(1.0, fabs(z[i * d + j])));
+  }
+  return 0;
+}
+
+/* The user's field and its divergence into the z and l blocks of dydt. */
+static int field_rhs(const cnf_call *k, double t, const double *y, double *dydt)
+{
+  const nf_field *fl = &k->c->field;
+  size_t n = k->n, d = k->layer->dim;
+  double *div = dydt + n * d;
+  if (fl->f(t, n, y, k->ctx, k->layer->params, dydt, fl->user)) return 1;
+  if (fl->divergence_free) {
+    memset(div, 0, n * sizeof *div);
+    return 0;
+  }
+  return fl->div ? fl->div(t, n, y, k->ctx, k->layer->params, div, fl->user)
+                 : field_fd_divergence(k, t, y, div);
 }
 
 /* dy/dt of the augmented state: f and the trace (and the regularisers) written
@@ -114,6 +153,7 @@ static int cnf_rhs(double t, const double *y, double *dydt, void *user)
 {
   const cnf_call *k = user;
   const cnf *c = k->c;
+  if (!c->net) return field_rhs(k, t, y, dydt);
   size_t n = k->n, d = k->layer->dim;
   double *kin = c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
   double *jac = c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
@@ -122,6 +162,21 @@ static int cnf_rhs(double t, const double *y, double *dydt, void *user)
                                  dydt + n * d, kin, jac, k->lay.net_work);
   if (st) return 1;
   for (size_t i = 0; k->sign < 0 && i < n * c->n_reg; i++) dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
+  return 0;
+}
+
+/* cnf_rhs_vjp for the user's field: its adjoint callback with a = a_z, w = a_l. */
+static int field_rhs_vjp(const cnf_call *k, double t, const double *y, const double *a,
+                         double *dydt, double *g_y, double *g_theta, double *g_t)
+{
+  const nf_field *fl = &k->c->field;
+  size_t n = k->n, d = k->layer->dim;
+  if (dydt && field_rhs(k, t, y, dydt)) return 1;
+  double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + k->c->n_dyn : NULL;
+  if (fl->adjoint(t, n, y, k->ctx, k->layer->params, a, fl->divergence_free ? NULL : a + n * d,
+                  g_y, g_theta, g_t, g_ctx, fl->user))
+    return 1;
+  memset(g_y + n * d, 0, n * sizeof *g_y);
   return 0;
 }
 
@@ -134,6 +189,7 @@ static int cnf_rhs_vjp(double t, const double *y, const double *a, double *dydt,
   const cnf_call *k = user;
   const cnf *c = k->c;
   size_t n = k->n, d = k->layer->dim;
+  if (!c->net) return field_rhs_vjp(k, t, y, a, dydt, g_y, g_theta, g_t);
   const double *a_k = c->opts.kinetic_weight > 0 ? a + n * (d + 1) : NULL;
   const double *a_j = c->opts.jacobian_weight > 0 ? a + n * (d + 1) + (a_k ? n : 0) : NULL;
   if (k->sign < 0) { /* the regulariser equations carry s = -1 */
@@ -143,7 +199,7 @@ static int cnf_rhs_vjp(double t, const double *y, const double *a, double *dydt,
     a_j = a_j ? k->lay.jac : NULL;
   }
   const double *probe = c->opts.trace == NF_TRACE_EXACT ? NULL : k->lay.probe;
-  double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + c->n_net : NULL;
+  double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + c->n_dyn : NULL;
   double *kin = dydt && c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
   double *jac = dydt && c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
   nf_status st = nf_odenet_adjoint(c->net, k->layer->params, n, t, y, k->ctx, probe, a,
@@ -200,7 +256,7 @@ static nf_status cnf_apply(const nf_layer *layer, nf_dir dir, size_t n, const do
   size_t bad = nf_first_nonfinite(layer->n_params, layer->params);
   if (bad < layer->n_params)
     return nf_fail(NF_ENONFINITE, "cnf: parameter %zu%s is not finite", bad,
-                   c->has_T && bad == c->n_net ? " (theta_T)" : "");
+                   c->has_T && bad == c->n_dyn ? " (theta_T)" : "");
   cnf_call k = make_call(layer, dir, n, ctx, work);
   nf_ode *ode = ode_for(layer, n, work, &k.lay);
   if (!ode) return NF_ENOMEM;
@@ -241,6 +297,8 @@ static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, cons
   cnf *c = layer->data;
   size_t d = layer->dim;
   cnf_call k = make_call(layer, dir, n, ctx, work);
+  if (!c->net && !c->field.adjoint)
+    return nf_fail(NF_EINVAL, "cnf vjp: the vector field has no adjoint callback, so no gradient");
   nf_ode *ode = slot_ode(work);
   if (!ode || work[SLOT_ODE_ROWS] != (double)n || work[SLOT_DIR] != (double)dir)
     return nf_fail(NF_ESTATE, "cnf vjp: no apply of this direction and batch size recorded in the workspace");
@@ -263,10 +321,10 @@ static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, cons
   atomic_fetch_add(&c->nfe_adjoint, stats->nfe_adjoint);
   atomic_fetch_add(&c->steps_adjoint, stats->steps_adjoint);
   if (g_in) memcpy(g_in, k.lay.g_y0, n * d * sizeof *g_in);
-  for (size_t p = 0; p < c->n_net; p++) layer->grad[p] += k.lay.g_theta[p];
-  for (size_t i = 0; g_ctx && i < n * layer->ctx_dim; i++) g_ctx[i] += k.lay.g_theta[c->n_net + i];
+  for (size_t p = 0; p < c->n_dyn; p++) layer->grad[p] += k.lay.g_theta[p];
+  for (size_t i = 0; g_ctx && i < n * layer->ctx_dim; i++) g_ctx[i] += k.lay.g_theta[c->n_dyn + i];
   if (c->has_T) /* T is t1 forward, t0 inverse; dT/dtheta_T = 2 theta_T */
-    layer->grad[c->n_net] += (dir == NF_FORWARD ? g_t1 : g_t0) * 2.0 * layer->params[c->n_net];
+    layer->grad[c->n_dyn] += (dir == NF_FORWARD ? g_t1 : g_t0) * 2.0 * layer->params[c->n_dyn];
   return NF_OK;
 }
 
@@ -368,13 +426,45 @@ nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng
     return NULL;
   }
   nf_ode_free(probe_ode);
-  c->n_net = nf_odenet_n_params(c->net);
+  c->n_dyn = nf_odenet_n_params(c->net);
   c->has_T = opts->train_end_time != 0;
   c->n_reg = (opts->kinetic_weight > 0) + (opts->jacobian_weight > 0);
-  nf_layer *layer = nf_layer_create(&cnf_type, dim, ctx_dim, c->n_net + (size_t)c->has_T, c);
+  nf_layer *layer = nf_layer_create(&cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
   if (!layer) return NULL;
   nf_odenet_init(c->net, rng, layer->params);
-  if (c->has_T) layer->params[c->n_net] = sqrt(opts->end_time);
+  if (c->has_T) layer->params[c->n_dyn] = sqrt(opts->end_time);
+  return layer;
+}
+
+nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
+                           const nf_cnf_opts *opts)
+{
+  const char *fn = "nf_cnf_field_new";
+  if (!field || !field->f) {
+    nf_fail(NF_EINVAL, "%s: the field or its f callback is NULL", fn);
+    return NULL;
+  }
+  if (check_opts(dim, opts)) return NULL;
+  if (opts->trace != NF_TRACE_EXACT || opts->kinetic_weight > 0 || opts->jacobian_weight > 0) {
+    nf_fail(NF_EINVAL, "%s: a user field takes the exact trace (its divergence) and no RNODE regularisation", fn);
+    return NULL;
+  }
+  nf_ode *check = nf_ode_new(1, 1, &opts->ode); /* validates opts->ode */
+  if (!check) return NULL;
+  nf_ode_free(check);
+  cnf *c = calloc(1, sizeof *c);
+  if (!c) {
+    nf_fail(NF_ENOMEM, "%s: out of memory", fn);
+    return NULL;
+  }
+  c->opts = *opts;
+  c->opts.n_hidden = 0;
+  c->opts.hidden = NULL;
+  c->field = *field;
+  c->n_dyn = field->n_params;
+  c->has_T = opts->train_end_time != 0;
+  nf_layer *layer = nf_layer_create(&cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
+  if (layer && c->has_T) layer->params[c->n_dyn] = sqrt(opts->end_time);
   return layer;
 }
 
@@ -415,7 +505,7 @@ double nf_cnf_end_time(const nf_layer *layer)
 
 double nf_cnf_rhs_flops(const nf_layer *layer)
 {
-  if (!layer || layer->type != &cnf_type) return 0.0;
+  if (!layer || layer->type != &cnf_type || !((const cnf *)layer->data)->net) return 0.0;
   const cnf *c = layer->data;
   return nf_odenet_trace_flops(c->net, c->opts.trace == NF_TRACE_EXACT);
 }

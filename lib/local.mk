@@ -7,7 +7,7 @@ nflowinclude_HEADERS = \
   include/nflow/permute.h include/nflow/linear_lu.h include/nflow/planar.h \
   include/nflow/radial.h include/nflow/coupling.h include/nflow/adam.h \
   include/nflow/dataset.h include/nflow/trainer.h include/nflow/recipes.h \
-  include/nflow/odenet.h include/nflow/cnf.h
+  include/nflow/odenet.h include/nflow/cnf.h include/nflow/field.h
 noinst_HEADERS += lib/internal.h
 libnflow_la_SOURCES = \
   lib/status.c lib/rng.c lib/layer.c lib/flow.c lib/mlp.c \

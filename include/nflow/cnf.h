@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "nflow/field.h"
 #include "nflow/layer.h"
 #include "nflow/ode.h"
 #include "nflow/odenet.h"
@@ -66,6 +67,15 @@ nf_status nf_trace_parse(const char *name, nf_trace_kind *trace);
    options or no memory. Parameter layout: the net's (nf_odenet_n_params), then
    theta_T if train_end_time. */
 nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng);
+
+/* A CNF layer whose dynamics are the user's vector field (nflow/field.h,
+   copied) rather than a network. From opts it takes end_time,
+   train_end_time and ode; the trace must be NF_TRACE_EXACT (the field's
+   divergence) and the regularisation weights 0. The field's parameters come
+   first in the layer's params, zeroed: set them after creation; theta_T
+   follows. NULL (with nf_errmsg) on a NULL f or options it cannot honour. */
+nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
+                           const nf_cnf_opts *opts);
 
 /* Counters accumulated over every apply and successful vjp of a CNF layer
    (atomic; any thread): solves, right-hand side evaluations and steps of the
