@@ -1,5 +1,5 @@
 #!/bin/sh
-# Stages `make install` and builds examples/density.c against it the way a user
+# Stages `make install` and builds the examples against it the way a user
 # would: cc prog.c $(pkg-config --cflags --libs nflow); then runs the program.
 set -eu
 : "${top_srcdir:?}" "${top_builddir:?}"
@@ -15,7 +15,10 @@ test -f "$stage$prefix/include/nflow.h"
 test -f "$pcdir/nflow.pc"
 test -x "$stage$prefix/bin/nflow"
 flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs nflow)
-${CC:-cc} -std=c11 -Wall -Wextra -Werror -o "$stage/density" "$top_srcdir/examples/density.c" $flags -lm
-LD_LIBRARY_PATH="$stage$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$stage/density" > "$stage/out.txt"
-grep -q '^mass=' "$stage/out.txt"
-echo "staged install OK: $(tr '\n' ' ' < "$stage/out.txt")"
+for prog in density hamiltonian; do
+  ${CC:-cc} -std=c11 -Wall -Wextra -Werror -o "$stage/$prog" "$top_srcdir/examples/$prog.c" $flags -lm
+  LD_LIBRARY_PATH="$stage$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$stage/$prog" > "$stage/$prog.txt"
+done
+grep -q '^mass=' "$stage/density.txt"
+grep -q '^state=' "$stage/hamiltonian.txt"
+echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"
