@@ -8,6 +8,12 @@
 #include "nflow/layer.h"
 #include "nflow/status.h"
 
+/* Everything declared here is internal: hidden from the shared library's
+   exported symbols (tests that need it link the static library). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #if defined(__GNUC__)
 #define NF_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
@@ -143,5 +149,9 @@ typedef struct nf_row_pullback {
 void nf_vjp_rows(const nf_row_pullback *pb, nf_dir dir, size_t n, size_t d, const double *in,
                  const double *out, const double *g_out, const double *g_logdet, double *g_in,
                  double *v);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

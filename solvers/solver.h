@@ -12,6 +12,12 @@
 #include <stddef.h>
 #include "nflow/ode.h"
 
+/* Everything declared here is internal: hidden from the shared library's
+   exported symbols (tests that need it link the static library). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 typedef struct nf_problem nf_problem;
 
 /* The problem a backend integrates, and where its callbacks report. */
@@ -113,5 +119,9 @@ nf_status nf_rk_replay(void *backend, nf_problem *p, double t0, double t1, doubl
    fractions) from (t0, y) to t1; y untouched on failure. NF_ESTATE unless a
    DISCRETE solve succeeded. */
 nf_status nf_ode_replay(nf_ode *ode, const nf_ode_system *sys, double t0, double t1, double *y);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

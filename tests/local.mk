@@ -11,6 +11,8 @@ nf_suites = \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
   tests/test_ode tests/test_odenet tests/test_cnf
 check_PROGRAMS += $(nf_suites)
+# test_ode reaches the internal nf_ode_replay, hidden from the shared library.
+tests_test_ode_LDFLAGS = -static
 TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh
 EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
