@@ -100,7 +100,7 @@ static inline double nf_tanh(double x)
   return x < 0 ? -t : t;
 }
 
-/* calloc of n doubles with overflow check; NULL on failure. */
+/* calloc of n doubles (at least one, so that n == 0 still gives a pointer); NULL on failure. */
 double *nf_dalloc(size_t n);
 
 /* Re-records the last detail as "prefix: detail" and returns status (an

@@ -1,5 +1,6 @@
 /* lib/trainer.c — minibatch maximum-likelihood training of a flow with Adam:
-   minimise the mean NLL -(1/B) sum_i log p(x_i) over shuffled batches. */
+   minimise the mean NLL -(1/B) sum_i log p(x_i | y_i) over shuffled batches
+   (no y for an unconditional flow). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
@@ -14,12 +15,14 @@ struct nf_trainer {
   nf_adam *adam;
   const nf_dataset *train;
   const nf_dataset *val; /* may be NULL */
+  const nf_dataset *train_ctx, *val_ctx; /* contexts of a conditional flow; NULL until set */
   nf_trainer_opts opts;
   nf_rng rng;
   size_t batch;      /* effective batch size: min(opts.batch_size, train->n) */
   size_t *order;     /* this epoch's permutation of the training rows */
   size_t cursor;     /* position in order of the next batch's first row */
   double *xb;        /* batch x dim gather buffer */
+  double *cb;        /* batch x ctx_dim gather buffer (conditional flows only) */
   size_t iterations; /* steps done */
   size_t epochs;     /* epochs completed */
   double epoch_sum;  /* sum over this epoch's steps of batch rows * batch NLL */
@@ -46,19 +49,23 @@ static double now_seconds(void)
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* NF_OK if ds is a usable data set of width dim with finite entries, else the
-   failure naming the set (`which`) in nf_errmsg. */
-static nf_status check_dataset(const char *which, const nf_dataset *ds, size_t dim)
+/* NF_OK if ds is a non-empty set of width dim (the flow's `dim_name`) with
+   `rows` rows (0: any number) and finite entries, else the failure in
+   nf_errmsg, naming the caller fn and the set `which`. */
+static nf_status check_dataset(const char *fn, const char *which, const nf_dataset *ds,
+                               const char *dim_name, size_t dim, size_t rows)
 {
-  const char *fn = "nf_trainer_new";
   if (!ds->x || ds->n == 0 || ds->dim == 0)
-    return nf_fail(NF_EINVAL, "%s: %s data set is empty", fn, which);
+    return nf_fail(NF_EINVAL, "%s: %s is empty", fn, which);
   if (ds->dim != dim)
-    return nf_fail(NF_EDIM, "%s: %s data have dim %zu but the flow has dim %zu", fn,
-                   which, ds->dim, dim);
+    return nf_fail(NF_EDIM, "%s: %s has dim %zu but the flow's %s is %zu", fn, which,
+                   ds->dim, dim_name, dim);
+  if (rows && ds->n != rows)
+    return nf_fail(NF_EDIM, "%s: %s has %zu rows, not %zu (one per data row)", fn,
+                   which, ds->n, rows);
   size_t bad = nf_first_nonfinite(ds->n * ds->dim, ds->x);
   if (bad < ds->n * ds->dim)
-    return nf_fail(NF_ENONFINITE, "%s: %s data row %zu column %zu is %g", fn, which,
+    return nf_fail(NF_ENONFINITE, "%s: %s row %zu column %zu is %g", fn, which,
                    bad / ds->dim, bad % ds->dim, ds->x[bad]);
   return NF_OK;
 }
@@ -71,9 +78,6 @@ static nf_status check_args(nf_flow *flow, nf_adam *adam, const nf_dataset *trai
   if (!flow || !adam || !train)
     return nf_fail(NF_EINVAL, "%s: NULL %s", fn,
                    !flow ? "flow" : !adam ? "optimizer" : "training set");
-  if (nf_flow_ctx_dim(flow) > 0)
-    return nf_fail(NF_EINVAL, "%s: conditional flows (ctx_dim %zu) are not supported "
-                   "by the trainer yet", fn, nf_flow_ctx_dim(flow));
   if (nf_adam_size(adam) != nf_flow_n_params(flow))
     return nf_fail(NF_EDIM, "%s: optimizer has %zu parameters but the flow has %zu", fn,
                    nf_adam_size(adam), nf_flow_n_params(flow));
@@ -83,8 +87,9 @@ static nf_status check_args(nf_flow *flow, nf_adam *adam, const nf_dataset *trai
   if (o->schedule == NF_LR_COSINE &&
       !(o->lr_min >= 0 && o->lr_min < nf_adam_options(adam).lr))
     return nf_fail(NF_EINVAL, "%s: lr_min %g is not in [0, lr)", fn, o->lr_min);
-  nf_status st = check_dataset("training", train, nf_flow_dim(flow));
-  if (st == NF_OK && val) st = check_dataset("validation", val, nf_flow_dim(flow));
+  nf_status st = check_dataset(fn, "training set", train, "dim", nf_flow_dim(flow), 0);
+  if (st == NF_OK && val)
+    st = check_dataset(fn, "validation set", val, "dim", nf_flow_dim(flow), 0);
   return st;
 }
 
@@ -99,29 +104,56 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
   }
   if (check_args(flow, adam, train, val, &o) != NF_OK) return NULL;
   size_t batch = o.batch_size < train->n ? o.batch_size : train->n;
+  size_t c = nf_flow_ctx_dim(flow);
   nf_trainer *tr = calloc(1, sizeof *tr);
-  size_t *order = calloc(train->n, sizeof *order);
-  double *xb = nf_dalloc(batch * train->dim);
-  if (!tr || !order || !xb) {
-    free(tr);
-    free(order);
-    free(xb);
+  if (!tr) {
+    nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory");
+    return NULL;
+  }
+  *tr = (nf_trainer){.flow = flow, .adam = adam, .train = train, .val = val,
+                     .opts = o, .rng = *rng, .batch = batch,
+                     .order = calloc(train->n, sizeof *tr->order),
+                     .xb = nf_dalloc(batch * train->dim), .cb = c ? nf_dalloc(batch * c) : NULL,
+                     .last_epoch_loss = NAN, .val_last = NAN, .val_best = NAN,
+                     .lr0 = nf_adam_options(adam).lr};
+  if (!tr->order || !tr->xb || (c && !tr->cb)) {
+    nf_trainer_free(tr);
     nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory for a batch of %zu rows", batch);
     return NULL;
   }
   if (nf_flow_reserve(flow, batch) != NF_OK) {
-    free(tr);
-    free(order);
-    free(xb);
+    nf_trainer_free(tr);
     return NULL;
   }
-  *tr = (nf_trainer){.flow = flow, .adam = adam, .train = train, .val = val,
-                     .opts = o, .rng = *rng, .batch = batch, .order = order, .xb = xb,
-                     .last_epoch_loss = NAN, .val_last = NAN, .val_best = NAN,
-                     .lr0 = nf_adam_options(adam).lr};
-  for (size_t i = 0; i < train->n; i++) order[i] = i;
-  nf_rng_shuffle(&tr->rng, train->n, order);
+  for (size_t i = 0; i < train->n; i++) tr->order[i] = i;
+  nf_rng_shuffle(&tr->rng, train->n, tr->order);
   return tr;
+}
+
+nf_status nf_trainer_set_context(nf_trainer *trainer, const nf_dataset *train_ctx,
+                                 const nf_dataset *val_ctx)
+{
+  const char *fn = "nf_trainer_set_context";
+  if (!trainer || !train_ctx)
+    return nf_fail(NF_EINVAL, "%s: NULL %s", fn, !trainer ? "trainer" : "training context");
+  size_t c = nf_flow_ctx_dim(trainer->flow);
+  if (c == 0)
+    return nf_fail(NF_EINVAL, "%s: the flow is unconditional (ctx_dim 0) and takes no "
+                   "context", fn);
+  if (trainer->val && !val_ctx)
+    return nf_fail(NF_EINVAL, "%s: NULL validation context, but the trainer has a "
+                   "validation set", fn);
+  if (!trainer->val && val_ctx)
+    return nf_fail(NF_EINVAL, "%s: a validation context was given, but the trainer has "
+                   "no validation set", fn);
+  nf_status st = check_dataset(fn, "training context", train_ctx, "ctx_dim", c,
+                               trainer->train->n);
+  if (st == NF_OK && val_ctx)
+    st = check_dataset(fn, "validation context", val_ctx, "ctx_dim", c, trainer->val->n);
+  if (st != NF_OK) return st;
+  trainer->train_ctx = train_ctx;
+  trainer->val_ctx = val_ctx;
+  return NF_OK;
 }
 
 void nf_trainer_free(nf_trainer *trainer)
@@ -129,16 +161,34 @@ void nf_trainer_free(nf_trainer *trainer)
   if (!trainer) return;
   free(trainer->order);
   free(trainer->xb);
+  free(trainer->cb);
   free(trainer);
 }
 
-/* Copies the training rows order[cursor .. cursor + m) into the batch buffer. */
+/* NF_ESTATE (reported as fn's) if the flow is conditional and has no context yet. */
+static nf_status check_context_set(const char *fn, const nf_trainer *tr)
+{
+  size_t c = nf_flow_ctx_dim(tr->flow);
+  if (c > 0 && !tr->train_ctx)
+    return nf_fail(NF_ESTATE, "%s: the flow is conditional (ctx_dim %zu): give its "
+                   "context with nf_trainer_set_context first", fn, c);
+  return NF_OK;
+}
+
+/* dst row k = src row idx[k] for k < m: a gather of m rows of width d. */
+static void gather_rows(size_t m, const size_t *idx, size_t d, const double *src,
+                        double *dst)
+{
+  for (size_t k = 0; k < m; k++) memcpy(dst + k * d, src + idx[k] * d, d * sizeof *dst);
+}
+
+/* Copies the training rows order[cursor .. cursor + m), and their context
+   rows for a conditional flow, into the batch buffers. */
 static void gather_batch(nf_trainer *tr, size_t m)
 {
-  size_t d = tr->train->dim;
-  for (size_t k = 0; k < m; k++)
-    memcpy(tr->xb + k * d, tr->train->x + tr->order[tr->cursor + k] * d,
-           d * sizeof *tr->xb);
+  const size_t *idx = tr->order + tr->cursor;
+  gather_rows(m, idx, tr->train->dim, tr->train->x, tr->xb);
+  if (tr->train_ctx) gather_rows(m, idx, tr->train_ctx->dim, tr->train_ctx->x, tr->cb);
 }
 
 /* Books a finished step of m rows with batch NLL loss; closes and reshuffles
@@ -175,11 +225,13 @@ nf_status nf_trainer_step(nf_trainer *trainer, double *loss)
   if (nf_flow_n_params(tr->flow) != nf_adam_size(tr->adam))
     return nf_fail(NF_EDIM, "nf_trainer_step: the flow now has %zu parameters, the "
                    "optimizer %zu", nf_flow_n_params(tr->flow), nf_adam_size(tr->adam));
+  nf_status st = check_context_set("nf_trainer_step", tr);
+  if (st != NF_OK) return st;
   size_t rest = tr->train->n - tr->cursor;
   size_t m = rest < tr->batch ? rest : tr->batch;
   gather_batch(tr, m);
   double nll;
-  nf_status st = nf_flow_nll_grad(tr->flow, m, tr->xb, NULL, &nll);
+  st = nf_flow_nll_grad(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL, &nll);
   if (st != NF_OK) return st;
   if (!isfinite(nll))
     return nf_fail(NF_ENONFINITE, "nf_trainer_step: batch NLL is %g at iteration %zu",
@@ -197,8 +249,11 @@ nf_status nf_trainer_validate(nf_trainer *trainer, double *nll)
   if (!trainer) return nf_fail(NF_EINVAL, "nf_trainer_validate: NULL trainer");
   if (!trainer->val)
     return nf_fail(NF_EINVAL, "nf_trainer_validate: the trainer has no validation set");
+  nf_status st = check_context_set("nf_trainer_validate", trainer);
+  if (st != NF_OK) return st;
   double v;
-  nf_status st = nf_flow_nll(trainer->flow, trainer->val->n, trainer->val->x, NULL, &v);
+  st = nf_flow_nll(trainer->flow, trainer->val->n, trainer->val->x,
+                   trainer->val_ctx ? trainer->val_ctx->x : NULL, &v);
   if (st != NF_OK) return st;
   trainer->val_last = v;
   if (!(v >= trainer->val_best)) { /* also true while val_best is NaN */

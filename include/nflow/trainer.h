@@ -8,10 +8,16 @@
    gathers the batch, sets the flow's flat gradient to d(mean NLL)/d theta
    (nf_flow_nll_grad) and takes one nf_adam_step on the flat parameters.
 
-   The trainer borrows the flow, the optimizer and the data sets: they must
-   outlive it, and no layer may be pushed onto the flow while it is in use.
-   Conditional flows (ctx_dim > 0) are not supported yet: nf_trainer_new
-   refuses them. */
+   Conditional flows (ctx_dim > 0) learn p(x | y): nf_trainer_set_context
+   gives the context rows y (one per training row, and one per validation row
+   if there is a validation set), which must be set before the first step.
+   The batch then gathers each context row with its x row, so the two stay
+   paired through the shuffles, and validation evaluates p(x | y) on the
+   validation pairs.
+
+   The trainer borrows the flow, the optimizer and the data sets (contexts
+   included): they must outlive it, and no layer may be pushed onto the flow
+   while it is in use. */
 #ifndef NFLOW_TRAINER_H
 #define NFLOW_TRAINER_H
 
@@ -81,23 +87,40 @@ nf_trainer_opts nf_trainer_defaults(void);
    copy of rng for the shuffles; opts == NULL means the defaults. Reserves the
    flow's workspaces for one batch. NULL (with nf_errmsg) on a NULL argument,
    an empty data set, batch_size == 0, a data set whose dim differs from the
-   flow's, an optimizer whose size differs from the flow's parameter count, a
-   conditional flow, or no memory. */
+   flow's or with a non-finite entry, an optimizer whose size differs from the
+   flow's parameter count, a bad schedule, or no memory. A conditional flow is
+   accepted but needs nf_trainer_set_context before its first step. */
 nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train,
                            const nf_dataset *val, const nf_trainer_opts *opts,
                            const nf_rng *rng);
+
+/* Gives a conditional flow's trainer the context y of p(x | y): train_ctx row
+   i is the context of training row i, val_ctx row i that of validation row i;
+   both have dim == the flow's ctx_dim. val_ctx is required if the trainer has
+   a validation set and must be NULL otherwise. The trainer borrows the sets.
+   May be called again to replace the contexts (from the next step on).
+   NF_EINVAL on a NULL trainer or train_ctx, an unconditional flow, an empty
+   context set or val_ctx given or missing against the validation set; NF_EDIM
+   on a context whose dim is not ctx_dim or whose row count differs from its
+   data set's; NF_ENONFINITE (with row and column) on a NaN or Inf. On failure
+   the trainer keeps its previous contexts. */
+nf_status nf_trainer_set_context(nf_trainer *trainer, const nf_dataset *train_ctx,
+                                 const nf_dataset *val_ctx);
 
 /* Frees the trainer (not the flow, optimizer or data); NULL is a no-op. */
 void nf_trainer_free(nf_trainer *trainer);
 
 /* One iteration: next batch, gradient of its mean NLL, one Adam step. If loss
    is not NULL it receives the batch's mean NLL (before the update). On failure
-   (NF_ENONFINITE for a non-finite NLL or gradient, or the flow's status) the
+   (NF_ESTATE for a conditional flow without nf_trainer_set_context,
+   NF_ENONFINITE for a non-finite NLL or gradient, or the flow's status) the
    parameters are untouched and the iteration is not counted. */
 nf_status nf_trainer_step(nf_trainer *trainer, double *loss);
 
-/* Mean NLL of the validation set at the current parameters (NF_EINVAL without
-   one); records it as the latest and, if lowest, the best validation NLL. */
+/* Mean NLL of the validation set at the current parameters, -log p(x | y)
+   with the validation context for a conditional flow (NF_EINVAL without a
+   validation set, NF_ESTATE for a conditional flow without its context);
+   records it as the latest and, if lowest, the best validation NLL. */
 nf_status nf_trainer_validate(nf_trainer *trainer, double *nll);
 
 /* Steps until opts.iterations steps have been done in total (so a stopped run
