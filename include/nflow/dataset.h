@@ -35,7 +35,9 @@ nf_status nf_toy_sample(const char *name, size_t n, nf_rng *rng, nf_dataset **ou
    ignored; LF or CRLF; every row as wide as the first row and the header). NF_EIO if
    it cannot be opened or read; NF_EFORMAT on a ragged row, an empty, non-numeric or
    non-finite field, or no data rows, with "path:line:column: what" in nf_errmsg
-   (column = 1-based field number). *out is set only on success. */
+   (column = 1-based field number). *out is set only on success. The decimal
+   point is the C locale's: a program that calls setlocale with a comma-decimal
+   locale must restore LC_NUMERIC to "C" around this call. */
 nf_status nf_dataset_read_csv(const char *path, nf_dataset **out);
 
 /* Splits the rows of ds (unchanged) into new sets: a shuffled first part of
