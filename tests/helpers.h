@@ -122,7 +122,8 @@ void th_check_grid_mass(const char *label, nf_flow *flow, double a, size_t m, do
 int th_run_suite(Suite *suite);
 
 /* Runs the NULL-terminated tests (START_TEST names) as the suite `name` of one
-   test case, with a per-test timeout in seconds (0: Check's default). */
+   test case, with a per-test timeout in seconds (0: 60 s; it guards against
+   hangs only — CK_TIMEOUT_MULTIPLIER stretches it for slow builds). */
 int th_run_tests(const char *name, double timeout, const TTest *const *tests);
 
 #endif
