@@ -408,22 +408,30 @@ START_TEST(vjp_matches_fd_every_mode)
 }
 END_TEST
 
+/* vjp of a (mode, trace, RNODE weights) layer against central differences, both
+   directions, on 3 rows and contexts drawn from seed. */
+static void check_grad_case(const mode m, nf_trace_kind trace, double kinetic, double jacobian,
+                            uint64_t seed)
+{
+  static const char *const trace_name[] = {"exact", "gaussian", "rademacher"};
+  size_t n = 3;
+  double *z = th_random_points(n, 2, seed, 1.0), *ctx = th_random_points(n, 2, seed + 1, 1.0);
+  nf_layer *layer = grad_layer(m, trace, kinetic, jacobian);
+  char what[96];
+  snprintf(what, sizeof what, "%s, %s trace, RNODE kinetic %g jacobian %g", m.name,
+           trace_name[trace], kinetic, jacobian);
+  check_vjp_both(layer, n, z, ctx, what, VJP_TOL);
+  free(z); free(ctx);
+  nf_layer_free(layer);
+}
+
 /* Hutchinson: a fresh workspace draws the same probe (see hutchinson_probe_stream),
    so central differences see the very map the vjp differentiates. */
 START_TEST(vjp_hutchinson)
 {
   static const size_t pick[] = {0, 3, 5};
-  const mode m = grad_modes[pick[_i]];
-  nf_trace_kind trace = _i == 1 ? NF_TRACE_GAUSSIAN : NF_TRACE_RADEMACHER;
-  size_t n = 3;
-  double *z = th_random_points(n, 2, 74, 1.0), *ctx = th_random_points(n, 2, 75, 1.0);
-  nf_layer *layer = grad_layer(m, trace, 0, 0);
-  char what[64];
-  snprintf(what, sizeof what, "%s, %s probe", m.name,
-           trace == NF_TRACE_GAUSSIAN ? "gaussian" : "rademacher");
-  check_vjp_both(layer, n, z, ctx, what, VJP_TOL);
-  free(z); free(ctx);
-  nf_layer_free(layer);
+  check_grad_case(grad_modes[pick[_i]], _i == 1 ? NF_TRACE_GAUSSIAN : NF_TRACE_RADEMACHER,
+                  0, 0, 74);
 }
 END_TEST
 
@@ -450,17 +458,8 @@ END_TEST
 START_TEST(vjp_rnode_penalty)
 {
   static const size_t pick[] = {0, 2, 5};
-  const mode m = grad_modes[pick[_i / 2]];
-  nf_trace_kind trace = _i % 2 ? NF_TRACE_RADEMACHER : NF_TRACE_EXACT;
-  size_t n = 3;
-  double *z = th_random_points(n, 2, 78, 1.0), *ctx = th_random_points(n, 2, 79, 1.0);
-  nf_layer *layer = grad_layer(m, trace, 0.3, 0.2);
-  char what[80];
-  snprintf(what, sizeof what, "%s, RNODE kinetic 0.3 jacobian 0.2, %s trace", m.name,
-           trace == NF_TRACE_EXACT ? "exact" : "rademacher");
-  check_vjp_both(layer, n, z, ctx, what, VJP_TOL);
-  free(z); free(ctx);
-  nf_layer_free(layer);
+  check_grad_case(grad_modes[pick[_i / 2]], _i % 2 ? NF_TRACE_RADEMACHER : NF_TRACE_EXACT,
+                  0.3, 0.2, 78);
 }
 END_TEST
 
