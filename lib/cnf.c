@@ -18,7 +18,7 @@ typedef struct cnf {
   nf_field field;          /* or the user's field when net == NULL */
   size_t n_dyn;            /* the dynamics' parameters */
   nf_cnf_opts opts;
-  int has_T;               /* theta_T follows the net's parameters */
+  int has_T;               /* theta_T follows the dynamics' parameters */
   size_t n_reg;            /* regulariser states per row: 0, 1 or 2 */
   atomic_size_t solves, nfe, steps, rejected, gradients, nfe_adjoint, steps_adjoint;
 } cnf;
@@ -29,7 +29,7 @@ enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_APPLIES, SLOT_PENALTY, SLOT_DIR, N_SLOTS };
 /* Where the arrays of a workspace for n rows live. */
 typedef struct cnf_layout {
   size_t m;                /* state values per row: d + 1 + n_reg */
-  double *y, *probe, *kin, *jac, *g_y1, *g_y0, *g_theta, *net_work;
+  double *y, *probe, *kin, *jac, *g_y1, *g_y0, *g_theta, *dyn_work;
   size_t n_theta;          /* the ODE's parameters: the net's, then n x c context entries */
 } cnf_layout;
 
@@ -43,8 +43,10 @@ typedef struct cnf_call {
   cnf_layout lay;
 } cnf_call;
 
+/* The family's data of a CNF layer. */
 static const cnf *cnf_of(const nf_layer *layer) { return layer->data; }
 
+/* Carves the arrays of a workspace for n rows (after the header slots). */
 static cnf_layout cnf_layout_of(const nf_layer *layer, size_t n, double *work)
 {
   const cnf *c = cnf_of(layer);
@@ -60,20 +62,22 @@ static cnf_layout cnf_layout_of(const nf_layer *layer, size_t n, double *work)
   l.g_y1 = p;     p += n * l.m;
   l.g_y0 = p;     p += n * l.m;
   l.g_theta = p;  p += l.n_theta;
-  l.net_work = p;
+  l.dyn_work = p;
   return l;
 }
 
+/* Doubles of workspace for n rows: slots, state, probe, gradients, dynamics scratch. */
 static size_t cnf_work_size(const nf_layer *layer, size_t n)
 {
   const cnf *c = cnf_of(layer);
   size_t d = layer->dim, m = d + 1 + c->n_reg;
   size_t probe = c->opts.trace == NF_TRACE_EXACT ? 0 : n * d;
-  size_t dyn_work = c->net ? nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT)
+  size_t dyn_work = c->net ? nf_odedyn_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT)
                            : 3 * n * d; /* a shifted z and two f for the divergence */
   return N_SLOTS + 3 * n * m + probe + 2 * n + c->n_dyn + n * layer->ctx_dim + dyn_work;
 }
 
+/* The integrator kept in the workspace's first slot (NULL before the first apply). */
 static nf_ode *slot_ode(const double *work)
 {
   nf_ode *ode;
@@ -81,6 +85,7 @@ static nf_ode *slot_ode(const double *work)
   return ode;
 }
 
+/* work_release hook: frees the integrator (and its checkpoints) kept in work. */
 static void cnf_work_release(const nf_layer *layer, size_t n, double *work)
 {
   (void)layer;
@@ -117,7 +122,7 @@ static int field_fd_divergence(const cnf_call *k, double t, const double *z, dou
 {
   const nf_field *fl = &k->c->field;
   size_t n = k->n, d = k->layer->dim;
-  double *zs = k->lay.net_work, *fp = zs + n * d, *fm = fp + n * d;
+  double *zs = k->lay.dyn_work, *fp = zs + n * d, *fm = fp + n * d;
   const double *theta = k->layer->params;
   memset(div, 0, n * sizeof *div);
   for (size_t j = 0; j < d; j++) {
@@ -159,7 +164,7 @@ static int cnf_rhs(double t, const double *y, double *dydt, void *user)
   double *jac = c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
   const double *probe = c->opts.trace == NF_TRACE_EXACT ? NULL : k->lay.probe;
   nf_status st = nf_odenet_trace(c->net, k->layer->params, n, t, y, k->ctx, probe, dydt,
-                                 dydt + n * d, kin, jac, k->lay.net_work);
+                                 dydt + n * d, kin, jac, k->lay.dyn_work);
   if (st) return 1;
   for (size_t i = 0; k->sign < 0 && i < n * c->n_reg; i++) dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
   return 0;
@@ -204,7 +209,7 @@ static int cnf_rhs_vjp(double t, const double *y, const double *a, double *dydt,
   double *jac = dydt && c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
   nf_status st = nf_odenet_adjoint(c->net, k->layer->params, n, t, y, k->ctx, probe, a,
                                    a + n * d, a_k, a_j, dydt, dydt ? dydt + n * d : NULL, kin,
-                                   jac, g_y, g_theta, g_t, g_ctx, k->lay.net_work);
+                                   jac, g_y, g_theta, g_t, g_ctx, k->lay.dyn_work);
   if (st) return 1;
   memset(g_y + n * d, 0, n * (1 + c->n_reg) * sizeof *g_y);
   for (size_t i = 0; dydt && k->sign < 0 && i < n * c->n_reg; i++)
@@ -248,6 +253,8 @@ static void draw_probe(const cnf *c, size_t n, size_t d, double *work, double *p
     nf_rng_rademacher_fill(&rng, n * d, probe);
 }
 
+/* Integrates [z, l, r] from the direction's start to its end; out = z(end),
+   logdet += l(end); records the penalty and direction for vjp. */
 static nf_status cnf_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
                            const double *ctx, double *out, double *logdet, double *work)
 {
@@ -287,6 +294,8 @@ static nf_status cnf_apply(const nf_layer *layer, nf_dir dir, size_t n, const do
   return NF_OK;
 }
 
+/* The adjoint solve: dL/dy(end) from g_out, g_logdet and the penalty weights,
+   pulled back to g_in, the dynamics' and T's gradients and the context's. */
 static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
                                const double *ctx, const double *out, const double *g_out,
                                const double *g_logdet, double *g_in, double *g_ctx,
@@ -328,6 +337,7 @@ static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, cons
   return NF_OK;
 }
 
+/* penalty hook: the weighted RNODE terms of the last apply, batch-averaged. */
 static double cnf_penalty(const nf_layer *layer, size_t n, const double *work)
 {
   (void)layer;
@@ -335,6 +345,7 @@ static double cnf_penalty(const nf_layer *layer, size_t n, const double *work)
   return work[SLOT_PENALTY];
 }
 
+/* destroy hook: the net and the copied hidden widths. */
 static void cnf_destroy(void *data)
 {
   cnf *c = data;
