@@ -72,7 +72,7 @@ static size_t cnf_work_size(const nf_layer *layer, size_t n)
   const cnf *c = cnf_of(layer);
   size_t d = layer->dim, m = d + 1 + c->n_reg;
   size_t probe = c->opts.trace == NF_TRACE_EXACT ? 0 : n * d;
-  size_t dyn_work = c->net ? nf_odedyn_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT)
+  size_t dyn_work = c->net ? nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT)
                            : 3 * n * d; /* a shifted z and two f for the divergence */
   return N_SLOTS + 3 * n * m + probe + 2 * n + c->n_dyn + n * layer->ctx_dim + dyn_work;
 }
