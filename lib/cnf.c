@@ -388,13 +388,10 @@ nf_cnf_opts nf_cnf_defaults(void)
 nf_status nf_trace_parse(const char *name, nf_trace_kind *trace)
 {
   static const char *const names[] = {"exact", "gaussian", "rademacher"};
-  if (!name || !trace) return nf_fail(NF_EINVAL, "nf_trace_parse: NULL argument");
-  for (size_t k = 0; k < 3; k++)
-    if (!strcmp(name, names[k])) {
-      *trace = (nf_trace_kind)k;
-      return NF_OK;
-    }
-  return nf_fail(NF_EINVAL, "unknown trace estimator '%s' (expected exact, gaussian or rademacher)", name);
+  int i = 0;
+  nf_status st = nf_parse_choice("trace estimator", name, names, 3, trace ? &i : NULL);
+  if (st == NF_OK) *trace = (nf_trace_kind)i;
+  return st;
 }
 
 /* Checks the options nf_cnf_new cannot build from. */

@@ -32,6 +32,11 @@
 /* Records a printf-style detail for nf_errmsg() and returns status. */
 nf_status nf_fail(nf_status status, const char *fmt, ...) NF_PRINTF(2, 3);
 
+/* *index = position of name in table[0..k); else NF_EINVAL with
+   "unknown <what> '<name>' (expected a, b, ...)" (also for a NULL name or index). */
+nf_status nf_parse_choice(const char *what, const char *name, const char *const *table,
+                          size_t k, int *index);
+
 /* Index of the first non-finite entry among n values, or n if all are finite. */
 size_t nf_first_nonfinite(size_t n, const double *v);
 

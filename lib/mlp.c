@@ -89,15 +89,10 @@ size_t nf_mlp_n_params(const nf_mlp *mlp) { return mlp ? mlp->n_params : 0; }
 nf_status nf_activation_parse(const char *name, nf_activation *act)
 {
   static const char *const names[] = {"identity", "relu", "tanh", "elu", "softplus"};
-  if (!name || !act) return nf_fail(NF_EINVAL, "nf_activation_parse: name or act is NULL");
-  for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
-    if (strcmp(name, names[k]) == 0) {
-      *act = (nf_activation)k;
-      return NF_OK;
-    }
-  return nf_fail(NF_EINVAL,
-                 "nf_activation_parse: unknown activation '%s' (relu, tanh, elu, softplus, identity)",
-                 name);
+  int i = 0;
+  nf_status st = nf_parse_choice("activation", name, names, 5, act ? &i : NULL);
+  if (st == NF_OK) *act = (nf_activation)i;
+  return st;
 }
 
 /* u[0..n) ~ uniform(-a, a). */

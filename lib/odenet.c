@@ -157,24 +157,11 @@ size_t nf_odenet_dim(const nf_odenet *net) { return net ? net->dim : 0; }
 size_t nf_odenet_ctx_dim(const nf_odenet *net) { return net ? net->ctx_dim : 0; }
 size_t nf_odenet_n_params(const nf_odenet *net) { return net ? net->n_params : 0; }
 
-/* Index of name in names[0..count), written to *index; NF_EINVAL if absent. */
-static nf_status parse_name(const char *fn, const char *name, const char *const *names,
-                            size_t count, int *index)
-{
-  if (!name || !index) return nf_fail(NF_EINVAL, "%s: name or output is NULL", fn);
-  for (size_t k = 0; k < count; k++)
-    if (strcmp(name, names[k]) == 0) {
-      *index = (int)k;
-      return NF_OK;
-    }
-  return nf_fail(NF_EINVAL, "%s: unknown name '%s'", fn, name);
-}
-
 nf_status nf_odenet_kind_parse(const char *name, nf_odenet_kind *kind)
 {
   static const char *const names[] = {"concatsquash", "concat", "sinusoidal"};
   int k = 0;
-  nf_status st = parse_name("nf_odenet_kind_parse", name, names, 3, kind ? &k : NULL);
+  nf_status st = nf_parse_choice("dynamics kind", name, names, 3, kind ? &k : NULL);
   if (st == NF_OK) *kind = (nf_odenet_kind)k;
   return st;
 }
@@ -183,7 +170,7 @@ nf_status nf_odenet_act_parse(const char *name, nf_odenet_act *act)
 {
   static const char *const names[] = {"tanh", "softplus", "swish"};
   int k = 0;
-  nf_status st = parse_name("nf_odenet_act_parse", name, names, 3, act ? &k : NULL);
+  nf_status st = nf_parse_choice("activation", name, names, 3, act ? &k : NULL);
   if (st == NF_OK) *act = (nf_odenet_act)k;
   return st;
 }

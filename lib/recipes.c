@@ -29,13 +29,11 @@ const char *nf_recipe_name(nf_recipe_kind kind)
 
 nf_status nf_recipe_parse(const char *name, nf_recipe_kind *kind)
 {
-  if (!name || !kind) return nf_fail(NF_EINVAL, "nf_recipe_parse: NULL argument");
-  for (size_t k = 0; k < sizeof kind_names / sizeof *kind_names; k++)
-    if (strcmp(name, kind_names[k]) == 0) {
-      *kind = (nf_recipe_kind)k;
-      return NF_OK;
-    }
-  return nf_fail(NF_EINVAL, "unknown flow '%s' (expected realnvp, nice, glow, planar or radial)", name);
+  int i = 0;
+  nf_status st = nf_parse_choice("flow", name, kind_names, sizeof kind_names / sizeof *kind_names,
+                                 kind ? &i : NULL);
+  if (st == NF_OK) *kind = (nf_recipe_kind)i;
+  return st;
 }
 
 /* Coupling k of a chain: half mask whose parity alternates with k. */

@@ -38,6 +38,20 @@ nf_status nf_fail(nf_status status, const char *fmt, ...)
   return status;
 }
 
+nf_status nf_parse_choice(const char *what, const char *name, const char *const *table,
+                          size_t k, int *index)
+{
+  for (size_t i = 0; name && index && i < k; i++)
+    if (strcmp(name, table[i]) == 0) {
+      *index = (int)i;
+      return NF_OK;
+    }
+  char choices[256] = "";
+  for (size_t i = 0, len = 0; i < k && len < sizeof choices; i++)
+    len += (size_t)snprintf(choices + len, sizeof choices - len, "%s%s", i ? ", " : "", table[i]);
+  return nf_fail(NF_EINVAL, "unknown %s '%s' (expected %s)", what, name ? name : "(null)", choices);
+}
+
 size_t nf_first_nonfinite(size_t n, const double *v)
 {
   for (size_t i = 0; i < n; i++)

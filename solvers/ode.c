@@ -27,39 +27,22 @@ nf_ode_opts nf_ode_defaults(nf_ode_method method)
   return o;
 }
 
-/* Index of name in a table of k names, or k. */
-static size_t name_index(const char *name, const char *const *table, size_t k)
-{
-  size_t i = 0;
-  while (i < k && strcmp(name, table[i]) != 0) i++;
-  return i;
-}
-
 nf_status nf_ode_method_parse(const char *name, nf_ode_method *method)
 {
-  if (!name || !method) return nf_fail(NF_EINVAL, "nf_ode_method_parse: NULL argument");
-  size_t k = sizeof method_names / sizeof *method_names;
-  size_t i = name_index(name, method_names, k);
-  if (i == k)
-    return nf_fail(NF_EINVAL,
-                   "nf_ode_method_parse: unknown method '%s' (euler, rk4, dopri5, adams, bdf)",
-                   name);
-  *method = (nf_ode_method)i;
-  return NF_OK;
+  int i = 0;
+  nf_status st = nf_parse_choice("method", name, method_names,
+                                 sizeof method_names / sizeof *method_names, method ? &i : NULL);
+  if (st == NF_OK) *method = (nf_ode_method)i;
+  return st;
 }
 
 nf_status nf_ode_grad_parse(const char *name, nf_ode_grad *grad)
 {
-  if (!name || !grad) return nf_fail(NF_EINVAL, "nf_ode_grad_parse: NULL argument");
-  size_t k = sizeof grad_names / sizeof *grad_names;
-  size_t i = name_index(name, grad_names, k);
-  if (i == k)
-    return nf_fail(NF_EINVAL,
-                   "nf_ode_grad_parse: unknown gradient mode '%s' "
-                   "(none, backsolve, checkpoint, discrete)",
-                   name);
-  *grad = (nf_ode_grad)i;
-  return NF_OK;
+  int i = 0;
+  nf_status st = nf_parse_choice("gradient mode", name, grad_names,
+                                 sizeof grad_names / sizeof *grad_names, grad ? &i : NULL);
+  if (st == NF_OK) *grad = (nf_ode_grad)i;
+  return st;
 }
 
 /* NF_OK if opts describe a valid integrator for n states, else NF_EINVAL with the reason. */
