@@ -1,5 +1,10 @@
 /* nflow/flow.h — a base distribution and a chain of layers with one flat
-   parameter vector theta and one flat gradient vector. */
+   parameter vector theta and one flat gradient vector.
+
+   A flow owns the workspaces of its calls (sized once per batch size, grown
+   when a larger batch comes), so one flow serves one thread at a time; its
+   layers keep no per-call state and may serve several threads through
+   nf_layer_apply/nf_layer_vjp with a workspace each. */
 #ifndef NFLOW_FLOW_H
 #define NFLOW_FLOW_H
 
