@@ -12,7 +12,7 @@ noinst_HEADERS += lib/internal.h
 libnflow_la_SOURCES = \
   lib/status.c lib/rng.c lib/layer.c lib/flow.c lib/mlp.c \
   lib/affine.c lib/permute.c lib/linear_lu.c lib/planar.c lib/radial.c \
-  lib/coupling.c lib/adam.c lib/trainer.c lib/dataset.c lib/toy_data.c lib/csv.c lib/recipes.c \
+  lib/coupling.c lib/adam.c lib/trainer.c lib/dataset.c lib/toy_data.c lib/csv.c lib/npy.c lib/recipes.c \
   lib/odenet.c lib/cnf.c
 libnflow_la_LIBADD = $(SUNDIALS_LIBS) $(BLAS_LIBS) -lm
 libnflow_la_LDFLAGS = -version-info 0:0:0 -no-undefined

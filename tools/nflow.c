@@ -47,7 +47,8 @@ static const opt_spec opt_specs[] = {
   OPT("--flow", OPT_STR, flow, "realnvp|nice|glow|planar|radial|cnf (default realnvp)"),
   OPT("--flows", OPT_STR, flows, "compare: comma-separated flows (default realnvp,cnf)"),
   OPT("--data", OPT_STR, data, "toy set (8gaussians, moons, circles, rings, pinwheel, 2spirals,\n"
-                               "                       checkerboard, swissroll) or a CSV file of numbers"),
+                               "                       checkerboard, swissroll), a CSV file of numbers or a\n"
+                               "                       NumPy .npy file (float64/float32, shape (n, d) or (n,))"),
   OPT("--iters", OPT_COUNT, iters, "training iterations (default 2000)"),
   OPT("--batch", OPT_COUNT, batch, "batch size (default 256; cnf 100)"),
   OPT("--lr", OPT_REAL, lr, "Adam learning rate (default 5e-3; cnf 1e-3)"),
@@ -97,8 +98,8 @@ static int die(const char *fmt, ...)
 
 static void usage(FILE *out)
 {
-  fputs("usage: nflow train --data NAME|FILE.csv [options]\n"
-        "       nflow compare --data NAME|FILE.csv [--flows realnvp,cnf] [options]\n", out);
+  fputs("usage: nflow train --data NAME|FILE.csv|FILE.npy [options]\n"
+        "       nflow compare --data NAME|FILE.csv|FILE.npy [--flows realnvp,cnf] [options]\n", out);
   for (size_t k = 0; k < N_OPTS; k++)
     fprintf(out, "  %-18s %s\n", opt_specs[k].name, opt_specs[k].help);
   fputs("Toy sets train on fresh points and test on 5000 points from another seed;\n"
@@ -287,7 +288,15 @@ static int is_toy(const char *name)
   return 0;
 }
 
-/* Training and test sets: fresh toy points from two streams, or a CSV split. */
+/* Reads a data file: NumPy .npy if the name ends in ".npy", CSV otherwise. */
+static nf_status read_file(const char *path, nf_dataset **out)
+{
+  size_t len = strlen(path);
+  if (len >= 4 && strcmp(path + len - 4, ".npy") == 0) return nf_dataset_read_npy(path, out);
+  return nf_dataset_read_csv(path, out);
+}
+
+/* Training and test sets: fresh toy points from two streams, or a split of a CSV or .npy file. */
 static int load_data(const cfg *c, nf_dataset **train, nf_dataset **test)
 {
   nf_rng rng;
@@ -304,7 +313,7 @@ static int load_data(const cfg *c, nf_dataset **train, nf_dataset **test)
   } else {
     nf_dataset *all;
     double frac = isnan(c->test_frac) ? 0.2 : c->test_frac;
-    if (!(st = nf_dataset_read_csv(c->data, &all))) {
+    if (!(st = read_file(c->data, &all))) {
       st = nf_dataset_split(all, 1.0 - frac, &rng, train, test);
       nf_dataset_free(all);
     }

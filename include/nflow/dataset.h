@@ -1,5 +1,5 @@
 /* nflow/dataset.h — in-memory data sets: an n x dim row-major matrix; the
-   2-D toy sets of FFJORD (Grathwohl et al. 2018) and a CSV reader. */
+   2-D toy sets of FFJORD (Grathwohl et al. 2018), a CSV reader and a NumPy .npy reader. */
 #ifndef NFLOW_DATASET_H
 #define NFLOW_DATASET_H
 
@@ -39,6 +39,16 @@ nf_status nf_toy_sample(const char *name, size_t n, nf_rng *rng, nf_dataset **ou
    point is the C locale's: a program that calls setlocale with a comma-decimal
    locale must restore LC_NUMERIC to "C" around this call. */
 nf_status nf_dataset_read_csv(const char *path, nf_dataset **out);
+
+/* Reads a NumPy .npy file (NEP 1 format, versions 1.0, 2.0 and 3.0, as written by
+   numpy.save) holding a little-endian float64 ('<f8') or float32 ('<f4', converted)
+   array of shape (n, d), or (n,) read as d = 1, in C or Fortran order (both give
+   the row-major n x d set). NF_EIO if it cannot be opened or read; NF_EFORMAT with
+   "path: what" in nf_errmsg on a missing magic string, another version, a malformed
+   header, another dtype (big-endian, integer, ...), another number of dimensions,
+   n == 0 or d == 0, data shorter or longer than the shape says, or a non-finite
+   value ("path: row i, column j is not finite", 1-based). *out is set only on success. */
+nf_status nf_dataset_read_npy(const char *path, nf_dataset **out);
 
 /* Splits the rows of ds (unchanged) into new sets: a shuffled first part of
    round(frac * n) rows (halves rounded up) and the rest, both non-empty. NF_EINVAL if

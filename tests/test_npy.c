@@ -1,0 +1,148 @@
+/* tests/test_npy.c — the NumPy .npy reader on fixed fixtures in tests/data (written
+   byte by byte from the NEP 1 format): values compared exactly, every malformed
+   file with its exact message. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+/* Sentinel for "output left untouched". */
+static nf_dataset sentinel_storage;
+#define SENTINEL (&sentinel_storage)
+
+/* Path of the fixture tests/data/name under $top_srcdir (or "."). */
+static const char *fixture(const char *name)
+{
+  static char path[4096];
+  const char *top = getenv("top_srcdir");
+  snprintf(path, sizeof path, "%s/tests/data/%s", top && *top ? top : ".", name);
+  return path;
+}
+
+/* Reads fixture name and asserts the shape n x dim and the row-major values want, bit for bit. */
+static void assert_reads(const char *name, size_t n, size_t dim, const double *want)
+{
+  nf_dataset *ds = NULL;
+  nf_status st = nf_dataset_read_npy(fixture(name), &ds);
+  ck_assert_msg(st == NF_OK, "%s: %s", name, nf_errmsg());
+  ck_assert_uint_eq(ds->n, n);
+  ck_assert_uint_eq(ds->dim, dim);
+  ck_assert_mem_eq(ds->x, want, n * dim * sizeof *want);
+  nf_dataset_free(ds);
+}
+
+/* The 3 x 2 array of npy_f8_c.npy and npy_f8_fortran.npy (-0.0 checks the sign bit). */
+static const double matrix32[] = {1.5, -2.25, 0.1, 1e300, -0.0, 3.0};
+
+START_TEST(reads_float64_c_order)
+{
+  assert_reads("npy_f8_c.npy", 3, 2, matrix32);
+}
+END_TEST
+
+START_TEST(reads_float64_fortran_order)
+{
+  assert_reads("npy_f8_fortran.npy", 3, 2, matrix32);
+}
+END_TEST
+
+START_TEST(reads_float32_converted)
+{
+  const double want[] = {0.5, -1.25, 0.1f, 3e38f, -7.0, 1e-40f}; /* 1e-40f is subnormal */
+  assert_reads("npy_f4.npy", 2, 3, want);
+}
+END_TEST
+
+START_TEST(reads_one_dimensional_as_a_column)
+{
+  const double want[] = {4.0, -0.5, 2.5e-10, 8.0};
+  assert_reads("npy_1d.npy", 4, 1, want);
+}
+END_TEST
+
+START_TEST(reads_versions_2_and_3)
+{
+  const double want[] = {1.0, 2.0, 3.0, 4.0};
+  assert_reads("npy_v2.npy", 2, 2, want); /* 4-byte header length, C order */
+  assert_reads("npy_v3.npy", 2, 2, want); /* 4-byte header length, Fortran order */
+}
+END_TEST
+
+START_TEST(reads_keys_in_any_order)
+{
+  const double want[] = {5.0, 6.0}; /* double quotes, no trailing comma */
+  assert_reads("npy_keys.npy", 2, 1, want);
+}
+END_TEST
+
+/* Asserts that fixture name fails with status, leaves *out alone and says "<path>: what". */
+static void assert_error(const char *name, nf_status status, const char *what)
+{
+  nf_dataset *ds = SENTINEL;
+  const char *path = fixture(name);
+  nf_status st = nf_dataset_read_npy(path, &ds);
+  ck_assert_msg(st == status, "%s: got %s (%s)", name, nf_status_str(st), nf_errmsg());
+  ck_assert_ptr_eq(ds, SENTINEL);
+  char want[4400];
+  snprintf(want, sizeof want, "%s: %s", path, what);
+  ck_assert_str_eq(nf_errmsg(), want);
+}
+
+START_TEST(rejects_other_dtypes_and_shapes)
+{
+  assert_error("npy_i4.npy", NF_EFORMAT, "dtype '<i4' is not float64 or float32");
+  assert_error("npy_big.npy", NF_EFORMAT,
+               "dtype '>f8' is big-endian (only '<f8' and '<f4' are read)");
+  assert_error("npy_zero_rows.npy", NF_EFORMAT, "array of shape 0 x 2 is empty");
+  assert_error("npy_3d.npy", NF_EFORMAT, "array has 3 dimensions, not 1 or 2");
+  assert_error("npy_scalar.npy", NF_EFORMAT, "array has 0 dimensions, not 1 or 2");
+}
+END_TEST
+
+START_TEST(rejects_bad_data)
+{
+  assert_error("npy_truncated.npy", NF_EFORMAT, "data ends after 10 of 12 values");
+  assert_error("npy_trailing.npy", NF_EFORMAT, "bytes left after the 2 values");
+  assert_error("npy_nan.npy", NF_EFORMAT, "row 3, column 1 is not finite");
+  /* Fortran order [[1, -inf], [2, 4]]: the bad entry is at row 1, column 2 */
+  assert_error("npy_inf_f4.npy", NF_EFORMAT, "row 1, column 2 is not finite");
+}
+END_TEST
+
+START_TEST(rejects_malformed_headers)
+{
+  assert_error("npy_magic.npy", NF_EFORMAT, "not a .npy file (no \\x93NUMPY magic string)");
+  assert_error("npy_version.npy", NF_EFORMAT, ".npy version 4.0 is not 1.0, 2.0 or 3.0");
+  assert_error("npy_short_header.npy", NF_EFORMAT, "file ends inside the header");
+  assert_error("npy_no_shape.npy", NF_EFORMAT,
+               "malformed header: missing 'descr', 'fortran_order' or 'shape'");
+  assert_error("npy_bad_bool.npy", NF_EFORMAT,
+               "malformed header: 'fortran_order' is not True or False");
+  assert_error("npy_bad_shape.npy", NF_EFORMAT,
+               "malformed header: 'shape' is not a tuple of integers");
+  assert_error("npy_2d_csv_is_not_npy.csv", NF_EIO, "cannot open: No such file or directory");
+  assert_error("csv_plain.csv", NF_EFORMAT, "not a .npy file (no \\x93NUMPY magic string)");
+}
+END_TEST
+
+START_TEST(rejects_null_arguments)
+{
+  nf_dataset *ds = SENTINEL;
+  ck_assert_int_eq(nf_dataset_read_npy(NULL, &ds), NF_EINVAL);
+  ck_assert_ptr_eq(ds, SENTINEL);
+  ck_assert_str_eq(nf_errmsg(), "nf_dataset_read_npy: NULL argument");
+  ck_assert_int_eq(nf_dataset_read_npy(fixture("npy_f8_c.npy"), NULL), NF_EINVAL);
+}
+END_TEST
+
+int main(void)
+{
+  const TTest *tests[] = {reads_float64_c_order, reads_float64_fortran_order,
+                          reads_float32_converted, reads_one_dimensional_as_a_column,
+                          reads_versions_2_and_3, reads_keys_in_any_order,
+                          rejects_other_dtypes_and_shapes, rejects_bad_data,
+                          rejects_malformed_headers, rejects_null_arguments, NULL};
+  return th_run_tests("npy", 10, tests);
+}
