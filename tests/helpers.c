@@ -586,6 +586,28 @@ void th_check_grid_mass(const char *label, nf_flow *flow, double a, size_t m, do
   ck_assert_msg(fabs(mass - 1.0) <= tol, "%s: grid mass %.12f", label, mass);
 }
 
+const char *th_data_path(const char *name)
+{
+  static char path[4096];
+  const char *top = getenv("top_srcdir");
+  snprintf(path, sizeof path, "%s/tests/data/%s", top && *top ? top : ".", name);
+  return path;
+}
+
+void th_assert_read_error(nf_status (*reader)(const char *, nf_dataset **), const char *name,
+                          nf_status status, const char *suffix)
+{
+  static nf_dataset untouched;
+  nf_dataset *ds = &untouched;
+  const char *path = th_data_path(name);
+  nf_status st = reader(path, &ds);
+  ck_assert_msg(st == status, "%s: got %s (%s)", name, nf_status_str(st), nf_errmsg());
+  ck_assert_ptr_eq(ds, &untouched);
+  char want[4400];
+  snprintf(want, sizeof want, "%s%s", path, suffix);
+  ck_assert_str_eq(nf_errmsg(), want);
+}
+
 int th_run_suite(Suite *suite)
 {
   SRunner *runner = srunner_create(suite);

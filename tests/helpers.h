@@ -118,6 +118,15 @@ double th_grid_mass(nf_flow *flow, double a, size_t m);
 /* Asserts |th_grid_mass(flow, a, m) - 1| <= tol, printing the mass after label. */
 void th_check_grid_mass(const char *label, nf_flow *flow, double a, size_t m, double tol);
 
+/* Path of the fixture tests/data/name under $top_srcdir (or "."); valid until the next call. */
+const char *th_data_path(const char *name);
+
+/* Asserts that reader (nf_dataset_read_csv, nf_dataset_read_npy) fails on fixture
+   name with status, leaves its output untouched and sets nf_errmsg() to the
+   fixture's path followed by suffix. */
+void th_assert_read_error(nf_status (*reader)(const char *, nf_dataset **), const char *name,
+                          nf_status status, const char *suffix);
+
 /* Runs a suite in the normal fork mode; returns EXIT_SUCCESS or EXIT_FAILURE. */
 int th_run_suite(Suite *suite);
 

@@ -455,20 +455,11 @@ END_TEST
 
 /* ---------------------------------------------------------------- CSV reader */
 
-/* Path of the fixture tests/data/name under $top_srcdir (or "."). */
-static const char *fixture(const char *name)
-{
-  static char path[4096];
-  const char *top = getenv("top_srcdir");
-  snprintf(path, sizeof path, "%s/tests/data/%s", top && *top ? top : ".", name);
-  return path;
-}
-
 /* Reads fixture name, asserting success and the shape n x dim. */
 static nf_dataset *read_ok(const char *name, size_t n, size_t dim)
 {
   nf_dataset *ds = NULL;
-  nf_status st = nf_dataset_read_csv(fixture(name), &ds);
+  nf_status st = nf_dataset_read_csv(th_data_path(name), &ds);
   ck_assert_msg(st == NF_OK, "%s: %s", name, nf_errmsg());
   ck_assert_uint_eq(ds->n, n);
   ck_assert_uint_eq(ds->dim, dim);
@@ -492,42 +483,29 @@ START_TEST(csv_reads_good_files)
 }
 END_TEST
 
-/* Asserts that fixture name fails with status and the message "<path>:<where>". */
-static void assert_csv_error(const char *name, nf_status status, const char *where)
-{
-  nf_dataset *ds = SENTINEL;
-  const char *path = fixture(name);
-  nf_status st = nf_dataset_read_csv(path, &ds);
-  ck_assert_msg(st == status, "%s: got %s (%s)", name, nf_status_str(st), nf_errmsg());
-  ck_assert_ptr_eq(ds, SENTINEL);
-  char want[4200];
-  snprintf(want, sizeof want, "%s%s", path, where);
-  ck_assert_str_eq(nf_errmsg(), want);
-}
-
 START_TEST(csv_reports_line_and_column)
 {
-  assert_csv_error("csv_ragged_long.csv", NF_EFORMAT, ":3:4: expected 3 fields, found 4");
-  assert_csv_error("csv_ragged_short.csv", NF_EFORMAT, ":4:3: expected 3 fields, found 2");
-  assert_csv_error("csv_header_width.csv", NF_EFORMAT,
+  th_assert_read_error(nf_dataset_read_csv, "csv_ragged_long.csv", NF_EFORMAT, ":3:4: expected 3 fields, found 4");
+  th_assert_read_error(nf_dataset_read_csv, "csv_ragged_short.csv", NF_EFORMAT, ":4:3: expected 3 fields, found 2");
+  th_assert_read_error(nf_dataset_read_csv, "csv_header_width.csv", NF_EFORMAT,
                    ":2:3: expected 2 fields (as in the header), found 3");
-  assert_csv_error("csv_text.csv", NF_EFORMAT, ":2:2: not a number: 'abc'");
-  assert_csv_error("csv_empty_field.csv", NF_EFORMAT, ":2:2: empty field");
-  assert_csv_error("csv_nan.csv", NF_EFORMAT, ":3:2: non-finite value: 'nan'");
-  assert_csv_error("csv_inf.csv", NF_EFORMAT, ":2:2: non-finite value: '-inf'");
-  assert_csv_error("csv_overflow.csv", NF_EFORMAT, ":2:2: non-finite value: '1e999'");
-  assert_csv_error("csv_empty.csv", NF_EFORMAT, ": no data rows (empty file)");
-  assert_csv_error("csv_header_only.csv", NF_EFORMAT, ": no data rows (only a header)");
+  th_assert_read_error(nf_dataset_read_csv, "csv_text.csv", NF_EFORMAT, ":2:2: not a number: 'abc'");
+  th_assert_read_error(nf_dataset_read_csv, "csv_empty_field.csv", NF_EFORMAT, ":2:2: empty field");
+  th_assert_read_error(nf_dataset_read_csv, "csv_nan.csv", NF_EFORMAT, ":3:2: non-finite value: 'nan'");
+  th_assert_read_error(nf_dataset_read_csv, "csv_inf.csv", NF_EFORMAT, ":2:2: non-finite value: '-inf'");
+  th_assert_read_error(nf_dataset_read_csv, "csv_overflow.csv", NF_EFORMAT, ":2:2: non-finite value: '1e999'");
+  th_assert_read_error(nf_dataset_read_csv, "csv_empty.csv", NF_EFORMAT, ": no data rows (empty file)");
+  th_assert_read_error(nf_dataset_read_csv, "csv_header_only.csv", NF_EFORMAT, ": no data rows (only a header)");
 }
 END_TEST
 
 START_TEST(csv_missing_file_and_bad_arguments)
 {
   nf_dataset *ds = SENTINEL;
-  ck_assert_int_eq(nf_dataset_read_csv(fixture("no_such_file.csv"), &ds), NF_EIO);
+  ck_assert_int_eq(nf_dataset_read_csv(th_data_path("no_such_file.csv"), &ds), NF_EIO);
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "no_such_file.csv"));
   ck_assert_int_eq(nf_dataset_read_csv(NULL, &ds), NF_EINVAL);
-  ck_assert_int_eq(nf_dataset_read_csv(fixture("csv_plain.csv"), NULL), NF_EINVAL);
+  ck_assert_int_eq(nf_dataset_read_csv(th_data_path("csv_plain.csv"), NULL), NF_EINVAL);
   ck_assert_ptr_eq(ds, SENTINEL);
 }
 END_TEST

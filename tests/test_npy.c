@@ -12,20 +12,11 @@
 static nf_dataset sentinel_storage;
 #define SENTINEL (&sentinel_storage)
 
-/* Path of the fixture tests/data/name under $top_srcdir (or "."). */
-static const char *fixture(const char *name)
-{
-  static char path[4096];
-  const char *top = getenv("top_srcdir");
-  snprintf(path, sizeof path, "%s/tests/data/%s", top && *top ? top : ".", name);
-  return path;
-}
-
 /* Reads fixture name and asserts the shape n x dim and the row-major values want, bit for bit. */
 static void assert_reads(const char *name, size_t n, size_t dim, const double *want)
 {
   nf_dataset *ds = NULL;
-  nf_status st = nf_dataset_read_npy(fixture(name), &ds);
+  nf_status st = nf_dataset_read_npy(th_data_path(name), &ds);
   ck_assert_msg(st == NF_OK, "%s: %s", name, nf_errmsg());
   ck_assert_uint_eq(ds->n, n);
   ck_assert_uint_eq(ds->dim, dim);
@@ -77,53 +68,36 @@ START_TEST(reads_keys_in_any_order)
 }
 END_TEST
 
-/* Asserts that fixture name fails with status, leaves *out alone and says "<path>: what". */
-static void assert_error(const char *name, nf_status status, const char *what)
-{
-  nf_dataset *ds = SENTINEL;
-  const char *path = fixture(name);
-  nf_status st = nf_dataset_read_npy(path, &ds);
-  ck_assert_msg(st == status, "%s: got %s (%s)", name, nf_status_str(st), nf_errmsg());
-  ck_assert_ptr_eq(ds, SENTINEL);
-  char want[4400];
-  snprintf(want, sizeof want, "%s: %s", path, what);
-  ck_assert_str_eq(nf_errmsg(), want);
-}
-
 START_TEST(rejects_other_dtypes_and_shapes)
 {
-  assert_error("npy_i4.npy", NF_EFORMAT, "dtype '<i4' is not float64 or float32");
-  assert_error("npy_big.npy", NF_EFORMAT,
-               "dtype '>f8' is big-endian (only '<f8' and '<f4' are read)");
-  assert_error("npy_zero_rows.npy", NF_EFORMAT, "array of shape 0 x 2 is empty");
-  assert_error("npy_3d.npy", NF_EFORMAT, "array has 3 dimensions, not 1 or 2");
-  assert_error("npy_scalar.npy", NF_EFORMAT, "array has 0 dimensions, not 1 or 2");
+  th_assert_read_error(nf_dataset_read_npy, "npy_i4.npy", NF_EFORMAT, ": dtype '<i4' is not float64 or float32");
+  th_assert_read_error(nf_dataset_read_npy, "npy_big.npy", NF_EFORMAT, ": dtype '>f8' is big-endian (only '<f8' and '<f4' are read)");
+  th_assert_read_error(nf_dataset_read_npy, "npy_zero_rows.npy", NF_EFORMAT, ": array of shape 0 x 2 is empty");
+  th_assert_read_error(nf_dataset_read_npy, "npy_3d.npy", NF_EFORMAT, ": array has 3 dimensions, not 1 or 2");
+  th_assert_read_error(nf_dataset_read_npy, "npy_scalar.npy", NF_EFORMAT, ": array has 0 dimensions, not 1 or 2");
 }
 END_TEST
 
 START_TEST(rejects_bad_data)
 {
-  assert_error("npy_truncated.npy", NF_EFORMAT, "data ends after 10 of 12 values");
-  assert_error("npy_trailing.npy", NF_EFORMAT, "bytes left after the 2 values");
-  assert_error("npy_nan.npy", NF_EFORMAT, "row 3, column 1 is not finite");
+  th_assert_read_error(nf_dataset_read_npy, "npy_truncated.npy", NF_EFORMAT, ": data ends after 10 of 12 values");
+  th_assert_read_error(nf_dataset_read_npy, "npy_trailing.npy", NF_EFORMAT, ": bytes left after the 2 values");
+  th_assert_read_error(nf_dataset_read_npy, "npy_nan.npy", NF_EFORMAT, ": row 3, column 1 is not finite");
   /* Fortran order [[1, -inf], [2, 4]]: the bad entry is at row 1, column 2 */
-  assert_error("npy_inf_f4.npy", NF_EFORMAT, "row 1, column 2 is not finite");
+  th_assert_read_error(nf_dataset_read_npy, "npy_inf_f4.npy", NF_EFORMAT, ": row 1, column 2 is not finite");
 }
 END_TEST
 
 START_TEST(rejects_malformed_headers)
 {
-  assert_error("npy_magic.npy", NF_EFORMAT, "not a .npy file (no \\x93NUMPY magic string)");
-  assert_error("npy_version.npy", NF_EFORMAT, ".npy version 4.0 is not 1.0, 2.0 or 3.0");
-  assert_error("npy_short_header.npy", NF_EFORMAT, "file ends inside the header");
-  assert_error("npy_no_shape.npy", NF_EFORMAT,
-               "malformed header: missing 'descr', 'fortran_order' or 'shape'");
-  assert_error("npy_bad_bool.npy", NF_EFORMAT,
-               "malformed header: 'fortran_order' is not True or False");
-  assert_error("npy_bad_shape.npy", NF_EFORMAT,
-               "malformed header: 'shape' is not a tuple of integers");
-  assert_error("npy_2d_csv_is_not_npy.csv", NF_EIO, "cannot open: No such file or directory");
-  assert_error("csv_plain.csv", NF_EFORMAT, "not a .npy file (no \\x93NUMPY magic string)");
+  th_assert_read_error(nf_dataset_read_npy, "npy_magic.npy", NF_EFORMAT, ": not a .npy file (no \\x93NUMPY magic string)");
+  th_assert_read_error(nf_dataset_read_npy, "npy_version.npy", NF_EFORMAT, ": .npy version 4.0 is not 1.0, 2.0 or 3.0");
+  th_assert_read_error(nf_dataset_read_npy, "npy_short_header.npy", NF_EFORMAT, ": file ends inside the header");
+  th_assert_read_error(nf_dataset_read_npy, "npy_no_shape.npy", NF_EFORMAT, ": malformed header: missing 'descr', 'fortran_order' or 'shape'");
+  th_assert_read_error(nf_dataset_read_npy, "npy_bad_bool.npy", NF_EFORMAT, ": malformed header: 'fortran_order' is not True or False");
+  th_assert_read_error(nf_dataset_read_npy, "npy_bad_shape.npy", NF_EFORMAT, ": malformed header: 'shape' is not a tuple of integers");
+  th_assert_read_error(nf_dataset_read_npy, "npy_2d_csv_is_not_npy.csv", NF_EIO, ": cannot open: No such file or directory");
+  th_assert_read_error(nf_dataset_read_npy, "csv_plain.csv", NF_EFORMAT, ": not a .npy file (no \\x93NUMPY magic string)");
 }
 END_TEST
 
@@ -133,7 +107,7 @@ START_TEST(rejects_null_arguments)
   ck_assert_int_eq(nf_dataset_read_npy(NULL, &ds), NF_EINVAL);
   ck_assert_ptr_eq(ds, SENTINEL);
   ck_assert_str_eq(nf_errmsg(), "nf_dataset_read_npy: NULL argument");
-  ck_assert_int_eq(nf_dataset_read_npy(fixture("npy_f8_c.npy"), NULL), NF_EINVAL);
+  ck_assert_int_eq(nf_dataset_read_npy(th_data_path("npy_f8_c.npy"), NULL), NF_EINVAL);
 }
 END_TEST
 
