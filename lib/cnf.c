@@ -115,9 +115,12 @@ static double end_time(const nf_layer *layer)
   return s * s;
 }
 
+/* Step of the central differences along coordinate value v: about eps^(1/3) scaled,
+   where truncation and rounding errors balance near 1e-10 relative. */
+static double fd_step(double v) { return 6e-6 * fmax(1.0, fabs(v)); }
+
 /* Central-difference divergence sum_k (f(z + h e_k) - f(z - h e_k))_k / 2h of the
-   user's field, h = 6e-6 max(1, |z_ik|) (about eps^(1/3): truncation and rounding
-   errors balance near 1e-10 relative). */
+   user's field, h = fd_step(z_ik). */
 static int field_fd_divergence(const cnf_call *k, double t, const double *z, double *div)
 {
   const nf_field *fl = &k->c->field;
@@ -125,14 +128,16 @@ static int field_fd_divergence(const cnf_call *k, double t, const double *z, dou
   double *zs = k->lay.dyn_work, *fp = zs + n * d, *fm = fp + n * d;
   const double *theta = k->layer->params;
   memset(div, 0, n * sizeof *div);
+  memcpy(zs, z, n * d * sizeof *zs);
   for (size_t j = 0; j < d; j++) {
-    memcpy(zs, z, n * d * sizeof *zs);
-    for (size_t i = 0; i < n; i++) zs[i * d + j] += 6e-6 * fmax(1.0, fabs(z[i * d + j]));
+    for (size_t i = 0; i < n; i++) zs[i * d + j] = z[i * d + j] + fd_step(z[i * d + j]);
     if (fl->f(t, n, zs, k->ctx, theta, fp, fl->user)) return 1;
-    for (size_t i = 0; i < n; i++) zs[i * d + j] = z[i * d + j] - 6e-6 * fmax(1.0, fabs(z[i * d + j]));
+    for (size_t i = 0; i < n; i++) zs[i * d + j] = z[i * d + j] - fd_step(z[i * d + j]);
     if (fl->f(t, n, zs, k->ctx, theta, fm, fl->user)) return 1;
-    for (size_t i = 0; i < n; i++)
-      div[i] += (fp[i * d + j] - fm[i * d + j]) / (2 * 6e-6 * fmax(1.0, fabs(z[i * d + j])));
+    for (size_t i = 0; i < n; i++) {
+      zs[i * d + j] = z[i * d + j];
+      div[i] += (fp[i * d + j] - fm[i * d + j]) / (2 * fd_step(z[i * d + j]));
+    }
   }
   return 0;
 }

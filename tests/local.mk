@@ -9,7 +9,7 @@ nf_suites = \
   tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
-  tests/test_ode tests/test_odenet tests/test_cnf tests/test_npy
+  tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library.
 tests_test_ode_LDFLAGS = -static

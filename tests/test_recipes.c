@@ -1,0 +1,126 @@
+/* tests/test_recipes.c — the ready-made flows: names, layer counts, parameter
+   counts, densities that match their samples and integrate to one, bad arguments. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+#define N_KINDS 5
+static const char *const names[N_KINDS] = {"realnvp", "nice", "glow", "planar", "radial"};
+static const size_t hidden[] = {8, 8};
+
+/* A 2-D recipe of kind k with 3 blocks, hidden 8-8, tanh; parameters perturbed
+   (seed 5, scale 0.2) so the couplings are not the identity. */
+static nf_flow *small_flow(nf_recipe_kind kind)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, 4);
+  nf_recipe r = nf_recipe_defaults(kind);
+  r.layers = 3;
+  r.n_hidden = 2;
+  r.hidden = hidden;
+  r.act = NF_ACT_TANH;
+  nf_flow *flow = nf_recipe_build(2, 0, &r, &rng);
+  ck_assert_msg(flow != NULL, "%s: %s", names[kind], nf_errmsg());
+  nf_rng_seed(&rng, 5);
+  double *theta = nf_flow_params(flow);
+  for (size_t k = 0; k < nf_flow_n_params(flow); k++) theta[k] += 0.2 * nf_rng_normal(&rng);
+  return flow;
+}
+
+START_TEST(names_parse_and_print)
+{
+  for (int k = 0; k < N_KINDS; k++) {
+    nf_recipe_kind kind;
+    ck_assert_int_eq(nf_recipe_parse(names[k], &kind), NF_OK);
+    ck_assert_int_eq(kind, k);
+    ck_assert_str_eq(nf_recipe_name(kind), names[k]);
+  }
+  nf_recipe_kind kind = NF_RECIPE_NICE;
+  ck_assert_int_eq(nf_recipe_parse("maf", &kind), NF_EINVAL);
+  ck_assert_int_eq(kind, NF_RECIPE_NICE);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "unknown flow 'maf'"));
+  ck_assert_str_eq(nf_recipe_name((nf_recipe_kind)9), "?");
+}
+END_TEST
+
+/* Layer counts per block, and parameter counts from the layers' own formulas
+   (coupling conditioner 1 -> 8 -> 8 -> 2 outputs per transformed coordinate). */
+START_TEST(layer_and_parameter_counts)
+{
+  const size_t mlp_affine = (1 * 8 + 8) + (8 * 8 + 8) + (8 * 2 + 2);   /* 106 */
+  const size_t mlp_additive = (1 * 8 + 8) + (8 * 8 + 8) + (8 * 1 + 1); /* 97 */
+  const size_t layers[N_KINDS] = {3, 4, 9, 3, 3};
+  const size_t params[N_KINDS] = {3 * mlp_affine, 3 * mlp_additive + 4,
+                                  3 * (4 + (2 + 4) + mlp_affine), 3 * 5, 3 * 4};
+  for (int k = 0; k < N_KINDS; k++) {
+    nf_flow *flow = small_flow((nf_recipe_kind)k);
+    ck_assert_msg(nf_flow_n_layers(flow) == layers[k], "%s: %zu layers", names[k],
+                  nf_flow_n_layers(flow));
+    ck_assert_msg(nf_flow_n_params(flow) == params[k], "%s: %zu parameters", names[k],
+                  nf_flow_n_params(flow));
+    ck_assert_uint_eq(nf_flow_dim(flow), 2);
+    ck_assert_uint_eq(nf_flow_ctx_dim(flow), 0);
+    nf_flow_free(flow);
+  }
+}
+END_TEST
+
+/* Samples' log-densities equal log_prob of the samples (1e-9), and the density
+   integrates to one on a grid (1e-3). */
+START_TEST(densities_are_consistent_and_normalised)
+{
+  enum { N = 500 };
+  nf_flow *flow = small_flow((nf_recipe_kind)_i);
+  ck_assert_int_eq(nf_flow_reserve(flow, N), NF_OK);
+  double x[2 * N], lp[N], lp2[N];
+  nf_rng rng;
+  nf_rng_seed(&rng, 6);
+  ck_assert_int_eq(nf_flow_sample(flow, &rng, N, NULL, x, lp), NF_OK);
+  ck_assert_int_eq(nf_flow_log_prob(flow, N, x, NULL, lp2), NF_OK);
+  ck_assert_double_le(th_max_abs_diff(N, lp, lp2), 1e-9);
+  th_check_grid_mass(names[_i], flow, 16.0, 800, 1e-3);
+  nf_flow_free(flow);
+}
+END_TEST
+
+START_TEST(bad_arguments)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, 1);
+  nf_recipe r = nf_recipe_defaults(NF_RECIPE_REALNVP);
+  ck_assert_ptr_null(nf_recipe_build(2, 0, NULL, &rng));
+  ck_assert_ptr_null(nf_recipe_build(2, 0, &r, NULL));
+  ck_assert_ptr_null(nf_recipe_build(0, 0, &r, &rng));
+  r.layers = 0;
+  ck_assert_ptr_null(nf_recipe_build(2, 0, &r, &rng));
+  for (int k = NF_RECIPE_GLOW; k <= NF_RECIPE_RADIAL; k++) { /* unconditional layers */
+    nf_recipe c = nf_recipe_defaults((nf_recipe_kind)k);
+    ck_assert_ptr_null(nf_recipe_build(2, 3, &c, &rng));
+    ck_assert_ptr_nonnull(strstr(nf_errmsg(), "context"));
+  }
+  nf_recipe bad = nf_recipe_defaults((nf_recipe_kind)9);
+  ck_assert_ptr_null(nf_recipe_build(2, 0, &bad, &rng));
+  ck_assert_int_eq(nf_flow_reserve(NULL, 4), NF_EINVAL);
+  ck_assert_uint_eq(nf_flow_n_layers(NULL), 0);
+  nf_recipe cond = nf_recipe_defaults(NF_RECIPE_REALNVP); /* couplings take a context */
+  nf_flow *flow = nf_recipe_build(2, 3, &cond, &rng);
+  ck_assert_ptr_nonnull(flow);
+  ck_assert_uint_eq(nf_flow_ctx_dim(flow), 3);
+  nf_flow_free(flow);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("recipes");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, names_parse_and_print);
+  tcase_add_test(tc, layer_and_parameter_counts);
+  tcase_add_loop_test(tc, densities_are_consistent_and_normalised, 0, N_KINDS);
+  tcase_add_test(tc, bad_arguments);
+  suite_add_tcase(s, tc);
+  return th_run_suite(s);
+}
