@@ -37,8 +37,8 @@ int main(void)
   nf_layer *evolve = nf_cnf_field_new(2, 0, &field, &opts);
   nf_flow *flow = nf_flow_new(2, 0, NF_BASE_DIAG_NORMAL);
   if (!evolve || !flow || nf_flow_push(flow, evolve)) return fail("setup");
-  double *theta = nf_flow_params(flow); /* base: mean (q, p) = (1, 0), sd 0.3 */
-  theta[0] = 1.0; theta[1] = 0.0; theta[2] = log(0.3); theta[3] = log(0.3);
+  double base[4] = {1.0, 0.0, log(0.3), log(0.3)}; /* mean (q, p) = (1, 0), sd 0.3 */
+  if (nf_flow_set_params(flow, base)) return fail("nf_flow_set_params");
 
   nf_rng rng;
   nf_rng_seed(&rng, 7);

@@ -2,6 +2,7 @@
 #ifndef NFLOW_H
 #define NFLOW_H
 
+#include "nflow/version.h"
 #include "nflow/status.h"
 #include "nflow/rng.h"
 #include "nflow/layer.h"

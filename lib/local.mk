@@ -1,18 +1,17 @@
+# The library: one folder a concept, each listing its own sources.
 lib_LTLIBRARIES += libnflow.la
 nflowincludedir = $(includedir)/nflow
 include_HEADERS = include/nflow.h
-nflowinclude_HEADERS = \
-  include/nflow/status.h include/nflow/rng.h include/nflow/layer.h \
-  include/nflow/mlp.h include/nflow/flow.h include/nflow/affine.h \
-  include/nflow/permute.h include/nflow/linear_lu.h include/nflow/planar.h \
-  include/nflow/radial.h include/nflow/coupling.h include/nflow/adam.h \
-  include/nflow/dataset.h include/nflow/trainer.h include/nflow/recipes.h \
-  include/nflow/odenet.h include/nflow/cnf.h include/nflow/field.h
-noinst_HEADERS += lib/internal.h
-libnflow_la_SOURCES = \
-  lib/status.c lib/rng.c lib/layer.c lib/flow.c lib/mlp.c \
-  lib/affine.c lib/permute.c lib/linear_lu.c lib/planar.c lib/radial.c \
-  lib/coupling.c lib/adam.c lib/trainer.c lib/dataset.c lib/toy_data.c lib/csv.c lib/npy.c lib/recipes.c \
-  lib/odenet.c lib/cnf.c
+nflowinclude_HEADERS =
+libnflow_la_SOURCES =
 libnflow_la_LIBADD = $(SUNDIALS_LIBS) $(BLAS_LIBS) -lm
-libnflow_la_LDFLAGS = -version-info 0:0:0 -no-undefined
+# libtool -version-info current:revision:age; 1:0:0 is the v1 interface (an ABI break from 0.1).
+libnflow_la_LDFLAGS = -version-info 1:0:0 -no-undefined
+
+include lib/core/local.mk
+include lib/nets/local.mk
+include lib/bijectors/local.mk
+include lib/transformers/local.mk
+include lib/cnf/local.mk
+include lib/train/local.mk
+include lib/io/local.mk

@@ -253,7 +253,6 @@ static int build_cnf(const cfg *c, size_t dim, nf_rng *rng, nf_flow **out)
   for (size_t k = 0; flow && k < c->layers; k++) {
     nf_layer *layer = nf_cnf_new(dim, 0, &o, rng);
     if (!layer || nf_flow_push(flow, layer)) {
-      nf_layer_free(layer);
       nf_flow_free(flow);
       return die("--flow cnf: %s", nf_errmsg());
     }
@@ -382,7 +381,7 @@ static int train_and_test(const cfg *c, nf_flow *flow, const nf_dataset *train,
     r->ms_per_iter = 1e3 * report.seconds / (double)report.iterations;
     r->nfe_forward = (double)counters.nfe / (double)report.iterations;
     r->nfe_backward = (double)counters.nfe_adjoint / (double)report.iterations;
-    r->end_time = r->continuous ? nf_cnf_end_time(nf_flow_layer(flow, 0)) : NAN;
+    r->end_time = r->continuous ? nf_cnf_end_time(nf_flow_layer(flow, 0), nf_flow_params(flow) + nf_flow_param_offset(flow, 0)) : NAN;
     size_t m = train->n < TRAIN_NLL_ROWS ? train->n : TRAIN_NLL_ROWS;
     if (nf_flow_nll(flow, test->n, test->x, NULL, &r->test_nll) ||
         nf_flow_nll(flow, m, train->x, NULL, &r->train_nll))

@@ -90,10 +90,11 @@ typedef struct nf_cnf_counters {
 nf_status nf_cnf_get_counters(const nf_layer *layer, nf_cnf_counters *out);
 
 /* Zeroes the counters of a CNF layer. */
-nf_status nf_cnf_reset_counters(nf_layer *layer);
+nf_status nf_cnf_reset_counters(const nf_layer *layer);
 
-/* The end time T the layer integrates to now. */
-double nf_cnf_end_time(const nf_layer *layer);
+/* The end time T the layer integrates to with parameters theta (its slice of a
+   flow's theta; NULL: the configured end time); 0 for a non-CNF layer. */
+double nf_cnf_end_time(const nf_layer *layer, const double *theta);
 
 /* Multiply-adds x2 of one right-hand side evaluation (f with the trace) per
    batch row: for FLOP-rate figures. */

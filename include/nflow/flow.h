@@ -1,14 +1,31 @@
-/* nflow/flow.h — a base distribution and a chain of layers with one flat
-   parameter vector theta and one flat gradient vector.
+/* nflow/flow.h — a base distribution and a chain of layers over one flat
+   parameter vector theta (and one flat gradient of the same layout).
 
-   A flow owns the workspaces of its calls (sized once per batch size, grown
-   when a larger batch comes), so one flow serves one thread at a time; its
-   layers keep no per-call state and may serve several threads through
-   nf_layer_apply/nf_layer_vjp with a workspace each. */
+   Sampling order: z ~ p0, then layer 0, 1, ..., K-1 forward gives x; the
+   density is log p(x) = log p0(z) + the sum of the inverse log-dets.
+
+   Plan once, execute many (as FFTW): an nf_flow_ws holds every buffer the
+   calls need for batches of up to max_rows rows. The _ws calls take a const
+   flow, a workspace and a gradient buffer of the caller's, so any number of
+   threads may evaluate one flow at once, each with its own workspace and
+   buffer. The plain calls are the same with the flow's own workspace and
+   gradient: one thread at a time.
+
+   Theta is written only through checked calls (nf_flow_set_params, the
+   optimizer step through nf_flow_step_params, the model loader), which refuse
+   non-finite values and values that make a map singular; evaluation never
+   scans theta.
+
+   Noise (Hutchinson probes, ...) comes from a counter-based stream keyed by
+   the seed passed to a _ws call (the plain calls use the flow's seed,
+   nf_flow_set_seed) and by each row's index in the caller's batch: results do
+   not depend on workspaces, chunking, threads or save/load. "Bit for bit"
+   holds on one machine with one BLAS build. */
 #ifndef NFLOW_FLOW_H
 #define NFLOW_FLOW_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "nflow/status.h"
 #include "nflow/rng.h"
 #include "nflow/layer.h"
@@ -19,58 +36,140 @@ extern "C" {
 
 typedef enum nf_base {
   NF_BASE_STD_NORMAL = 0, /* N(0, I), no parameters */
-  NF_BASE_DIAG_NORMAL     /* N(mu, diag(exp(2 log_sigma))): 2d parameters, first in theta */
+  NF_BASE_DIAG_NORMAL     /* N(mu, diag(exp(2 log_sigma))): mu then log_sigma, 2d
+                             parameters, first in theta */
 } nf_base;
 
+/* "std_normal", "diag_normal"; nf_base_parse reads them back (NF_EINVAL otherwise). */
+const char *nf_base_name(nf_base base);
+nf_status nf_base_parse(const char *name, nf_base *base);
+
 typedef struct nf_flow nf_flow;
+typedef struct nf_flow_ws nf_flow_ws;
 
 /* A flow on R^dim with conditioning width ctx_dim (0: unconditional).
-   NULL (with nf_errmsg) on dim == 0 or allocation failure. */
+   NULL (with nf_errmsg) on dim == 0, an unknown base or no memory. */
 nf_flow *nf_flow_new(size_t dim, size_t ctx_dim, nf_base base);
 
 /* Frees the flow and every layer it owns; NULL is a no-op. */
 void nf_flow_free(nf_flow *flow);
 
-/* Appends a layer in sampling order: z -> layer 0 -> layer 1 -> ... -> x.
-   On NF_OK the flow owns the layer and its parameters move into theta
-   (values kept); on failure (NF_EDIM, NF_EINVAL, NF_ENOMEM) the caller keeps it. */
+/* Appends a layer in sampling order and takes ownership of it, on failure too
+   (the layer is then freed), so nf_flow_push(f, nf_affine_new(...)) cannot
+   leak. Its initial parameters are appended to theta. A layer built without a
+   context joins a conditional flow and receives ctx = NULL. NF_EINVAL on a
+   NULL argument or a layer already in a flow (not freed: its flow owns it),
+   NF_EDIM on another dimension or context width, NF_ENOMEM. Amortised O(1). */
 nf_status nf_flow_push(nf_flow *flow, nf_layer *layer);
 
 size_t nf_flow_dim(const nf_flow *flow);
 size_t nf_flow_ctx_dim(const nf_flow *flow);
 size_t nf_flow_n_layers(const nf_flow *flow);
-nf_layer *nf_flow_layer(nf_flow *flow, size_t k); /* NULL if k is out of range */
+const nf_layer *nf_flow_layer(const nf_flow *flow, size_t k); /* NULL if k is out of range */
 
-/* The flat vectors (n_params doubles each); valid until the next nf_flow_push. */
+/* The base distribution, its parameter count (0 or 2 dim) and its
+   parameters (the first nf_flow_base_n_params entries of theta). */
+nf_base nf_flow_base(const nf_flow *flow);
+size_t nf_flow_base_n_params(const nf_flow *flow);
+const double *nf_flow_base_params(const nf_flow *flow);
+
+/* theta: n_params doubles, the base's then each layer's in order; layer k's
+   slice starts at nf_flow_param_offset(flow, k). Valid until the next push. */
 size_t nf_flow_n_params(const nf_flow *flow);
-double *nf_flow_params(nf_flow *flow);
+const double *nf_flow_params(const nf_flow *flow);
+size_t nf_flow_param_offset(const nf_flow *flow, size_t k);
+
+/* Copies theta (n_params doubles) into the flow after checking it (every
+   layer's nf_layer_check_params and the base's log_sigma); on failure the
+   flow is unchanged and the message names the layer and parameter index. */
+nf_status nf_flow_set_params(nf_flow *flow, const double *theta);
+
+/* Checks theta for this flow without writing it (what nf_flow_set_params checks). */
+nf_status nf_flow_check_params(const nf_flow *flow, const double *theta);
+
+/* The gradient the plain calls write (n_params doubles). */
 double *nf_flow_grad(nf_flow *flow);
 
-/* Sizes the workspaces for batches of up to n rows now rather than on first use. */
+/* Seed of the noise the plain calls draw (default 0). */
+void nf_flow_set_seed(nf_flow *flow, uint64_t seed);
+uint64_t nf_flow_seed(const nf_flow *flow);
+
+/* ---- workspaces ---- */
+
+/* Buffers for batches of up to max_rows rows of this flow (CNF integrators
+   included, made once for any batch size up to max_rows). Larger batches are
+   processed in chunks of max_rows by the inference calls; the gradient calls
+   refuse them. NULL (with nf_errmsg) on a NULL flow, max_rows == 0 or no
+   memory. A workspace belongs to the flow it was made for and is invalidated
+   by nf_flow_push. */
+nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows);
+void nf_flow_ws_free(nf_flow_ws *ws);
+size_t nf_flow_ws_rows(const nf_flow_ws *ws);
+
+/* ---- reentrant calls (const flow, caller's workspace) ----
+   Common rules: x, out: n x dim; ctx: n x ctx_dim (NULL iff the flow is
+   unconditional); NF_ENONFINITE names the first non-finite row and column of
+   the caller's arrays (global row numbers). On failure the outputs are left
+   untouched (all or nothing). */
+
+/* log p(x_i | ctx_i) for n rows. */
+nf_status nf_flow_log_prob_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                              const double *x, const double *ctx, double *logp);
+
+/* x ~ p(. | ctx) for n rows (z from rng) and, if logp != NULL, log p(x). */
+nf_status nf_flow_sample_ws(const nf_flow *flow, nf_flow_ws *ws, nf_rng *rng, size_t n,
+                            const double *ctx, double *x, double *logp);
+
+/* out = T(in) (NF_FORWARD: z -> x) or T^-1(in) (NF_INVERSE: x -> z) through the
+   chain, without the base; logdet[i] (may be NULL) = the summed log|det| of
+   the direction applied. */
+nf_status nf_flow_transform_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, nf_dir dir,
+                               size_t n, const double *in, const double *ctx, double *out,
+                               double *logdet);
+
+/* Mean negative log-likelihood of n rows, *nll; n may exceed the workspace (chunks). */
+nf_status nf_flow_nll_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                         const double *x, const double *ctx, double *nll);
+
+/* Mean NLL of n <= max_rows rows (plus the layers' penalties, e.g. a CNF's
+   RNODE terms) and its gradient: OVERWRITES grad (n_params doubles) with
+   d(mean NLL + penalty)/d theta; *penalty (may be NULL) gets the penalty part.
+   On failure grad is zeroed and *nll untouched. */
+nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                              const double *x, const double *ctx, double *nll, double *grad,
+                              double *penalty);
+
+/* Pulls per-row cotangents g_logp (n) of log p(x_i) back: writes logp (may be
+   NULL), g_x (n x dim, may be NULL), ADDS into g_ctx (may be NULL) and ADDS into
+   g_theta (n_params, may be NULL). For weighted likelihoods and custom losses;
+   n <= max_rows. */
+nf_status nf_flow_log_prob_vjp_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                                  const double *x, const double *ctx, const double *g_logp,
+                                  double *logp, double *g_x, double *g_ctx, double *g_theta);
+
+/* log p(x_i), grad_x log p (n x dim) and grad_ctx log p (n x ctx_dim, may be
+   NULL); no theta work. For MAP estimates with a flow prior and gradient-based
+   samplers; n <= max_rows. */
+nf_status nf_flow_log_prob_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                                   const double *x, const double *ctx, double *logp,
+                                   double *g_x, double *g_ctx);
+
+/* ---- convenience calls: the flow's own workspace (grown as needed), its
+   gradient and its seed; one thread at a time per flow ---- */
+nf_status nf_flow_log_prob(nf_flow *flow, size_t n, const double *x, const double *ctx,
+                           double *logp);
+nf_status nf_flow_sample(nf_flow *flow, nf_rng *rng, size_t n, const double *ctx, double *x,
+                         double *logp);
+nf_status nf_flow_transform(nf_flow *flow, nf_dir dir, size_t n, const double *in,
+                            const double *ctx, double *out, double *logdet);
+nf_status nf_flow_nll(nf_flow *flow, size_t n, const double *x, const double *ctx, double *nll);
+/* Into nf_flow_grad(flow); the penalty part is then nf_flow_penalty(flow). */
+nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x, const double *ctx,
+                           double *nll);
+nf_status nf_flow_log_prob_grad(nf_flow *flow, size_t n, const double *x, const double *ctx,
+                                double *logp, double *g_x, double *g_ctx);
+/* Sizes the flow's own workspace for batches of up to n rows now. */
 nf_status nf_flow_reserve(nf_flow *flow, size_t n);
-
-/* log p(x_i) for n rows: inverse through the chain, plus log p0(z).
-   NF_ENONFINITE if a row of x (or ctx) is not finite; logp is then untouched. */
-nf_status nf_flow_log_prob(nf_flow *flow, size_t n, const double *x,
-                           const double *ctx, double *logp);
-
-/* n samples x ~ p (n x d) and, if logp != NULL, their log-densities. */
-nf_status nf_flow_sample(nf_flow *flow, nf_rng *rng, size_t n, const double *ctx,
-                         double *x, double *logp);
-
-/* Mean negative log-likelihood of a batch; does not touch the gradient.
-   Works in chunks, so n may exceed any reserved batch size. */
-nf_status nf_flow_nll(nf_flow *flow, size_t n, const double *x, const double *ctx,
-                      double *nll);
-
-/* Mean NLL of a batch and its gradient: OVERWRITES the flat gradient with
-   d(mean NLL + penalty)/d theta, where penalty is the sum of the layers'
-   regularisation penalties (RNODE's kinetic and Jacobian terms of a CNF; 0 for
-   discrete layers), given by nf_flow_penalty. On failure the gradient is zero
-   and *nll untouched. */
-nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x,
-                           const double *ctx, double *nll);
-
 /* The penalty part of the objective at the last nf_flow_nll_grad. */
 double nf_flow_penalty(const nf_flow *flow);
 

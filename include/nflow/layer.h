@@ -5,13 +5,24 @@
      NF_INVERSE  x -> z  (normalizing, density evaluation; t1 -> t0)
    and adds log|det d out_i / d in_i| to logdet[i] for the direction applied, so
      log p(x) = log p0(z) + sum of the inverse log-dets.
+   This is TensorFlow Probability's convention (forward samples). zuko names
+   the other way round: its transforms map x -> z, so zuko's "forward" is our
+   NF_INVERSE.
 
-   Like a SUNDIALS ops table, nf_layer_type holds the operations of one family
-   and nf_layer one instance; anybody may implement a new family. */
+   A layer is immutable after construction, like an FFTW plan: its parameters
+   theta are an argument of every call (the layer's slice of a flow's flat
+   vector), each call's scratch lives in a caller's workspace, and parameter
+   gradients go into the caller's g_theta. So one layer serves any number of
+   threads at once, each with its own workspace and gradient buffer. Nothing
+   in the library writes through a const nf_layer *.
+
+   Families live one per header (affine.h, coupling.h, cnf.h, ...); writing
+   a new family: layer_impl.h. */
 #ifndef NFLOW_LAYER_H
 #define NFLOW_LAYER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "nflow/status.h"
 
 #ifdef __cplusplus
@@ -20,87 +31,81 @@ extern "C" {
 
 typedef enum nf_dir { NF_FORWARD = 0, NF_INVERSE = 1 } nf_dir;
 
+/* "forward" or "inverse" ("?" for another value). */
+const char *nf_dir_name(nf_dir dir);
+
 typedef struct nf_layer nf_layer;
 
-/* Operations of one layer family. Contracts, for every implementation:
-   - in, out: n x d, never aliased; ctx: n x c, NULL iff c == 0.
-   - apply writes out and ADDS to logdet[0..n) (logdet may be NULL: not wanted).
-     It may leave a record in work (work_size(n) doubles) for vjp.
-   - vjp is the vector-Jacobian product of in -> (out, logdet): given
-     g_out = dL/d out (n x d) and g_logdet = dL/d logdet (n; NULL means zero),
-     it WRITES g_in = dL/d in (NULL: not wanted), ADDS dL/d ctx into g_ctx
-     (NULL: not wanted) and ADDS dL/d theta into layer->grad. It reads the
-     record that apply(dir, n, in, ctx) left in work: call apply first, with the
-     same arguments and workspace.
-   - Neither keeps per-call state in the layer, so one layer may serve several
-     threads with several workspaces. */
-typedef struct nf_layer_type {
-  const char *name;
-  size_t (*work_size)(const nf_layer *layer, size_t n);
-  nf_status (*apply)(const nf_layer *layer, nf_dir dir, size_t n,
-                     const double *in, const double *ctx,
-                     double *out, double *logdet, double *work);
-  nf_status (*vjp)(const nf_layer *layer, nf_dir dir, size_t n,
-                   const double *in, const double *ctx, const double *out,
-                   const double *g_out, const double *g_logdet,
-                   double *g_in, double *g_ctx, double *work);
-  void (*destroy)(void *data); /* frees the family's private data; may be NULL */
-  /* Optional (NULL for most families): */
-  /* Frees what apply keeps in a workspace beyond plain doubles (a solver and its
-     checkpoints); whoever frees a workspace calls it first. Such a layer finds its
-     workspace zeroed when first used, and its workspace is never shared with
-     another layer. */
-  void (*work_release)(const nf_layer *layer, size_t n, double *work);
-  /* Regularisation penalty of the last apply with this workspace (e.g. RNODE's
-     weighted kinetic energy), already averaged over the batch; vjp adds its
-     gradient. */
-  double (*penalty)(const nf_layer *layer, size_t n, const double *work);
-} nf_layer_type;
+/* Per-call inputs of apply beyond the batch (NULL means all zero):
+   - noise (Hutchinson probes, ...) is drawn from a counter-based stream keyed
+     by seed and by the global row index row0 + i of batch row i, so results
+     do not depend on workspaces, chunking or threads;
+   - penalty_weight is the weight of this call's regularisation penalty (a
+     CNF's RNODE terms, averaged over the n rows) in the caller's objective:
+     vjp adds penalty_weight times the penalty's gradient (0: none). */
+typedef struct nf_apply_opts {
+  uint64_t seed;
+  size_t row0;
+  double penalty_weight;
+} nf_apply_opts;
 
-/* One layer instance. params and grad are views of n_params doubles: into the
-   layer's own storage until the layer joins a flow, into the flow's flat
-   parameter and gradient vectors after. */
-struct nf_layer {
-  const nf_layer_type *type;
-  size_t dim;      /* d */
-  size_t ctx_dim;  /* c: width of the conditioning input, 0 if none */
-  size_t n_params;
-  double *params;
-  double *grad;
-  double *storage; /* own 2 * n_params doubles (params, then grad); NULL once in a flow */
-  void *data;      /* family-specific, owned */
-};
-
-/* For implementers: a layer of `type` with zeroed parameters and gradient;
-   takes ownership of data (destroyed on failure too). NULL on allocation failure. */
-nf_layer *nf_layer_create(const nf_layer_type *type, size_t dim, size_t ctx_dim,
-                          size_t n_params, void *data);
-
-/* Frees a layer not owned by a flow; NULL is a no-op. */
+/* Frees a layer that no flow owns; NULL is a no-op. A layer owned by a flow
+   is left alone (the flow frees it) and NF_ESTATE is recorded for
+   nf_last_status()/nf_errmsg(). */
 void nf_layer_free(nf_layer *layer);
 
-/* Doubles of workspace apply and vjp need for a batch of n rows. */
+/* The family's name ("affine", "coupling", "cnf", ...), d, c, and the number
+   of parameters; 0 or "" for NULL. */
+const char *nf_layer_name(const nf_layer *layer);
+size_t nf_layer_dim(const nf_layer *layer);
+size_t nf_layer_ctx_dim(const nf_layer *layer); /* 0: takes no context */
+size_t nf_layer_n_params(const nf_layer *layer);
+
+/* The parameters the constructor chose (its initialisation; all zero when it
+   was given no rng): n_params doubles, valid while the layer lives. A flow
+   copies them into its flat vector when the layer joins it. */
+const double *nf_layer_init_params(const nf_layer *layer);
+
+/* Checks theta (n_params doubles) for this layer: NF_ENONFINITE naming the
+   first non-finite entry, or NF_EDOMAIN naming an entry that makes the map
+   singular or overflow (e.g. a log-scale whose exp underflows to 0). This is
+   the check every writer of theta runs (nf_flow_set_params, the optimizer
+   step, the model loader), so evaluation never scans theta. */
+nf_status nf_layer_check_params(const nf_layer *layer, const double *theta);
+
+/* Doubles of workspace apply and vjp need for a batch of n rows; 0 on
+   overflow or a NULL layer (nf_layer_work_new then refuses). */
 size_t nf_layer_work_size(const nf_layer *layer, size_t n);
 
-/* A zeroed workspace for batches of n rows (NULL with nf_errmsg on no memory;
-   a valid pointer even when the layer needs none). Free it with nf_layer_work_free. */
+/* A zeroed workspace for batches of up to n rows (NULL with nf_errmsg on no
+   memory). Free it with nf_layer_work_free. */
 double *nf_layer_work_new(const nf_layer *layer, size_t n);
 
-/* Releases what the layer keeps in work, then frees it; NULL is a no-op. */
+/* Releases what the layer keeps in work (a solver), then frees it; NULL is a no-op. */
 void nf_layer_work_free(const nf_layer *layer, size_t n, double *work);
 
-/* Checked apply: NF_EINVAL on NULL arrays or n == 0, NF_ENONFINITE on a
-   non-finite input (out and logdet are then untouched). work may be NULL if
-   nf_layer_work_size(layer, n) == 0. */
-nf_status nf_layer_apply(const nf_layer *layer, nf_dir dir, size_t n,
-                         const double *in, const double *ctx,
-                         double *out, double *logdet, double *work);
+/* out = T(in) (NF_FORWARD) or T^-1(in) (NF_INVERSE) for n rows, and ADDS the
+   direction's log|det| to logdet[0..n) (logdet may be NULL). theta: the
+   layer's n_params parameters, as checked by nf_layer_check_params. ctx:
+   n x c, or NULL when the layer takes no context (a layer without one also
+   accepts any ctx and ignores it). work: a workspace of at least n rows; it
+   keeps the record vjp reads. NF_EINVAL on NULL arrays, n == 0 or aliased
+   in/out; NF_ENONFINITE on a non-finite input (out and logdet untouched). */
+nf_status nf_layer_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                         const double *in, const double *ctx, double *out, double *logdet,
+                         const nf_apply_opts *opts, double *work);
 
-/* Checked vjp (see nf_layer_type); the same argument checks as nf_layer_apply. */
-nf_status nf_layer_vjp(const nf_layer *layer, nf_dir dir, size_t n,
+/* Vector-Jacobian product of in -> (out, logdet) after nf_layer_apply with the
+   same theta, dir, n, in, ctx and work: given g_out = dL/d out (n x d) and
+   g_logdet = dL/d logdet (n; NULL means zero) it WRITES g_in (NULL: not
+   wanted), ADDS dL/d ctx into g_ctx (NULL: not wanted) and ADDS dL/d theta into
+   g_theta (NULL: not wanted). NF_ESTATE if work holds no matching apply (for
+   layers that can tell); a family that cannot pull back a direction says so
+   with NF_EINVAL, never a wrong number. */
+nf_status nf_layer_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
                        const double *in, const double *ctx, const double *out,
-                       const double *g_out, const double *g_logdet,
-                       double *g_in, double *g_ctx, double *work);
+                       const double *g_out, const double *g_logdet, double *g_in, double *g_ctx,
+                       double *g_theta, double *work);
 
 #ifdef __cplusplus
 }

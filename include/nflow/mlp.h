@@ -60,7 +60,8 @@ void nf_mlp_forward(const nf_mlp *mlp, const double *params, size_t n,
 
 /* Backpropagation of g_y = dL/dy after nf_mlp_forward with the same params,
    x and work: writes g_x (n x n_in; may be NULL) and ADDS dL/dparams into
-   g_params. Silent return on other NULL arguments or n == 0. */
+   g_params (may be NULL: no weight gradients, half the work). Silent return
+   when both are NULL, on other NULL arguments or n == 0. */
 void nf_mlp_backward(const nf_mlp *mlp, const double *params, size_t n,
                      const double *x, const double *g_y, double *g_x,
                      double *g_params, double *work);

@@ -17,11 +17,16 @@ typedef enum nf_status {
   NF_EFORMAT,    /* a file or string is malformed */
   NF_ENOCONV,    /* an iterative solve (root finding, ODE) did not converge */
   NF_ESOLVER,    /* an ODE solver failed (step limit, step underflow, ...) */
-  NF_ESTATE      /* the object is not in a state that allows the call */
+  NF_ESTATE,     /* the object is not in a state that allows the call */
+  NF_EDOMAIN     /* finite parameters that make a map singular or overflow */
 } nf_status;
 
 /* Short fixed name of a status code ("NF_OK", ...); never NULL. */
 const char *nf_status_str(nf_status s);
+
+/* Status of the last failure in the calling thread (NF_OK if none): how a
+   constructor that returned NULL says why. */
+nf_status nf_last_status(void);
 
 /* Detail of the last failure in the calling thread ("" if none): which argument,
    which line and column, which time the solver reached. Valid until the next

@@ -51,15 +51,14 @@ static double dot(size_t d, const double *a, const double *b)
   return s;
 }
 
-/* u_hat and the scalars of planar_coef from the parameters; NF_ENONFINITE if one is not finite. */
-static nf_status planar_setup(const nf_layer *layer, const char *fn, planar_coef *pc, double *uhat)
+/* u_hat and the scalars of planar_coef from the (checked, finite) parameters. */
+static void planar_setup(const nf_layer *layer, const double *theta, planar_coef *pc,
+                         double *uhat)
 {
-  size_t d = layer->dim, bad = nf_first_nonfinite(layer->n_params, layer->params);
-  if (bad < layer->n_params)
-    return nf_fail(NF_ENONFINITE, "%s: planar parameter %zu is not finite", fn, bad);
-  pc->u = layer->params;
-  pc->w = layer->params + d;
-  pc->b = layer->params[2 * d];
+  size_t d = layer->dim;
+  pc->u = theta;
+  pc->w = theta + d;
+  pc->b = theta[2 * d];
   double wu = dot(d, pc->w, pc->u);
   pc->ww = dot(d, pc->w, pc->w);
   pc->c = (nf_softplus(-wu) - 1.0) / pc->ww; /* m(wu) - wu = softplus(-wu) - 1 */
@@ -75,7 +74,6 @@ static nf_status planar_setup(const nf_layer *layer, const char *fn, planar_coef
     pc->sig = nf_sigmoid(wu);
   }
   for (size_t j = 0; j < d; j++) uhat[j] = pc->u[j] + pc->c * pc->w[j];
-  return NF_OK;
 }
 
 /* tanh, sech^2 and log det J = log(1 + s sech^2(a)) at a, stable for all a. */
@@ -123,20 +121,21 @@ static int planar_solve(const planar_coef *pc, double y, double tol, unsigned ma
    the accumulated dL/du_hat and dL/ds. */
 typedef struct planar_pull {
   const nf_layer *layer;
+  double *g_theta;
   const planar_coef *pc;
   const double *uhat;
   double *g_uhat, g_s;
 } planar_pull;
 
 /* nf_row_pullback.pull: g_in = J^T (sg g_x) + sg g_l grad_z logdet at row z;
-   dL/dw (direct part) and dL/db into layer->grad, dL/du_hat and dL/ds into self. */
+   dL/dw (direct part) and dL/db into g_theta, dL/du_hat and dL/ds into self. */
 static void planar_pull_row(void *self, const double *z, const double *g_x, double g_l,
                             double sg, double *g_in)
 {
   planar_pull *pp = self;
   const planar_coef *pc = pp->pc;
   size_t d = pp->layer->dim;
-  double *g_w = pp->layer->grad + d;
+  double *g_w = pp->g_theta + d;
   planar_row r = planar_at(pc, dot(d, pc->w, z) + pc->b);
   double g_a = sg * dot(d, g_x, pp->uhat) * r.k - sg * g_l * 2.0 * pc->s * r.t * r.k / r.jac;
   for (size_t j = 0; j < d; j++) {
@@ -144,16 +143,16 @@ static void planar_pull_row(void *self, const double *z, const double *g_x, doub
     g_w[j] += g_a * z[j];
     pp->g_uhat[j] += sg * g_x[j] * r.t;
   }
-  pp->layer->grad[2 * d] += g_a;
+  pp->g_theta[2 * d] += g_a;
   pp->g_s += sg * g_l * r.k / r.jac;
 }
 
 /* Adds to dL/du, dL/dw the chain through u_hat(u, w) and s(u, w), given dL/du_hat and dL/ds. */
 static void planar_pull_coef(const nf_layer *layer, const planar_coef *pc,
-                             const double *g_uhat, double g_s)
+                             const double *g_uhat, double g_s, double *g_theta)
 {
   size_t d = layer->dim;
-  double *g_u = layer->grad, *g_w = layer->grad + d;
+  double *g_u = g_theta, *g_w = g_theta + d;
   if (pc->degenerate) { /* u_hat = u, s = w.u */
     for (size_t j = 0; j < d; j++) {
       g_u[j] += g_uhat[j] + g_s * pc->w[j];
@@ -172,10 +171,11 @@ static void planar_pull_coef(const nf_layer *layer, const planar_coef *pc,
   }
 }
 
-/* Workspace: u_hat[d], dL/du_hat[d], one row's cotangent[d], roots[n]. */
+/* Workspace: u_hat[d], dL/du_hat[d], one row's cotangent[d], a parameter
+   cotangent [2d + 1] for when the caller wants none, roots[n]. */
 static size_t planar_work_size(const nf_layer *layer, size_t n)
 {
-  return 3 * layer->dim + n;
+  return 5 * layer->dim + 1 + n;
 }
 
 /* Forward x = z + u_hat tanh(w.z + b), logdet += log(1 + s sech^2). */
@@ -213,19 +213,19 @@ static nf_status planar_inverse(const nf_layer *layer, const planar_coef *pc, co
 }
 
 /* nf_layer_type.apply: x = z + u_hat tanh(w.z + b) or its inverse, with log-det. */
-static nf_status planar_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                              const double *ctx, double *out, double *logdet, double *work)
+static nf_status planar_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
+                              const double *ctx, double *out, double *logdet, const nf_apply_opts *opts, double *work)
 {
   (void)ctx;
+  (void)opts;
   planar_coef pc;
   double *uhat = work;
-  nf_status st = planar_setup(layer, "planar apply", &pc, uhat);
-  if (st) return st;
+  planar_setup(layer, theta, &pc, uhat);
   if (dir == NF_FORWARD) {
     planar_forward(layer, &pc, uhat, n, in, out, logdet);
     return NF_OK;
   }
-  return planar_inverse(layer, &pc, uhat, n, in, out, logdet, work + 3 * layer->dim);
+  return planar_inverse(layer, &pc, uhat, n, in, out, logdet, work + 5 * layer->dim + 1);
 }
 
 /* nf_row_pullback.inverse_cotangent: v = J^-T (g_z - g_l grad_z logdet_F) at row z
@@ -244,28 +244,28 @@ static void planar_inverse_cotangent(void *self, const double *z, const double *
 }
 
 /* nf_layer_type.vjp: input and parameter cotangents of either direction (nf_vjp_rows). */
-static nf_status planar_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+static nf_status planar_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                             const double *ctx, const double *out, const double *g_out,
-                            const double *g_logdet, double *g_in, double *g_ctx, double *work)
+                            const double *g_logdet, double *g_in, double *g_ctx, double *g_theta, double *work)
 {
   (void)ctx;
   (void)g_ctx;
   size_t d = layer->dim;
   planar_coef pc;
-  planar_pull pp = {layer, &pc, work, work + d, 0.0};
-  nf_status st = planar_setup(layer, "planar vjp", &pc, work);
-  if (st) return st;
+  double *g_params = g_theta ? g_theta : work + 3 * d;
+  planar_pull pp = {layer, g_params, &pc, work, work + d, 0.0};
+  planar_setup(layer, theta, &pc, work);
   for (size_t j = 0; j < d; j++) pp.g_uhat[j] = 0;
   nf_row_pullback pb = {planar_pull_row, planar_inverse_cotangent, &pp};
   nf_vjp_rows(&pb, dir, n, d, in, out, g_out, g_logdet, g_in, work + 2 * d);
-  planar_pull_coef(layer, &pc, pp.g_uhat, pp.g_s);
+  planar_pull_coef(layer, &pc, pp.g_uhat, pp.g_s, g_params);
   return NF_OK;
 }
 
 /* Frees the planar_data. */
 static void planar_destroy(void *data) { free(data); }
 
-static const nf_layer_type planar_type = {
+const nf_layer_type nf_planar_type = {
   .name = "planar",
   .work_size = planar_work_size,
   .apply = planar_apply,
@@ -277,7 +277,7 @@ static const nf_layer_type planar_type = {
 static void planar_init(nf_layer *layer, nf_rng *rng)
 {
   size_t d = layer->dim;
-  double *u = layer->params, *w = layer->params + d, ww = 0;
+  double *u = layer->init, *w = layer->init + d, ww = 0;
   const double log_e_minus_1 = 0.54132485461291810; /* softplus^-1(1): m(w.u) = 0 */
   for (size_t j = 0; j < d; j++) {
     w[j] = rng ? nf_rng_normal(rng) / sqrt((double)d) : (j == 0);
@@ -286,7 +286,7 @@ static void planar_init(nf_layer *layer, nf_rng *rng)
   if (ww == 0) w[0] = ww = 1.0; /* all draws zero: keep |w| > 0 */
   for (size_t j = 0; j < d; j++)
     u[j] = log_e_minus_1 * w[j] / ww + (rng ? 0.1 * nf_rng_normal(rng) : 0.0);
-  layer->params[2 * d] = rng ? 0.1 * nf_rng_normal(rng) : 0.0;
+  layer->init[2 * d] = rng ? 0.1 * nf_rng_normal(rng) : 0.0;
 }
 
 /* Validates the arguments, then a layer with planar_init's parameters (see planar.h). */
@@ -301,7 +301,7 @@ nf_layer *nf_planar_new(size_t dim, double inv_tol, nf_rng *rng)
   }
   pd->inv_tol = inv_tol;
   pd->max_iter = NF_PLANAR_MAX_ITER;
-  nf_layer *layer = nf_layer_create(&planar_type, dim, 0, 2 * dim + 1, pd);
+  nf_layer *layer = nf_layer_create(&nf_planar_type, dim, 0, 2 * dim + 1, pd);
   if (layer) planar_init(layer, rng);
   return layer;
 }
@@ -309,7 +309,7 @@ nf_layer *nf_planar_new(size_t dim, double inv_tol, nf_rng *rng)
 /* Sets planar_data.max_iter (see planar.h). */
 nf_status nf_planar_set_max_iter(nf_layer *layer, unsigned max_iter)
 {
-  if (!layer || layer->type != &planar_type)
+  if (!layer || layer->type != &nf_planar_type)
     return nf_fail(NF_EINVAL, "nf_planar_set_max_iter: layer is NULL or not a planar layer");
   if (max_iter == 0) return nf_fail(NF_EINVAL, "nf_planar_set_max_iter: max_iter is 0");
   ((planar_data *)layer->data)->max_iter = max_iter;

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include "nflow/layer.h"
+#include "nflow/layer_impl.h"
 #include "nflow/status.h"
 
 /* Everything declared here is internal: hidden from the shared library's
@@ -105,6 +105,19 @@ static inline double nf_tanh(double x)
   return x < 0 ? -t : t;
 }
 
+/* *out = a * b; returns nonzero (and leaves *out) if the product overflows
+   size_t. Every size product of the library goes through it. */
+int nf_size_mul(size_t a, size_t b, size_t *out);
+
+/* Largest |log-scale| whose exp stays a normal double both ways (exp(+-700)). */
+#define NF_MAX_LOG_SCALE 700.0
+
+/* NF_EDOMAIN naming family, what[j] and its index first + j if some |v_j| of
+   v[0..n) exceeds NF_MAX_LOG_SCALE (exp(v_j) would over- or underflow and make
+   the map singular), else NF_OK. */
+nf_status nf_check_log_scales(const char *family, const char *what, size_t n, const double *v,
+                              size_t first);
+
 /* calloc of n doubles (at least one, so that n == 0 still gives a pointer); NULL on failure. */
 double *nf_dalloc(size_t n);
 
@@ -154,6 +167,13 @@ typedef struct nf_row_pullback {
 void nf_vjp_rows(const nf_row_pullback *pb, nf_dir dir, size_t n, size_t d, const double *in,
                  const double *out, const double *g_out, const double *g_logdet, double *g_in,
                  double *v);
+
+/* The library's own layer families (one file each). */
+extern const nf_layer_type nf_affine_type, nf_permute_type, nf_linear_lu_type, nf_planar_type,
+    nf_radial_type, nf_coupling_type, nf_cnf_type;
+
+/* Registers the library's own families for model files, once (thread-safe). */
+void nf_register_builtin_families(void);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -52,13 +52,10 @@ static nf_layer *coupling_at(size_t dim, size_t ctx_dim, const nf_recipe *r,
   return layer;
 }
 
-/* Pushes layer (NULL = its constructor failed) and frees it if the push fails. */
+/* Pushes layer (NULL = its constructor failed, whose status is kept). */
 static nf_status push(nf_flow *flow, nf_layer *layer)
 {
-  if (!layer) return NF_EINVAL;
-  nf_status st = nf_flow_push(flow, layer);
-  if (st) nf_layer_free(layer);
-  return st;
+  return layer ? nf_flow_push(flow, layer) : nf_last_status();
 }
 
 /* Layers of block k of the recipe, in sampling order. */

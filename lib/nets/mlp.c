@@ -235,7 +235,8 @@ void nf_mlp_backward(const nf_mlp *mlp, const double *params, size_t n,
                      const double *x, const double *g_y, double *g_x,
                      double *g_params, double *work)
 {
-  if (!mlp || !params || n == 0 || !x || !g_y || !g_params || (mlp->n_layers > 1 && !work))
+  if (!mlp || !params || n == 0 || !x || !g_y || (!g_params && !g_x) ||
+      (mlp->n_layers > 1 && !work))
     return;
   double *scratch[2] = {NULL, NULL};
   if (work) {
@@ -248,9 +249,11 @@ void nf_mlp_backward(const nf_mlp *mlp, const double *params, size_t n,
     const double *W = params + off;
     const double *h_prev = l > 0 ? hidden_record(mlp, n, l - 1, work) : x;
     /* gW_l += delta^T H_{l-1}, gb_l += column sums of delta */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)w_out, (int)w_in, (int)n,
-                1.0, delta, (int)w_out, h_prev, (int)w_in, 1.0, g_params + off, (int)w_in);
-    add_column_sums(n, w_out, delta, g_params + off + w_in * w_out);
+    if (g_params) {
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)w_out, (int)w_in, (int)n,
+                  1.0, delta, (int)w_out, h_prev, (int)w_in, 1.0, g_params + off, (int)w_in);
+      add_column_sums(n, w_out, delta, g_params + off + w_in * w_out);
+    }
     double *g_prev = l > 0 ? scratch[l % 2] : g_x;
     if (!g_prev) break;
     /* dL/dH_{l-1} = delta W_l, then through the activation of layer l - 1 */

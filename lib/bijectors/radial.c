@@ -46,20 +46,17 @@ static double radius(size_t d, const double *z, const double *z0)
   return sqrt(s);
 }
 
-/* alpha, beta and their derivatives; NF_ENONFINITE if a parameter is not finite. */
-static nf_status radial_setup(const nf_layer *layer, const char *fn, radial_coef *rc)
+/* alpha, beta and their derivatives from the (checked, finite) parameters. */
+static void radial_setup(const nf_layer *layer, const double *theta, radial_coef *rc)
 {
-  size_t d = layer->dim, bad = nf_first_nonfinite(layer->n_params, layer->params);
-  if (bad < layer->n_params)
-    return nf_fail(NF_ENONFINITE, "%s: radial parameter %zu is not finite", fn, bad);
-  double a = layer->params[d], b = layer->params[d + 1];
-  rc->z0 = layer->params;
+  size_t d = layer->dim;
+  double a = theta[d], b = theta[d + 1];
+  rc->z0 = theta;
   rc->alpha = nf_softplus(a);
   rc->s_b = nf_softplus(b);
   rc->beta = rc->s_b - rc->alpha;
   rc->sig_a = nf_sigmoid(a);
   rc->sig_b = nf_sigmoid(b);
-  return NF_OK;
 }
 
 /* rho, kappa, logdet and its partial derivatives at radius r (Rezende & Mohamed 2015). */
@@ -92,12 +89,13 @@ static double radial_inverse_radius(const radial_coef *rc, double r_x)
    accumulated dL/dalpha and dL/dbeta. */
 typedef struct radial_pull {
   const nf_layer *layer;
+  double *g_theta;
   const radial_coef *rc;
   double g_alpha, g_beta;
 } radial_pull;
 
 /* nf_row_pullback.pull: g_in = J^T (sg g_x) + sg g_l grad_z logdet at row z;
-   dL/dz0 into layer->grad, dL/dalpha and dL/dbeta into self. */
+   dL/dz0 into g_theta, dL/dalpha and dL/dbeta into self. */
 static void radial_pull_row(void *self, const double *z, const double *g_x, double g_l,
                             double sg, double *g_in)
 {
@@ -114,7 +112,7 @@ static void radial_pull_row(void *self, const double *z, const double *g_x, doub
   for (size_t j = 0; j < d; j++) {
     double g_dz = sg * (rc->beta / w.A) * g_x[j] + radial * (z[j] - rc->z0[j]);
     if (g_in) g_in[j] = sg * g_x[j] + g_dz;
-    rp->layer->grad[j] -= g_dz;
+    rp->g_theta[j] -= g_dz;
   }
   rp->g_alpha += dh * gx_dz + sg * g_l * w.dl_dalpha;
   rp->g_beta += gx_dz / w.A + sg * g_l * w.dl_dbeta;
@@ -136,23 +134,24 @@ static void radial_inverse_cotangent(void *self, const double *z, const double *
   for (size_t j = 0; j < d; j++) v[j] = g_z[j] / w.rho + coef * (z[j] - rc->z0[j]) * inv_r;
 }
 
-/* Workspace: one row's cotangent[d]. */
+/* Workspace: one row's cotangent[d], a parameter cotangent [d + 2] for when
+   the caller wants none. */
 static size_t radial_work_size(const nf_layer *layer, size_t n)
 {
   (void)n;
-  return layer->dim;
+  return 2 * layer->dim + 2;
 }
 
 /* nf_layer_type.apply: x = z + beta/(alpha + r) (z - z0) or its closed-form inverse, with log-det. */
-static nf_status radial_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                              const double *ctx, double *out, double *logdet, double *work)
+static nf_status radial_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
+                              const double *ctx, double *out, double *logdet, const nf_apply_opts *opts, double *work)
 {
   (void)ctx;
+  (void)opts;
   (void)work;
   size_t d = layer->dim;
   radial_coef rc;
-  nf_status st = radial_setup(layer, "radial apply", &rc);
-  if (st) return st;
+  radial_setup(layer, theta, &rc);
   for (size_t i = 0; i < n; i++) {
     const double *p = in + i * d;
     double *q = out + i * d, r_in = radius(d, p, rc.z0);
@@ -170,26 +169,26 @@ static nf_status radial_apply(const nf_layer *layer, nf_dir dir, size_t n, const
 }
 
 /* nf_layer_type.vjp: input and parameter cotangents of either direction (nf_vjp_rows). */
-static nf_status radial_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+static nf_status radial_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                             const double *ctx, const double *out, const double *g_out,
-                            const double *g_logdet, double *g_in, double *g_ctx, double *work)
+                            const double *g_logdet, double *g_in, double *g_ctx, double *g_theta, double *work)
 {
   (void)ctx;
   (void)g_ctx;
   size_t d = layer->dim;
   radial_coef rc;
-  radial_pull rp = {layer, &rc, 0.0, 0.0};
-  nf_status st = radial_setup(layer, "radial vjp", &rc);
-  if (st) return st;
+  double *g_params = g_theta ? g_theta : work + d;
+  radial_pull rp = {layer, g_params, &rc, 0.0, 0.0};
+  radial_setup(layer, theta, &rc);
   nf_row_pullback pb = {radial_pull_row, radial_inverse_cotangent, &rp};
   nf_vjp_rows(&pb, dir, n, d, in, out, g_out, g_logdet, g_in, work);
   /* alpha = softplus(a), beta = softplus(b) - alpha */
-  layer->grad[d] += rc.sig_a * (rp.g_alpha - rp.g_beta);
-  layer->grad[d + 1] += rc.sig_b * rp.g_beta;
+  g_params[d] += rc.sig_a * (rp.g_alpha - rp.g_beta);
+  g_params[d + 1] += rc.sig_b * rp.g_beta;
   return NF_OK;
 }
 
-static const nf_layer_type radial_type = {
+const nf_layer_type nf_radial_type = {
   .name = "radial",
   .work_size = radial_work_size,
   .apply = radial_apply,
@@ -201,10 +200,10 @@ nf_layer *nf_radial_new(size_t dim, double inv_tol, nf_rng *rng)
 {
   if (nf_check_dim("nf_radial_new", dim) || nf_check_positive("nf_radial_new", "inv_tol", inv_tol))
     return NULL;
-  nf_layer *layer = nf_layer_create(&radial_type, dim, 0, dim + 2, NULL);
+  nf_layer *layer = nf_layer_create(&nf_radial_type, dim, 0, dim + 2, NULL);
   if (layer && rng) { /* NULL rng: zeroed parameters, the identity */
-    for (size_t j = 0; j < dim; j++) layer->params[j] = nf_rng_normal(rng);
-    layer->params[dim + 1] = 0.1 * nf_rng_normal(rng);
+    for (size_t j = 0; j < dim; j++) layer->init[j] = nf_rng_normal(rng);
+    layer->init[dim + 1] = 0.1 * nf_rng_normal(rng);
   }
   return layer;
 }

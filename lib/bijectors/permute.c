@@ -29,11 +29,13 @@ static void gather_rows(size_t n, size_t d, const size_t *idx, const double *in,
 }
 
 /* Gather with perm (forward) or inv (inverse); logdet += 0. */
-static nf_status permute_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                               const double *ctx, double *out, double *logdet, double *work)
+static nf_status permute_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
+                               const double *ctx, double *out, double *logdet, const nf_apply_opts *opts, double *work)
 {
+  (void)theta;
   (void)ctx;
   (void)logdet;
+  (void)opts;
   (void)work;
   const permute_data *p = layer->data;
   gather_rows(n, layer->dim, dir == NF_FORWARD ? p->perm : p->inv, in, out);
@@ -41,22 +43,24 @@ static nf_status permute_apply(const nf_layer *layer, nf_dir dir, size_t n, cons
 }
 
 /* g_in = P^T g_out: the gather of the opposite direction; no parameters. */
-static nf_status permute_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+static nf_status permute_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                              const double *ctx, const double *out, const double *g_out,
-                             const double *g_logdet, double *g_in, double *g_ctx, double *work)
+                             const double *g_logdet, double *g_in, double *g_ctx, double *g_theta, double *work)
 {
+  (void)theta;
   (void)in;
   (void)ctx;
   (void)out;
   (void)g_logdet;
   (void)g_ctx;
+  (void)g_theta;
   (void)work;
   const permute_data *p = layer->data;
   if (g_in) gather_rows(n, layer->dim, dir == NF_FORWARD ? p->inv : p->perm, g_out, g_in);
   return NF_OK;
 }
 
-static const nf_layer_type permute_type = {
+const nf_layer_type nf_permute_type = {
   .name = "permute",
   .work_size = NULL,
   .apply = permute_apply,
@@ -102,7 +106,7 @@ nf_layer *nf_permute_new(size_t dim, const size_t *perm)
     return NULL;
   }
   for (size_t i = 0; i < dim; i++) p->perm[i] = perm[i];
-  return nf_layer_create(&permute_type, dim, 0, 0, p);
+  return nf_layer_create(&nf_permute_type, dim, 0, 0, p);
 }
 
 /* Permute layer of 0..dim-1 shuffled by rng, or reversed when rng is NULL. */

@@ -20,9 +20,9 @@ static size_t affine_work_size(const nf_layer *layer, size_t n)
 }
 
 /* e[j] = exp(sigma a_j); returns sigma sum(a), the log-det of the direction. */
-static double fill_scales(const nf_layer *layer, double sigma, double *e)
+static double fill_scales(const nf_layer *layer, const double *theta, double sigma, double *e)
 {
-  const double *a = layer->params + layer->dim;
+  const double *a = theta + layer->dim;
   double sum_a = 0;
   for (size_t j = 0; j < layer->dim; j++) {
     e[j] = exp(sigma * a[j]);
@@ -32,13 +32,14 @@ static double fill_scales(const nf_layer *layer, double sigma, double *e)
 }
 
 /* out = (in - b_in) * exp(sigma a) + b_out; logdet[i] += sigma sum(a). */
-static nf_status affine_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                              const double *ctx, double *out, double *logdet, double *work)
+static nf_status affine_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
+                              const double *ctx, double *out, double *logdet, const nf_apply_opts *opts, double *work)
 {
   (void)ctx;
+  (void)opts;
   size_t d = layer->dim;
-  const double *b = layer->params;
-  double ld = fill_scales(layer, nf_dir_sign(dir), work);
+  const double *b = theta;
+  double ld = fill_scales(layer, theta, nf_dir_sign(dir), work);
   int fwd = dir == NF_FORWARD;
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < d; j++)
@@ -49,31 +50,40 @@ static nf_status affine_apply(const nf_layer *layer, nf_dir dir, size_t n, const
 
 /* g_in = g_out * e; g_b += sum_i g_out (forward) or -sum_i g_out e (inverse);
    g_a += sigma (sum_i g_out (out - b_out) + sum_i g_logdet). */
-static nf_status affine_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+static nf_status affine_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                             const double *ctx, const double *out, const double *g_out,
-                            const double *g_logdet, double *g_in, double *g_ctx, double *work)
+                            const double *g_logdet, double *g_in, double *g_ctx, double *g_theta, double *work)
 {
   (void)in;
   (void)ctx;
   (void)g_ctx;
   size_t d = layer->dim;
-  const double *b = layer->params;
-  double *g_b = layer->grad, *g_a = layer->grad + d;
+  const double *b = theta;
   double sigma = nf_dir_sign(dir), g_ld = nf_sum_or_zero(n, g_logdet);
   int fwd = dir == NF_FORWARD;
-  fill_scales(layer, sigma, work);
+  fill_scales(layer, theta, sigma, work);
+  for (size_t i = 0; g_in && i < n; i++)
+    for (size_t j = 0; j < d; j++) g_in[i * d + j] = g_out[i * d + j] * work[j];
+  if (!g_theta) return NF_OK;
+  double *g_b = g_theta, *g_a = g_theta + d;
   for (size_t j = 0; j < d; j++) g_a[j] += sigma * g_ld;
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < d; j++) {
       double g = g_out[i * d + j];
       g_b[j] += fwd ? g : -g * work[j];
       g_a[j] += sigma * g * (out[i * d + j] - (fwd ? b[j] : 0.0));
-      if (g_in) g_in[i * d + j] = g * work[j];
     }
   return NF_OK;
 }
 
-static const nf_layer_type affine_type = {
+/* check_params: exp(+-a_j) stays a normal double, so the map is invertible. */
+static nf_status affine_check_params(const nf_layer *layer, const double *theta)
+{
+  return nf_check_log_scales("affine", "log_scale", layer->dim, theta + layer->dim, layer->dim);
+}
+
+const nf_layer_type nf_affine_type = {
+  .check_params = affine_check_params,
   .name = "affine",
   .work_size = affine_work_size,
   .apply = affine_apply,
@@ -84,5 +94,5 @@ static const nf_layer_type affine_type = {
 nf_layer *nf_affine_new(size_t dim)
 {
   if (nf_check_dim("nf_affine_new", dim)) return NULL;
-  return nf_layer_create(&affine_type, dim, 0, 2 * dim, NULL);
+  return nf_layer_create(&nf_affine_type, dim, 0, 2 * dim, NULL);
 }

@@ -79,11 +79,11 @@ static double diag_one(nf_diag_map map)
 
 /* m = W with its diagonal mapped to m(s): L and U packed for dtrmm/dtrsm;
    returns sum_j log m(s_j) = log det(P L U). */
-static double build_factors(const nf_layer *layer, double *m)
+static double build_factors(const nf_layer *layer, const double *theta, double *m)
 {
   const lu_data *lu = layer->data;
   size_t d = layer->dim;
-  const double *w = layer->params + d;
+  const double *w = theta + d;
   double ld = 0;
   memcpy(m, w, d * d * sizeof *m);
   for (size_t j = 0; j < d; j++) {
@@ -93,13 +93,15 @@ static double build_factors(const nf_layer *layer, double *m)
   return ld;
 }
 
+static const nf_apply_opts no_opts = {0, 0, 0.0};
+
 /* out = P in (forward) or P^T in (inverse), row by row. */
 static void permute_batch(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
                           double *out)
 {
   const nf_layer *p = ((const lu_data *)layer->data)->perm;
   if (p)
-    p->type->apply(p, dir, n, in, NULL, out, NULL, NULL);
+    p->type->apply(p, NULL, dir, n, in, NULL, out, NULL, &no_opts, NULL);
   else
     memcpy(out, in, n * layer->dim * sizeof *out);
 }
@@ -133,16 +135,17 @@ static nf_status check_rows(const char *fn, size_t n)
 }
 
 /* Forward x = P L U z + b, or inverse z = U^-1 L^-1 P^T (x - b); logdet += +-log det. */
-static nf_status lu_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                          const double *ctx, double *out, double *logdet, double *work)
+static nf_status lu_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
+                          const double *ctx, double *out, double *logdet, const nf_apply_opts *opts, double *work)
 {
   (void)ctx;
+  (void)opts;
   nf_status st = check_rows("linear_lu apply", n);
   if (st) return st;
   size_t d = layer->dim;
-  const double *b = layer->params;
+  const double *b = theta;
   double *m = work, *r = work + d * d;
-  double ld = build_factors(layer, m);
+  double ld = build_factors(layer, theta, m);
   if (dir == NF_FORWARD) {
     memcpy(r, in, n * d * sizeof *r);
     factor_right(layer, n, m, r, 1, 1, 0);
@@ -164,13 +167,15 @@ static nf_status lu_apply(const nf_layer *layer, nf_dir dir, size_t n, const dou
 
 /* g_W += the L part (strict lower) or the U part (upper, diagonal through m') of
    C = sigma G^T V, for n x d batches G and V; c is d x d scratch. */
-static void add_factor_grad(const nf_layer *layer, double sigma, size_t n, const double *g,
-                            const double *v, double *c, int upper)
+static void add_factor_grad(const nf_layer *layer, const double *theta, double *g_theta,
+                            double sigma, size_t n, const double *g, const double *v, double *c,
+                            int upper)
 {
+  if (!g_theta) return;
   const lu_data *lu = layer->data;
   size_t d = layer->dim;
-  const double *w = layer->params + d;
-  double *g_w = layer->grad + d;
+  const double *w = theta + d;
+  double *g_w = g_theta + d;
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)n, sigma, g,
               (int)d, v, (int)d, 0.0, c, (int)d);
   for (size_t j = 0; j < d; j++)
@@ -181,31 +186,34 @@ static void add_factor_grad(const nf_layer *layer, double sigma, size_t n, const
 }
 
 /* g_b += sigma colsum(G_x), and g_s_j += sigma sum(g_logdet) d log m(s_j)/ds_j. */
-static void add_shift_logdet_grad(const nf_layer *layer, double sigma, size_t n,
-                                  const double *g_x, const double *g_logdet)
+static void add_shift_logdet_grad(const nf_layer *layer, const double *theta, double *g_theta,
+                                  double sigma, size_t n, const double *g_x,
+                                  const double *g_logdet)
 {
+  if (!g_theta) return;
   const lu_data *lu = layer->data;
   size_t d = layer->dim;
-  const double *w = layer->params + d;
-  double *g_b = layer->grad, *g_w = layer->grad + d, g_ld = nf_sum_or_zero(n, g_logdet);
+  const double *w = theta + d;
+  double *g_b = g_theta, *g_w = g_theta + d, g_ld = nf_sum_or_zero(n, g_logdet);
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < d; j++) g_b[j] += sigma * g_x[i * d + j];
   for (size_t j = 0; j < d; j++) g_w[j * d + j] += sigma * g_ld * diag_dlog(lu->diag, w[j * d + j]);
 }
 
 /* Forward: G_w = P^T G_x, G_t = G_w L, G_z = G_t U, with T = U Z from z = in. */
-static void vjp_forward(const nf_layer *layer, size_t n, const double *z, const double *g_x,
-                        const double *g_logdet, double *g_z, double *work)
+static void vjp_forward(const nf_layer *layer, const double *theta, double *g_theta, size_t n,
+                        const double *z, const double *g_x, const double *g_logdet, double *g_z,
+                        double *work)
 {
   size_t d = layer->dim;
   double *m = work, *c = m + d * d, *g = c + d * d, *t = g + n * d;
   permute_batch(layer, NF_INVERSE, n, g_x, g);
   memcpy(t, z, n * d * sizeof *t);
   factor_right(layer, n, m, t, 1, 1, 0);
-  add_factor_grad(layer, 1.0, n, g, t, c, 0);
+  add_factor_grad(layer, theta, g_theta, 1.0, n, g, t, c, 0);
   factor_right(layer, n, m, g, 0, 0, 0);
-  add_factor_grad(layer, 1.0, n, g, z, c, 1);
-  add_shift_logdet_grad(layer, 1.0, n, g_x, g_logdet);
+  add_factor_grad(layer, theta, g_theta, 1.0, n, g, z, c, 1);
+  add_shift_logdet_grad(layer, theta, g_theta, 1.0, n, g_x, g_logdet);
   if (g_z) {
     memcpy(g_z, g, n * d * sizeof *g_z);
     factor_right(layer, n, m, g_z, 1, 0, 0);
@@ -213,41 +221,59 @@ static void vjp_forward(const nf_layer *layer, size_t n, const double *z, const 
 }
 
 /* Inverse: G_t = G_z U^-1, G_w = G_t L^-1, G_x = P G_w, with T = U Z from z = out. */
-static void vjp_inverse(const nf_layer *layer, size_t n, const double *z, const double *g_z,
-                        const double *g_logdet, double *g_x, double *work)
+static void vjp_inverse(const nf_layer *layer, const double *theta, double *g_theta, size_t n,
+                        const double *z, const double *g_z, const double *g_logdet, double *g_x,
+                        double *work)
 {
   size_t d = layer->dim;
   double *m = work, *c = m + d * d, *g = c + d * d, *t = g + n * d;
   memcpy(g, g_z, n * d * sizeof *g);
   factor_right(layer, n, m, g, 1, 0, 1);
-  add_factor_grad(layer, -1.0, n, g, z, c, 1);
+  add_factor_grad(layer, theta, g_theta, -1.0, n, g, z, c, 1);
   memcpy(t, z, n * d * sizeof *t);
   factor_right(layer, n, m, t, 1, 1, 0);
   factor_right(layer, n, m, g, 0, 0, 1);
-  add_factor_grad(layer, -1.0, n, g, t, c, 0);
+  add_factor_grad(layer, theta, g_theta, -1.0, n, g, t, c, 0);
   permute_batch(layer, NF_FORWARD, n, g, t);
-  add_shift_logdet_grad(layer, -1.0, n, t, g_logdet);
+  add_shift_logdet_grad(layer, theta, g_theta, -1.0, n, t, g_logdet);
   if (g_x) memcpy(g_x, t, n * d * sizeof *g_x);
 }
 
 /* Pulls g_out, g_logdet back to g_in and adds dL/d(b, W) (see the file comment). */
-static nf_status lu_vjp(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+static nf_status lu_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                         const double *ctx, const double *out, const double *g_out,
-                        const double *g_logdet, double *g_in, double *g_ctx, double *work)
+                        const double *g_logdet, double *g_in, double *g_ctx, double *g_theta, double *work)
 {
   (void)ctx;
   (void)g_ctx;
   nf_status st = check_rows("linear_lu vjp", n);
   if (st) return st;
-  build_factors(layer, work);
+  build_factors(layer, theta, work);
   if (dir == NF_FORWARD)
-    vjp_forward(layer, n, in, g_out, g_logdet, g_in, work);
+    vjp_forward(layer, theta, g_theta, n, in, g_out, g_logdet, g_in, work);
   else
-    vjp_inverse(layer, n, out, g_out, g_logdet, g_in, work);
+    vjp_inverse(layer, theta, g_theta, n, out, g_out, g_logdet, g_in, work);
   return NF_OK;
 }
 
-static const nf_layer_type lu_type = {
+/* check_params: every mapped diagonal entry m(s_j) stays a normal positive
+   double (exp: |s| <= 700; softplus: s >= -700), so L U is invertible. */
+static nf_status lu_check_params(const nf_layer *layer, const double *theta)
+{
+  const lu_data *lu = layer->data;
+  size_t d = layer->dim;
+  for (size_t j = 0; j < d; j++) {
+    double s = theta[d + j * d + j];
+    if (s < -NF_MAX_LOG_SCALE || (lu->diag == NF_DIAG_EXP && s > NF_MAX_LOG_SCALE))
+      return nf_fail(NF_EDOMAIN, "linear_lu: parameter %zu (diagonal s[%zu]) = %g makes the "
+                     "diagonal m(s) over- or underflow: the map would be singular",
+                     d + j * d + j, j, s);
+  }
+  return NF_OK;
+}
+
+const nf_layer_type nf_linear_lu_type = {
+  .check_params = lu_check_params,
   .name = "linear_lu",
   .work_size = lu_work_size,
   .apply = lu_apply,
@@ -260,7 +286,7 @@ static const nf_layer_type lu_type = {
 static void init_params(nf_layer *layer, nf_diag_map diag, nf_rng *rng)
 {
   size_t d = layer->dim;
-  double *b = layer->params, *w = layer->params + d;
+  double *b = layer->init, *w = layer->init + d;
   double off_scale = NF_LU_INIT_SCALE / sqrt((double)d);
   for (size_t j = 0; j < d; j++) b[j] = rng ? NF_LU_INIT_SCALE * nf_rng_normal(rng) : 0.0;
   for (size_t j = 0; j < d; j++)
@@ -300,7 +326,7 @@ nf_layer *nf_linear_lu_new(size_t dim, const size_t *perm, nf_diag_map diag, nf_
     lu_destroy(lu);
     return NULL;
   }
-  nf_layer *layer = nf_layer_create(&lu_type, dim, 0, dim + dim * dim, lu);
+  nf_layer *layer = nf_layer_create(&nf_linear_lu_type, dim, 0, dim + dim * dim, lu);
   if (layer) init_params(layer, diag, rng);
   return layer;
 }

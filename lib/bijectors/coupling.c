@@ -74,17 +74,18 @@ static void soft_clamp(const coupling *cp, size_t n, double *cond_out)
 }
 
 /* out = T(in) (dir = forward) or T^-1(in); logdet[i] += +-sum_j s_ij. */
-static nf_status coupling_apply(const nf_layer *layer, nf_dir dir, size_t n,
+static nf_status coupling_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
                                 const double *in, const double *ctx,
-                                double *out, double *logdet, double *work)
+                                double *out, double *logdet, const nf_apply_opts *opts, double *work)
 {
   const coupling *cp = layer->data;
   const size_t d = layer->dim, *ia = cp->idx, *ib = cp->idx + cp->da;
   const int affine = cp->kind == NF_COUPLING_AFFINE, fwd = dir == NF_FORWARD;
   const size_t t_off = affine ? cp->db : 0;
+  (void)opts;
   coupling_ws ws = ws_layout(cp, n, work);
   gather_conditioner_input(cp, n, d, in, ctx, ws.cond_in);
-  nf_mlp_forward(cp->net, layer->params, n, ws.cond_in, ws.cond_out, ws.mlp);
+  nf_mlp_forward(cp->net, theta, n, ws.cond_in, ws.cond_out, ws.mlp);
   if (affine) soft_clamp(cp, n, ws.cond_out);
   for (size_t i = 0; i < n; i++) {
     const double *r = in + i * d, *s = ws.cond_out + i * cp->m, *t = s + t_off;
@@ -133,10 +134,10 @@ static void transform_backward(const coupling *cp, nf_dir dir, size_t n, size_t 
 
 /* Vector-Jacobian product of apply(dir): backpropagation through the
    transform and the conditioner recorded in work. */
-static nf_status coupling_vjp(const nf_layer *layer, nf_dir dir, size_t n,
+static nf_status coupling_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
                               const double *in, const double *ctx, const double *out,
                               const double *g_out, const double *g_logdet,
-                              double *g_in, double *g_ctx, double *work)
+                              double *g_in, double *g_ctx, double *g_theta, double *work)
 {
   (void)ctx;
   (void)out;
@@ -145,8 +146,8 @@ static nf_status coupling_vjp(const nf_layer *layer, nf_dir dir, size_t n,
   coupling_ws ws = ws_layout(cp, n, work);
   transform_backward(cp, dir, n, d, in, ws.cond_out, g_out, g_logdet, ws.g_cond_out, g_in);
   int want_input = g_in || (g_ctx && cp->c);
-  nf_mlp_backward(cp->net, layer->params, n, ws.cond_in, ws.g_cond_out,
-                  want_input ? ws.g_cond_in : NULL, layer->grad, ws.mlp);
+  nf_mlp_backward(cp->net, theta, n, ws.cond_in, ws.g_cond_out,
+                  want_input ? ws.g_cond_in : NULL, g_theta, ws.mlp);
   if (!want_input) return NF_OK;
   for (size_t i = 0; i < n; i++) {
     const double *gc = ws.g_cond_in + i * w;
@@ -167,7 +168,7 @@ static void coupling_destroy(void *data)
   free(cp);
 }
 
-static const nf_layer_type coupling_type = {
+const nf_layer_type nf_coupling_type = {
   .name = "coupling",
   .work_size = coupling_work_size,
   .apply = coupling_apply,
@@ -233,7 +234,7 @@ nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *op
     coupling_destroy(cp);
     return NULL;
   }
-  nf_layer *layer = nf_layer_create(&coupling_type, dim, ctx_dim, nf_mlp_n_params(cp->net), cp);
-  if (layer && rng) nf_mlp_init(cp->net, rng, 0.0, layer->params);
+  nf_layer *layer = nf_layer_create(&nf_coupling_type, dim, ctx_dim, nf_mlp_n_params(cp->net), cp);
+  if (layer && rng) nf_mlp_init(cp->net, rng, 0.0, layer->init);
   return layer;
 }

@@ -31,6 +31,8 @@ struct nf_trainer {
   double val_last, val_best;
   size_t val_best_iteration;
   double lr0;        /* the optimizer's learning rate at creation */
+  double *theta_next; /* the optimizer's candidate parameters, checked before they are set */
+  uint64_t noise_seed; /* step t draws the flow's noise from nf_noise_key(noise_seed, t) */
 };
 
 nf_trainer_opts nf_trainer_defaults(void)
@@ -115,8 +117,9 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
                      .order = calloc(train->n, sizeof *tr->order),
                      .xb = nf_dalloc(batch * train->dim), .cb = c ? nf_dalloc(batch * c) : NULL,
                      .last_epoch_loss = NAN, .val_last = NAN, .val_best = NAN,
-                     .lr0 = nf_adam_options(adam).lr};
-  if (!tr->order || !tr->xb || (c && !tr->cb)) {
+                     .lr0 = nf_adam_options(adam).lr,
+                     .theta_next = nf_dalloc(nf_flow_n_params(flow))};
+  if (!tr->order || !tr->xb || (c && !tr->cb) || !tr->theta_next) {
     nf_trainer_free(tr);
     nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory for a batch of %zu rows", batch);
     return NULL;
@@ -127,6 +130,7 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
   }
   for (size_t i = 0; i < train->n; i++) tr->order[i] = i;
   nf_rng_shuffle(&tr->rng, train->n, tr->order);
+  tr->noise_seed = nf_rng_u64(&tr->rng);
   return tr;
 }
 
@@ -162,6 +166,7 @@ void nf_trainer_free(nf_trainer *trainer)
   free(trainer->order);
   free(trainer->xb);
   free(trainer->cb);
+  free(trainer->theta_next);
   free(trainer);
 }
 
@@ -231,14 +236,19 @@ nf_status nf_trainer_step(nf_trainer *trainer, double *loss)
   size_t m = rest < tr->batch ? rest : tr->batch;
   gather_batch(tr, m);
   double nll;
+  nf_flow_set_seed(tr->flow, tr->noise_seed + tr->iterations);
   st = nf_flow_nll_grad(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL, &nll);
   if (st != NF_OK) return st;
   if (!isfinite(nll))
     return nf_fail(NF_ENONFINITE, "nf_trainer_step: batch NLL is %g at iteration %zu",
                    nll, tr->iterations + 1);
   if (tr->opts.schedule == NF_LR_COSINE) nf_adam_set_lr(tr->adam, scheduled_lr(tr));
-  st = nf_adam_step(tr->adam, nf_flow_params(tr->flow), nf_flow_grad(tr->flow));
-  if (st != NF_OK) return st;
+  size_t np = nf_flow_n_params(tr->flow);
+  memcpy(tr->theta_next, nf_flow_params(tr->flow), np * sizeof *tr->theta_next);
+  st = nf_adam_step(tr->adam, tr->theta_next, nf_flow_grad(tr->flow));
+  if (st == NF_OK) st = nf_flow_set_params(tr->flow, tr->theta_next);
+  if (st != NF_OK)
+    return nf_fail_prefixed(st, "nf_trainer_step: the optimizer step was refused");
   record_step(tr, m, nll);
   if (loss) *loss = nll;
   return NF_OK;

@@ -24,7 +24,7 @@ typedef struct cnf {
 } cnf;
 
 /* Workspace header slots, then the arrays (see cnf_layout). */
-enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_APPLIES, SLOT_PENALTY, SLOT_DIR, N_SLOTS };
+enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_PENALTY_WEIGHT, SLOT_PENALTY, SLOT_DIR, N_SLOTS };
 
 /* Where the arrays of a workspace for n rows live. */
 typedef struct cnf_layout {
@@ -36,6 +36,7 @@ typedef struct cnf_layout {
 /* Everything a right-hand side or adjoint callback needs for one call. */
 typedef struct cnf_call {
   const nf_layer *layer;
+  const double *theta;     /* the layer's parameters: the dynamics', then theta_T */
   const cnf *c;
   size_t n;
   const double *ctx;
@@ -107,11 +108,11 @@ static nf_ode *ode_for(const nf_layer *layer, size_t n, double *work, const cnf_
 }
 
 /* T = theta_T^2 when learned, else the fixed end time. */
-static double end_time(const nf_layer *layer)
+static double end_time(const nf_layer *layer, const double *theta)
 {
   const cnf *c = cnf_of(layer);
-  if (!c->has_T) return c->opts.end_time;
-  double s = layer->params[c->n_dyn];
+  if (!c->has_T || !theta) return c->opts.end_time;
+  double s = theta[c->n_dyn];
   return s * s;
 }
 
@@ -126,7 +127,7 @@ static int field_fd_divergence(const cnf_call *k, double t, const double *z, dou
   const nf_field *fl = &k->c->field;
   size_t n = k->n, d = k->layer->dim;
   double *zs = k->lay.dyn_work, *fp = zs + n * d, *fm = fp + n * d;
-  const double *theta = k->layer->params;
+  const double *theta = k->theta;
   memset(div, 0, n * sizeof *div);
   memcpy(zs, z, n * d * sizeof *zs);
   for (size_t j = 0; j < d; j++) {
@@ -148,12 +149,12 @@ static int field_rhs(const cnf_call *k, double t, const double *y, double *dydt)
   const nf_field *fl = &k->c->field;
   size_t n = k->n, d = k->layer->dim;
   double *div = dydt + n * d;
-  if (fl->f(t, n, y, k->ctx, k->layer->params, dydt, fl->user)) return 1;
+  if (fl->f(t, n, y, k->ctx, k->theta, dydt, fl->user)) return 1;
   if (fl->divergence_free) {
     memset(div, 0, n * sizeof *div);
     return 0;
   }
-  return fl->div ? fl->div(t, n, y, k->ctx, k->layer->params, div, fl->user)
+  return fl->div ? fl->div(t, n, y, k->ctx, k->theta, div, fl->user)
                  : field_fd_divergence(k, t, y, div);
 }
 
@@ -168,7 +169,7 @@ static int cnf_rhs(double t, const double *y, double *dydt, void *user)
   double *kin = c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
   double *jac = c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
   const double *probe = c->opts.trace == NF_TRACE_EXACT ? NULL : k->lay.probe;
-  nf_status st = nf_odenet_trace(c->net, k->layer->params, n, t, y, k->ctx, probe, dydt,
+  nf_status st = nf_odenet_trace(c->net, k->theta, n, t, y, k->ctx, probe, dydt,
                                  dydt + n * d, kin, jac, k->lay.dyn_work);
   if (st) return 1;
   for (size_t i = 0; k->sign < 0 && i < n * c->n_reg; i++) dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
@@ -183,7 +184,7 @@ static int field_rhs_vjp(const cnf_call *k, double t, const double *y, const dou
   size_t n = k->n, d = k->layer->dim;
   if (dydt && field_rhs(k, t, y, dydt)) return 1;
   double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + k->c->n_dyn : NULL;
-  if (fl->adjoint(t, n, y, k->ctx, k->layer->params, a, fl->divergence_free ? NULL : a + n * d,
+  if (fl->adjoint(t, n, y, k->ctx, k->theta, a, fl->divergence_free ? NULL : a + n * d,
                   g_y, g_theta, g_t, g_ctx, fl->user))
     return 1;
   memset(g_y + n * d, 0, n * sizeof *g_y);
@@ -212,7 +213,7 @@ static int cnf_rhs_vjp(double t, const double *y, const double *a, double *dydt,
   double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + c->n_dyn : NULL;
   double *kin = dydt && c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
   double *jac = dydt && c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
-  nf_status st = nf_odenet_adjoint(c->net, k->layer->params, n, t, y, k->ctx, probe, a,
+  nf_status st = nf_odenet_adjoint(c->net, k->theta, n, t, y, k->ctx, probe, a,
                                    a + n * d, a_k, a_j, dydt, dydt ? dydt + n * d : NULL, kin,
                                    jac, g_y, g_theta, g_t, g_ctx, k->lay.dyn_work);
   if (st) return 1;
@@ -230,54 +231,55 @@ static int cnf_vjp(double t, const double *y, const double *a, double *g_y, doub
 }
 
 /* The call context and the ODE system of one apply or vjp. */
-static cnf_call make_call(const nf_layer *layer, nf_dir dir, size_t n, const double *ctx,
-                          double *work)
+static cnf_call make_call(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                          const double *ctx, double *work)
 {
-  cnf_call k = {layer, cnf_of(layer), n, ctx, dir == NF_FORWARD ? 1.0 : -1.0,
+  cnf_call k = {layer, theta, cnf_of(layer), n, ctx, dir == NF_FORWARD ? 1.0 : -1.0,
                 cnf_layout_of(layer, n, work)};
   return k;
 }
 
 /* Integration interval of a direction: [0, T] forward, [T, 0] inverse. */
-static void interval(const nf_layer *layer, nf_dir dir, double *t0, double *t1)
+static void interval(const nf_layer *layer, const double *theta, nf_dir dir, double *t0,
+                     double *t1)
 {
-  double T = end_time(layer);
+  double T = end_time(layer, theta);
   *t0 = dir == NF_FORWARD ? 0.0 : T;
   *t1 = dir == NF_FORWARD ? T : 0.0;
 }
 
-/* One Hutchinson probe per row for this apply, from the apply counter's stream. */
-static void draw_probe(const cnf *c, size_t n, size_t d, double *work, double *probe)
+/* One Hutchinson probe per row, a function of (probe_seed, the call's seed,
+   the row's global index) only: the same whatever the workspace or chunking. */
+static void draw_probe(const cnf *c, const nf_apply_opts *opts, size_t n, size_t d,
+                       double *probe)
 {
-  nf_rng rng;
-  nf_rng_seed(&rng, c->opts.probe_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(work[SLOT_APPLIES] + 1)));
-  work[SLOT_APPLIES] += 1;
-  if (c->opts.trace == NF_TRACE_GAUSSIAN)
-    nf_rng_normal_fill(&rng, n * d, probe);
-  else
-    nf_rng_rademacher_fill(&rng, n * d, probe);
+  for (size_t i = 0; i < n; i++) {
+    nf_rng rng;
+    uint64_t row = (uint64_t)(opts->row0 + i);
+    nf_rng_seed(&rng, c->opts.probe_seed ^ opts->seed ^ (0x9e3779b97f4a7c15ULL * (row + 1)));
+    if (c->opts.trace == NF_TRACE_GAUSSIAN)
+      nf_rng_normal_fill(&rng, d, probe + i * d);
+    else
+      nf_rng_rademacher_fill(&rng, d, probe + i * d);
+  }
 }
 
 /* Integrates [z, l, r] from the direction's start to its end; out = z(end),
    logdet += l(end); records the penalty and direction for vjp. */
-static nf_status cnf_apply(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                           const double *ctx, double *out, double *logdet, double *work)
+static nf_status cnf_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
+                           const double *ctx, double *out, double *logdet, const nf_apply_opts *opts, double *work)
 {
   cnf *c = layer->data;
   size_t d = layer->dim;
-  size_t bad = nf_first_nonfinite(layer->n_params, layer->params);
-  if (bad < layer->n_params)
-    return nf_fail(NF_ENONFINITE, "cnf: parameter %zu%s is not finite", bad,
-                   c->has_T && bad == c->n_dyn ? " (theta_T)" : "");
-  cnf_call k = make_call(layer, dir, n, ctx, work);
+  cnf_call k = make_call(layer, theta, dir, n, ctx, work);
   nf_ode *ode = ode_for(layer, n, work, &k.lay);
   if (!ode) return NF_ENOMEM;
-  if (c->opts.trace != NF_TRACE_EXACT) draw_probe(c, n, d, work, k.lay.probe);
+  if (c->opts.trace != NF_TRACE_EXACT) draw_probe(c, opts, n, d, k.lay.probe);
   memcpy(k.lay.y, in, n * d * sizeof *in);
   memset(k.lay.y + n * d, 0, n * (1 + c->n_reg) * sizeof *in);
   nf_ode_system sys = {cnf_rhs, cnf_vjp, NULL, &k, cnf_rhs_vjp};
   double t0, t1;
-  interval(layer, dir, &t0, &t1);
+  interval(layer, theta, dir, &t0, &t1);
   nf_status st = nf_ode_solve(ode, &sys, t0, t1, k.lay.y);
   const nf_ode_stats *stats = nf_ode_get_stats(ode);
   atomic_fetch_add(&c->solves, 1);
@@ -295,22 +297,23 @@ static nf_status cnf_apply(const nf_layer *layer, nf_dir dir, size_t n, const do
     slot++;
   }
   work[SLOT_PENALTY] = penalty;
+  work[SLOT_PENALTY_WEIGHT] = opts->penalty_weight;
   work[SLOT_DIR] = (double)dir;
   return NF_OK;
 }
 
 /* The adjoint solve: dL/dy(end) from g_out, g_logdet and the penalty weights,
    pulled back to g_in, the dynamics' and T's gradients and the context's. */
-static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+static nf_status cnf_vjp_layer(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                                const double *ctx, const double *out, const double *g_out,
                                const double *g_logdet, double *g_in, double *g_ctx,
-                               double *work)
+                               double *g_theta, double *work)
 {
   (void)in;
   (void)out;
   cnf *c = layer->data;
   size_t d = layer->dim;
-  cnf_call k = make_call(layer, dir, n, ctx, work);
+  cnf_call k = make_call(layer, theta, dir, n, ctx, work);
   if (!c->net && !c->field.adjoint)
     return nf_fail(NF_EINVAL, "cnf vjp: the vector field has no adjoint callback, so no gradient");
   nf_ode *ode = slot_ode(work);
@@ -322,7 +325,8 @@ static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, cons
   for (size_t i = 0; i < n; i++) g1[n * d + i] = g_logdet ? g_logdet[i] : 0.0;
   for (size_t q = 0, slot = 0; q < 2; q++) {
     if (!(w[q] > 0)) continue;
-    for (size_t i = 0; i < n; i++) g1[n * (d + 1 + slot) + i] = w[q] / (double)n;
+    for (size_t i = 0; i < n; i++)
+      g1[n * (d + 1 + slot) + i] = w[q] * work[SLOT_PENALTY_WEIGHT] / (double)n;
     slot++;
   }
   memset(k.lay.g_theta, 0, k.lay.n_theta * sizeof *k.lay.g_theta);
@@ -335,10 +339,10 @@ static nf_status cnf_vjp_layer(const nf_layer *layer, nf_dir dir, size_t n, cons
   atomic_fetch_add(&c->nfe_adjoint, stats->nfe_adjoint);
   atomic_fetch_add(&c->steps_adjoint, stats->steps_adjoint);
   if (g_in) memcpy(g_in, k.lay.g_y0, n * d * sizeof *g_in);
-  for (size_t p = 0; p < c->n_dyn; p++) layer->grad[p] += k.lay.g_theta[p];
+  for (size_t p = 0; g_theta && p < c->n_dyn; p++) g_theta[p] += k.lay.g_theta[p];
   for (size_t i = 0; g_ctx && i < n * layer->ctx_dim; i++) g_ctx[i] += k.lay.g_theta[c->n_dyn + i];
-  if (c->has_T) /* T is t1 forward, t0 inverse; dT/dtheta_T = 2 theta_T */
-    layer->grad[c->n_dyn] += (dir == NF_FORWARD ? g_t1 : g_t0) * 2.0 * layer->params[c->n_dyn];
+  if (g_theta && c->has_T) /* T is t1 forward, t0 inverse; dT/dtheta_T = 2 theta_T */
+    g_theta[c->n_dyn] += (dir == NF_FORWARD ? g_t1 : g_t0) * 2.0 * theta[c->n_dyn];
   return NF_OK;
 }
 
@@ -360,7 +364,20 @@ static void cnf_destroy(void *data)
   free(c);
 }
 
-static const nf_layer_type cnf_type = {
+/* check_params: a learned end time T = theta_T^2 must be positive and finite. */
+static nf_status cnf_check_params(const nf_layer *layer, const double *theta)
+{
+  const cnf *c = cnf_of(layer);
+  if (!c->has_T) return NF_OK;
+  double T = theta[c->n_dyn] * theta[c->n_dyn];
+  if (T > 0 && isfinite(T)) return NF_OK;
+  return nf_fail(NF_EDOMAIN, "cnf: parameter %zu (theta_T) = %g gives the end time T = "
+                 "theta_T^2 = %g, which must be positive and finite", c->n_dyn,
+                 theta[c->n_dyn], T);
+}
+
+const nf_layer_type nf_cnf_type = {
+  .check_params = cnf_check_params,
   .name = "cnf",
   .work_size = cnf_work_size,
   .apply = cnf_apply,
@@ -442,10 +459,10 @@ nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng
   c->n_dyn = nf_odenet_n_params(c->net);
   c->has_T = opts->train_end_time != 0;
   c->n_reg = (opts->kinetic_weight > 0) + (opts->jacobian_weight > 0);
-  nf_layer *layer = nf_layer_create(&cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
+  nf_layer *layer = nf_layer_create(&nf_cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
   if (!layer) return NULL;
-  nf_odenet_init(c->net, rng, layer->params);
-  if (c->has_T) layer->params[c->n_dyn] = sqrt(opts->end_time);
+  nf_odenet_init(c->net, rng, layer->init);
+  if (c->has_T) layer->init[c->n_dyn] = sqrt(opts->end_time);
   return layer;
 }
 
@@ -476,14 +493,14 @@ nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
   c->field = *field;
   c->n_dyn = field->n_params;
   c->has_T = opts->train_end_time != 0;
-  nf_layer *layer = nf_layer_create(&cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
-  if (layer && c->has_T) layer->params[c->n_dyn] = sqrt(opts->end_time);
+  nf_layer *layer = nf_layer_create(&nf_cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
+  if (layer && c->has_T) layer->init[c->n_dyn] = sqrt(opts->end_time);
   return layer;
 }
 
 nf_status nf_cnf_get_counters(const nf_layer *layer, nf_cnf_counters *out)
 {
-  if (!layer || layer->type != &cnf_type || !out)
+  if (!layer || layer->type != &nf_cnf_type || !out)
     return nf_fail(NF_EINVAL, "nf_cnf_get_counters: not a CNF layer, or out is NULL");
   const cnf *c = layer->data;
   out->solves = atomic_load(&c->solves);
@@ -496,9 +513,9 @@ nf_status nf_cnf_get_counters(const nf_layer *layer, nf_cnf_counters *out)
   return NF_OK;
 }
 
-nf_status nf_cnf_reset_counters(nf_layer *layer)
+nf_status nf_cnf_reset_counters(const nf_layer *layer)
 {
-  if (!layer || layer->type != &cnf_type)
+  if (!layer || layer->type != &nf_cnf_type)
     return nf_fail(NF_EINVAL, "nf_cnf_reset_counters: not a CNF layer");
   cnf *c = layer->data;
   atomic_store(&c->solves, 0);
@@ -511,14 +528,14 @@ nf_status nf_cnf_reset_counters(nf_layer *layer)
   return NF_OK;
 }
 
-double nf_cnf_end_time(const nf_layer *layer)
+double nf_cnf_end_time(const nf_layer *layer, const double *theta)
 {
-  return layer && layer->type == &cnf_type ? end_time(layer) : 0.0;
+  return layer && layer->type == &nf_cnf_type ? end_time(layer, theta) : 0.0;
 }
 
 double nf_cnf_rhs_flops(const nf_layer *layer)
 {
-  if (!layer || layer->type != &cnf_type || !((const cnf *)layer->data)->net) return 0.0;
+  if (!layer || layer->type != &nf_cnf_type || !((const cnf *)layer->data)->net) return 0.0;
   const cnf *c = layer->data;
   return nf_odenet_trace_flops(c->net, c->opts.trace == NF_TRACE_EXACT);
 }

@@ -2,13 +2,17 @@
    and the argument checks and vjp driver the bijectors share. */
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "nflow/layer_impl.h"
+#include "nflow/version.h"
 
 static _Thread_local char nf_last_error[512];
+static _Thread_local nf_status nf_last_code;
 
 const char *nf_status_str(nf_status s)
 {
@@ -23,19 +27,53 @@ const char *nf_status_str(nf_status s)
   case NF_ENOCONV: return "NF_ENOCONV (no convergence)";
   case NF_ESOLVER: return "NF_ESOLVER (ODE solver failure)";
   case NF_ESTATE: return "NF_ESTATE (object not ready)";
+  case NF_EDOMAIN: return "NF_EDOMAIN (parameters make the map singular)";
   }
   return "NF_? (unknown status)";
 }
 
 const char *nf_errmsg(void) { return nf_last_error; }
 
+nf_status nf_last_status(void) { return nf_last_code; }
+
+/* Records the message and status of a failure for the calling thread. */
+static nf_status record_failure(nf_status status, const char *fmt, va_list ap)
+{
+  vsnprintf(nf_last_error, sizeof nf_last_error, fmt, ap);
+  nf_last_code = status;
+  return status;
+}
+
 nf_status nf_fail(nf_status status, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(nf_last_error, sizeof nf_last_error, fmt, ap);
+  record_failure(status, fmt, ap);
   va_end(ap);
   return status;
+}
+
+nf_status nf_set_error(nf_status status, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  record_failure(status, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+const char *nf_dir_name(nf_dir dir)
+{
+  return dir == NF_FORWARD ? "forward" : dir == NF_INVERSE ? "inverse" : "?";
+}
+
+const char *nf_version(void) { return NFLOW_VERSION_STRING; }
+
+int nf_size_mul(size_t a, size_t b, size_t *out)
+{
+  if (b != 0 && a > SIZE_MAX / b) return 1;
+  *out = a * b;
+  return 0;
 }
 
 nf_status nf_parse_choice(const char *what, const char *name, const char *const *table,
@@ -133,4 +171,15 @@ void nf_vjp_rows(const nf_row_pullback *pb, nf_dir dir, size_t n, size_t d, cons
     pb->pull(pb->self, out + i * d, v, g_l, -1.0, NULL);
     for (size_t j = 0; g_in_row && j < d; j++) g_in_row[j] = v[j];
   }
+}
+
+nf_status nf_check_log_scales(const char *family, const char *what, size_t n, const double *v,
+                              size_t first)
+{
+  for (size_t j = 0; j < n; j++)
+    if (fabs(v[j]) > NF_MAX_LOG_SCALE)
+      return nf_fail(NF_EDOMAIN, "%s: parameter %zu (%s[%zu]) = %g makes exp() over- or "
+                     "underflow: the map would be singular (|%s| must be <= %g)", family,
+                     first + j, what, j, v[j], what, NF_MAX_LOG_SCALE);
+  return NF_OK;
 }

@@ -1,0 +1,798 @@
+/* lib/core/flow.c — base distribution + chain of layers over one flat
+   parameter vector, evaluated through plan-once workspaces.
+
+   Sampling order: z ~ p0, then layer 0, 1, ..., K-1 forward gives x.
+   Density: log p(x) = log p0(z) + sum_k logdet_k, z and logdet_k from the
+   inverse pass K-1, ..., 0 (each logdet for the direction applied). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nflow/flow.h"
+
+/* Rows per chunk of the convenience inference calls: bounds their memory
+   whatever n is, and is large enough for dgemm to run at full speed. */
+#define NF_FLOW_CHUNK 1024
+
+static const double LOG_2PI = 1.83787706640934548356;
+
+struct nf_flow {
+  size_t dim, ctx_dim;
+  nf_base base;
+  size_t n_layers, layers_cap;
+  nf_layer **layers;
+  size_t *offset;        /* layers_cap + 1 offsets into theta; offset[0] = base parameters */
+  size_t n_params, params_cap;
+  double *params, *grad;
+  unsigned long generation; /* changes with every push: invalidates workspaces */
+  uint64_t seed;         /* noise of the convenience calls */
+  nf_flow_ws *own;       /* workspace of the convenience calls */
+  double penalty;        /* at the last nf_flow_nll_grad */
+};
+
+/* Buffers of every layer for `rows` rows: vjp reads each layer's record. */
+struct nf_flow_ws {
+  const nf_flow *flow;
+  unsigned long generation;
+  size_t rows;
+  double *states;    /* (K + 1) x rows x d: states[k] is the input of layer k in sampling order */
+  double *work;      /* concatenated layer workspaces */
+  size_t *work_off;  /* K + 1 offsets into work */
+  double *logdet, *g_logdet; /* rows */
+  double *g_a, *g_b; /* rows x d cotangents */
+  double *g_ctx;     /* rows x c */
+  double *g_theta;   /* n_params: staged parameter cotangents */
+};
+
+static const char *const base_names[] = {"std_normal", "diag_normal"};
+
+const char *nf_base_name(nf_base base)
+{
+  return (unsigned)base < 2 ? base_names[base] : "?";
+}
+
+nf_status nf_base_parse(const char *name, nf_base *base)
+{
+  int i = 0;
+  nf_status st = nf_parse_choice("base distribution", name, base_names, 2, base ? &i : NULL);
+  if (st == NF_OK) *base = (nf_base)i;
+  return st;
+}
+
+static size_t base_n_params(nf_base base, size_t dim)
+{
+  return base == NF_BASE_DIAG_NORMAL ? 2 * dim : 0;
+}
+
+/* Grows theta and the gradient to hold at least np parameters (doubling). */
+static nf_status reserve_params(nf_flow *flow, size_t np)
+{
+  if (np <= flow->params_cap) return NF_OK;
+  size_t cap = flow->params_cap ? flow->params_cap : 64, bytes;
+  while (cap < np) cap = cap > SIZE_MAX / 2 ? np : 2 * cap;
+  if (nf_size_mul(cap, sizeof(double), &bytes))
+    return nf_fail(NF_ENOMEM, "nf_flow: %zu parameters overflow the address space", np);
+  double *params = realloc(flow->params, bytes);
+  if (params) flow->params = params;
+  double *grad = params ? realloc(flow->grad, bytes) : NULL;
+  if (grad) flow->grad = grad;
+  if (!params || !grad) return nf_fail(NF_ENOMEM, "nf_flow: out of memory for %zu parameters", np);
+  flow->params_cap = cap;
+  return NF_OK;
+}
+
+/* Grows the layer list (and its offsets) to hold one more layer (doubling). */
+static nf_status reserve_layers(nf_flow *flow)
+{
+  if (flow->n_layers < flow->layers_cap) return NF_OK;
+  size_t cap = flow->layers_cap ? 2 * flow->layers_cap : 8;
+  nf_layer **layers = realloc(flow->layers, cap * sizeof *layers);
+  if (layers) flow->layers = layers;
+  size_t *offset = layers ? realloc(flow->offset, (cap + 1) * sizeof *offset) : NULL;
+  if (offset) flow->offset = offset;
+  if (!layers || !offset) return nf_fail(NF_ENOMEM, "nf_flow_push: out of memory");
+  flow->layers_cap = cap;
+  return NF_OK;
+}
+
+nf_flow *nf_flow_new(size_t dim, size_t ctx_dim, nf_base base)
+{
+  if (dim == 0) {
+    nf_fail(NF_EINVAL, "nf_flow_new: dimension is 0");
+    return NULL;
+  }
+  if (base != NF_BASE_STD_NORMAL && base != NF_BASE_DIAG_NORMAL) {
+    nf_fail(NF_EINVAL, "nf_flow_new: unknown base distribution %d", (int)base);
+    return NULL;
+  }
+  nf_flow *flow = calloc(1, sizeof *flow);
+  if (!flow) {
+    nf_fail(NF_ENOMEM, "nf_flow_new: out of memory");
+    return NULL;
+  }
+  flow->dim = dim;
+  flow->ctx_dim = ctx_dim;
+  flow->base = base;
+  size_t np = base_n_params(base, dim);
+  if (reserve_params(flow, np) || reserve_layers(flow)) {
+    nf_flow_free(flow);
+    return NULL;
+  }
+  memset(flow->params, 0, np * sizeof *flow->params); /* mu = 0, log_sigma = 0 */
+  memset(flow->grad, 0, np * sizeof *flow->grad);
+  flow->n_params = np;
+  flow->offset[0] = np;
+  return flow;
+}
+
+void nf_flow_free(nf_flow *flow)
+{
+  if (!flow) return;
+  nf_flow_ws_free(flow->own);
+  for (size_t k = 0; k < flow->n_layers; k++) {
+    flow->layers[k]->in_flow = 0;
+    nf_layer_free(flow->layers[k]);
+  }
+  free(flow->layers);
+  free(flow->offset);
+  free(flow->params);
+  free(flow->grad);
+  free(flow);
+}
+
+/* Frees a layer the flow was handed but could not take, and returns status. */
+static nf_status refuse_layer(nf_layer *layer, nf_status status)
+{
+  if (layer && !layer->in_flow) nf_layer_free(layer);
+  return status;
+}
+
+nf_status nf_flow_push(nf_flow *flow, nf_layer *layer)
+{
+  if (!flow || !layer)
+    return refuse_layer(layer, nf_fail(NF_EINVAL, "nf_flow_push: flow or layer is NULL"));
+  if (layer->in_flow)
+    return nf_fail(NF_EINVAL, "nf_flow_push: layer '%s' already belongs to a flow",
+                   layer->type->name);
+  if (layer->dim != flow->dim || (layer->ctx_dim && layer->ctx_dim != flow->ctx_dim))
+    return refuse_layer(layer, nf_fail(NF_EDIM,
+        "nf_flow_push: layer '%s' is %zu-D with context %zu, flow is %zu-D with context %zu",
+        layer->type->name, layer->dim, layer->ctx_dim, flow->dim, flow->ctx_dim));
+  size_t np = flow->n_params + layer->n_params;
+  if (np < flow->n_params)
+    return refuse_layer(layer, nf_fail(NF_ENOMEM, "nf_flow_push: parameter count overflows"));
+  nf_status st = reserve_layers(flow);
+  if (!st) st = reserve_params(flow, np);
+  if (st) return refuse_layer(layer, st);
+  memcpy(flow->params + flow->n_params, layer->init, layer->n_params * sizeof *flow->params);
+  memset(flow->grad + flow->n_params, 0, layer->n_params * sizeof *flow->grad);
+  flow->n_params = np;
+  layer->in_flow = 1;
+  flow->layers[flow->n_layers++] = layer;
+  flow->offset[flow->n_layers] = np;
+  flow->generation++;
+  nf_flow_ws_free(flow->own);
+  flow->own = NULL;
+  return NF_OK;
+}
+
+size_t nf_flow_dim(const nf_flow *flow) { return flow ? flow->dim : 0; }
+size_t nf_flow_ctx_dim(const nf_flow *flow) { return flow ? flow->ctx_dim : 0; }
+size_t nf_flow_n_layers(const nf_flow *flow) { return flow ? flow->n_layers : 0; }
+size_t nf_flow_n_params(const nf_flow *flow) { return flow ? flow->n_params : 0; }
+const double *nf_flow_params(const nf_flow *flow) { return flow ? flow->params : NULL; }
+double *nf_flow_grad(nf_flow *flow) { return flow ? flow->grad : NULL; }
+nf_base nf_flow_base(const nf_flow *flow) { return flow ? flow->base : NF_BASE_STD_NORMAL; }
+size_t nf_flow_base_n_params(const nf_flow *flow) { return flow ? flow->offset[0] : 0; }
+const double *nf_flow_base_params(const nf_flow *flow) { return flow ? flow->params : NULL; }
+double nf_flow_penalty(const nf_flow *flow) { return flow ? flow->penalty : 0.0; }
+void nf_flow_set_seed(nf_flow *flow, uint64_t seed) { if (flow) flow->seed = seed; }
+uint64_t nf_flow_seed(const nf_flow *flow) { return flow ? flow->seed : 0; }
+
+const nf_layer *nf_flow_layer(const nf_flow *flow, size_t k)
+{
+  return flow && k < flow->n_layers ? flow->layers[k] : NULL;
+}
+
+size_t nf_flow_param_offset(const nf_flow *flow, size_t k)
+{
+  return flow && k <= flow->n_layers ? flow->offset[k] : 0;
+}
+
+/* The base's parameters are finite and log_sigma keeps exp(+-log_sigma) normal. */
+static nf_status check_base_params(const nf_flow *flow, const double *theta)
+{
+  size_t d = flow->dim, np = flow->offset[0];
+  size_t bad = nf_first_nonfinite(np, theta);
+  if (bad < np)
+    return nf_fail(NF_ENONFINITE, "base '%s': parameter %zu (%s[%zu]) is %g, not finite",
+                   nf_base_name(flow->base), bad, bad < d ? "mu" : "log_sigma", bad % d, theta[bad]);
+  return np ? nf_check_log_scales("base diag_normal", "log_sigma", d, theta + d, d) : NF_OK;
+}
+
+nf_status nf_flow_check_params(const nf_flow *flow, const double *theta)
+{
+  if (!flow || !theta) return nf_fail(NF_EINVAL, "nf_flow_check_params: flow or theta is NULL");
+  nf_status st = check_base_params(flow, theta);
+  for (size_t k = 0; !st && k < flow->n_layers; k++)
+    if ((st = nf_layer_check_params(flow->layers[k], theta + flow->offset[k]))) {
+      char prefix[64];
+      snprintf(prefix, sizeof prefix, "layer %zu (theta from index %zu)", k, flow->offset[k]);
+      return nf_fail_prefixed(st, prefix);
+    }
+  return st;
+}
+
+nf_status nf_flow_set_params(nf_flow *flow, const double *theta)
+{
+  nf_status st = nf_flow_check_params(flow, theta);
+  if (st) return st;
+  if (theta != flow->params) memmove(flow->params, theta, flow->n_params * sizeof *theta);
+  return NF_OK;
+}
+
+/* ---- workspaces ---- */
+
+void nf_flow_ws_free(nf_flow_ws *ws)
+{
+  if (!ws) return;
+  const nf_flow *flow = ws->flow;
+  for (size_t k = 0; ws->work && ws->generation == flow->generation && k < flow->n_layers; k++)
+    if (flow->layers[k]->type->work_release)
+      flow->layers[k]->type->work_release(flow->layers[k], ws->rows, ws->work + ws->work_off[k]);
+  free(ws->states);
+  free(ws->work);
+  free(ws->work_off);
+  free(ws->logdet);
+  free(ws->g_logdet);
+  free(ws->g_a);
+  free(ws->g_b);
+  free(ws->g_ctx);
+  free(ws->g_theta);
+  free(ws);
+}
+
+/* Doubles of each buffer of a workspace of `rows` rows; nonzero on overflow. */
+static int ws_sizes(const nf_flow *flow, size_t rows, size_t *states, size_t *nd, size_t *nc)
+{
+  size_t K1 = flow->n_layers + 1;
+  return nf_size_mul(rows, flow->dim, nd) || nf_size_mul(*nd, K1, states) ||
+         nf_size_mul(rows, flow->ctx_dim ? flow->ctx_dim : 1, nc);
+}
+
+nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows)
+{
+  const char *fn = "nf_flow_ws_new";
+  size_t n_states, nd, nc, total = 0, K = flow ? flow->n_layers : 0;
+  if (!flow || max_rows == 0) {
+    nf_fail(NF_EINVAL, "%s: flow is NULL or max_rows is 0", fn);
+    return NULL;
+  }
+  if (ws_sizes(flow, max_rows, &n_states, &nd, &nc)) {
+    nf_fail(NF_ENOMEM, "%s: %zu rows overflow the address space", fn, max_rows);
+    return NULL;
+  }
+  nf_flow_ws *ws = calloc(1, sizeof *ws);
+  size_t *off = ws ? malloc((K + 1) * sizeof *off) : NULL;
+  for (size_t k = 0; off && k < K; k++) {
+    off[k] = total;
+    size_t need = nf_layer_work_size(flow->layers[k], max_rows);
+    total = total + need < total ? SIZE_MAX : total + need;
+  }
+  if (ws) {
+    ws->flow = flow;
+    ws->generation = flow->generation;
+    ws->rows = max_rows;
+    ws->work_off = off;
+  }
+  if (off && total != SIZE_MAX) {
+    off[K] = total;
+    ws->states = nf_dalloc(n_states);
+    ws->work = nf_dalloc(total);
+    ws->logdet = nf_dalloc(max_rows);
+    ws->g_logdet = nf_dalloc(max_rows);
+    ws->g_a = nf_dalloc(nd);
+    ws->g_b = nf_dalloc(nd);
+    ws->g_ctx = nf_dalloc(nc);
+    ws->g_theta = nf_dalloc(flow->n_params);
+  }
+  if (!ws || !off || !ws->states || !ws->work || !ws->logdet || !ws->g_logdet || !ws->g_a ||
+      !ws->g_b || !ws->g_ctx || !ws->g_theta) {
+    if (ws) ws->generation = flow->generation + 1; /* nothing for the layers to release */
+    nf_flow_ws_free(ws);
+    nf_fail(NF_ENOMEM, "%s: out of memory for a workspace of %zu rows", fn, max_rows);
+    return NULL;
+  }
+  return ws;
+}
+
+size_t nf_flow_ws_rows(const nf_flow_ws *ws) { return ws ? ws->rows : 0; }
+
+/* The flow's own workspace, grown to at least `rows` rows. */
+static nf_status own_ws(nf_flow *flow, size_t rows)
+{
+  if (flow->own && flow->own->rows >= rows) return NF_OK;
+  nf_flow_ws_free(flow->own);
+  flow->own = nf_flow_ws_new(flow, rows);
+  return flow->own ? NF_OK : NF_ENOMEM;
+}
+
+nf_status nf_flow_reserve(nf_flow *flow, size_t n)
+{
+  if (!flow || n == 0) return nf_fail(NF_EINVAL, "nf_flow_reserve: flow is NULL or n is 0");
+  return own_ws(flow, n);
+}
+
+/* ---- checks ---- */
+
+/* NF_ENONFINITE naming the first non-finite entry (global row, column) of an n x w array. */
+static nf_status check_finite(const char *fn, const char *what, size_t n, size_t w,
+                              const double *v)
+{
+  size_t bad = nf_first_nonfinite(n * w, v);
+  if (bad < n * w)
+    return nf_fail(NF_ENONFINITE, "%s: %s row %zu, column %zu is %g, not finite", fn, what,
+                   bad / w, bad % w, v[bad]);
+  return NF_OK;
+}
+
+/* Checks the arguments every call shares; x is checked for finiteness when it is an input. */
+static nf_status check_call(const char *fn, const nf_flow *flow, const nf_flow_ws *ws, size_t n,
+                            const double *x, int x_is_input, const double *ctx)
+{
+  size_t n_states, nd, nc;
+  if (!flow) return nf_fail(NF_EINVAL, "%s: flow is NULL", fn);
+  if (!ws) return nf_fail(NF_EINVAL, "%s: workspace is NULL", fn);
+  if (ws->flow != flow || ws->generation != flow->generation)
+    return nf_fail(NF_ESTATE, "%s: the workspace was made for another flow, or before the "
+                   "last nf_flow_push", fn);
+  if (n == 0) return nf_fail(NF_EINVAL, "%s: batch size n is 0", fn);
+  if (ws_sizes(flow, n, &n_states, &nd, &nc))
+    return nf_fail(NF_EINVAL, "%s: %zu rows overflow the address space", fn, n);
+  if (!x) return nf_fail(NF_EINVAL, "%s: %s is NULL", fn, x_is_input ? "input" : "output");
+  if (flow->ctx_dim > 0 && !ctx)
+    return nf_fail(NF_EINVAL, "%s: the flow is conditional (context width %zu) but ctx is NULL",
+                   fn, flow->ctx_dim);
+  nf_status st = x_is_input ? check_finite(fn, "x", n, flow->dim, x) : NF_OK;
+  if (!st && flow->ctx_dim > 0) st = check_finite(fn, "ctx", n, flow->ctx_dim, ctx);
+  return st;
+}
+
+/* NF_EINVAL unless n rows fit the workspace (the gradient calls do not chunk). */
+static nf_status check_fits(const char *fn, const nf_flow_ws *ws, size_t n)
+{
+  if (n <= ws->rows) return NF_OK;
+  return nf_fail(NF_EINVAL, "%s: %zu rows exceed the workspace's %zu (make it with "
+                 "nf_flow_ws_new(flow, %zu) or split the batch)", fn, n, ws->rows, n);
+}
+
+/* ---- the base distribution ---- */
+
+/* Adds log p0(z_i) to logp[i]: standard or diagonal normal density. */
+static void base_log_prob(const nf_flow *flow, size_t n, const double *z, double *logp)
+{
+  size_t d = flow->dim;
+  const double *mu = flow->params, *log_sigma = flow->params + d;
+  int diag = flow->base == NF_BASE_DIAG_NORMAL;
+  double norm = -0.5 * (double)d * LOG_2PI;
+  for (size_t j = 0; diag && j < d; j++) norm -= log_sigma[j];
+  for (size_t i = 0; i < n; i++) {
+    double q = 0;
+    for (size_t j = 0; j < d; j++) {
+      double u = diag ? (z[i * d + j] - mu[j]) * exp(-log_sigma[j]) : z[i * d + j];
+      q += u * u;
+    }
+    logp[i] += norm - 0.5 * q;
+  }
+}
+
+/* Pullback of per-row cotangents w_i of log p0(z_i): with u = (z - mu)/sigma,
+   g_z = -w u / sigma (written), and for the diagonal base (g_base != NULL)
+   g_mu += sum_i w_i u/sigma, g_log_sigma += sum_i w_i (u^2 - 1). */
+static void base_vjp(const nf_flow *flow, size_t n, const double *z, const double *w,
+                     double *g_z, double *g_base)
+{
+  size_t d = flow->dim;
+  int diag = flow->base == NF_BASE_DIAG_NORMAL;
+  const double *mu = flow->params, *log_sigma = flow->params + d;
+  for (size_t j = 0; j < d; j++) {
+    double inv_sigma = diag ? exp(-log_sigma[j]) : 1.0, m = diag ? mu[j] : 0.0;
+    double g_mu = 0, g_ls = 0;
+    for (size_t i = 0; i < n; i++) {
+      double u = (z[i * d + j] - m) * inv_sigma;
+      g_z[i * d + j] = -w[i] * u * inv_sigma;
+      g_mu += w[i] * u * inv_sigma;
+      g_ls += w[i] * (u * u - 1.0);
+    }
+    if (diag && g_base) {
+      g_base[j] += g_mu;
+      g_base[d + j] += g_ls;
+    }
+  }
+}
+
+/* z = mu + sigma eps for the diagonal base, in place on n rows of eps. */
+static void base_shift_scale(const nf_flow *flow, size_t n, double *z)
+{
+  size_t d = flow->dim;
+  if (flow->base != NF_BASE_DIAG_NORMAL) return;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < d; j++)
+      z[i * d + j] = flow->params[j] + exp(flow->params[d + j]) * z[i * d + j];
+}
+
+/* ---- passes through the chain ---- */
+
+/* TEMPORARY until nf_noise_key lands in rng.c: splitmix64 finaliser of seed and k. */
+static uint64_t nf_noise_key(uint64_t seed, uint64_t k)
+{
+  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (k + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/* Layer k's per-call options: its own noise key, the batch's global first row. */
+static nf_apply_opts layer_opts(uint64_t seed, size_t k, size_t row0, double penalty_weight)
+{
+  nf_apply_opts o = {nf_noise_key(seed, k), row0, penalty_weight};
+  return o;
+}
+
+/* Layer k's context: ctx, or NULL for a layer that takes none. */
+static const double *layer_ctx(const nf_flow *flow, size_t k, const double *ctx)
+{
+  return flow->layers[k]->ctx_dim ? ctx : NULL;
+}
+
+/* Applies layer k in direction dir from states[from] to out (states[to] when out is NULL). */
+static nf_status apply_layer(const nf_flow *flow, nf_flow_ws *ws, size_t k, nf_dir dir, size_t n,
+                             const double *in, const double *ctx, double *out,
+                             const nf_apply_opts *o)
+{
+  const nf_layer *layer = flow->layers[k];
+  return layer->type->apply(layer, flow->params + flow->offset[k], dir, n, in,
+                            layer_ctx(flow, k, ctx), out, ws->logdet, o,
+                            ws->work + ws->work_off[k]);
+}
+
+/* Inverse pass of n rows from x (copied into states[K]) down to z = states[0];
+   ws->logdet[i] = the sum of the inverse log-dets. */
+static nf_status inverse_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t row0,
+                              size_t n, const double *x, const double *ctx, double penalty_w)
+{
+  size_t K = flow->n_layers, nd = n * flow->dim;
+  memcpy(ws->states + K * nd, x, nd * sizeof *x);
+  memset(ws->logdet, 0, n * sizeof *ws->logdet);
+  for (size_t k = K; k-- > 0;) {
+    nf_apply_opts o = layer_opts(seed, k, row0, penalty_w);
+    nf_status st = apply_layer(flow, ws, k, NF_INVERSE, n, ws->states + (k + 1) * nd, ctx,
+                               ws->states + k * nd, &o);
+    if (st) return st;
+  }
+  return NF_OK;
+}
+
+/* Forward pass of n rows from z = states[0] up to states[K];
+   ws->logdet[i] = the sum of the forward log-dets. */
+static nf_status forward_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t row0,
+                              size_t n, const double *ctx)
+{
+  size_t K = flow->n_layers, nd = n * flow->dim;
+  memset(ws->logdet, 0, n * sizeof *ws->logdet);
+  for (size_t k = 0; k < K; k++) {
+    nf_apply_opts o = layer_opts(seed, k, row0, 0.0);
+    nf_status st = apply_layer(flow, ws, k, NF_FORWARD, n, ws->states + k * nd, ctx,
+                               ws->states + (k + 1) * nd, &o);
+    if (st) return st;
+  }
+  return NF_OK;
+}
+
+/* Where a chunked call writes: straight into the caller's array when one
+   chunk covers the batch, else into a staging copy (all or nothing). */
+static double *staging(size_t n, size_t rows, size_t width, double *final)
+{
+  if (!final || n <= rows) return final;
+  double *s = malloc(n * width * sizeof *s);
+  if (!s) nf_fail(NF_ENOMEM, "nf_flow: out of memory staging %zu rows", n);
+  return s;
+}
+
+/* Publishes a staging copy into the caller's array on success; frees it. */
+static void publish(double *stage, double *final, size_t count, nf_status st)
+{
+  if (!stage || stage == final) return;
+  if (!st) memcpy(final, stage, count * sizeof *final);
+  free(stage);
+}
+
+/* Prefixes a failure inside chunk [i0, i0 + m) with the global row range. */
+static nf_status chunk_failure(nf_status st, const char *fn, size_t i0, size_t m, size_t n)
+{
+  char prefix[160];
+  if (m == n) snprintf(prefix, sizeof prefix, "%s", fn);
+  else snprintf(prefix, sizeof prefix, "%s: rows %zu to %zu", fn, i0, i0 + m - 1);
+  return nf_fail_prefixed(st, prefix);
+}
+
+/* log p of n rows chunk by chunk into logp (if not NULL) and their sum into *sum. */
+static nf_status log_prob_chunks(const char *fn, const nf_flow *flow, nf_flow_ws *ws,
+                                 uint64_t seed, size_t n, const double *x, const double *ctx,
+                                 double *logp, double *sum)
+{
+  size_t d = flow->dim, c = flow->ctx_dim;
+  nf_status st = NF_OK;
+  *sum = 0;
+  for (size_t i0 = 0; !st && i0 < n; i0 += ws->rows) {
+    size_t m = n - i0 < ws->rows ? n - i0 : ws->rows;
+    st = inverse_pass(flow, ws, seed, i0, m, x + i0 * d, ctx ? ctx + i0 * c : NULL, 0.0);
+    if (st) return chunk_failure(st, fn, i0, m, n);
+    base_log_prob(flow, m, ws->states, ws->logdet);
+    for (size_t i = 0; i < m; i++) *sum += ws->logdet[i];
+    if (logp) memcpy(logp + i0, ws->logdet, m * sizeof *logp);
+  }
+  return st;
+}
+
+nf_status nf_flow_log_prob_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                              const double *x, const double *ctx, double *logp)
+{
+  const char *fn = "nf_flow_log_prob";
+  nf_status st = check_call(fn, flow, ws, n, x, 1, ctx);
+  if (st) return st;
+  if (!logp) return nf_fail(NF_EINVAL, "%s: logp is NULL", fn);
+  double sum, *out = staging(n, ws->rows, 1, logp);
+  if (!out) return NF_ENOMEM;
+  st = log_prob_chunks(fn, flow, ws, seed, n, x, ctx, out, &sum);
+  publish(out, logp, n, st);
+  return st;
+}
+
+nf_status nf_flow_nll_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                         const double *x, const double *ctx, double *nll)
+{
+  const char *fn = "nf_flow_nll";
+  nf_status st = check_call(fn, flow, ws, n, x, 1, ctx);
+  if (st) return st;
+  if (!nll) return nf_fail(NF_EINVAL, "%s: nll is NULL", fn);
+  double sum;
+  if ((st = log_prob_chunks(fn, flow, ws, seed, n, x, ctx, NULL, &sum))) return st;
+  *nll = -sum / (double)n;
+  return NF_OK;
+}
+
+nf_status nf_flow_sample_ws(const nf_flow *flow, nf_flow_ws *ws, nf_rng *rng, size_t n,
+                            const double *ctx, double *x, double *logp)
+{
+  const char *fn = "nf_flow_sample";
+  nf_status st = check_call(fn, flow, ws, n, x, 0, ctx);
+  if (st) return st;
+  if (!rng) return nf_fail(NF_EINVAL, "%s: rng is NULL", fn);
+  size_t d = flow->dim, c = flow->ctx_dim, K = flow->n_layers;
+  uint64_t seed = nf_rng_u64(rng);
+  double *xs = staging(n, ws->rows, d, x), *ls = staging(n, ws->rows, 1, logp);
+  if (!xs || (logp && !ls)) st = NF_ENOMEM;
+  for (size_t i0 = 0; !st && i0 < n; i0 += ws->rows) {
+    size_t m = n - i0 < ws->rows ? n - i0 : ws->rows;
+    nf_rng_normal_fill(rng, m * d, ws->states);
+    base_shift_scale(flow, m, ws->states);
+    st = forward_pass(flow, ws, seed, i0, m, ctx ? ctx + i0 * c : NULL);
+    if (st) {
+      st = chunk_failure(st, fn, i0, m, n);
+      break;
+    }
+    memcpy(xs + i0 * d, ws->states + K * m * d, m * d * sizeof *xs);
+    if (!ls) continue;
+    for (size_t i = 0; i < m; i++) ls[i0 + i] = -ws->logdet[i];
+    base_log_prob(flow, m, ws->states, ls + i0);
+  }
+  publish(xs, x, n * d, st);
+  publish(ls, logp, n, st);
+  return st;
+}
+
+nf_status nf_flow_transform_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, nf_dir dir,
+                               size_t n, const double *in, const double *ctx, double *out,
+                               double *logdet)
+{
+  const char *fn = "nf_flow_transform";
+  nf_status st = check_call(fn, flow, ws, n, in, 1, ctx);
+  if (st) return st;
+  if (!out || out == in) return nf_fail(NF_EINVAL, "%s: out is NULL or aliases in", fn);
+  if (dir != NF_FORWARD && dir != NF_INVERSE)
+    return nf_fail(NF_EINVAL, "%s: direction %d is neither NF_FORWARD nor NF_INVERSE", fn, (int)dir);
+  size_t d = flow->dim, c = flow->ctx_dim, K = flow->n_layers;
+  double *os = staging(n, ws->rows, d, out), *ls = staging(n, ws->rows, 1, logdet);
+  if (!os || (logdet && !ls)) st = NF_ENOMEM;
+  for (size_t i0 = 0; !st && i0 < n; i0 += ws->rows) {
+    size_t m = n - i0 < ws->rows ? n - i0 : ws->rows, md = m * d;
+    const double *chunk_ctx = ctx ? ctx + i0 * c : NULL;
+    if (dir == NF_FORWARD) {
+      memcpy(ws->states, in + i0 * d, md * sizeof *in);
+      st = forward_pass(flow, ws, seed, i0, m, chunk_ctx);
+    } else {
+      st = inverse_pass(flow, ws, seed, i0, m, in + i0 * d, chunk_ctx, 0.0);
+    }
+    if (st) {
+      st = chunk_failure(st, fn, i0, m, n);
+      break;
+    }
+    memcpy(os + i0 * d, ws->states + (dir == NF_FORWARD ? K * md : 0), md * sizeof *os);
+    if (ls) memcpy(ls + i0, ws->logdet, m * sizeof *ls);
+  }
+  publish(os, out, n * d, st);
+  publish(ls, logdet, n, st);
+  return st;
+}
+
+/* The backward pass after inverse_pass: with per-row cotangents w of log p,
+   pulls them through the base and the chain. Leaves g_x in ws->g_a (when
+   want_x), ADDS into g_ctx (n x c, may be NULL) and g_theta (n_params, may be NULL). */
+static nf_status backward_pass(const nf_flow *flow, nf_flow_ws *ws, size_t n, const double *ctx,
+                               const double *w, int want_x, double *g_ctx, double *g_theta)
+{
+  size_t K = flow->n_layers, nd = n * flow->dim;
+  base_vjp(flow, n, ws->states, w, ws->g_a, g_theta);
+  for (size_t k = 0; k < K; k++) {
+    const nf_layer *layer = flow->layers[k];
+    double *g_in = k + 1 < K || want_x ? ws->g_b : NULL;
+    nf_status st = layer->type->vjp(
+        layer, flow->params + flow->offset[k], NF_INVERSE, n, ws->states + (k + 1) * nd,
+        layer_ctx(flow, k, ctx), ws->states + k * nd, ws->g_a, w, g_in,
+        layer->ctx_dim ? g_ctx : NULL, g_theta ? g_theta + flow->offset[k] : NULL,
+        ws->work + ws->work_off[k]);
+    if (st) return st;
+    double *t = ws->g_a; ws->g_a = ws->g_b; ws->g_b = t;
+  }
+  return NF_OK;
+}
+
+/* The sum over layers of their penalties at the last pass, each averaged over the rows. */
+static double layer_penalties(const nf_flow *flow, const nf_flow_ws *ws, size_t n)
+{
+  double p = 0;
+  for (size_t k = 0; k < flow->n_layers; k++) {
+    const nf_layer *layer = flow->layers[k];
+    if (layer->type->penalty) p += layer->type->penalty(layer, n, ws->work + ws->work_off[k]);
+  }
+  return p;
+}
+
+nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                              const double *x, const double *ctx, double *nll, double *grad,
+                              double *penalty)
+{
+  const char *fn = "nf_flow_nll_grad";
+  if (flow && grad) memset(grad, 0, flow->n_params * sizeof *grad);
+  nf_status st = check_call(fn, flow, ws, n, x, 1, ctx);
+  if (!st && (!nll || !grad)) st = nf_fail(NF_EINVAL, "%s: nll or grad is NULL", fn);
+  if (!st) st = check_fits(fn, ws, n);
+  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, 1.0);
+  if (st) return st;
+  base_log_prob(flow, n, ws->states, ws->logdet);
+  double sum = 0;
+  for (size_t i = 0; i < n; i++) {
+    sum -= ws->logdet[i];
+    ws->g_logdet[i] = -1.0 / (double)n;
+  }
+  if ((st = backward_pass(flow, ws, n, ctx, ws->g_logdet, 0, NULL, grad))) {
+    memset(grad, 0, flow->n_params * sizeof *grad);
+    return chunk_failure(st, fn, 0, n, n);
+  }
+  double pen = layer_penalties(flow, ws, n);
+  *nll = sum / (double)n;
+  if (penalty) *penalty = pen;
+  return NF_OK;
+}
+
+/* Shared body of log_prob_vjp and log_prob_grad: one pass over n rows with
+   per-row cotangents g_logp (NULL: all 1); outputs written only on success,
+   g_ctx added to (add_ctx) or overwritten. */
+static nf_status log_prob_pullback(const char *fn, const nf_flow *flow, nf_flow_ws *ws,
+                                   uint64_t seed, size_t n, const double *x, const double *ctx,
+                                   const double *g_logp, double *logp, double *g_x,
+                                   double *g_ctx, int add_ctx, double *g_theta)
+{
+  nf_status st = check_call(fn, flow, ws, n, x, 1, ctx);
+  if (!st) st = check_fits(fn, ws, n);
+  if (!st && g_logp) st = check_finite(fn, "g_logp", n, 1, g_logp);
+  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, 0.0);
+  if (st) return st;
+  base_log_prob(flow, n, ws->states, ws->logdet);
+  for (size_t i = 0; i < n; i++) ws->g_logdet[i] = g_logp ? g_logp[i] : 1.0;
+  size_t nc = n * flow->ctx_dim, nd = n * flow->dim;
+  if (g_ctx) memset(ws->g_ctx, 0, nc * sizeof *g_ctx);
+  if (g_theta) memset(ws->g_theta, 0, flow->n_params * sizeof *g_theta);
+  st = backward_pass(flow, ws, n, ctx, ws->g_logdet, g_x != NULL, g_ctx ? ws->g_ctx : NULL,
+                     g_theta ? ws->g_theta : NULL);
+  if (st) return chunk_failure(st, fn, 0, n, n);
+  if (logp) memcpy(logp, ws->logdet, n * sizeof *logp);
+  if (g_x) memcpy(g_x, ws->g_a, nd * sizeof *g_x);
+  for (size_t i = 0; g_ctx && i < nc; i++) g_ctx[i] = (add_ctx ? g_ctx[i] : 0.0) + ws->g_ctx[i];
+  for (size_t p = 0; g_theta && p < flow->n_params; p++) g_theta[p] += ws->g_theta[p];
+  return NF_OK;
+}
+
+nf_status nf_flow_log_prob_vjp_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                                  const double *x, const double *ctx, const double *g_logp,
+                                  double *logp, double *g_x, double *g_ctx, double *g_theta)
+{
+  const char *fn = "nf_flow_log_prob_vjp";
+  if (!g_logp) return nf_fail(NF_EINVAL, "%s: g_logp is NULL", fn);
+  return log_prob_pullback(fn, flow, ws, seed, n, x, ctx, g_logp, logp, g_x, g_ctx, 1, g_theta);
+}
+
+nf_status nf_flow_log_prob_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                                   const double *x, const double *ctx, double *logp,
+                                   double *g_x, double *g_ctx)
+{
+  const char *fn = "nf_flow_log_prob_grad";
+  if (!g_x) return nf_fail(NF_EINVAL, "%s: g_x is NULL", fn);
+  return log_prob_pullback(fn, flow, ws, seed, n, x, ctx, NULL, logp, g_x, g_ctx, 0, NULL);
+}
+
+/* ---- convenience calls ---- */
+
+/* The own workspace for an inference call of n rows (chunks of NF_FLOW_CHUNK). */
+static nf_status own_infer(nf_flow *flow, size_t n)
+{
+  if (!flow) return nf_fail(NF_EINVAL, "nf_flow: flow is NULL");
+  if (flow->own && flow->own->rows >= (n < NF_FLOW_CHUNK ? n : NF_FLOW_CHUNK)) return NF_OK;
+  return own_ws(flow, n < NF_FLOW_CHUNK ? (n ? n : 1) : NF_FLOW_CHUNK);
+}
+
+/* The own workspace for a gradient call of n rows (one pass). */
+static nf_status own_train(nf_flow *flow, size_t n)
+{
+  if (!flow) return nf_fail(NF_EINVAL, "nf_flow: flow is NULL");
+  return own_ws(flow, n ? n : 1);
+}
+
+nf_status nf_flow_log_prob(nf_flow *flow, size_t n, const double *x, const double *ctx,
+                           double *logp)
+{
+  nf_status st = own_infer(flow, n);
+  return st ? st : nf_flow_log_prob_ws(flow, flow->own, flow->seed, n, x, ctx, logp);
+}
+
+nf_status nf_flow_sample(nf_flow *flow, nf_rng *rng, size_t n, const double *ctx, double *x,
+                         double *logp)
+{
+  nf_status st = own_infer(flow, n);
+  return st ? st : nf_flow_sample_ws(flow, flow->own, rng, n, ctx, x, logp);
+}
+
+nf_status nf_flow_transform(nf_flow *flow, nf_dir dir, size_t n, const double *in,
+                            const double *ctx, double *out, double *logdet)
+{
+  nf_status st = own_infer(flow, n);
+  return st ? st : nf_flow_transform_ws(flow, flow->own, flow->seed, dir, n, in, ctx, out, logdet);
+}
+
+nf_status nf_flow_nll(nf_flow *flow, size_t n, const double *x, const double *ctx, double *nll)
+{
+  nf_status st = own_infer(flow, n);
+  return st ? st : nf_flow_nll_ws(flow, flow->own, flow->seed, n, x, ctx, nll);
+}
+
+nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x, const double *ctx,
+                           double *nll)
+{
+  if (flow) memset(flow->grad, 0, flow->n_params * sizeof *flow->grad);
+  nf_status st = own_train(flow, n);
+  if (st) return st;
+  double pen = 0;
+  st = nf_flow_nll_grad_ws(flow, flow->own, flow->seed, n, x, ctx, nll, flow->grad, &pen);
+  if (!st) flow->penalty = pen;
+  return st;
+}
+
+nf_status nf_flow_log_prob_grad(nf_flow *flow, size_t n, const double *x, const double *ctx,
+                                double *logp, double *g_x, double *g_ctx)
+{
+  nf_status st = own_train(flow, n);
+  return st ? st : nf_flow_log_prob_grad_ws(flow, flow->own, flow->seed, n, x, ctx, logp, g_x, g_ctx);
+}

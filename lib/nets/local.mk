@@ -1,0 +1,3 @@
+# Networks over explicit parameter slices: the MLP and the CNF dynamics.
+nflowinclude_HEADERS += include/nflow/mlp.h include/nflow/odenet.h
+libnflow_la_SOURCES += lib/nets/mlp.c lib/nets/odenet.c

@@ -1,0 +1,1 @@
+# Elementwise monotone transformers behind the coupling and autoregressive conditioners.
