@@ -14,6 +14,9 @@ extern "C" {
 #endif
 
 typedef struct nf_field {
+  const char *name;    /* how model files refer to the field: a loader asks its
+                          nf_resolver for the callbacks of this name (may be NULL:
+                          such a flow cannot be saved); copied by nf_cnf_field_new */
   size_t n_params;     /* learnable parameters theta (0: none) */
   int divergence_free; /* nonzero: tr(df/dz) = 0 everywhere (e.g. Hamiltonian flow), no
                           divergence is computed and the log-det is 0 */
