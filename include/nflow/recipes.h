@@ -42,8 +42,10 @@ nf_status nf_recipe_parse(const char *name, nf_recipe_kind *kind);
 const char *nf_recipe_name(nf_recipe_kind kind);
 
 /* A flow on R^dim (standard normal base) built by the recipe, parameters drawn
-   from rng (couplings start at the identity). NULL (with nf_errmsg) on bad
-   arguments or no memory. */
+   from rng (couplings start at the identity). With ctx_dim > 0 the couplings
+   of realnvp, nice and glow see the context (glow's affine and LU layers take
+   none); planar and radial have no conditional layer and are refused, naming
+   the recipe. NULL (with nf_errmsg) on bad arguments or no memory. */
 nf_flow *nf_recipe_build(size_t dim, size_t ctx_dim, const nf_recipe *recipe, nf_rng *rng);
 
 #ifdef __cplusplus

@@ -71,8 +71,6 @@ static nf_status push_block(nf_flow *flow, size_t dim, size_t ctx_dim, const nf_
     if (!st && k + 1 == r->layers) st = push(flow, nf_affine_new(dim));
     return st;
   case NF_RECIPE_GLOW:
-    if (ctx_dim > 0)
-      return nf_fail(NF_EINVAL, "nf_recipe_build: glow takes no context (its actnorm and LU layers are unconditional)");
     if (!(st = push(flow, nf_affine_new(dim))) &&
         !(st = push(flow, nf_linear_lu_new(dim, NULL, NF_DIAG_EXP, rng))))
       st = push(flow, coupling_at(dim, ctx_dim, r, NF_COUPLING_AFFINE, k, rng));
@@ -80,7 +78,9 @@ static nf_status push_block(nf_flow *flow, size_t dim, size_t ctx_dim, const nf_
   case NF_RECIPE_PLANAR:
   case NF_RECIPE_RADIAL:
     if (ctx_dim > 0)
-      return nf_fail(NF_EINVAL, "nf_recipe_build: %s layers take no context", nf_recipe_name(r->kind));
+      return nf_fail(NF_EINVAL, "nf_recipe_build: recipe '%s' has no layer that takes a "
+                     "context, so it cannot model p(x | y); use realnvp, nice or glow",
+                     nf_recipe_name(r->kind));
     return push(flow, r->kind == NF_RECIPE_PLANAR ? nf_planar_new(dim, NF_RECIPE_INV_TOL, rng)
                                                   : nf_radial_new(dim, NF_RECIPE_INV_TOL, rng));
   }
