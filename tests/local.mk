@@ -14,6 +14,6 @@ check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library.
 tests_test_ode_LDFLAGS = -static
 TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh
-EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data
+EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data tests/valgrind_suites
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
   nf_sanitizers='$(enable_sanitizers)'; export top_srcdir top_builddir nf_sanitizers;
