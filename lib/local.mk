@@ -16,6 +16,6 @@ libnflow_la_SOURCES = \
   lib/coupling.c lib/adam.c lib/trainer.c lib/dataset.c lib/toy_data.c lib/csv.c lib/npy.c lib/recipes.c \
   lib/odenet.c lib/cnf.c \
   lib/io/crc32.c lib/io/le64.c lib/io/atomic_file.c lib/io/meta.c lib/io/config.c \
-  lib/io/safetensors.c
+  lib/io/safetensors.c lib/io/dataset_write.c
 libnflow_la_LIBADD = $(SUNDIALS_LIBS) $(BLAS_LIBS) $(JANSSON_LIBS) -lm
 libnflow_la_LDFLAGS = -version-info 0:0:0 -no-undefined
