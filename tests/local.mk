@@ -11,8 +11,9 @@ nf_suites = \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
   tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy
 check_PROGRAMS += $(nf_suites)
-# test_ode reaches the internal nf_ode_replay, hidden from the shared library.
-tests_test_ode_LDFLAGS = -static
+# test_ode reaches the internal nf_ode_replay, hidden from the shared library,
+# and counts the library's allocations by wrapping malloc, calloc and realloc.
+tests_test_ode_LDFLAGS = -static -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh
 EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
