@@ -21,6 +21,7 @@ typedef struct cnf {
   int has_T;               /* theta_T follows the dynamics' parameters */
   size_t n_reg;            /* regulariser states per row: 0, 1 or 2 */
   atomic_size_t solves, nfe, steps, rejected, gradients, nfe_adjoint, steps_adjoint;
+  atomic_size_t integrators;
 } cnf;
 
 /* Workspace header slots, then the arrays (see cnf_layout). */
@@ -95,14 +96,28 @@ static void cnf_work_release(const nf_layer *layer, size_t n, double *work)
   memset(work + SLOT_ODE, 0, sizeof(double));
 }
 
-/* The integrator of this workspace, made (or remade) for n rows. */
+/* The one integrator of this workspace, serving n rows. It is made at the
+   first apply for that apply's n and kept for the workspace's life; smaller
+   batches (a chunked call's short last chunk, an epoch's last batch) are
+   served by nf_ode_resize, which builds no integrator or SUNContext. Only a
+   batch larger than every one before remakes it, for the larger size: the
+   flow's calls apply full chunks first, so there it is made once. */
 static nf_ode *ode_for(const nf_layer *layer, size_t n, double *work, const cnf_layout *lay)
 {
+  cnf *c = layer->data;
   nf_ode *ode = slot_ode(work);
-  if (ode && work[SLOT_ODE_ROWS] == (double)n) return ode;
-  nf_ode_free(ode);
-  ode = nf_ode_new(n * lay->m, lay->n_theta, &cnf_of(layer)->opts.ode);
-  memcpy(work + SLOT_ODE, &ode, sizeof ode);
+  size_t states = n * lay->m;
+  if (ode && nf_ode_capacity(ode) >= states) {
+    if (nf_ode_size(ode) != states && nf_ode_resize(ode, states, lay->n_theta)) {
+      work[SLOT_ODE_ROWS] = 0.0; /* the solve is refused: vjp finds no record */
+      return NULL;
+    }
+  } else {
+    nf_ode_free(ode);
+    ode = nf_ode_new(states, lay->n_theta, &c->opts.ode);
+    memcpy(work + SLOT_ODE, &ode, sizeof ode);
+    if (ode) atomic_fetch_add(&c->integrators, 1);
+  }
   work[SLOT_ODE_ROWS] = ode ? (double)n : 0.0;
   return ode;
 }
@@ -248,20 +263,16 @@ static void interval(const nf_layer *layer, const double *theta, nf_dir dir, dou
   *t1 = dir == NF_FORWARD ? T : 0.0;
 }
 
-/* One Hutchinson probe per row, a function of (probe_seed, the call's seed,
-   the row's global index) only: the same whatever the workspace or chunking. */
+/* One Hutchinson probe per row from the counter-based stream keyed by
+   (the call's seed, probe_seed): row i's probe depends only on those and its
+   global index row0 + i, so it is the same whatever the workspace, the
+   chunking or the thread. */
 static void draw_probe(const cnf *c, const nf_apply_opts *opts, size_t n, size_t d,
                        double *probe)
 {
-  for (size_t i = 0; i < n; i++) {
-    nf_rng rng;
-    uint64_t row = (uint64_t)(opts->row0 + i);
-    nf_rng_seed(&rng, c->opts.probe_seed ^ opts->seed ^ (0x9e3779b97f4a7c15ULL * (row + 1)));
-    if (c->opts.trace == NF_TRACE_GAUSSIAN)
-      nf_rng_normal_fill(&rng, d, probe + i * d);
-    else
-      nf_rng_rademacher_fill(&rng, d, probe + i * d);
-  }
+  uint64_t key = nf_noise_key(opts->seed, c->opts.probe_seed);
+  nf_noise_fill(c->opts.trace == NF_TRACE_GAUSSIAN ? NF_NOISE_NORMAL : NF_NOISE_RADEMACHER, key,
+                opts->row0, n, d, probe);
 }
 
 /* Integrates [z, l, r] from the direction's start to its end; out = z(end),
@@ -273,7 +284,7 @@ static nf_status cnf_apply(const nf_layer *layer, const double *theta, nf_dir di
   size_t d = layer->dim;
   cnf_call k = make_call(layer, theta, dir, n, ctx, work);
   nf_ode *ode = ode_for(layer, n, work, &k.lay);
-  if (!ode) return NF_ENOMEM;
+  if (!ode) return nf_last_status() ? nf_last_status() : NF_ENOMEM;
   if (c->opts.trace != NF_TRACE_EXACT) draw_probe(c, opts, n, d, k.lay.probe);
   memcpy(k.lay.y, in, n * d * sizeof *in);
   memset(k.lay.y + n * d, 0, n * (1 + c->n_reg) * sizeof *in);
@@ -510,6 +521,7 @@ nf_status nf_cnf_get_counters(const nf_layer *layer, nf_cnf_counters *out)
   out->gradients = atomic_load(&c->gradients);
   out->nfe_adjoint = atomic_load(&c->nfe_adjoint);
   out->steps_adjoint = atomic_load(&c->steps_adjoint);
+  out->integrators = atomic_load(&c->integrators);
   return NF_OK;
 }
 
@@ -525,6 +537,7 @@ nf_status nf_cnf_reset_counters(const nf_layer *layer)
   atomic_store(&c->gradients, 0);
   atomic_store(&c->nfe_adjoint, 0);
   atomic_store(&c->steps_adjoint, 0);
+  atomic_store(&c->integrators, 0);
   return NF_OK;
 }
 
