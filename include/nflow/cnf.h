@@ -67,8 +67,10 @@ typedef struct nf_cnf_opts {
    (seminorm), no regularisation. */
 nf_cnf_opts nf_cnf_defaults(void);
 
-/* Parses "exact", "gaussian", "rademacher". */
-nf_status nf_trace_parse(const char *name, nf_trace_kind *trace);
+/* "exact", "gaussian", "rademacher" ("?" for another value); nf_cnf_trace_parse
+   reads them back (NF_EINVAL, output untouched, otherwise). */
+const char *nf_cnf_trace_name(nf_trace_kind trace);
+nf_status nf_cnf_trace_parse(const char *name, nf_trace_kind *trace);
 
 /* A CNF layer on R^dim with context width ctx_dim; the net's parameters are
    drawn from rng (nf_odenet_init), then theta_T. NULL (with nf_errmsg) on bad
@@ -81,7 +83,9 @@ nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng
    train_end_time and ode; the trace must be NF_TRACE_EXACT (the field's
    divergence) and the regularisation weights 0. The field's parameters come
    first in the layer's params, zeroed: set them after creation; theta_T
-   follows. NULL (with nf_errmsg) on a NULL f or options it cannot honour. */
+   follows. field->name is copied (a field without a name works but cannot be
+   saved in a model file). NULL (with nf_errmsg) on a NULL f or options it
+   cannot honour. */
 nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
                            const nf_cnf_opts *opts);
 
