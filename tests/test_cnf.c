@@ -733,6 +733,213 @@ START_TEST(flow_with_cnf_layer)
 }
 END_TEST
 
+/* ---- 8b. a CNF in a flow: reproducible noise, one integrator, threads,
+   context, input gradients, the penalty's place ---- */
+
+/* A 2-D flow (context width c) of one CNF layer whose net is redrawn from seed
+   with scale 0.5; method m, tolerance tol, trace and RNODE weights as given. */
+static nf_flow *cnf_flow(size_t c, mode m, double tol, nf_trace_kind trace, double kinetic,
+                         double jacobian, uint64_t seed)
+{
+  nf_cnf_opts o = cnf_opts(H8, m, tol, 0.6, 1, trace);
+  o.kinetic_weight = kinetic;
+  o.jacobian_weight = jacobian;
+  o.ode.fixed_steps = 20;
+  double *theta;
+  nf_layer *layer = new_cnf(2, c, &o, seed, 0.5, &theta);
+  nf_flow *flow = nf_flow_new(2, c, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  free(theta);
+  return flow;
+}
+
+/* log p of n rows with a new workspace of `rows` rows (chunks when rows < n). */
+static void log_prob_in(const nf_flow *flow, size_t rows, uint64_t seed, size_t n,
+                        const double *x, const double *ctx, double *logp)
+{
+  nf_flow_ws *ws = nf_flow_ws_new(flow, rows);
+  ck_assert_ptr_nonnull(ws);
+  nf_status st = nf_flow_log_prob_ws(flow, ws, seed, n, x, ctx, logp);
+  ck_assert_msg(st == NF_OK, "log_prob: %s", nf_errmsg());
+  nf_flow_ws_free(ws);
+}
+
+/* Hutchinson log p of 50 rows: in one batch, in chunks of 7 rows, in a fresh
+   workspace and in two threads (each its own workspace and half) the same bit
+   for bit; another seed gives other values. Bit for bit across chunkings needs
+   a fixed-step method (_i = 0: RK4): an adaptive one (_i = 1: DOPRI5) chooses
+   steps for the batch as one system, so there chunks agree to the tolerance,
+   and the fresh workspace and the threads (same batches) still bit for bit. */
+START_TEST(flow_noise_reproducible)
+{
+  static const mode modes[] = {{NF_ODE_RK4, NF_GRAD_DISCRETE, "rk4"},
+                               {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "dopri5"}};
+  const mode m = modes[_i];
+  size_t n = 50;
+  nf_flow *flow = cnf_flow(0, m, 1e-8, NF_TRACE_GAUSSIAN, 0, 0, 161);
+  double *x = th_random_points(n, 2, 162, 1.0);
+  double all[50], chunks[50], fresh[50], other[50];
+  nf_cnf_counters cnt;
+  const nf_layer *layer = nf_flow_layer(flow, 0);
+  log_prob_in(flow, n, 5, n, x, NULL, all);
+  log_prob_in(flow, n, 5, n, x, NULL, fresh);
+  ck_assert_int_eq(nf_cnf_reset_counters(layer), NF_OK);
+  log_prob_in(flow, 7, 5, n, x, NULL, chunks);
+  ck_assert_int_eq(nf_cnf_get_counters(layer, &cnt), NF_OK);
+  ck_assert_uint_eq(cnt.solves, 8);      /* 7 chunks of 7 rows and one of 1 */
+  ck_assert_uint_eq(cnt.integrators, 1); /* one integrator served them all */
+  log_prob_in(flow, n, 6, n, x, NULL, other);
+  double d_chunks = th_max_abs_diff(n, chunks, all), d_fresh = th_max_abs_diff(n, fresh, all);
+  double d_seed = th_max_abs_diff(n, other, all);
+  fprintf(stderr, "Hutchinson flow log p, 50 rows, %s: chunks of 7 vs one batch %.3g, fresh "
+          "workspace %.3g, another seed %.3g\n", m.name, d_chunks, d_fresh, d_seed);
+  ck_assert_double_eq(d_fresh, 0.0);
+  if (m.method == NF_ODE_RK4) ck_assert_double_eq(d_chunks, 0.0);
+  else ck_assert_double_lt(d_chunks, 1e-6);
+  ck_assert_double_gt(d_seed, 1e-3);
+  th_check_threads(flow, n, x, NULL);
+  free(x);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* One integrator per workspace: n = 100, 37, 100 through one workspace of 100
+   rows make one integrator (and, for CVODES, one SUNContext), and each call
+   gives bit for bit what a workspace of its own size gives. */
+START_TEST(flow_one_integrator)
+{
+  static const mode modes[] = {{NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "backsolve/dopri5"},
+                               {NF_ODE_ADAMS, NF_GRAD_CHECKPOINT, "checkpoint/adams"},
+                               {NF_ODE_BDF, NF_GRAD_CHECKPOINT, "checkpoint/bdf"}};
+  const mode m = modes[_i];
+  const size_t sizes[] = {100, 37, 100};
+  nf_flow *flow = cnf_flow(0, m, 1e-6, NF_TRACE_EXACT, 0, 0, 171);
+  const nf_layer *layer = nf_flow_layer(flow, 0);
+  size_t p = nf_flow_n_params(flow);
+  double *x = th_random_points(100, 2, 172, 1.0), *g = malloc(p * sizeof *g);
+  double *g_ref = malloc(p * sizeof *g_ref), nll, nll_ref, logp[100], logp_ref[100];
+  nf_flow_ws *ws = nf_flow_ws_new(flow, 100);
+  nf_cnf_counters cnt;
+  size_t made = 0; /* integrators made for ws */
+  for (size_t k = 0; k < 3; k++) {
+    size_t n = sizes[k];
+    ck_assert_int_eq(nf_cnf_reset_counters(layer), NF_OK);
+    ck_assert_int_eq(nf_flow_nll_grad_ws(flow, ws, 1, n, x, NULL, &nll, g, NULL), NF_OK);
+    ck_assert_int_eq(nf_flow_log_prob_ws(flow, ws, 1, n, x, NULL, logp), NF_OK);
+    ck_assert_int_eq(nf_cnf_get_counters(layer, &cnt), NF_OK);
+    made += cnt.integrators;
+    ck_assert_uint_eq(made, 1);
+    nf_flow_ws *own = nf_flow_ws_new(flow, n);
+    ck_assert_int_eq(nf_flow_nll_grad_ws(flow, own, 1, n, x, NULL, &nll_ref, g_ref, NULL), NF_OK);
+    ck_assert_int_eq(nf_flow_log_prob_ws(flow, own, 1, n, x, NULL, logp_ref), NF_OK);
+    nf_flow_ws_free(own);
+    ck_assert(nll == nll_ref);
+    ck_assert_double_eq(th_max_abs_diff(p, g, g_ref), 0.0);
+    ck_assert_double_eq(th_max_abs_diff(n, logp, logp_ref), 0.0);
+  }
+  fprintf(stderr, "%s: n = 100, 37, 100 in one workspace: %zu integrator(s), results equal "
+          "those of workspaces of each size bit for bit\n", m.name, made);
+  nf_flow_ws_free(ws);
+  free(x); free(g); free(g_ref);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* th_check_conditional's maker: a small CNF (concatsquash 8-8, DOPRI5 at 1e-6,
+   fixed T) that takes the context. */
+static nf_layer *make_cond_cnf(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  nf_cnf_opts o = cnf_opts(H8, grad_modes[0], 1e-6, 0.5, 0, NF_TRACE_EXACT);
+  return nf_cnf_new(dim, ctx_dim, &o, rng);
+}
+
+/* The CNF conditioned on ctx (width 2) in a flow; two threads on one shared
+   conditional Hutchinson CNF flow equal serial bit for bit. */
+START_TEST(flow_conditional_and_threads)
+{
+  th_check_conditional(make_cond_cnf);
+  size_t n = 24;
+  nf_flow *flow = cnf_flow(2, grad_modes[0], 1e-7, NF_TRACE_RADEMACHER, 0.1, 0.1, 181);
+  double *x = th_random_points(n, 2, 182, 1.0), *ctx = th_random_points(n, 2, 183, 1.0);
+  th_check_threads(flow, n, x, ctx);
+  free(x); free(ctx);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* nf_flow_log_prob_grad's g_x against central differences of log p (exact
+   trace), on a conditional flow. */
+START_TEST(flow_log_prob_grad_x)
+{
+  size_t n = 4, d = 2;
+  nf_flow *flow = cnf_flow(2, grad_modes[0], 1e-11, NF_TRACE_EXACT, 0, 0, 191);
+  double *x = th_random_points(n, d, 192, 1.0), *ctx = th_random_points(n, 2, 193, 1.0);
+  double logp[4], g_x[8], fd[8], lp[4], lm[4];
+  ck_assert_int_eq(nf_flow_log_prob_grad(flow, n, x, ctx, logp, g_x, NULL), NF_OK);
+  for (size_t k = 0; k < n * d; k++) {
+    double x0 = x[k];
+    x[k] = x0 + FD_VJP_H;
+    ck_assert_int_eq(nf_flow_log_prob(flow, n, x, ctx, lp), NF_OK);
+    x[k] = x0 - FD_VJP_H;
+    ck_assert_int_eq(nf_flow_log_prob(flow, n, x, ctx, lm), NF_OK);
+    x[k] = x0;
+    fd[k] = (lp[k / d] - lm[k / d]) / (2 * FD_VJP_H);
+  }
+  double err = th_rel_err(n * d, g_x, fd, 1e-8);
+  fprintf(stderr, "nf_flow_log_prob_grad g_x vs FD of log p: rel err %.3g (tol 1e-6)\n", err);
+  ck_assert_double_lt(err, 1e-6);
+  free(x); free(ctx);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* With RNODE weights > 0, nf_flow_nll_grad_ws's gradient is that of mean NLL +
+   penalty, and nf_flow_log_prob_vjp's (penalty weight 0) that of the NLL alone:
+   each against central differences of its objective. */
+START_TEST(flow_penalty_gradient)
+{
+  size_t n = 3;
+  nf_flow *flow = cnf_flow(0, grad_modes[0], 1e-10, NF_TRACE_EXACT, 0.5, 0.4, 201);
+  size_t p = nf_flow_n_params(flow);
+  double *x = th_random_points(n, 2, 202, 1.0), *theta = malloc(p * sizeof *theta);
+  double *g_obj = malloc(p * sizeof *g_obj), *g_nll = calloc(p, sizeof *g_nll);
+  double *fd_obj = malloc(p * sizeof *fd_obj), *fd_nll = malloc(p * sizeof *fd_nll);
+  double *scratch = malloc(p * sizeof *scratch), g_logp[3], nll, pen;
+  nf_flow_ws *ws = nf_flow_ws_new(flow, n);
+  memcpy(theta, nf_flow_params(flow), p * sizeof *theta);
+  ck_assert_int_eq(nf_flow_nll_grad_ws(flow, ws, 0, n, x, NULL, &nll, g_obj, &pen), NF_OK);
+  for (size_t i = 0; i < n; i++) g_logp[i] = -1.0 / (double)n;
+  ck_assert_int_eq(nf_flow_log_prob_vjp_ws(flow, ws, 0, n, x, NULL, g_logp, NULL, NULL, NULL,
+                                           g_nll), NF_OK);
+  for (size_t k = 0; k < p; k++) {
+    double t0 = theta[k], obj[2], nl[2];
+    for (int q = 0; q < 2; q++) {
+      theta[k] = t0 + (q ? -FD_VJP_H : FD_VJP_H);
+      ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+      ck_assert_int_eq(nf_flow_nll_grad_ws(flow, ws, 0, n, x, NULL, &nl[q], scratch, &pen), NF_OK);
+      obj[q] = nl[q] + pen;
+    }
+    theta[k] = t0;
+    fd_obj[k] = (obj[0] - obj[1]) / (2 * FD_VJP_H);
+    fd_nll[k] = (nl[0] - nl[1]) / (2 * FD_VJP_H);
+  }
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  double e_obj = th_rel_err(p, g_obj, fd_obj, 1e-8), e_nll = th_rel_err(p, g_nll, fd_nll, 1e-8);
+  double apart = th_rel_err(p, g_nll, g_obj, 1e-8);
+  fprintf(stderr, "RNODE in a flow (penalty %.4g): nll_grad vs FD of nll + penalty %.3g, "
+          "log_prob_vjp vs FD of nll %.3g (tol %g); the two gradients differ by %.3g\n", pen,
+          e_obj, e_nll, VJP_TOL, apart);
+  ck_assert_double_gt(pen, 0.0);
+  ck_assert_double_lt(e_obj, VJP_TOL);
+  ck_assert_double_lt(e_nll, VJP_TOL);
+  ck_assert_double_gt(apart, 1e-3);
+  nf_flow_ws_free(ws);
+  free(x); free(theta); free(g_obj); free(g_nll); free(fd_obj); free(fd_nll); free(scratch);
+  nf_flow_free(flow);
+}
+END_TEST
+
 /* ---- 9. bad input, bad options, solver failure ---- */
 
 START_TEST(bad_arguments)
@@ -1133,6 +1340,11 @@ int main(void)
   tcase_add_test(tc, one_euler_step_is_residual_layer);
   tcase_add_loop_test(tc, learned_end_time, 0, 3);
   tcase_add_test(tc, flow_with_cnf_layer);
+  tcase_add_loop_test(tc, flow_noise_reproducible, 0, 2);
+  tcase_add_loop_test(tc, flow_one_integrator, 0, 3);
+  tcase_add_test(tc, flow_conditional_and_threads);
+  tcase_add_test(tc, flow_log_prob_grad_x);
+  tcase_add_test(tc, flow_penalty_gradient);
   tcase_add_test(tc, bad_arguments);
   tcase_add_test(tc, bad_options);
   tcase_add_loop_test(tc, layer_contracts, 0, 3);
