@@ -12,8 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "helpers.h"
-#include "nflow/layer_impl.h" /* the penalty op */
+#include "io/io_internal.h"   /* nf_config_new, _json, _from_json (linked -static) */
+#include "nflow/layer_impl.h" /* the penalty, save and load ops */
+#include "nflow/model.h"      /* nf_resolver */
 
 #define ROUNDTRIP_TOL 1e-6   /* inverse(forward(z)) and log-det cancellation, rtol = atol = 1e-9 */
 #define LINEAR_TOL 1e-8      /* z(T) = e^{AT} z0 and log-det T tr(A) */
@@ -1322,6 +1326,148 @@ START_TEST(field_bad_options)
 }
 END_TEST
 
+/* ---- model files: the save and load ops ---- */
+
+/* save into a new config, through JSON text and back (what a model file
+   keeps), then load: the rebuilt layer, or NULL with nf_errmsg. */
+static nf_layer *save_load(const nf_layer *layer, const nf_resolver *res, nf_status *save_st)
+{
+  nf_config *cfg = nf_config_new(), *back = NULL;
+  ck_assert_ptr_nonnull(cfg);
+  const nf_layer_type *type = nf_layer_type_find("cnf"); /* registered: it has save and load */
+  ck_assert_ptr_nonnull(type);
+  ck_assert_ptr_eq(type, layer->type);
+  *save_st = type->save(layer, cfg);
+  nf_layer *loaded = NULL;
+  if (*save_st == NF_OK) {
+    char *text = json_dumps(nf_config_json(cfg), JSON_SORT_KEYS);
+    json_error_t err;
+    json_t *obj = json_loads(text, 0, &err);
+    ck_assert_ptr_nonnull(obj);
+    ck_assert_int_eq(nf_config_from_json(obj, "cnf", &back), NF_OK);
+    fprintf(stderr, "cnf config: %s\n", text);
+    loaded = type->load(nf_layer_dim(layer), nf_layer_ctx_dim(layer), back, res);
+    json_decref(obj);
+    free(text);
+  }
+  nf_config_free(cfg);
+  nf_config_free(back);
+  return loaded;
+}
+
+/* apply of a and b with the same theta, seed and rows: bit for bit. */
+static void assert_same_map(const nf_layer *a, const nf_layer *b, const double *theta, size_t n,
+                            const double *z, const double *ctx)
+{
+  size_t d = nf_layer_dim(a);
+  double *xa = malloc(n * d * sizeof *xa), *xb = malloc(n * d * sizeof *xb);
+  double *la = malloc(n * sizeof *la), *lb = malloc(n * sizeof *lb);
+  for (int q = 0; q < 2; q++) {
+    nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
+    double pa = apply_new(a, theta, dir, n, z, ctx, xa, la);
+    double pb = apply_new(b, theta, dir, n, z, ctx, xb, lb);
+    ck_assert_double_eq(th_max_abs_diff(n * d, xa, xb), 0.0);
+    ck_assert_double_eq(th_max_abs_diff(n, la, lb), 0.0);
+    ck_assert(pa == pb);
+  }
+  free(xa); free(xb); free(la); free(lb);
+}
+
+/* A network CNF with every option off its default: save -> JSON -> load gives
+   a layer of the same parameter count and the same map, bit for bit. */
+START_TEST(save_load_network)
+{
+  static const size_t hidden[] = {7, 5, 6};
+  nf_cnf_opts o = cnf_opts(H8, grad_modes[2], 3e-9, 0.7, _i == 0, NF_TRACE_GAUSSIAN);
+  o.n_hidden = 3;
+  o.hidden = hidden;
+  o.kind = _i == 0 ? NF_ODENET_SINUSOIDAL : NF_ODENET_CONCAT;
+  o.act = _i == 0 ? NF_ODENET_SWISH : NF_ODENET_SOFTPLUS;
+  o.kinetic_weight = 0.25;
+  o.jacobian_weight = 0.125;
+  o.probe_seed = 0xfedcba9876543210ULL; /* beyond a signed 64-bit integer */
+  o.ode.h0 = 1e-3;
+  o.ode.max_steps = 4321;
+  o.ode.fixed_steps = 17;
+  o.ode.seminorm = 0;
+  o.ode.checkpoint_steps = 23;
+  double *theta;
+  nf_layer *layer = new_cnf(3, 2, &o, 211, 0.5, &theta);
+  nf_status st;
+  nf_layer *loaded = save_load(layer, NULL, &st);
+  ck_assert_int_eq(st, NF_OK);
+  ck_assert_msg(loaded != NULL, "load: %s", nf_errmsg());
+  ck_assert_str_eq(nf_layer_name(loaded), "cnf");
+  ck_assert_uint_eq(nf_layer_n_params(loaded), nf_layer_n_params(layer));
+  ck_assert_uint_eq(nf_layer_ctx_dim(loaded), 2);
+  ck_assert(nf_cnf_end_time(loaded, NULL) == 0.7);
+  ck_assert(nf_cnf_rhs_flops(loaded) == nf_cnf_rhs_flops(layer));
+  double *z = th_random_points(4, 3, 212, 1.0), *ctx = th_random_points(4, 2, 213, 1.0);
+  assert_same_map(layer, loaded, theta, 4, z, ctx);
+  free(z); free(ctx); free(theta);
+  nf_layer_free(loaded);
+  nf_layer_free(layer);
+}
+END_TEST
+
+/* The resolver of the field tests: knows "linear" (f = A z), nothing else. */
+static int resolve_linear(const char *name, nf_field *field, void *user)
+{
+  (void)user;
+  if (strcmp(name, "linear") != 0) return 1;
+  field->n_params = 4;
+  field->f = linear_f;
+  field->div = linear_div;
+  field->adjoint = linear_adjoint;
+  field->user = &field_dim;
+  return 0;
+}
+
+/* A user field is saved by name and its callbacks come from the resolver; no
+   name, no resolver, or a name the resolver does not know: NF_EINVAL naming
+   the field. nf_cnf_field_new copied the name. */
+START_TEST(save_load_field)
+{
+  double *theta;
+  nf_layer *layer = linear_field_layer(1, 1, NF_GRAD_BACKSOLVE, &theta);
+  nf_resolver res = {resolve_linear, NULL};
+  nf_status st;
+  nf_layer *loaded = save_load(layer, &res, &st);
+  ck_assert_msg(loaded != NULL, "load: %s", nf_errmsg());
+  double z[6] = {0.5, -1.0, 2.0, 0.25, -1.5, 3.0};
+  assert_same_map(layer, loaded, theta, 3, z, NULL);
+  nf_layer_free(loaded);
+
+  ck_assert_ptr_null(save_load(layer, NULL, &st)); /* no resolver */
+  ck_assert_int_eq(st, NF_OK);
+  ck_assert_int_eq(nf_last_status(), NF_EINVAL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "'linear'"));
+  nf_resolver none = {resolve_linear, NULL};
+  nf_field renamed = {.name = "quadratic", .n_params = 4, .f = linear_f, .user = &field_dim};
+  char name[16];
+  strcpy(name, "quadratic");
+  renamed.name = name;
+  nf_cnf_opts o = nf_cnf_defaults();
+  nf_layer *other = nf_cnf_field_new(2, 0, &renamed, &o);
+  strcpy(name, "overwritten"); /* the layer kept its own copy */
+  ck_assert_ptr_null(save_load(other, &none, &st));
+  ck_assert_int_eq(nf_last_status(), NF_EINVAL);
+  fprintf(stderr, "unknown field: %s\n", nf_errmsg());
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "'quadratic'"));
+  nf_layer_free(other);
+
+  renamed.name = NULL; /* no name: cannot be saved */
+  other = nf_cnf_field_new(2, 0, &renamed, &o);
+  nf_config *cfg = nf_config_new();
+  ck_assert_int_eq(other->type->save(other, cfg), NF_EINVAL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "name"));
+  nf_config_free(cfg);
+  nf_layer_free(other);
+  free(theta);
+  nf_layer_free(layer);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("cnf");
@@ -1353,6 +1499,8 @@ int main(void)
   tcase_add_loop_test(tc, field_vjp_matches_fd, 0, 2);
   tcase_add_test(tc, field_hamiltonian_without_adjoint);
   tcase_add_test(tc, field_bad_options);
+  tcase_add_loop_test(tc, save_load_network, 0, 2);
+  tcase_add_test(tc, save_load_field);
   suite_add_tcase(s, tc);
   return th_run_suite(s);
 }
