@@ -5,8 +5,11 @@
    differences for every adjoint mode (and the modes against each other), with
    Hutchinson probes, RNODE penalties and the learnable end time; one Euler
    step as a residual layer; a 2-D flow with one CNF layer (mass 1, nll
-   gradient, counters); the layer interface's contracts; bad input, bad options
-   and solver failure. */
+   gradient, counters); in flows: reproducible probes across chunks,
+   workspaces and threads, one integrator per workspace, the conditional CNF,
+   g_x against differences of log p, the RNODE penalty in nll_grad but not in
+   log_prob_vjp; the layer interface's contracts and theta checks; bad input,
+   bad options and solver failure; user fields; save -> JSON -> load. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

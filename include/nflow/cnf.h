@@ -20,7 +20,13 @@
    probe_seed and the call's seed (nf_apply_opts.seed; a flow derives it from
    the seed of its call) at the row's global index row0 + i, so it does not
    depend on workspaces, chunking or threads, and a new seed gives new
-   estimates. Use the exact trace for densities.
+   estimates. Use the exact trace for densities. The noise is exact per row,
+   but with an adaptive method (DOPRI5, ADAMS, BDF) the batch is one ODE
+   system whose steps are chosen for all its rows, so a row's result depends
+   on the rows solved with it to within the tolerance (chunks of another size
+   agree to about rtol, not bit for bit); the same batch gives the same bits
+   in any workspace or thread, and EULER and RK4 give per-row results that
+   do not depend on the chunking at all.
 
    Each workspace keeps one integrator (and, for ADAMS and BDF, one
    SUNContext and CVODES memory), made at its first apply for that apply's
