@@ -27,6 +27,16 @@ nf_ode_opts nf_ode_defaults(nf_ode_method method)
   return o;
 }
 
+const char *nf_ode_method_name(nf_ode_method method)
+{
+  return (unsigned)method < sizeof method_names / sizeof *method_names ? method_names[method] : "?";
+}
+
+const char *nf_ode_grad_name(nf_ode_grad grad)
+{
+  return (unsigned)grad < sizeof grad_names / sizeof *grad_names ? grad_names[grad] : "?";
+}
+
 nf_status nf_ode_method_parse(const char *name, nf_ode_method *method)
 {
   int i = 0;

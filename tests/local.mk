@@ -18,6 +18,8 @@ check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
 tests_test_ode_LDFLAGS = -static -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+# test_cnf reaches the internal nf_config_new/_json/_from_json (save -> load).
+tests_test_cnf_LDFLAGS = -static
 # test_io reaches the internal CRC, atomic writer, config and safetensors code.
 tests_test_io_LDFLAGS = -static
 TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh

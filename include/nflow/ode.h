@@ -99,6 +99,10 @@ nf_ode_opts nf_ode_defaults(nf_ode_method method);
 nf_status nf_ode_method_parse(const char *name, nf_ode_method *method);
 nf_status nf_ode_grad_parse(const char *name, nf_ode_grad *grad);
 
+/* The names the parsers read ("?" for another value). */
+const char *nf_ode_method_name(nf_ode_method method);
+const char *nf_ode_grad_name(nf_ode_grad grad);
+
 /* An integrator for systems of n states and n_theta parameters. NULL (with
    nf_errmsg) on n == 0, bad tolerances, or a gradient mode the method cannot
    give (CHECKPOINT needs ADAMS or BDF; DISCRETE needs EULER, RK4 or DOPRI5). */
