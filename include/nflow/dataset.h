@@ -1,5 +1,6 @@
-/* nflow/dataset.h — in-memory data sets: an n x dim row-major matrix; the
-   2-D toy sets of FFJORD (Grathwohl et al. 2018), a CSV reader and a NumPy .npy reader. */
+/* nflow/dataset.h — in-memory data sets: an n x dim row-major matrix (owned, or
+   a view of the caller's memory); the 2-D toy sets of FFJORD (Grathwohl et al.
+   2018), CSV and NumPy .npy readers, and atomic CSV and .npy writers. */
 #ifndef NFLOW_DATASET_H
 #define NFLOW_DATASET_H
 
