@@ -7,3 +7,5 @@ nflowinclude_HEADERS += include/nflow/meta.h include/nflow/config.h
 noinst_HEADERS += lib/io/io_internal.h lib/io/safetensors.h
 libnflow_la_SOURCES += lib/io/crc32.c lib/io/le64.c lib/io/atomic_file.c lib/io/meta.c \
   lib/io/config.c lib/io/safetensors.c lib/io/dataset_write.c
+nflowinclude_HEADERS += include/nflow/model.h
+libnflow_la_SOURCES += lib/io/model.c
