@@ -23,7 +23,7 @@ static nf_layer *make_coupling(nf_coupling_kind kind, size_t d, size_t c, int ma
                                int parity, nf_activation act)
 {
   unsigned char mask[8];
-  (mask_kind ? nf_mask_alternate : nf_mask_half)(d, parity, mask);
+  (mask_kind ? nf_coupling_mask_alternate : nf_coupling_mask_half)(d, parity, mask);
   nf_coupling_opts o = {kind, mask, 2, hidden2, act, BOUND};
   nf_layer *layer = nf_coupling_new(d, c, &o, NULL);
   ck_assert_msg(layer != NULL, "nf_coupling_new failed: %s", nf_errmsg());
@@ -71,7 +71,7 @@ END_TEST
 START_TEST(test_identity_start)
 {
   unsigned char mask[4];
-  nf_mask_alternate(4, 0, mask);
+  nf_coupling_mask_alternate(4, 0, mask);
   nf_coupling_opts o = {NF_COUPLING_AFFINE, mask, 2, hidden2, NF_ACT_RELU, 3.0};
   nf_rng rng;
   nf_rng_seed(&rng, 5);
@@ -149,15 +149,15 @@ START_TEST(test_masks)
   unsigned char m[5];
   const unsigned char half0[5] = {1, 1, 0, 0, 0}, half1[5] = {0, 0, 1, 1, 1};
   const unsigned char alt0[5] = {1, 0, 1, 0, 1}, alt1[5] = {0, 1, 0, 1, 0};
-  nf_mask_half(5, 0, m);
+  nf_coupling_mask_half(5, 0, m);
   ck_assert_mem_eq(m, half0, 5);
-  nf_mask_half(5, 1, m);
+  nf_coupling_mask_half(5, 1, m);
   ck_assert_mem_eq(m, half1, 5);
-  nf_mask_alternate(5, 0, m);
+  nf_coupling_mask_alternate(5, 0, m);
   ck_assert_mem_eq(m, alt0, 5);
-  nf_mask_alternate(5, 1, m);
+  nf_coupling_mask_alternate(5, 1, m);
   ck_assert_mem_eq(m, alt1, 5);
-  nf_mask_half(5, 0, NULL);
+  nf_coupling_mask_half(5, 0, NULL);
   /* the passing coordinates are copied exactly, whatever the parameters */
   nf_layer *layer = make_coupling(NF_COUPLING_ADDITIVE, 5, 0, 1, 0, NF_ACT_TANH);
   nf_rng rng;
