@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "nflow/config.h"
 #include "nflow/coupling.h"
 #include "transformer.h"
 
@@ -163,12 +164,106 @@ static void coupling_destroy(void *data)
   free(cp);
 }
 
+/* Configuration keys: "transformer" (its name), "kind" (nf_coupling_kind_name),
+   "mask" (dim sizes, 0 or 1), "hidden" (the conditioner's hidden widths),
+   "activation" (nf_activation_name), then the transformer's own options
+   (affine: "scale_bound"). */
+static nf_status coupling_save(const nf_layer *layer, nf_config *cfg)
+{
+  const coupling *cp = layer->data;
+  size_t *mask = malloc(layer->dim * sizeof *mask);
+  if (!mask) return nf_fail(NF_ENOMEM, "coupling: out of memory");
+  for (size_t j = 0; j < layer->dim; j++) mask[j] = cp->mask[j];
+  nf_status st = nf_config_set_string(cfg, "transformer", cp->tf->name);
+  if (!st) st = nf_config_set_string(cfg, "kind", nf_coupling_kind_name(cp->kind));
+  if (!st) st = nf_config_set_sizes(cfg, "mask", layer->dim, mask);
+  if (!st) st = nf_config_set_sizes(cfg, "hidden", cp->n_hidden, cp->hidden);
+  if (!st) st = nf_config_set_string(cfg, "activation", nf_activation_name(cp->act));
+  if (!st && cp->tf->save_opts) st = cp->tf->save_opts(&cp->tf_opts, cfg);
+  free(mask);
+  return st ? nf_fail_prefixed(st, "coupling") : NF_OK;
+}
+
+/* Reads a list of sizes under key into a fresh array (*v; *n entries; at
+   least one allocated); NF_EFORMAT if more than max entries. */
+static nf_status get_sizes(const nf_config *cfg, const char *key, size_t max, size_t *n,
+                           size_t **v)
+{
+  nf_status st = nf_config_get_len(cfg, key, n);
+  if (st) return st;
+  if (*n > max) return nf_fail(NF_EFORMAT, "config key '%s': %zu entries, at most %zu", key, *n, max);
+  if (!(*v = malloc((*n ? *n : 1) * sizeof **v))) return nf_fail(NF_ENOMEM, "out of memory");
+  st = nf_config_get_sizes(cfg, key, *n, *v);
+  if (st) {
+    free(*v);
+    *v = NULL;
+  }
+  return st;
+}
+
+/* Reads the configuration coupling_save wrote into opts (mask and hidden
+   allocated here); NF_EFORMAT, with a message naming the key, for anything
+   missing or out of range. */
+static nf_status load_opts(size_t dim, const nf_config *cfg, nf_coupling_opts *opts,
+                           unsigned char *mask, size_t **hidden)
+{
+  const char *kind = NULL, *tf = NULL, *act = NULL;
+  size_t n_mask = 0, *m = NULL;
+  nf_status st = nf_config_get_string(cfg, "kind", &kind);
+  if (!st) st = nf_config_get_string(cfg, "transformer", &tf);
+  if (!st) st = nf_config_get_string(cfg, "activation", &act);
+  if (st) return st;
+  if (nf_coupling_kind_parse(kind, &opts->kind)) return nf_fail_prefixed(NF_EFORMAT, "config key 'kind'");
+  if (strcmp(tf, kind_transformer[opts->kind]->name) != 0)
+    return nf_fail(NF_EFORMAT, "config key 'transformer': '%s' does not match kind '%s'", tf,
+                   kind);
+  if (nf_activation_parse(act, &opts->act))
+    return nf_fail_prefixed(NF_EFORMAT, "config key 'activation'");
+  if ((st = get_sizes(cfg, "mask", dim, &n_mask, &m))) return st;
+  for (size_t j = 0; j < n_mask && !st; j++)
+    if (m[j] > 1) st = nf_fail(NF_EFORMAT, "config key 'mask': entry %zu is %zu, not 0 or 1", j, m[j]);
+    else mask[j] = (unsigned char)m[j];
+  free(m);
+  if (!st && n_mask != dim)
+    st = nf_fail(NF_EFORMAT, "config key 'mask': %zu entries for dimension %zu", n_mask, dim);
+  if (!st) st = get_sizes(cfg, "hidden", SIZE_MAX / sizeof(size_t), &opts->n_hidden, hidden);
+  if (st) return st;
+  opts->hidden = *hidden;
+  opts->mask = mask;
+  nf_transformer_opts to = {0};
+  const nf_transformer *t = kind_transformer[opts->kind];
+  if (t->load_opts && (st = t->load_opts(cfg, &to))) return st;
+  opts->scale_bound = to.scale_bound;
+  return NF_OK;
+}
+
+/* Rebuilds a coupling from its saved configuration, with zero parameters. */
+static nf_layer *coupling_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
+                               const nf_resolver *res)
+{
+  (void)res;
+  nf_coupling_opts opts = {0};
+  size_t *hidden = NULL;
+  unsigned char *mask = malloc(dim ? dim : 1);
+  nf_layer *layer = NULL;
+  if (!mask) nf_fail(NF_ENOMEM, "coupling: out of memory");
+  else if (load_opts(dim, cfg, &opts, mask, &hidden)) nf_fail_prefixed(nf_last_status(), "coupling");
+  else if (!(layer = nf_coupling_new(dim, ctx_dim, &opts, NULL))) /* a bad saved value */
+    nf_fail_prefixed(nf_last_status() == NF_ENOMEM ? NF_ENOMEM : NF_EFORMAT, "coupling");
+  free(hidden);
+  free(mask);
+  return layer;
+}
+
 const nf_layer_type nf_coupling_type = {
   .name = "coupling",
   .work_size = coupling_work_size,
   .apply = coupling_apply,
   .vjp = coupling_vjp,
   .destroy = coupling_destroy,
+  /* check_params stays NULL: no finite parameter makes the map singular (top of file). */
+  .save = coupling_save,
+  .load = coupling_load,
 };
 
 const char *nf_coupling_kind_name(nf_coupling_kind kind)

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "internal.h"
+#include "nflow/config.h"
 #include "transformer.h"
 
 /* n_raw = 2: s_raw, t. */
@@ -104,6 +105,18 @@ static void affine_identity_init(const nf_transformer_opts *o, double *h0)
   h0[0] = h0[1] = 0.0;
 }
 
+/* Saves B as "scale_bound". */
+static nf_status affine_save_opts(const nf_transformer_opts *o, nf_config *cfg)
+{
+  return nf_config_set_real(cfg, "scale_bound", o->scale_bound);
+}
+
+/* Reads B from "scale_bound" (checked by the constructor that uses it). */
+static nf_status affine_load_opts(const nf_config *cfg, nf_transformer_opts *o)
+{
+  return nf_config_get_real(cfg, "scale_bound", &o->scale_bound);
+}
+
 const nf_transformer nf_transformer_affine = {
   .name = "affine",
   .n_raw = affine_n_raw,
@@ -113,4 +126,6 @@ const nf_transformer nf_transformer_affine = {
   .inverse = affine_inverse,
   .backward = affine_backward,
   .identity_init = affine_identity_init,
+  .save_opts = affine_save_opts,
+  .load_opts = affine_load_opts,
 };
