@@ -37,7 +37,8 @@ static void check_config(nf_coupling_kind kind, size_t d, size_t c, int mask_kin
   nf_layer *layer = make_coupling(kind, d, c, mask_kind, parity, act);
   nf_rng rng;
   nf_rng_seed(&rng, seed);
-  th_randomize_params(layer, &rng, 0.3);
+  double *theta = malloc(nf_layer_n_params(layer) * sizeof *theta);
+  th_randomize_params(layer, &rng, 0.3, theta);
   double z[N_ROWS * 8], ctx[N_ROWS * 3];
   th_randn(&rng, N_ROWS * d, 1.0, z);
   th_randn(&rng, N_ROWS * c, 1.0, ctx);
@@ -46,8 +47,9 @@ static void check_config(nf_coupling_kind kind, size_t d, size_t c, int mask_kin
            parity, (int)act);
   th_tolerances tol = th_default_tolerances();
   tol.h_vjp = VJP_STEP;
-  th_check_bijector(what, layer, N_ROWS, z, c ? ctx : NULL, &tol);
+  th_check_bijector(what, layer, theta, N_ROWS, z, c ? ctx : NULL, &tol);
   nf_layer_free(layer);
+  free(theta);
 }
 
 /* Both kinds, both masks and parities, d = 2 and 5, context width 0 and 3. */
@@ -79,24 +81,29 @@ START_TEST(test_identity_start)
   ck_assert_ptr_nonnull(layer);
   double z[N_ROWS * 4], ctx[N_ROWS * 2], x[N_ROWS * 4], ld[N_ROWS] = {0}, g[N_ROWS * 4];
   double *work = malloc(nf_layer_work_size(layer, N_ROWS) * sizeof *work);
+  const double *theta = nf_layer_init_params(layer);
+  size_t p = nf_layer_n_params(layer);
+  double *g_theta = calloc(p, sizeof *g_theta);
   th_randn(&rng, N_ROWS * 4, 1.0, z);
   th_randn(&rng, N_ROWS * 2, 1.0, ctx);
   th_randn(&rng, N_ROWS * 4, 1.0, g);
   for (int dir = NF_FORWARD; dir <= NF_INVERSE; dir++) {
-    ck_assert_int_eq(nf_layer_apply(layer, (nf_dir)dir, N_ROWS, z, ctx, x, ld, work), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(layer, theta, (nf_dir)dir, N_ROWS, z, ctx, x, ld, NULL, work),
+                     NF_OK);
     ck_assert_double_eq(th_max_abs_diff(N_ROWS * 4, x, z), 0.0);
     for (size_t i = 0; i < N_ROWS; i++) ck_assert_double_eq(ld[i], 0.0);
   }
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_INVERSE, N_ROWS, z, ctx, x, g, NULL, NULL, NULL,
-                                work), NF_OK);
+  ck_assert_int_eq(nf_layer_vjp(layer, theta, NF_INVERSE, N_ROWS, z, ctx, x, g, NULL, NULL, NULL,
+                                g_theta, work), NF_OK);
   double gmax = 0, pmax = 0;
-  for (size_t k = 0; k < layer->n_params; k++) {
-    gmax = fmax(gmax, fabs(layer->grad[k]));
-    pmax = fmax(pmax, fabs(layer->params[k]));
+  for (size_t k = 0; k < p; k++) {
+    gmax = fmax(gmax, fabs(g_theta[k]));
+    pmax = fmax(pmax, fabs(theta[k]));
   }
   ck_assert_double_gt(gmax, 1e-3);
   ck_assert_double_gt(pmax, 1e-3);
   free(work);
+  free(g_theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -107,24 +114,28 @@ START_TEST(test_soft_clamp)
   nf_layer *layer = make_coupling(NF_COUPLING_AFFINE, 5, 0, 0, 0, NF_ACT_TANH);
   nf_rng rng;
   nf_rng_seed(&rng, 9);
-  th_randomize_params(layer, &rng, 0.3);
+  size_t p = nf_layer_n_params(layer);
+  double *theta = malloc(p * sizeof *theta);
+  th_randomize_params(layer, &rng, 0.3, theta);
   const size_t db = 3, m = 2 * db; /* half mask on R^5: 2 pass, 3 transformed */
-  double *out_bias = layer->params + layer->n_params - m;
+  double *out_bias = theta + p - m;
   for (int sign = -1; sign <= 1; sign += 2) {
     for (size_t j = 0; j < db; j++) out_bias[j] = sign * 1e8;
     double z[N_ROWS * 5], x[N_ROWS * 5], ld[N_ROWS] = {0}, cancel;
     double *work = malloc(nf_layer_work_size(layer, N_ROWS) * sizeof *work);
     th_randn(&rng, N_ROWS * 5, 1.0, z);
-    ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, N_ROWS, z, NULL, x, ld, work), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, N_ROWS, z, NULL, x, ld, NULL, work),
+                     NF_OK);
     for (size_t i = 0; i < N_ROWS; i++) {
       ck_assert_double_le(fabs(ld[i]), BOUND * db);
       ck_assert_double_ge(fabs(ld[i]), BOUND * db * (1 - 1e-12));
     }
-    ck_assert_double_le(th_roundtrip_error(layer, N_ROWS, z, NULL, &cancel), RT_TOL);
+    ck_assert_double_le(th_roundtrip_error(layer, theta, N_ROWS, z, NULL, &cancel), RT_TOL);
     ck_assert_double_le(cancel, CANCEL_TOL);
     free(work);
   }
   nf_layer_free(layer);
+  free(theta);
 }
 END_TEST
 
@@ -135,12 +146,14 @@ START_TEST(test_vjp_accumulates)
   nf_layer *layer = make_coupling(NF_COUPLING_AFFINE, 5, 3, 1, 1, NF_ACT_TANH);
   nf_rng rng;
   nf_rng_seed(&rng, 4);
-  th_randomize_params(layer, &rng, 0.3);
+  double *theta = malloc(nf_layer_n_params(layer) * sizeof *theta);
+  th_randomize_params(layer, &rng, 0.3, theta);
   double z[N_ROWS * 5], ctx[N_ROWS * 3];
   th_randn(&rng, N_ROWS * 5, 1.0, z);
   th_randn(&rng, N_ROWS * 3, 1.0, ctx);
-  th_check_vjp_accumulates(layer, N_ROWS, z, ctx);
+  th_check_vjp_accumulates(layer, theta, N_ROWS, z, ctx);
   nf_layer_free(layer);
+  free(theta);
 }
 END_TEST
 
@@ -162,11 +175,13 @@ START_TEST(test_masks)
   nf_layer *layer = make_coupling(NF_COUPLING_ADDITIVE, 5, 0, 1, 0, NF_ACT_TANH);
   nf_rng rng;
   nf_rng_seed(&rng, 2);
-  th_randomize_params(layer, &rng, 1.0);
+  double *theta = malloc(nf_layer_n_params(layer) * sizeof *theta);
+  th_randomize_params(layer, &rng, 1.0, theta);
   double z[N_ROWS * 5], x[N_ROWS * 5], ld[N_ROWS] = {0};
   double *work = malloc(nf_layer_work_size(layer, N_ROWS) * sizeof *work);
   th_randn(&rng, N_ROWS * 5, 1.0, z);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, N_ROWS, z, NULL, x, ld, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, N_ROWS, z, NULL, x, ld, NULL, work),
+                   NF_OK);
   for (size_t i = 0; i < N_ROWS; i++) {
     ck_assert_double_eq(ld[i], 0.0);
     for (size_t j = 0; j < 5; j++)
@@ -174,6 +189,7 @@ START_TEST(test_masks)
       else ck_assert_double_ne(x[i * 5 + j], z[i * 5 + j]);
   }
   free(work);
+  free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -212,7 +228,7 @@ START_TEST(test_bad_options)
   b = o; b.kind = NF_COUPLING_ADDITIVE; b.scale_bound = 0; b.n_hidden = 0; b.hidden = NULL;
   nf_layer *layer = nf_coupling_new(3, 0, &b, NULL);
   ck_assert_ptr_nonnull(layer);
-  ck_assert_uint_eq(layer->n_params, (1 + 1) * 2);
+  ck_assert_uint_eq(nf_layer_n_params(layer), (1 + 1) * 2);
   nf_layer_free(layer);
 }
 END_TEST
@@ -220,8 +236,39 @@ END_TEST
 START_TEST(test_bad_inputs)
 {
   nf_layer *layer = make_coupling(NF_COUPLING_AFFINE, 2, 3, 0, 0, NF_ACT_TANH);
-  th_check_bad_calls(layer);
+  double *theta = th_random_theta(layer, 3, 0.3);
+  th_check_bad_calls(layer, theta);
   nf_layer_free(layer);
+  free(theta);
+}
+END_TEST
+
+/* Couplings of either kind for the flow-level checks: alternate masks with
+   the parity of the rng's next draw, context width ctx_dim, parameters from rng. */
+static nf_layer *make_kind(nf_coupling_kind kind, size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  unsigned char mask[8];
+  nf_mask_alternate(dim, (int)(nf_rng_u64(rng) & 1), mask);
+  nf_coupling_opts o = {kind, mask, 2, hidden2, NF_ACT_TANH, BOUND};
+  return nf_coupling_new(dim, ctx_dim, &o, rng);
+}
+
+static nf_layer *make_additive(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  return make_kind(NF_COUPLING_ADDITIVE, dim, ctx_dim, rng);
+}
+
+static nf_layer *make_affine_coupling(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  return make_kind(NF_COUPLING_AFFINE, dim, ctx_dim, rng);
+}
+
+/* Both kinds in conditional flows (log p depends on ctx; NF_EDIM for another
+   context width) and shared by two threads (with a context). */
+START_TEST(test_conditional_flows_and_threads)
+{
+  th_check_family_flows(make_additive, 0.3);
+  th_check_family_flows(make_affine_coupling, 0.3);
 }
 END_TEST
 
@@ -229,6 +276,6 @@ int main(void)
 {
   const TTest *tests[] = {test_numerics, test_identity_start, test_soft_clamp,
                           test_vjp_accumulates, test_masks, test_bad_options, test_bad_inputs,
-                          NULL};
+                          test_conditional_flows_and_threads, NULL};
   return th_run_tests("coupling", 30, tests);
 }

@@ -23,9 +23,10 @@ static double diag_of(nf_diag_map map, double s)
 }
 
 /* A layer of dimension d with diagonal map `map`, a random permutation when
-   permuted (else none), and parameters: the constructor's draw plus N(0, 0.4^2). */
+   permuted (else none), and in *theta (caller frees) parameters: the
+   constructor's draw plus N(0, 0.4^2). */
 static nf_layer *random_lu(size_t d, nf_diag_map map, int permuted, uint64_t seed,
-                           size_t *perm)
+                           size_t *perm, double **theta)
 {
   nf_rng rng;
   nf_rng_seed(&rng, seed);
@@ -33,17 +34,20 @@ static nf_layer *random_lu(size_t d, nf_diag_map map, int permuted, uint64_t see
   if (permuted) nf_rng_shuffle(&rng, d, perm);
   nf_layer *layer = nf_linear_lu_new(d, permuted ? perm : NULL, map, &rng);
   ck_assert_msg(layer != NULL, "nf_linear_lu_new: %s", nf_errmsg());
-  for (size_t k = 0; k < layer->n_params; k++) layer->params[k] += 0.4 * nf_rng_normal(&rng);
+  size_t p = nf_layer_n_params(layer);
+  *theta = malloc(p * sizeof **theta);
+  for (size_t k = 0; k < p; k++)
+    (*theta)[k] = nf_layer_init_params(layer)[k] + 0.4 * nf_rng_normal(&rng);
   return layer;
 }
 
 /* A = P L U from the documented layout: params = b[d], W[d x d] with strict
    lower = L, strict upper = U, diagonal s and diag(U) = m(s); returns log|det A|. */
-static double expected_matrix(const nf_layer *layer, nf_diag_map map, const size_t *perm,
-                              double *a)
+static double expected_matrix(const nf_layer *layer, const double *theta, nf_diag_map map,
+                              const size_t *perm, double *a)
 {
-  size_t d = layer->dim;
-  const double *w = layer->params + d;
+  size_t d = nf_layer_dim(layer);
+  const double *w = theta + d;
   double lu[DMAX * DMAX], logdet = 0;
   for (size_t j = 0; j < d; j++) {
     logdet += log(diag_of(map, w[j * d + j]));
@@ -64,12 +68,13 @@ static double expected_matrix(const nf_layer *layer, nf_diag_map map, const size
 
 /* A case of the bijector checks: diagonal map maps[variant / 2], a random
    permutation if variant is odd, parameters as random_lu draws them from seed. */
-static nf_layer *lu_case(size_t d, uint64_t seed, int variant, size_t n, double *z)
+static nf_layer *lu_case(size_t d, uint64_t seed, int variant, size_t n, double *z,
+                        double **theta)
 {
   (void)n;
   (void)z;
   size_t perm[DMAX];
-  return random_lu(d, maps[variant / 2], variant % 2, seed, perm);
+  return random_lu(d, maps[variant / 2], variant % 2, seed, perm, theta);
 }
 
 START_TEST(identity_without_rng)
@@ -78,7 +83,7 @@ START_TEST(identity_without_rng)
     for (size_t d = 1; d <= 3; d += 2) {
       nf_layer *layer = nf_linear_lu_new(d, NULL, maps[m], NULL);
       ck_assert_ptr_nonnull(layer);
-      ck_assert_uint_eq(layer->n_params, d + d * d);
+      ck_assert_uint_eq(nf_layer_n_params(layer), d + d * d);
       th_check_identity(layer, 4, 40 + d, 1e-15);
       nf_layer_free(layer);
     }
@@ -94,9 +99,10 @@ START_TEST(rng_initialisation_is_small_reproducible_and_not_identity)
   nf_layer *b = nf_linear_lu_new(4, NULL, NF_DIAG_SOFTPLUS, &r2);
   nf_layer *id = nf_linear_lu_new(4, NULL, NF_DIAG_SOFTPLUS, NULL);
   double dev = 0;
-  for (size_t k = 0; k < a->n_params; k++) {
-    ck_assert_double_eq(a->params[k], b->params[k]);
-    dev = fmax(dev, fabs(a->params[k] - id->params[k]));
+  const double *pa = nf_layer_init_params(a), *pb = nf_layer_init_params(b);
+  for (size_t k = 0; k < nf_layer_n_params(a); k++) {
+    ck_assert_double_eq(pa[k], pb[k]);
+    dev = fmax(dev, fabs(pa[k] - nf_layer_init_params(id)[k]));
   }
   ck_assert_double_gt(dev, 1e-3);
   ck_assert_double_lt(dev, 0.5);
@@ -114,23 +120,25 @@ START_TEST(matches_documented_layout)
   for (int m = 0; m < 2; m++)
     for (size_t k = 0; k < 3; k++) {
       size_t d = dims[k], perm[DMAX];
-      nf_layer *layer = random_lu(d, maps[m], d > 1, 50 + k, perm);
+      double *theta;
+      nf_layer *layer = random_lu(d, maps[m], d > 1, 50 + k, perm, &theta);
       double a[DMAX * DMAX], z[N * DMAX], x[N * DMAX], logdet[N] = {0};
       double *work = malloc(nf_layer_work_size(layer, N) * sizeof *work);
-      double want_ld = expected_matrix(layer, maps[m], perm, a);
+      double want_ld = expected_matrix(layer, theta, maps[m], perm, a);
       nf_rng rng;
       nf_rng_seed(&rng, 60 + k);
       th_randn(&rng, N * d, 1.0, z);
-      ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, N, z, NULL, x, logdet, work), NF_OK);
+      ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, N, z, NULL, x, logdet, NULL, work), NF_OK);
       for (size_t i = 0; i < N; i++) {
         for (size_t r = 0; r < d; r++) {
-          double want = layer->params[r];
+          double want = theta[r];
           for (size_t c = 0; c < d; c++) want += a[r * d + c] * z[i * d + c];
           ck_assert_double_le(fabs(x[i * d + r] - want), TOL_CLOSED * fmax(1.0, fabs(want)));
         }
         ck_assert_double_le(fabs(logdet[i] - want_ld), TOL_CLOSED);
       }
       free(work);
+      free(theta);
       nf_layer_free(layer);
     }
 }
@@ -153,10 +161,12 @@ END_TEST
 START_TEST(large_batch)
 {
   size_t perm[DMAX];
-  nf_layer *layer = random_lu(5, NF_DIAG_EXP, 1, 90, perm);
+  double *theta;
+  nf_layer *layer = random_lu(5, NF_DIAG_EXP, 1, 90, perm, &theta);
   double *z = th_random_points(300, 5, 91, 1.5);
-  th_check_bijector("linear_lu exp+perm", layer, 300, z, NULL, NULL);
+  th_check_bijector("linear_lu exp+perm", layer, theta, 300, z, NULL, NULL);
   free(z);
+  free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -165,11 +175,14 @@ END_TEST
 START_TEST(flow_density_is_the_linear_gaussian)
 {
   size_t perm[2];
-  nf_layer *layer = random_lu(2, NF_DIAG_EXP, 1, 94, perm);
-  double a[4], b[2] = {layer->params[0], layer->params[1]};
-  double log_det = expected_matrix(layer, NF_DIAG_EXP, perm, a);
+  double *theta;
+  nf_layer *layer = random_lu(2, NF_DIAG_EXP, 1, 94, perm, &theta);
+  double a[4], b[2] = {theta[0], theta[1]};
+  double log_det = expected_matrix(layer, theta, NF_DIAG_EXP, perm, a);
   nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
   ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  free(theta);
   double x[6] = {0.1, -0.4, 2.0, 1.5, -3.0, 0.7}, logp[3];
   ck_assert_int_eq(nf_flow_log_prob(flow, 3, x, NULL, logp), NF_OK);
   double det = a[0] * a[3] - a[1] * a[2];
@@ -198,9 +211,51 @@ START_TEST(rejects_bad_arguments)
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "perm[2] = 1 repeats perm[0]"));
 
   size_t perm[2];
-  nf_layer *layer = random_lu(2, NF_DIAG_EXP, 1, 96, perm);
-  th_check_bad_calls(layer);
+  double *theta;
+  nf_layer *layer = random_lu(2, NF_DIAG_EXP, 1, 96, perm, &theta);
+  th_check_bad_calls(layer, theta);
   nf_layer_free(layer);
+  free(theta);
+}
+END_TEST
+
+/* Theta is checked when written: NaN/Inf anywhere, and a diagonal s whose
+   m(s) underflows (-800, both maps) or overflows (+800, exp) is refused with
+   NF_EDOMAIN naming the parameter; softplus(+800) = 800 is fine. */
+START_TEST(rejects_bad_parameters)
+{
+  for (int m = 0; m < 2; m++) {
+    size_t perm[2];
+    double *theta;
+    nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
+    ck_assert_int_eq(nf_flow_push(flow, random_lu(2, maps[m], 1, 97, perm, &theta)), NF_OK);
+    ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+    th_check_param_refused(flow, 0, NAN, NF_ENONFINITE);
+    th_check_param_refused(flow, 3, -INFINITY, NF_ENONFINITE); /* W[0][1], U's */
+    th_check_param_refused(flow, 2, -800.0, NF_EDOMAIN);       /* s[0] = W[0][0] */
+    th_check_param_refused(flow, 5, -800.0, NF_EDOMAIN);       /* s[1] = W[1][1] */
+    theta[5] = 800.0;
+    ck_assert_int_eq(nf_flow_set_params(flow, theta), maps[m] == NF_DIAG_EXP ? NF_EDOMAIN : NF_OK);
+    nf_flow_free(flow);
+    free(theta);
+  }
+}
+END_TEST
+
+/* A d-dimensional LU layer, exp diagonal, random permutation and parameters from rng. */
+static nf_layer *make_lu(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  (void)ctx_dim;
+  size_t perm[8];
+  for (size_t i = 0; i < dim; i++) perm[i] = i;
+  nf_rng_shuffle(rng, dim, perm);
+  return nf_linear_lu_new(dim, perm, NF_DIAG_EXP, rng);
+}
+
+/* In conditional flows (ctx = NULL) and shared by two threads. */
+START_TEST(conditional_flows_and_threads)
+{
+  th_check_family_flows(make_lu, 0.3);
 }
 END_TEST
 
@@ -211,6 +266,7 @@ int main(void)
                           matches_documented_layout,
                           inverse_logdet_and_vjp_match_finite_differences,
                           large_batch,
-                          flow_density_is_the_linear_gaussian, rejects_bad_arguments, NULL};
+                          flow_density_is_the_linear_gaussian, rejects_bad_arguments,
+                          rejects_bad_parameters, conditional_flows_and_threads, NULL};
   return th_run_tests("linear_lu", 0, tests);
 }

@@ -15,10 +15,10 @@ static const size_t dims[] = {1, 2, 5};
 #define N_DIMS (sizeof dims / sizeof *dims)
 
 /* Sets u so that w.u = wu (moves u along w only). */
-static void set_wu(nf_layer *layer, double wu)
+static void set_wu(const nf_layer *layer, double *theta, double wu)
 {
-  size_t d = layer->dim;
-  double *u = layer->params, *w = layer->params + d, cur = 0, ww = 0;
+  size_t d = nf_layer_dim(layer);
+  double *u = theta, *w = theta + d, cur = 0, ww = 0;
   for (size_t j = 0; j < d; j++) {
     cur += w[j] * u[j];
     ww += w[j] * w[j];
@@ -26,22 +26,25 @@ static void set_wu(nf_layer *layer, double wu)
   for (size_t j = 0; j < d; j++) u[j] += (wu - cur) * w[j] / ww;
 }
 
-/* A planar layer with N(0, scale^2) parameters from `seed`; if constrained,
-   w.u = -40 so that w.u_hat = -1 + softplus(-40) (the constraint is active). */
-static nf_layer *random_planar(size_t d, uint64_t seed, double scale, int constrained)
+/* A planar layer and in *theta (caller frees) N(0, scale^2) parameters from
+   `seed`; if constrained, w.u = -40 so that w.u_hat = -1 + softplus(-40) (the
+   constraint is active). */
+static nf_layer *random_planar(size_t d, uint64_t seed, double scale, int constrained,
+                               double **theta)
 {
-  nf_layer *layer = th_random_layer(nf_planar_new(d, INV_TOL, NULL), seed, scale);
-  if (constrained) set_wu(layer, -40.0);
+  nf_layer *layer = nf_planar_new(d, INV_TOL, NULL);
+  *theta = th_random_theta(layer, seed, scale);
+  if (constrained) set_wu(layer, *theta, -40.0);
   return layer;
 }
 
 /* The paper's map, written out independently: u_hat, then z + u_hat tanh(w.z + b). */
-static void reference_forward(const nf_layer *layer, const double *z, double *x,
-                              double *logdet, double *w_dot_uhat)
+static void reference_forward(const nf_layer *layer, const double *theta, const double *z,
+                              double *x, double *logdet, double *w_dot_uhat)
 {
-  size_t d = layer->dim;
-  const double *u = layer->params, *w = layer->params + d;
-  double b = layer->params[2 * d], wu = 0, ww = 0, wz = 0;
+  size_t d = nf_layer_dim(layer);
+  const double *u = theta, *w = theta + d;
+  double b = theta[2 * d], wu = 0, ww = 0, wz = 0;
   for (size_t j = 0; j < d; j++) {
     wu += w[j] * u[j];
     ww += w[j] * w[j];
@@ -64,17 +67,20 @@ START_TEST(forward_matches_paper_formula)
   double worst_x = 0, worst_ld = 0;
   for (size_t k = 0; k < N_DIMS; k++) {
     size_t d = dims[k];
-    nf_layer *layer = random_planar(d, 100 + k, 1.0, 0);
+    double *theta;
+    nf_layer *layer = random_planar(d, 100 + k, 1.0, 0, &theta);
     double *z = th_random_points(N, d, 200 + k, 1.0), x[N * 5], ld[N] = {0}, work[64];
-    ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, N, z, NULL, x, ld, work), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, N, z, NULL, x, ld, NULL, work),
+                     NF_OK);
     for (size_t i = 0; i < N; i++) {
       double xr[5], ldr, s;
-      reference_forward(layer, z + i * d, xr, &ldr, &s);
+      reference_forward(layer, theta, z + i * d, xr, &ldr, &s);
       ck_assert(s >= -1.0);
       worst_x = fmax(worst_x, th_max_abs_diff(d, x + i * d, xr));
       worst_ld = fmax(worst_ld, fabs(ld[i] - ldr));
     }
     free(z);
+    free(theta);
     nf_layer_free(layer);
   }
   ck_assert_double_le(worst_x, 1e-13);
@@ -86,11 +92,12 @@ END_TEST
    active, det J = tanh^2(a) + softplus(w.u) sech^2(a) ~ a^2 vanishes on the
    hyperplane a = 0, where the map itself loses digits (x carries z only to
    about eps/det J); a_min = 0.1 keeps det J >= 0.01. */
-static void keep_off_hyperplane(const nf_layer *layer, size_t n, double *z, double a_min)
+static void keep_off_hyperplane(const nf_layer *layer, const double *theta, size_t n, double *z,
+                                double a_min)
 {
-  size_t d = layer->dim;
-  const double *w = layer->params + d;
-  double b = layer->params[2 * d], ww = 0;
+  size_t d = nf_layer_dim(layer);
+  const double *w = theta + d;
+  double b = theta[2 * d], ww = 0;
   for (size_t j = 0; j < d; j++) ww += w[j] * w[j];
   for (size_t i = 0; i < n; i++) {
     double a = b;
@@ -104,10 +111,11 @@ static void keep_off_hyperplane(const nf_layer *layer, size_t n, double *z, doub
 /* A case of the bijector checks: a planar layer with N(0, 1) parameters from seed,
    the constraint active if `constrained`, and the rows kept off the hyperplane
    where its det J nearly vanishes. */
-static nf_layer *planar_case(size_t d, uint64_t seed, int constrained, size_t n, double *z)
+static nf_layer *planar_case(size_t d, uint64_t seed, int constrained, size_t n, double *z,
+                             double **theta)
 {
-  nf_layer *layer = random_planar(d, seed, 1.0, constrained);
-  if (constrained) keep_off_hyperplane(layer, n, z, 0.1);
+  nf_layer *layer = random_planar(d, seed, 1.0, constrained, theta);
+  if (constrained) keep_off_hyperplane(layer, *theta, n, z, 0.1);
   return layer;
 }
 
@@ -124,28 +132,32 @@ END_TEST
 START_TEST(zero_w_is_translation)
 {
   enum { N = 5, D = 3 };
-  nf_layer *layer = random_planar(D, 11, 1.0, 0);
-  memset(layer->params + D, 0, D * sizeof(double));
+  double *theta, g_theta[2 * D + 1] = {0};
+  nf_layer *layer = random_planar(D, 11, 1.0, 0, &theta);
+  memset(theta + D, 0, D * sizeof(double));
   double *z = th_random_points(N, D, 12, 1.0), x[N * D], ld[N] = {0}, work[64];
-  double shift = tanh(layer->params[2 * D]);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, N, z, NULL, x, ld, work), NF_OK);
+  double shift = tanh(theta[2 * D]);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, N, z, NULL, x, ld, NULL, work), NF_OK);
   for (size_t i = 0; i < N; i++) {
     ck_assert_double_eq(ld[i], 0.0);
     for (size_t j = 0; j < D; j++)
-      ck_assert_double_eq_tol(x[i * D + j], z[i * D + j] + layer->params[j] * shift, 1e-15);
+      ck_assert_double_eq_tol(x[i * D + j], z[i * D + j] + theta[j] * shift, 1e-15);
   }
-  double cancel, rt = th_roundtrip_error(layer, N, z, NULL, &cancel);
+  double cancel, rt = th_roundtrip_error(layer, theta, N, z, NULL, &cancel);
   ck_assert_double_le(rt, 1e-15);
   ck_assert_double_le(cancel, 0.0);
   double g_out[N * D], g_in[N * D];
   for (size_t i = 0; i < N * D; i++) g_out[i] = 1.0;
   for (int dir = NF_FORWARD; dir <= NF_INVERSE; dir++) {
-    ck_assert_int_eq(nf_layer_apply(layer, (nf_dir)dir, N, z, NULL, x, NULL, work), NF_OK);
-    ck_assert_int_eq(nf_layer_vjp(layer, (nf_dir)dir, N, z, NULL, x, g_out, ld, g_in, NULL, work), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(layer, theta, (nf_dir)dir, N, z, NULL, x, NULL, NULL, work),
+                     NF_OK);
+    ck_assert_int_eq(nf_layer_vjp(layer, theta, (nf_dir)dir, N, z, NULL, x, g_out, ld, g_in, NULL,
+                                  g_theta, work), NF_OK);
   }
-  for (size_t k = 0; k < 2 * D + 1; k++) ck_assert(isfinite(layer->grad[k]));
+  for (size_t k = 0; k < 2 * D + 1; k++) ck_assert(isfinite(g_theta[k]));
   for (size_t i = 0; i < N * D; i++) ck_assert(isfinite(g_in[i]));
   free(z);
+  free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -155,8 +167,8 @@ START_TEST(null_rng_gives_identity)
   enum { D = 3 };
   nf_layer *layer = nf_planar_new(D, INV_TOL, NULL);
   ck_assert_ptr_nonnull(layer);
-  ck_assert_uint_eq(layer->n_params, 2 * D + 1);
-  ck_assert_uint_eq(layer->ctx_dim, 0);
+  ck_assert_uint_eq(nf_layer_n_params(layer), 2 * D + 1);
+  ck_assert_uint_eq(nf_layer_ctx_dim(layer), 0);
   th_check_identity(layer, 4, 13, 1e-15);
   nf_layer_free(layer);
 }
@@ -170,12 +182,13 @@ START_TEST(rng_init_is_reproducible_near_identity)
   nf_rng_seed(&r1, 14);
   nf_rng_seed(&r2, 14);
   nf_layer *a = nf_planar_new(D, INV_TOL, &r1), *b = nf_planar_new(D, INV_TOL, &r2);
-  ck_assert_int_eq(memcmp(a->params, b->params, (2 * D + 1) * sizeof(double)), 0);
+  const double *pa = nf_layer_init_params(a);
+  ck_assert_int_eq(memcmp(pa, nf_layer_init_params(b), (2 * D + 1) * sizeof(double)), 0);
   double ww = 0;
-  for (size_t j = 0; j < D; j++) ww += a->params[D + j] * a->params[D + j];
+  for (size_t j = 0; j < D; j++) ww += pa[D + j] * pa[D + j];
   ck_assert(ww > 0.1 && ww < 10.0);
   double *z = th_random_points(1, D, 15, 1.0), x[D], work[64];
-  ck_assert_int_eq(nf_layer_apply(a, NF_FORWARD, 1, z, NULL, x, NULL, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(a, pa, NF_FORWARD, 1, z, NULL, x, NULL, NULL, work), NF_OK);
   ck_assert_double_le(th_max_abs_diff(D, x, z), 1.0);
   free(z);
   nf_layer_free(a);
@@ -188,21 +201,24 @@ END_TEST
 START_TEST(inverse_reports_no_convergence)
 {
   enum { N = 3, D = 2 };
-  nf_layer *layer = random_planar(D, 16, 1.0, 0);
-  set_wu(layer, 3.0);
-  double *w = layer->params + D, b = layer->params[2 * D], ww = w[0] * w[0] + w[1] * w[1];
+  double *theta;
+  nf_layer *layer = random_planar(D, 16, 1.0, 0, &theta);
+  set_wu(layer, theta, 3.0);
+  double *w = theta + D, b = theta[2 * D], ww = w[0] * w[0] + w[1] * w[1];
   double x[N * D] = {-b * w[0] / ww, -b * w[1] / ww, -b * w[0] / ww + w[1], -b * w[1] / ww - w[0], 2.0, -1.5};
   double z[N * D], ld[N], work[64];
   for (size_t i = 0; i < N * D; i++) z[i] = 42.0;
   for (size_t i = 0; i < N; i++) ld[i] = 7.0;
   ck_assert_int_eq(nf_planar_set_max_iter(layer, 1), NF_OK);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_INVERSE, N, x, NULL, z, ld, work), NF_ENOCONV);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_INVERSE, N, x, NULL, z, ld, NULL, work),
+                   NF_ENOCONV);
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "row 2"));
   for (size_t i = 0; i < N * D; i++) ck_assert_double_eq(z[i], 42.0);
   for (size_t i = 0; i < N; i++) ck_assert_double_eq(ld[i], 7.0);
   ck_assert_int_eq(nf_planar_set_max_iter(layer, NF_PLANAR_MAX_ITER), NF_OK);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_INVERSE, N, x, NULL, z, ld, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_INVERSE, N, x, NULL, z, ld, NULL, work), NF_OK);
   nf_layer_free(layer);
+  free(theta);
 }
 END_TEST
 
@@ -221,15 +237,34 @@ START_TEST(bad_arguments)
   ck_assert_int_eq(nf_planar_set_max_iter(NULL, 5), NF_EINVAL);
 
   enum { D = 2 };
-  nf_layer *layer = random_planar(D, 17, 1.0, 0);
+  double *theta;
+  nf_layer *layer = random_planar(D, 17, 1.0, 0, &theta);
   nf_layer *radial = nf_radial_new(D, INV_TOL, NULL);
   ck_assert_int_eq(nf_planar_set_max_iter(radial, 5), NF_EINVAL);
   ck_assert_int_eq(nf_planar_set_max_iter(layer, 0), NF_EINVAL);
-  th_check_bad_calls(layer);
-  th_check_nonfinite_param(layer, D, INFINITY);
-  nf_layer_free(layer);
+  th_check_bad_calls(layer, theta);
+  nf_flow *flow = nf_flow_new(D, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  th_check_param_refused(flow, D, INFINITY, NF_ENONFINITE);
+  nf_flow_free(flow);
   nf_layer_free(radial);
   nf_layer_free(NULL);
+  free(theta);
+}
+END_TEST
+
+/* A planar layer with parameters from rng (takes no context). */
+static nf_layer *make_planar(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  (void)ctx_dim;
+  return nf_planar_new(dim, INV_TOL, rng);
+}
+
+/* In conditional flows (ctx = NULL) and shared by two threads. */
+START_TEST(conditional_flows_and_threads)
+{
+  th_check_family_flows(make_planar, 0.5);
 }
 END_TEST
 
@@ -243,13 +278,19 @@ START_TEST(chain_density_integrates_to_one)
   nf_rng_seed(&rng, 18);
   nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
   ck_assert_ptr_nonnull(flow);
+  double theta[6 * 5 + 6 * 4];
+  size_t np = 0;
   for (int k = 0; k < 3; k++) {
     nf_layer *p = nf_planar_new(2, INV_TOL, &rng), *r = nf_radial_new(2, INV_TOL, &rng);
-    th_randomize_params(p, &rng, 0.5);
-    th_randomize_params(r, &rng, 0.5);
+    th_randomize_params(p, &rng, 0.5, theta + np);
+    np += nf_layer_n_params(p);
+    th_randomize_params(r, &rng, 0.5, theta + np);
+    np += nf_layer_n_params(r);
     ck_assert_int_eq(nf_flow_push(flow, p), NF_OK);
     ck_assert_int_eq(nf_flow_push(flow, r), NF_OK);
   }
+  ck_assert_uint_eq(nf_flow_n_params(flow), np);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
   th_check_grid_mass("planar + radial chain", flow, 10.0, 500, 1e-4);
   nf_flow_free(flow);
 }
@@ -260,6 +301,6 @@ int main(void)
   const TTest *tests[] = {forward_matches_paper_formula, bijector_checks, zero_w_is_translation,
                           null_rng_gives_identity, rng_init_is_reproducible_near_identity,
                           inverse_reports_no_convergence, bad_arguments,
-                          chain_density_integrates_to_one, NULL};
+                          chain_density_integrates_to_one, conditional_flows_and_threads, NULL};
   return th_run_tests("planar", 60, tests);
 }

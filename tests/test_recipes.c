@@ -10,9 +10,10 @@
 static const char *const names[N_KINDS] = {"realnvp", "nice", "glow", "planar", "radial"};
 static const size_t hidden[] = {8, 8};
 
-/* A 2-D recipe of kind k with 3 blocks, hidden 8-8, tanh; parameters perturbed
-   (seed 5, scale 0.2) so the couplings are not the identity. */
-static nf_flow *small_flow(nf_recipe_kind kind)
+/* A recipe of kind k on R^dim with context width ctx_dim, 3 blocks, hidden
+   8-8, tanh; parameters perturbed (seed 5, scale 0.2) so the couplings are
+   not the identity. */
+static nf_flow *recipe_flow(nf_recipe_kind kind, size_t dim, size_t ctx_dim)
 {
   nf_rng rng;
   nf_rng_seed(&rng, 4);
@@ -21,12 +22,21 @@ static nf_flow *small_flow(nf_recipe_kind kind)
   r.n_hidden = 2;
   r.hidden = hidden;
   r.act = NF_ACT_TANH;
-  nf_flow *flow = nf_recipe_build(2, 0, &r, &rng);
+  nf_flow *flow = nf_recipe_build(dim, ctx_dim, &r, &rng);
   ck_assert_msg(flow != NULL, "%s: %s", names[kind], nf_errmsg());
   nf_rng_seed(&rng, 5);
-  double *theta = nf_flow_params(flow);
-  for (size_t k = 0; k < nf_flow_n_params(flow); k++) theta[k] += 0.2 * nf_rng_normal(&rng);
+  size_t p = nf_flow_n_params(flow);
+  double *theta = malloc(p * sizeof *theta);
+  for (size_t k = 0; k < p; k++) theta[k] = nf_flow_params(flow)[k] + 0.2 * nf_rng_normal(&rng);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  free(theta);
   return flow;
+}
+
+/* The 2-D recipe of kind k of the density checks. */
+static nf_flow *small_flow(nf_recipe_kind kind)
+{
+  return recipe_flow(kind, 2, 0);
 }
 
 START_TEST(names_parse_and_print)
@@ -95,7 +105,7 @@ START_TEST(bad_arguments)
   ck_assert_ptr_null(nf_recipe_build(0, 0, &r, &rng));
   r.layers = 0;
   ck_assert_ptr_null(nf_recipe_build(2, 0, &r, &rng));
-  for (int k = NF_RECIPE_GLOW; k <= NF_RECIPE_RADIAL; k++) { /* unconditional layers */
+  for (int k = NF_RECIPE_PLANAR; k <= NF_RECIPE_RADIAL; k++) { /* no layer would use it */
     nf_recipe c = nf_recipe_defaults((nf_recipe_kind)k);
     ck_assert_ptr_null(nf_recipe_build(2, 3, &c, &rng));
     ck_assert_ptr_nonnull(strstr(nf_errmsg(), "context"));
@@ -112,6 +122,24 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+/* Each recipe on R^3 is shared by two threads, and the coupling recipes
+   (realnvp, nice, glow: their couplings take the context, the other layers
+   receive ctx = NULL) work in conditional flows whose log p depends on ctx. */
+START_TEST(threads_and_conditional_flows)
+{
+  enum { D = 3, N = 40 };
+  nf_recipe_kind kind = (nf_recipe_kind)_i;
+  int conditional = kind <= NF_RECIPE_GLOW;
+  nf_flow *flow = recipe_flow(kind, D, conditional ? 2 : 0);
+  double *x = th_random_points(N, D, 7, 1.0), *ctx = th_random_points(N, 2, 8, 1.0);
+  th_check_threads(flow, N, x, conditional ? ctx : NULL);
+  if (conditional) th_check_conditional_flow(flow, NULL);
+  nf_flow_free(flow);
+  free(x);
+  free(ctx);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("recipes");
@@ -121,6 +149,7 @@ int main(void)
   tcase_add_test(tc, layer_and_parameter_counts);
   tcase_add_loop_test(tc, densities_are_consistent_and_normalised, 0, N_KINDS);
   tcase_add_test(tc, bad_arguments);
+  tcase_add_loop_test(tc, threads_and_conditional_flows, 0, N_KINDS);
   suite_add_tcase(s, tc);
   return th_run_suite(s);
 }

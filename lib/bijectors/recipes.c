@@ -71,8 +71,7 @@ static nf_status push_block(nf_flow *flow, size_t dim, size_t ctx_dim, const nf_
     if (!st && k + 1 == r->layers) st = push(flow, nf_affine_new(dim));
     return st;
   case NF_RECIPE_GLOW:
-    if (ctx_dim > 0)
-      return nf_fail(NF_EINVAL, "nf_recipe_build: glow takes no context (its actnorm and LU layers are unconditional)");
+    /* with a context, the couplings take it; actnorm and LU receive ctx = NULL */
     if (!(st = push(flow, nf_affine_new(dim))) &&
         !(st = push(flow, nf_linear_lu_new(dim, NULL, NF_DIAG_EXP, rng))))
       st = push(flow, coupling_at(dim, ctx_dim, r, NF_COUPLING_AFFINE, k, rng));
