@@ -118,9 +118,9 @@ START_TEST(test_soft_clamp)
   double *theta = malloc(p * sizeof *theta);
   th_randomize_params(layer, &rng, 0.3, theta);
   const size_t db = 3, m = 2 * db; /* half mask on R^5: 2 pass, 3 transformed */
-  double *out_bias = theta + p - m;
+  double *out_bias = theta + p - m;  /* (s_raw_j, t_j) pairs */
   for (int sign = -1; sign <= 1; sign += 2) {
-    for (size_t j = 0; j < db; j++) out_bias[j] = sign * 1e8;
+    for (size_t j = 0; j < db; j++) out_bias[2 * j] = sign * 1e8;
     double z[N_ROWS * 5], x[N_ROWS * 5], ld[N_ROWS] = {0}, cancel;
     double *work = malloc(nf_layer_work_size(layer, N_ROWS) * sizeof *work);
     th_randn(&rng, N_ROWS * 5, 1.0, z);
@@ -248,7 +248,7 @@ END_TEST
 static nf_layer *make_kind(nf_coupling_kind kind, size_t dim, size_t ctx_dim, nf_rng *rng)
 {
   unsigned char mask[8];
-  nf_mask_alternate(dim, (int)(nf_rng_u64(rng) & 1), mask);
+  nf_coupling_mask_alternate(dim, (int)(nf_rng_u64(rng) & 1), mask);
   nf_coupling_opts o = {kind, mask, 2, hidden2, NF_ACT_TANH, BOUND};
   return nf_coupling_new(dim, ctx_dim, &o, rng);
 }
