@@ -18,6 +18,8 @@ nf_suites = \
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library.
 tests_test_ode_LDFLAGS = -static
+# test_coupling reaches the internal transformers and nf_config_new.
+tests_test_coupling_LDFLAGS = -static
 # test_io reaches the internal CRC, atomic writer, config and safetensors code.
 tests_test_io_LDFLAGS = -static
 # test_model writes damaged files through the internal safetensors writer.
