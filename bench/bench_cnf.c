@@ -63,9 +63,11 @@ static void bench_mode(const mode *m, const nf_dataset *data, size_t iters)
     printf("  %-22s %9.2f %9.2f %9.1f %9.1f %9.3f\n", m->name, median * 1e3,
            total / (double)done * 1e3, (double)c.nfe / (double)done,
            (double)c.nfe_adjoint / (double)done, loss);
-    printf("key %s.ms_median=%.3f %s.ms_mean=%.3f %s.nfe_forward=%.1f %s.nfe_backward=%.1f\n",
+    printf("key %s.ms_median=%.3f %s.ms_mean=%.3f %s.nfe_forward=%.1f %s.nfe_backward=%.1f "
+           "%s.integrators=%zu\n",
            m->name, median * 1e3, m->name, total / (double)done * 1e3, m->name,
-           (double)c.nfe / (double)done, m->name, (double)c.nfe_adjoint / (double)done);
+           (double)c.nfe / (double)done, m->name, (double)c.nfe_adjoint / (double)done, m->name,
+           c.integrators);
   }
   free(t);
   nf_trainer_free(tr);

@@ -14,9 +14,12 @@
    mu as a backward quadrature (in the error test unless opts.seminorm), and
      dL/dt1 = dL/dy(t1) . f(t1, y1),  dL/dt0 = -lambda(t0) . f(t0, y0).
 
-   All CVODES memory is made once per backend and re-initialised per solve
-   (CVodeReInit, CVodeAdjReInit, CVodeReInitB); the backward problem is set up
-   at the first gradient. CVODES reports through an error handler that keeps
+   CVODES memory is tied to the length of its vectors, so a backend keeps one
+   per size (a slot): the size it was created for, and the most recent other
+   size nf_ode_resize asked for, all in the backend's one SUNContext. A slot's
+   memory is made once and re-initialised per solve (CVodeReInit,
+   CVodeAdjReInit, CVodeReInitB); its backward problem is set up at its first
+   gradient. CVODES reports through an error handler that keeps
    the message for ours: nothing is printed. */
 #include <limits.h>
 #include <math.h>
@@ -33,22 +36,28 @@
 #include "internal.h"
 #include "solver.h"
 
-typedef struct cv_backend {
-  SUNContext ctx;
-  nf_ode_opts opts;
+/* CVODES memory for one size of problem. */
+typedef struct cv_slot {
   size_t n, nq, n_theta;
-  int record;            /* CHECKPOINT: the adjoint module is on */
   N_Vector y, q;         /* states, quadratures (q NULL if nq == 0) */
-  void *mem;             /* CVODES memory */
+  void *mem;             /* CVODES memory; NULL: the slot is empty */
   SUNNonlinearSolver nls; /* ADAMS: fixed point */
   SUNLinearSolver ls;     /* BDF: SPGMR under CVODES's default Newton */
-  nf_problem *p;         /* problem of the running integrate or gradient */
-  int nonfinite;         /* a derivative was not finite (reported to CVODES as recoverable) */
-  char msg[256];         /* last CVODES error message */
   int which, b_ready;    /* backward problem: index, set up */
   N_Vector yB, qB;       /* lambda (n), mu (n_theta; NULL if 0) */
   SUNNonlinearSolver nlsB;
   SUNLinearSolver lsB;
+} cv_slot;
+
+typedef struct cv_backend {
+  SUNContext ctx;        /* shared by the slots, lives as long as the backend */
+  nf_ode_opts opts;
+  int record;            /* CHECKPOINT: the adjoint module is on */
+  cv_slot full, other;   /* the size created for; the most recent other size */
+  cv_slot *cur;          /* the slot of the current size */
+  nf_problem *p;         /* problem of the running integrate or gradient */
+  int nonfinite;         /* a derivative was not finite (reported to CVODES as recoverable) */
+  char msg[256];         /* last CVODES error message */
 } cv_backend;
 
 /* CVODES error handler: keeps the last error message, prints nothing. */
@@ -79,7 +88,7 @@ static int cv_rhs(realtype t, N_Vector y, N_Vector ydot, void *data)
   cv_backend *be = data;
   double *out = N_VGetArrayPointer(ydot);
   int rc = be->p->f(be->p, t, N_VGetArrayPointer(y), out, NULL);
-  return cv_result(be, rc, be->n, out);
+  return cv_result(be, rc, be->cur->n, out);
 }
 
 /* CVODES quadrature rhs: the problem's quadrature derivative. */
@@ -88,7 +97,7 @@ static int cv_rhs_quad(realtype t, N_Vector y, N_Vector qdot, void *data)
   cv_backend *be = data;
   double *out = N_VGetArrayPointer(qdot);
   int rc = be->p->f(be->p, t, N_VGetArrayPointer(y), NULL, out);
-  return cv_result(be, rc, be->nq, out);
+  return cv_result(be, rc, be->cur->nq, out);
 }
 
 /* CVODES Jacobian-times-vector: Jv = (df/dy) v from the problem's jvp. */
@@ -100,7 +109,7 @@ static int cv_jtimes(N_Vector v, N_Vector Jv, realtype t, N_Vector y, N_Vector f
   cv_backend *be = data;
   double *out = N_VGetArrayPointer(Jv);
   int rc = be->p->jvp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), out);
-  return cv_result(be, rc, be->n, out);
+  return cv_result(be, rc, be->cur->n, out);
 }
 
 /* out = -(df/dy)^T v at (t, y): the backward rhs and the backward Jacobian's product. */
@@ -108,8 +117,8 @@ static int cv_minus_vjp(cv_backend *be, double t, N_Vector y, N_Vector v, N_Vect
 {
   double *o = N_VGetArrayPointer(out);
   int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), o, NULL, NULL);
-  for (size_t i = 0; i < be->n; i++) o[i] = -o[i];
-  return cv_result(be, rc, be->n, o);
+  for (size_t i = 0; i < be->cur->n; i++) o[i] = -o[i];
+  return cv_result(be, rc, be->cur->n, o);
 }
 
 /* Backward rhs: lambda' = -(df/dy)^T lambda. */
@@ -122,12 +131,13 @@ static int cv_rhs_b(realtype t, N_Vector y, N_Vector yB, N_Vector yBdot, void *d
 static int cv_rhs_quad_b(realtype t, N_Vector y, N_Vector yB, N_Vector qBdot, void *data)
 {
   cv_backend *be = data;
+  size_t nt = be->cur->n_theta;
   double *out = N_VGetArrayPointer(qBdot);
-  memset(out, 0, be->n_theta * sizeof *out);
+  memset(out, 0, nt * sizeof *out);
   int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(yB),
                           be->p->ode->g_y, out, NULL);
-  for (size_t k = 0; k < be->n_theta; k++) out[k] = -out[k];
-  return cv_result(be, rc, be->n_theta, out);
+  for (size_t k = 0; k < nt; k++) out[k] = -out[k];
+  return cv_result(be, rc, nt, out);
 }
 
 /* Backward Jacobian-times-vector: the backward Jacobian is -(df/dy)^T. */
@@ -140,20 +150,28 @@ static int cv_jtimes_b(N_Vector vB, N_Vector JvB, realtype t, N_Vector y, N_Vect
   return cv_minus_vjp(data, t, y, vB, JvB);
 }
 
-/* Frees a backend (CVodeFree also frees the adjoint and backward memory). */
+/* Frees a slot's memory (CVodeFree also frees the adjoint and backward memory) and empties it. */
+static void cv_slot_free(cv_slot *sl)
+{
+  if (sl->mem) CVodeFree(&sl->mem);
+  if (sl->nls) SUNNonlinSolFree(sl->nls);
+  if (sl->ls) SUNLinSolFree(sl->ls);
+  if (sl->nlsB) SUNNonlinSolFree(sl->nlsB);
+  if (sl->lsB) SUNLinSolFree(sl->lsB);
+  if (sl->y) N_VDestroy(sl->y);
+  if (sl->q) N_VDestroy(sl->q);
+  if (sl->yB) N_VDestroy(sl->yB);
+  if (sl->qB) N_VDestroy(sl->qB);
+  memset(sl, 0, sizeof *sl);
+}
+
+/* Frees a backend: its slots, then the context they share. */
 static void cv_destroy(void *backend)
 {
   cv_backend *be = backend;
   if (!be) return;
-  if (be->mem) CVodeFree(&be->mem);
-  if (be->nls) SUNNonlinSolFree(be->nls);
-  if (be->ls) SUNLinSolFree(be->ls);
-  if (be->nlsB) SUNNonlinSolFree(be->nlsB);
-  if (be->lsB) SUNLinSolFree(be->lsB);
-  if (be->y) N_VDestroy(be->y);
-  if (be->q) N_VDestroy(be->q);
-  if (be->yB) N_VDestroy(be->yB);
-  if (be->qB) N_VDestroy(be->qB);
+  cv_slot_free(&be->full);
+  cv_slot_free(&be->other);
   if (be->ctx) SUNContext_Free(&be->ctx);
   free(be);
 }
@@ -164,7 +182,7 @@ static long cv_max_steps(const nf_ode_opts *o)
   return o->max_steps > (size_t)LONG_MAX ? LONG_MAX : (long)o->max_steps;
 }
 
-/* A new serial vector of m zeros (m >= 1). */
+/* A new serial vector of m zeros (m >= 1) in the backend's context. */
 static N_Vector cv_vector(cv_backend *be, size_t m)
 {
   N_Vector v = N_VNew_Serial((sunindextype)m, be->ctx);
@@ -172,39 +190,54 @@ static N_Vector cv_vector(cv_backend *be, size_t m)
   return v;
 }
 
-/* Makes the CVODES memory for n states and nq quadratures, configured once. */
-static int cv_setup(cv_backend *be)
+/* Makes the CVODES memory of slot sl for its n states and nq quadratures,
+   configured once; returns a CVODES flag (-1: out of memory). */
+static int cv_slot_build(cv_backend *be, cv_slot *sl)
 {
   const nf_ode_opts *o = &be->opts;
   int adams = o->method == NF_ODE_ADAMS;
-  if (SUNContext_Create(NULL, &be->ctx)) return -1;
-  if (!(be->y = cv_vector(be, be->n))) return -1;
-  if (be->nq && !(be->q = cv_vector(be, be->nq))) return -1;
-  if (!(be->mem = CVodeCreate(adams ? CV_ADAMS : CV_BDF, be->ctx))) return -1;
-  int f = CVodeSetErrHandlerFn(be->mem, cv_error_handler, be);
-  f = f ? f : CVodeInit(be->mem, cv_rhs, 0.0, be->y);
-  f = f ? f : CVodeSetUserData(be->mem, be);
-  f = f ? f : CVodeSStolerances(be->mem, o->rtol, o->atol);
-  f = f ? f : CVodeSetMaxNumSteps(be->mem, cv_max_steps(o));
+  be->msg[0] = '\0';
+  if (!(sl->y = cv_vector(be, sl->n))) return -1;
+  if (sl->nq && !(sl->q = cv_vector(be, sl->nq))) return -1;
+  if (!(sl->mem = CVodeCreate(adams ? CV_ADAMS : CV_BDF, be->ctx))) return -1;
+  int f = CVodeSetErrHandlerFn(sl->mem, cv_error_handler, be);
+  f = f ? f : CVodeInit(sl->mem, cv_rhs, 0.0, sl->y);
+  f = f ? f : CVodeSetUserData(sl->mem, be);
+  f = f ? f : CVodeSStolerances(sl->mem, o->rtol, o->atol);
+  f = f ? f : CVodeSetMaxNumSteps(sl->mem, cv_max_steps(o));
   if (f) return f;
   if (adams) {
-    if (!(be->nls = SUNNonlinSol_FixedPoint(be->y, 0, be->ctx))) return -1;
-    f = CVodeSetNonlinearSolver(be->mem, be->nls);
+    if (!(sl->nls = SUNNonlinSol_FixedPoint(sl->y, 0, be->ctx))) return -1;
+    f = CVodeSetNonlinearSolver(sl->mem, sl->nls);
   } else {
-    if (!(be->ls = SUNLinSol_SPGMR(be->y, SUN_PREC_NONE, 0, be->ctx))) return -1;
-    f = CVodeSetLinearSolver(be->mem, be->ls, NULL);
+    if (!(sl->ls = SUNLinSol_SPGMR(sl->y, SUN_PREC_NONE, 0, be->ctx))) return -1;
+    f = CVodeSetLinearSolver(sl->mem, sl->ls, NULL);
   }
-  if (!f && be->nq) {
-    f = CVodeQuadInit(be->mem, cv_rhs_quad, be->q);
-    f = f ? f : CVodeQuadSStolerances(be->mem, o->rtol, o->atol);
+  if (!f && sl->nq) {
+    f = CVodeQuadInit(sl->mem, cv_rhs_quad, sl->q);
+    f = f ? f : CVodeQuadSStolerances(sl->mem, o->rtol, o->atol);
   }
   if (!f && be->record) {
     long steps = o->checkpoint_steps > (size_t)LONG_MAX ? LONG_MAX : (long)o->checkpoint_steps;
-    f = CVodeAdjInit(be->mem, steps, CV_HERMITE);
-    if (!f && !(be->yB = cv_vector(be, be->n))) return -1;
-    if (!f && be->n_theta && !(be->qB = cv_vector(be, be->n_theta))) return -1;
+    f = CVodeAdjInit(sl->mem, steps, CV_HERMITE);
+    if (!f && !(sl->yB = cv_vector(be, sl->n))) return -1;
+    if (!f && sl->n_theta && !(sl->qB = cv_vector(be, sl->n_theta))) return -1;
   }
   return f;
+}
+
+/* Fills slot sl for n states, nq quadratures and n_theta parameters; on failure
+   frees what was made and returns the status with the message (no caller's name). */
+static nf_status cv_slot_make(cv_backend *be, cv_slot *sl, size_t n, size_t nq, size_t n_theta)
+{
+  memset(sl, 0, sizeof *sl);
+  sl->n = n;
+  sl->nq = nq;
+  sl->n_theta = n_theta;
+  int f = cv_slot_build(be, sl);
+  if (!f) return NF_OK;
+  cv_slot_free(sl);
+  return nf_fail(NF_ENOMEM, "setting up CVODES for %zu states failed (flag %d) %s", n, f, be->msg);
 }
 
 /* A CVODES backend for n states and nq quadratures (record: CHECKPOINT). */
@@ -212,21 +245,50 @@ static void *cv_create(size_t n, size_t nq, size_t n_theta, int record, const nf
 {
   cv_backend *be = calloc(1, sizeof *be);
   if (!be) {
-    nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
+    nf_fail(NF_ENOMEM, "out of memory");
     return NULL;
   }
   be->opts = *opts;
-  be->n = n;
-  be->nq = nq;
-  be->n_theta = n_theta;
   be->record = record;
-  int f = cv_setup(be);
-  if (f) {
-    nf_fail(NF_ENOMEM, "nf_ode_new: setting up CVODES failed (flag %d) %s", f, be->msg);
+  be->cur = &be->full;
+  if (SUNContext_Create(NULL, &be->ctx)) {
+    nf_fail(NF_ENOMEM, "creating the SUNDIALS context failed");
+    cv_destroy(be);
+    return NULL;
+  }
+  if (cv_slot_make(be, &be->full, n, nq, n_theta)) {
     cv_destroy(be);
     return NULL;
   }
   return be;
+}
+
+/* Whether slot sl holds memory for n states, nq quadratures and n_theta parameters. */
+static int cv_slot_fits(const cv_slot *sl, size_t n, size_t nq, size_t n_theta)
+{
+  return sl->mem && sl->n == n && sl->nq == nq && sl->n_theta == n_theta;
+}
+
+/* Switches to the slot of the size (n, nq, n_theta): the full one, the other one,
+   or else a new other one replacing the old (kept if making the new one fails). */
+static nf_status cv_resize(void *backend, size_t n, size_t nq, size_t n_theta, int *built)
+{
+  cv_backend *be = backend;
+  *built = 0;
+  if (cv_slot_fits(&be->full, n, nq, n_theta)) {
+    be->cur = &be->full;
+    return NF_OK;
+  }
+  if (!cv_slot_fits(&be->other, n, nq, n_theta)) {
+    cv_slot sl;
+    nf_status st = cv_slot_make(be, &sl, n, nq, n_theta);
+    if (st) return st;
+    cv_slot_free(&be->other);
+    be->other = sl;
+    *built = 1;
+  }
+  be->cur = &be->other;
+  return NF_OK;
 }
 
 /* The failure of a CVODES call (flag < 0) at time t as a status with a clear cause. */
@@ -272,11 +334,12 @@ static nf_status cv_failure(const cv_backend *be, const nf_problem *p, int flag,
 /* Per-solve settings: initial step (signed as t1 - t0), stop time, J v. */
 static int cv_prepare(cv_backend *be, nf_problem *p, double t0, double t1)
 {
+  cv_slot *sl = be->cur;
   double h0 = be->opts.h0 > 0 ? copysign(be->opts.h0, t1 - t0) : 0.0;
-  int f = CVodeSetInitStep(be->mem, h0);
-  f = f ? f : CVodeSetStopTime(be->mem, t1);
-  if (!f && be->nq) f = CVodeSetQuadErrCon(be->mem, p->quad_in_norm ? SUNTRUE : SUNFALSE);
-  if (!f && be->ls) f = CVodeSetJacTimes(be->mem, NULL, p->jvp ? cv_jtimes : NULL);
+  int f = CVodeSetInitStep(sl->mem, h0);
+  f = f ? f : CVodeSetStopTime(sl->mem, t1);
+  if (!f && sl->nq) f = CVodeSetQuadErrCon(sl->mem, p->quad_in_norm ? SUNTRUE : SUNFALSE);
+  if (!f && sl->ls) f = CVodeSetJacTimes(sl->mem, NULL, p->jvp ? cv_jtimes : NULL);
   return f;
 }
 
@@ -285,38 +348,39 @@ static nf_status cv_integrate(void *backend, nf_problem *p, double t0, double t1
                               nf_run *run)
 {
   cv_backend *be = backend;
-  double *y = N_VGetArrayPointer(be->y), tret = t0;
+  cv_slot *sl = be->cur;
+  double *y = N_VGetArrayPointer(sl->y), tret = t0;
   be->p = p;
   be->nonfinite = 0;
   be->msg[0] = '\0';
-  memcpy(y, z, be->n * sizeof *z);
-  int f = CVodeReInit(be->mem, t0, be->y);
-  if (!f && be->nq) {
-    memcpy(N_VGetArrayPointer(be->q), z + be->n, be->nq * sizeof *z);
-    f = CVodeQuadReInit(be->mem, be->q);
+  memcpy(y, z, sl->n * sizeof *z);
+  int f = CVodeReInit(sl->mem, t0, sl->y);
+  if (!f && sl->nq) {
+    memcpy(N_VGetArrayPointer(sl->q), z + sl->n, sl->nq * sizeof *z);
+    f = CVodeQuadReInit(sl->mem, sl->q);
   }
-  if (!f && be->record) f = CVodeAdjReInit(be->mem);
+  if (!f && be->record) f = CVodeAdjReInit(sl->mem);
   f = f ? f : cv_prepare(be, p, t0, t1);
   if (!f) {
     int ncheck;
-    f = be->record ? CVodeF(be->mem, t1, be->y, &tret, CV_NORMAL, &ncheck)
-                   : CVode(be->mem, t1, be->y, &tret, CV_NORMAL);
+    f = be->record ? CVodeF(sl->mem, t1, sl->y, &tret, CV_NORMAL, &ncheck)
+                   : CVode(sl->mem, t1, sl->y, &tret, CV_NORMAL);
   }
   long steps = 0, netf = 0, nncf = 0;
-  CVodeGetNumSteps(be->mem, &steps);
-  CVodeGetNumErrTestFails(be->mem, &netf);
-  CVodeGetNumStepSolveFails(be->mem, &nncf);
+  CVodeGetNumSteps(sl->mem, &steps);
+  CVodeGetNumErrTestFails(sl->mem, &netf);
+  CVodeGetNumStepSolveFails(sl->mem, &nncf);
   run->steps = (size_t)steps;
   run->rejected = (size_t)(netf + nncf);
   if (f < 0) {
-    CVodeGetCurrentTime(be->mem, &tret);
+    CVodeGetCurrentTime(sl->mem, &tret);
     run->t_reached = tret;
     return cv_failure(be, p, f, tret);
   }
-  memcpy(z, y, be->n * sizeof *z);
-  if (be->nq) {
-    CVodeGetQuad(be->mem, &tret, be->q);
-    memcpy(z + be->n, N_VGetArrayPointer(be->q), be->nq * sizeof *z);
+  memcpy(z, y, sl->n * sizeof *z);
+  if (sl->nq) {
+    CVodeGetQuad(sl->mem, &tret, sl->q);
+    memcpy(z + sl->n, N_VGetArrayPointer(sl->q), sl->nq * sizeof *z);
   }
   run->t_reached = t1;
   return NF_OK;
@@ -325,36 +389,37 @@ static nf_status cv_integrate(void *backend, nf_problem *p, double t0, double t1
 /* Creates the backward problem (first gradient) or re-initialises it at (t1, yB, qB). */
 static int cv_backward_init(cv_backend *be, double t1)
 {
+  cv_slot *sl = be->cur;
   const nf_ode_opts *o = &be->opts;
-  if (be->b_ready) {
-    int f = CVodeReInitB(be->mem, be->which, t1, be->yB);
-    if (!f && be->qB) f = CVodeQuadReInitB(be->mem, be->which, be->qB);
+  if (sl->b_ready) {
+    int f = CVodeReInitB(sl->mem, sl->which, t1, sl->yB);
+    if (!f && sl->qB) f = CVodeQuadReInitB(sl->mem, sl->which, sl->qB);
     return f;
   }
   int adams = o->method == NF_ODE_ADAMS;
-  int f = CVodeCreateB(be->mem, adams ? CV_ADAMS : CV_BDF, &be->which);
+  int f = CVodeCreateB(sl->mem, adams ? CV_ADAMS : CV_BDF, &sl->which);
   if (f) return f;
-  void *bmem = CVodeGetAdjCVodeBmem(be->mem, be->which);
+  void *bmem = CVodeGetAdjCVodeBmem(sl->mem, sl->which);
   f = bmem ? CVodeSetErrHandlerFn(bmem, cv_error_handler, be) : -1;
-  f = f ? f : CVodeInitB(be->mem, be->which, cv_rhs_b, t1, be->yB);
-  f = f ? f : CVodeSetUserDataB(be->mem, be->which, be);
-  f = f ? f : CVodeSStolerancesB(be->mem, be->which, o->rtol, o->atol);
-  f = f ? f : CVodeSetMaxNumStepsB(be->mem, be->which, cv_max_steps(o));
+  f = f ? f : CVodeInitB(sl->mem, sl->which, cv_rhs_b, t1, sl->yB);
+  f = f ? f : CVodeSetUserDataB(sl->mem, sl->which, be);
+  f = f ? f : CVodeSStolerancesB(sl->mem, sl->which, o->rtol, o->atol);
+  f = f ? f : CVodeSetMaxNumStepsB(sl->mem, sl->which, cv_max_steps(o));
   if (f) return f;
   if (adams) {
-    if (!(be->nlsB = SUNNonlinSol_FixedPoint(be->yB, 0, be->ctx))) return CV_MEM_FAIL;
-    f = CVodeSetNonlinearSolverB(be->mem, be->which, be->nlsB);
+    if (!(sl->nlsB = SUNNonlinSol_FixedPoint(sl->yB, 0, be->ctx))) return CV_MEM_FAIL;
+    f = CVodeSetNonlinearSolverB(sl->mem, sl->which, sl->nlsB);
   } else {
-    if (!(be->lsB = SUNLinSol_SPGMR(be->yB, SUN_PREC_NONE, 0, be->ctx))) return CV_MEM_FAIL;
-    f = CVodeSetLinearSolverB(be->mem, be->which, be->lsB, NULL);
-    f = f ? f : CVodeSetJacTimesB(be->mem, be->which, NULL, cv_jtimes_b);
+    if (!(sl->lsB = SUNLinSol_SPGMR(sl->yB, SUN_PREC_NONE, 0, be->ctx))) return CV_MEM_FAIL;
+    f = CVodeSetLinearSolverB(sl->mem, sl->which, sl->lsB, NULL);
+    f = f ? f : CVodeSetJacTimesB(sl->mem, sl->which, NULL, cv_jtimes_b);
   }
-  if (!f && be->qB) {
-    f = CVodeQuadInitB(be->mem, be->which, cv_rhs_quad_b, be->qB);
-    f = f ? f : CVodeQuadSStolerancesB(be->mem, be->which, o->rtol, o->atol);
-    f = f ? f : CVodeSetQuadErrConB(be->mem, be->which, o->seminorm ? SUNFALSE : SUNTRUE);
+  if (!f && sl->qB) {
+    f = CVodeQuadInitB(sl->mem, sl->which, cv_rhs_quad_b, sl->qB);
+    f = f ? f : CVodeQuadSStolerancesB(sl->mem, sl->which, o->rtol, o->atol);
+    f = f ? f : CVodeSetQuadErrConB(sl->mem, sl->which, o->seminorm ? SUNFALSE : SUNTRUE);
   }
-  if (!f) be->b_ready = 1;
+  if (!f) sl->b_ready = 1;
   return f;
 }
 
@@ -363,6 +428,7 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
                              double *g_theta, double *g_t0, double *g_t1, nf_run *run)
 {
   cv_backend *be = backend;
+  cv_slot *sl = be->cur;
   const nf_ode *ode = p->ode;
   double t0 = ode->t0, t1 = ode->t1, tret = t1, d1, d0;
   be->p = p;
@@ -370,11 +436,11 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
   be->msg[0] = '\0';
   run->t_reached = t1;
   if (nf_problem_dot_f(p, t1, ode->y1, g_y1, &d1)) return nf_problem_callback_error(p, t1);
-  memcpy(N_VGetArrayPointer(be->yB), g_y1, be->n * sizeof *g_y1);
-  if (be->qB) N_VConst(0.0, be->qB);
+  memcpy(N_VGetArrayPointer(sl->yB), g_y1, sl->n * sizeof *g_y1);
+  if (sl->qB) N_VConst(0.0, sl->qB);
   int f = cv_backward_init(be, t1);
-  f = f ? f : CVodeB(be->mem, t0, CV_NORMAL);
-  void *bmem = be->b_ready ? CVodeGetAdjCVodeBmem(be->mem, be->which) : NULL;
+  f = f ? f : CVodeB(sl->mem, t0, CV_NORMAL);
+  void *bmem = sl->b_ready ? CVodeGetAdjCVodeBmem(sl->mem, sl->which) : NULL;
   if (bmem) {
     long steps = 0, netf = 0, nncf = 0;
     CVodeGetNumSteps(bmem, &steps);
@@ -388,20 +454,20 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
     run->t_reached = tret;
     return cv_failure(be, p, f, tret);
   }
-  f = CVodeGetB(be->mem, be->which, &tret, be->yB);
-  if (!f && be->qB) f = CVodeGetQuadB(be->mem, be->which, &tret, be->qB);
+  f = CVodeGetB(sl->mem, sl->which, &tret, sl->yB);
+  if (!f && sl->qB) f = CVodeGetQuadB(sl->mem, sl->which, &tret, sl->qB);
   if (f < 0) return cv_failure(be, p, f, tret);
   run->t_reached = t0;
-  const double *lambda = N_VGetArrayPointer(be->yB);
+  const double *lambda = N_VGetArrayPointer(sl->yB);
   if (nf_problem_dot_f(p, t0, ode->y0, lambda, &d0)) return nf_problem_callback_error(p, t0);
-  memcpy(g_y0, lambda, be->n * sizeof *g_y0);
-  if (be->qB) {
-    const double *mu = N_VGetArrayPointer(be->qB);
-    for (size_t k = 0; k < be->n_theta; k++) g_theta[k] += mu[k];
+  memcpy(g_y0, lambda, sl->n * sizeof *g_y0);
+  if (sl->qB) {
+    const double *mu = N_VGetArrayPointer(sl->qB);
+    for (size_t k = 0; k < sl->n_theta; k++) g_theta[k] += mu[k];
   }
   *g_t0 = -d0;
   *g_t1 = d1;
   return NF_OK;
 }
 
-const nf_solver_ops nf_cvodes_ops = {cv_create, cv_destroy, cv_integrate, cv_gradient};
+const nf_solver_ops nf_cvodes_ops = {cv_create, cv_destroy, cv_resize, cv_integrate, cv_gradient};

@@ -61,7 +61,8 @@ static const double rk_facmin = 0.2, rk_facmax = 10.0;
 typedef struct rk_backend {
   const rk_tableau *tab;
   nf_ode_opts opts;
-  size_t n, N;      /* states, states + quadratures */
+  size_t n, N;      /* states, states + quadratures (current size, nf_ode_resize) */
+  size_t ncap;      /* states it was created for: every buffer fits ncap + its quadratures */
   double *K, *Y;    /* stage derivatives and stage states, RK_MAX_STAGES x N */
   double *ynew, *err;
   int record;       /* keep the tape of accepted steps (DISCRETE) */
@@ -100,7 +101,7 @@ static void *rk_create(size_t n, size_t nq, size_t n_theta, int record, const nf
             : opts->method == NF_ODE_RK4 ? &rk_rk4
                                           : &rk_dopri5;
   be->opts = *opts;
-  be->n = n;
+  be->n = be->ncap = n;
   be->N = n + nq;
   be->record = record;
   be->K = nf_dalloc(RK_MAX_STAGES * be->N);
@@ -118,11 +119,25 @@ static void *rk_create(size_t n, size_t nq, size_t n_theta, int record, const nf
   return be;
 oom:
   rk_destroy(be);
-  nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
+  nf_fail(NF_ENOMEM, "out of memory");
   return NULL;
 }
 
-/* Appends the accepted step (t, h) from state y (n values) to the tape, doubling its capacity. */
+/* Makes the backend integrate n states and nq quadratures: only the strides
+   change (every buffer is sized for the capacity), so nothing is allocated. */
+static nf_status rk_resize(void *backend, size_t n, size_t nq, size_t n_theta, int *built)
+{
+  (void)n_theta;
+  rk_backend *be = backend;
+  be->n = n;
+  be->N = n + nq;
+  be->len = 0;
+  *built = 0;
+  return NF_OK;
+}
+
+/* Appends the accepted step (t, h) from state y (n values) to the tape, doubling
+   its capacity; a tape row holds ncap states, so it serves every size. */
 static nf_status tape_push(rk_backend *be, double t, double h, const double *y)
 {
   if (be->len == be->cap) {
@@ -131,8 +146,8 @@ static nf_status tape_push(rk_backend *be, double t, double h, const double *y)
     if (tt) be->tape_t = tt;
     double *th = realloc(be->tape_h, cap * sizeof *th);
     if (th) be->tape_h = th;
-    double *ty = cap <= (size_t)-1 / (be->n * sizeof *ty)
-                     ? realloc(be->tape_y, cap * be->n * sizeof *ty)
+    double *ty = cap <= (size_t)-1 / (be->ncap * sizeof *ty)
+                     ? realloc(be->tape_y, cap * be->ncap * sizeof *ty)
                      : NULL;
     if (ty) be->tape_y = ty;
     if (!tt || !th || !ty) return NF_ENOMEM;
@@ -424,4 +439,4 @@ static nf_status rk_gradient(void *backend, nf_problem *p, const double *g_y1, d
   return NF_OK;
 }
 
-const nf_solver_ops nf_rk_ops = {rk_create, rk_destroy, rk_integrate, rk_gradient};
+const nf_solver_ops nf_rk_ops = {rk_create, rk_destroy, rk_resize, rk_integrate, rk_gradient};

@@ -27,6 +27,16 @@ nf_ode_opts nf_ode_defaults(nf_ode_method method)
   return o;
 }
 
+const char *nf_ode_method_name(nf_ode_method method)
+{
+  return (unsigned)method < sizeof method_names / sizeof *method_names ? method_names[method] : "?";
+}
+
+const char *nf_ode_grad_name(nf_ode_grad grad)
+{
+  return (unsigned)grad < sizeof grad_names / sizeof *grad_names ? grad_names[grad] : "?";
+}
+
 nf_status nf_ode_method_parse(const char *name, nf_ode_method *method)
 {
   int i = 0;
@@ -77,6 +87,38 @@ static nf_status check_opts(size_t n, size_t n_theta, const nf_ode_opts *o)
   return NF_OK;
 }
 
+/* The problem a backend integrates for n states and n_theta parameters: the
+   plain solve [y] without quadratures, or (backsolve) the augmented adjoint
+   [y, a] with the quadratures [g_theta, g_t]. */
+static void problem_dims(size_t n, size_t n_theta, int backsolve, size_t *nz, size_t *nq)
+{
+  *nz = backsolve ? 2 * n : n;
+  *nq = backsolve ? n_theta + 1 : 0;
+}
+
+/* A backend of ode's method for n states and n_theta parameters (backsolve: the
+   augmented adjoint); NULL with the backend's message. */
+static void *backend_create(const nf_ode *ode, size_t n, size_t n_theta, int backsolve)
+{
+  const nf_ode_opts *o = &ode->opts;
+  int record = !backsolve && (o->grad == NF_GRAD_DISCRETE || o->grad == NF_GRAD_CHECKPOINT);
+  size_t nz, nq;
+  problem_dims(n, n_theta, backsolve, &nz, &nq);
+  return ode->ops->create(nz, nq, n_theta, record, o);
+}
+
+/* Resizes the backend fwd (backsolve = 0) or bwd (1) of ode to n states and n_theta
+   parameters, counting any memory it had to make in ode->builds. */
+static nf_status backend_resize(nf_ode *ode, size_t n, size_t n_theta, int backsolve)
+{
+  size_t nz, nq;
+  int built = 0;
+  problem_dims(n, n_theta, backsolve, &nz, &nq);
+  nf_status st = ode->ops->resize(backsolve ? ode->bwd : ode->fwd, nz, nq, n_theta, &built);
+  ode->builds += (size_t)built;
+  return st;
+}
+
 nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts)
 {
   if (check_opts(n, n_theta, opts)) return NULL;
@@ -85,12 +127,12 @@ nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts)
     nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
     return NULL;
   }
-  ode->n = n;
-  ode->n_theta = n_theta;
+  ode->n = ode->cap_n = n;
+  ode->n_theta = ode->cap_theta = n_theta;
   ode->opts = *opts;
   int cvodes = opts->method == NF_ODE_ADAMS || opts->method == NF_ODE_BDF;
+  int backsolve = opts->grad == NF_GRAD_BACKSOLVE;
   ode->ops = cvodes ? &nf_cvodes_ops : &nf_rk_ops;
-  int record = opts->grad == NF_GRAD_DISCRETE || opts->grad == NF_GRAD_CHECKPOINT;
   ode->y = nf_dalloc(n);
   ode->y0 = nf_dalloc(n);
   ode->y1 = nf_dalloc(n);
@@ -99,7 +141,7 @@ nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts)
   ode->g_y0 = nf_dalloc(n);
   ode->g_theta = nf_dalloc(n_theta);
   int ok = ode->y && ode->y0 && ode->y1 && ode->f && ode->g_y && ode->g_y0 && ode->g_theta;
-  if (ok && opts->grad == NF_GRAD_BACKSOLVE) {
+  if (ok && backsolve) {
     ode->z = nf_dalloc(2 * n + n_theta + 1);
     ok = ode->z != NULL;
   }
@@ -108,15 +150,44 @@ nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts)
     nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
     return NULL;
   }
-  ode->fwd = ode->ops->create(n, 0, n_theta, record, opts);
-  if (ode->fwd && opts->grad == NF_GRAD_BACKSOLVE)
-    ode->bwd = ode->ops->create(2 * n, n_theta + 1, n_theta, 0, opts);
-  if (!ode->fwd || (opts->grad == NF_GRAD_BACKSOLVE && !ode->bwd)) {
-    nf_ode_free(ode); /* the backend's message stays */
+  ode->fwd = backend_create(ode, n, n_theta, 0);
+  if (ode->fwd && backsolve) ode->bwd = backend_create(ode, n, n_theta, 1);
+  if (!ode->fwd || (backsolve && !ode->bwd)) {
+    nf_ode_free(ode);
+    nf_fail_prefixed(NF_ENOMEM, "nf_ode_new");
     return NULL;
   }
   return ode;
 }
+
+nf_status nf_ode_resize(nf_ode *ode, size_t n, size_t n_theta)
+{
+  const char *fn = "nf_ode_resize";
+  if (!ode) return nf_fail(NF_EINVAL, "%s: ode is NULL", fn);
+  ode->solved = 0; /* even a refused call ends the old recording */
+  if (n == 0 || n > ode->cap_n || n_theta > ode->cap_theta)
+    return nf_fail(NF_EINVAL,
+                   "%s: n = %zu, n_theta = %zu outside the capacity of the integrator "
+                   "(1 <= n <= %zu, n_theta <= %zu)",
+                   fn, n, n_theta, ode->cap_n, ode->cap_theta);
+  int backsolve = ode->bwd != NULL;
+  nf_status st = backend_resize(ode, n, n_theta, 0);
+  if (!st && backsolve) st = backend_resize(ode, n, n_theta, 1);
+  if (st) { /* back to the full size, which every backend keeps: cannot fail */
+    st = nf_fail_prefixed(st, fn);
+    backend_resize(ode, ode->cap_n, ode->cap_theta, 0);
+    if (backsolve) backend_resize(ode, ode->cap_n, ode->cap_theta, 1);
+    n = ode->cap_n;
+    n_theta = ode->cap_theta;
+  }
+  ode->n = n;
+  ode->n_theta = n_theta;
+  return st;
+}
+
+size_t nf_ode_size(const nf_ode *ode) { return ode ? ode->n : 0; }
+
+size_t nf_ode_capacity(const nf_ode *ode) { return ode ? ode->cap_n : 0; }
 
 void nf_ode_free(nf_ode *ode)
 {

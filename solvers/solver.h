@@ -51,6 +51,11 @@ typedef struct nf_solver_ops {
      with nf_errmsg set on failure. */
   void *(*create)(size_t n, size_t nq, size_t n_theta, int record, const nf_ode_opts *opts);
   void (*destroy)(void *backend);
+  /* Makes the backend integrate problems of n states and nq quadratures (no more
+     than it was created with; the caller checks) for systems of n_theta
+     parameters; *built = 1 if that needed new memory, else 0. On failure
+     (status, message without the caller's name) the backend is unchanged. */
+  nf_status (*resize)(void *backend, size_t n, size_t nq, size_t n_theta, int *built);
   /* Integrates z = [states, quadratures] in place from t0 to t1 (t0 != t1). On
      failure returns a status with the message set (z then holds garbage). */
   nf_status (*integrate)(void *backend, nf_problem *p, double t0, double t1, double *z,
@@ -67,18 +72,21 @@ extern const nf_solver_ops nf_cvodes_ops; /* ADAMS, BDF (cvodes.c) */
 
 /* The integrator object of nflow/ode.h. */
 struct nf_ode {
-  size_t n, n_theta;
+  size_t n, n_theta;         /* current size (nf_ode_resize) */
+  size_t cap_n, cap_theta;   /* the size it was created with: every buffer is this large */
+  size_t builds;             /* backend memory made by nf_ode_resize (test hook) */
   nf_ode_opts opts;
   const nf_solver_ops *ops;
   void *fwd;       /* backend of nf_ode_solve (records for DISCRETE and CHECKPOINT) */
   void *bwd;       /* BACKSOLVE: backend of the 2n states [y, a] + n_theta + 1 quadratures */
+  /* vectors are allocated at capacity and used at the current size */
   double *y;       /* n: working copy of the state during a solve */
   double *y0, *y1; /* n: end points of the last successful solve */
   double *f;       /* n: scratch for f(t, y) at an end point */
   double *g_y;     /* n: scratch for vjp's g_y when it is not wanted */
   double *g_y0;    /* n: dL/dy0 under construction */
   double *g_theta; /* n_theta: dL/dtheta under construction */
-  double *z;       /* BACKSOLVE: [y, a, g_theta, g_t], 2n + n_theta + 1 */
+  double *z;       /* BACKSOLVE: [y, a, g_theta, g_t], 2n + n_theta + 1 (at capacity) */
   double t0, t1;   /* interval of the last successful solve */
   int solved;      /* a successful solve is recorded */
   nf_ode_stats stats;

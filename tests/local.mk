@@ -16,8 +16,11 @@ nf_suites = \
   tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
   tests/test_preprocess tests/test_model
 check_PROGRAMS += $(nf_suites)
-# test_ode reaches the internal nf_ode_replay, hidden from the shared library.
-tests_test_ode_LDFLAGS = -static
+# test_ode reaches the internal nf_ode_replay, hidden from the shared library,
+# and counts the library's allocations by wrapping malloc, calloc and realloc.
+tests_test_ode_LDFLAGS = -static -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+# test_cnf reaches the internal nf_config_new/_json/_from_json (save -> load).
+tests_test_cnf_LDFLAGS = -static
 # test_coupling reaches the internal transformers and nf_config_new.
 tests_test_coupling_LDFLAGS = -static
 # test_io reaches the internal CRC, atomic writer, config and safetensors code.

@@ -12,7 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "helpers.h"
+#include "io/io_internal.h"   /* nf_config_new, _json, _from_json (linked -static) */
+#include "nflow/layer_impl.h" /* the penalty, save and load ops */
+#include "nflow/model.h"      /* nf_resolver */
 
 #define ROUNDTRIP_TOL 1e-6   /* inverse(forward(z)) and log-det cancellation, rtol = atol = 1e-9 */
 #define LINEAR_TOL 1e-8      /* z(T) = e^{AT} z0 and log-det T tr(A) */
@@ -66,26 +71,42 @@ static nf_cnf_opts cnf_opts(const size_t *hidden, mode m, double tol, double T, 
   return o;
 }
 
-/* A CNF layer on R^d with context width c, net initialised from `seed`; then,
-   if scale > 0, every net parameter redrawn ~ N(0, scale^2) (theta_T kept). */
-static nf_layer *new_cnf(size_t d, size_t c, const nf_cnf_opts *o, uint64_t seed, double scale)
+/* A CNF layer on R^d with context width c, net initialised from `seed`, and in
+   *theta a copy of its initial parameters (caller frees); then, if scale > 0,
+   every net parameter redrawn ~ N(0, scale^2) (theta_T kept). */
+static nf_layer *new_cnf(size_t d, size_t c, const nf_cnf_opts *o, uint64_t seed, double scale,
+                         double **theta)
 {
   nf_rng rng;
   nf_rng_seed(&rng, seed);
   nf_layer *layer = nf_cnf_new(d, c, o, &rng);
   ck_assert_msg(layer != NULL, "nf_cnf_new: %s", nf_errmsg());
-  size_t n_net = layer->n_params - (o->train_end_time ? 1 : 0);
-  if (scale > 0) th_randn(&rng, n_net, scale, layer->params);
+  size_t p = nf_layer_n_params(layer), n_net = p - (o->train_end_time ? 1 : 0);
+  *theta = malloc((p ? p : 1) * sizeof **theta);
+  memcpy(*theta, nf_layer_init_params(layer), p * sizeof **theta);
+  if (scale > 0) th_randn(&rng, n_net, scale, *theta);
   return layer;
 }
 
+/* A copy of the layer's parameters (caller frees). */
+static double *copy_theta(const nf_layer *layer, const double *theta)
+{
+  size_t p = nf_layer_n_params(layer);
+  double *t = malloc((p ? p : 1) * sizeof *t);
+  memcpy(t, theta, p * sizeof *t);
+  return t;
+}
+
+/* Per-call options: noise seed 0 from row 0, penalty weight 1 (as the helpers). */
+static const nf_apply_opts OPTS = {0, 0, 1.0};
+
 /* apply with a fresh workspace into out and a zeroed logdet; returns the penalty. */
-static double apply_new(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                        const double *ctx, double *out, double *logdet)
+static double apply_new(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                        const double *in, const double *ctx, double *out, double *logdet)
 {
   double *work = nf_layer_work_new(layer, n);
   memset(logdet, 0, n * sizeof *logdet);
-  nf_status st = nf_layer_apply(layer, dir, n, in, ctx, out, logdet, work);
+  nf_status st = nf_layer_apply(layer, theta, dir, n, in, ctx, out, logdet, &OPTS, work);
   ck_assert_msg(st == NF_OK, "apply: %s: %s", nf_status_str(st), nf_errmsg());
   double penalty = layer->type->penalty(layer, n, work);
   nf_layer_work_free(layer, n, work);
@@ -93,19 +114,20 @@ static double apply_new(const nf_layer *layer, nf_dir dir, size_t n, const doubl
 }
 
 /* apply then vjp with a fresh workspace: writes g_in, g_ctx (zeroed first, may be
-   NULL) and the parameter gradient (layer->grad zeroed first). */
-static void apply_vjp(nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                      const double *ctx, const double *g_out, const double *g_logdet,
-                      double *g_in, double *g_ctx)
+   NULL) and the parameter gradient g_theta (zeroed first). */
+static void apply_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                      const double *in, const double *ctx, const double *g_out,
+                      const double *g_logdet, double *g_in, double *g_ctx, double *g_theta)
 {
-  size_t d = layer->dim;
+  size_t d = nf_layer_dim(layer);
   double *out = malloc(n * d * sizeof *out), *logdet = calloc(n, sizeof *logdet);
   double *work = nf_layer_work_new(layer, n);
-  memset(layer->grad, 0, layer->n_params * sizeof *layer->grad);
-  if (g_ctx) memset(g_ctx, 0, n * layer->ctx_dim * sizeof *g_ctx);
-  nf_status st = nf_layer_apply(layer, dir, n, in, ctx, out, logdet, work);
+  memset(g_theta, 0, nf_layer_n_params(layer) * sizeof *g_theta);
+  if (g_ctx) memset(g_ctx, 0, n * nf_layer_ctx_dim(layer) * sizeof *g_ctx);
+  nf_status st = nf_layer_apply(layer, theta, dir, n, in, ctx, out, logdet, &OPTS, work);
   ck_assert_msg(st == NF_OK, "apply: %s", nf_errmsg());
-  st = nf_layer_vjp(layer, dir, n, in, ctx, out, g_out, g_logdet, g_in, g_ctx, work);
+  st = nf_layer_vjp(layer, theta, dir, n, in, ctx, out, g_out, g_logdet, g_in, g_ctx, g_theta,
+                    work);
   ck_assert_msg(st == NF_OK, "vjp: %s", nf_errmsg());
   nf_layer_work_free(layer, n, work);
   free(out);
@@ -115,17 +137,17 @@ static void apply_vjp(nf_layer *layer, nf_dir dir, size_t n, const double *in,
 /* ---- linear dynamics f = A z: an odenet with no hidden layer, kind concat ---- */
 
 /* A CNF whose dynamics are f(t, z) = A z (d x d): the single concat layer
-   y = W z + w_t t + b with W = A, w_t = 0, b = 0. */
-static nf_layer *linear_cnf(size_t d, const double *A, const nf_cnf_opts *base)
+   y = W z + w_t t + b with W = A, w_t = 0, b = 0; its parameters in *theta. */
+static nf_layer *linear_cnf(size_t d, const double *A, const nf_cnf_opts *base, double **theta)
 {
   nf_cnf_opts o = *base;
   o.n_hidden = 0;
   o.hidden = NULL;
   o.kind = NF_ODENET_CONCAT;
-  nf_layer *layer = new_cnf(d, 0, &o, 99, 0.0);
-  ck_assert_uint_eq(layer->n_params, d * d + 2 * d + (o.train_end_time ? 1 : 0));
-  memcpy(layer->params, A, d * d * sizeof *A);
-  memset(layer->params + d * d, 0, 2 * d * sizeof *A);
+  nf_layer *layer = new_cnf(d, 0, &o, 99, 0.0, theta);
+  ck_assert_uint_eq(nf_layer_n_params(layer), d * d + 2 * d + (o.train_end_time ? 1 : 0));
+  memcpy(*theta, A, d * d * sizeof *A);
+  memset(*theta + d * d, 0, 2 * d * sizeof *A);
   return layer;
 }
 
@@ -195,19 +217,20 @@ START_TEST(roundtrip)
   for (size_t c = 0; c <= 2; c += 2) {
     size_t d = c ? 3 : 2, n = 5;
     nf_cnf_opts o = cnf_opts(H16, m, 1e-9, 0.8, 1, NF_TRACE_EXACT);
-    nf_layer *layer = new_cnf(d, c, &o, 11 + c, 0.5);
+    double *theta;
+    nf_layer *layer = new_cnf(d, c, &o, 11 + c, 0.5, &theta);
     double *z = th_random_points(n, d, 12, 1.0);
     double *ctx = c ? th_random_points(n, c, 13, 1.0) : NULL;
     double *x = malloc(n * d * sizeof *x), ld[5];
-    apply_new(layer, NF_FORWARD, n, z, ctx, x, ld);
+    apply_new(layer, theta, NF_FORWARD, n, z, ctx, x, ld);
     double moved = th_max_abs_diff(n * d, x, z), cancel;
-    double err = th_roundtrip_error(layer, n, z, ctx, &cancel);
+    double err = th_roundtrip_error(layer, theta, n, z, ctx, &cancel);
     fprintf(stderr, "round trip %s d %zu ctx %zu: |z - inv(fwd(z))| %.3g, log-det cancel %.3g "
             "(tol %g); max |x - z| %.3g\n", m.name, d, c, err, cancel, ROUNDTRIP_TOL, moved);
     ck_assert_double_gt(moved, 0.1); /* the map is far from the identity */
     ck_assert_double_lt(err, ROUNDTRIP_TOL);
     ck_assert_double_lt(cancel, ROUNDTRIP_TOL);
-    free(z); free(ctx); free(x);
+    free(z); free(ctx); free(x); free(theta);
     nf_layer_free(layer);
   }
 }
@@ -233,7 +256,8 @@ START_TEST(linear_dynamics_matrix_exponential)
     o.ode.fixed_steps = 1000;
     if (d == 2) { rotation(0, A, NULL); trA = 2 * ROT_A; }
     else trA = diagonalisable(0, A, NULL);
-    nf_layer *layer = linear_cnf(d, A, &o);
+    double *theta;
+    nf_layer *layer = linear_cnf(d, A, &o, &theta);
     double *z = th_random_points(n, d, 21, 1.0), *x = malloc(n * d * sizeof *x);
     double *ref = malloc(n * d * sizeof *ref), ld[4], worst_x = 0, worst_ld = 0;
     for (int k = 0; k < 2; k++) {
@@ -241,7 +265,7 @@ START_TEST(linear_dynamics_matrix_exponential)
       double s = dir == NF_FORWARD ? T : -T; /* inverse: e^{-AT}, log-det -T tr(A) */
       if (d == 2) rotation(s, NULL, E);
       else diagonalisable(s, NULL, E);
-      apply_new(layer, dir, n, z, NULL, x, ld);
+      apply_new(layer, theta, dir, n, z, NULL, x, ld);
       apply_matrix(n, d, E, z, ref);
       worst_x = fmax(worst_x, th_max_abs_diff(n * d, x, ref));
       for (size_t i = 0; i < n; i++) worst_ld = fmax(worst_ld, fabs(ld[i] - s * trA));
@@ -250,7 +274,7 @@ START_TEST(linear_dynamics_matrix_exponential)
             "(tol %g, both directions)\n", m.name, d, worst_x, worst_ld, LINEAR_TOL);
     ck_assert_double_lt(worst_x, LINEAR_TOL);
     ck_assert_double_lt(worst_ld, LINEAR_TOL);
-    free(z); free(x); free(ref);
+    free(z); free(x); free(ref); free(theta);
     nf_layer_free(layer);
   }
 }
@@ -263,15 +287,16 @@ START_TEST(logdet_matches_fd_jacobian)
   const mode m = solve_modes[_i];
   size_t d = 3, c = 2, n = 4;
   nf_cnf_opts o = cnf_opts(H16, m, 1e-10, 0.8, 1, NF_TRACE_EXACT);
-  nf_layer *layer = new_cnf(d, c, &o, 31, 0.5);
+  double *theta;
+  nf_layer *layer = new_cnf(d, c, &o, 31, 0.5, &theta);
   double *z = th_random_points(n, d, 32, 1.0), *ctx = th_random_points(n, c, 33, 1.0);
-  double ef = th_logdet_error(layer, NF_FORWARD, n, z, ctx, FD_JAC_H);
-  double ei = th_logdet_error(layer, NF_INVERSE, n, z, ctx, FD_JAC_H);
+  double ef = th_logdet_error(layer, theta, NF_FORWARD, n, z, ctx, FD_JAC_H);
+  double ei = th_logdet_error(layer, theta, NF_INVERSE, n, z, ctx, FD_JAC_H);
   fprintf(stderr, "log-det vs FD Jacobian, %s d 3 ctx 2: forward %.3g, inverse %.3g (tol %g)\n",
           m.name, ef, ei, LOGDET_TOL);
   ck_assert_double_lt(ef, LOGDET_TOL);
   ck_assert_double_lt(ei, LOGDET_TOL);
-  free(z); free(ctx);
+  free(z); free(ctx); free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -285,16 +310,18 @@ START_TEST(hutchinson_is_unbiased)
   size_t d = 2, N = 10000;
   double z0[2] = {0.3, -0.7}, x_exact[2], ld_exact;
   nf_cnf_opts o = cnf_opts(H16, m, 1e-10, 0.8, 1, NF_TRACE_EXACT);
-  nf_layer *exact = new_cnf(d, 0, &o, 41, 0.5);
-  apply_new(exact, NF_FORWARD, 1, z0, NULL, x_exact, &ld_exact);
+  double *theta;
+  nf_layer *exact = new_cnf(d, 0, &o, 41, 0.5, &theta);
+  apply_new(exact, theta, NF_FORWARD, 1, z0, NULL, x_exact, &ld_exact);
   double *z = malloc(N * d * sizeof *z), *x = malloc(N * d * sizeof *x);
   double *ld = malloc(N * sizeof *ld);
   for (size_t i = 0; i < N; i++) memcpy(z + i * d, z0, sizeof z0);
   for (size_t k = 0; k < 2; k++) {
     o = cnf_opts(H16, m, 1e-8, 0.8, 1, traces[k]);
-    nf_layer *hutch = new_cnf(d, 0, &o, 41, 0.5);
-    memcpy(hutch->params, exact->params, exact->n_params * sizeof *exact->params);
-    apply_new(hutch, NF_FORWARD, N, z, NULL, x, ld); /* N rows, N independent probes */
+    double *unused;
+    nf_layer *hutch = new_cnf(d, 0, &o, 41, 0.5, &unused); /* same parameters: theta */
+    free(unused);
+    apply_new(hutch, theta, NF_FORWARD, N, z, NULL, x, ld); /* N rows, N independent probes */
     double mean = 0, var = 0, x_err = 0;
     for (size_t i = 0; i < N; i++) mean += ld[i] / (double)N;
     for (size_t i = 0; i < N; i++) var += (ld[i] - mean) * (ld[i] - mean) / (double)(N - 1);
@@ -308,32 +335,47 @@ START_TEST(hutchinson_is_unbiased)
     ck_assert_double_lt(x_err, 1e-6);     /* the state does not depend on the probe */
     nf_layer_free(hutch);
   }
-  free(z); free(x); free(ld);
+  free(z); free(x); free(ld); free(theta);
   nf_layer_free(exact);
 }
 END_TEST
 
-/* The probes of an apply come from the workspace's apply counter: a fresh
-   workspace always gives the same probes (so th_vjp_check, which re-applies with
-   fresh workspaces, sees one fixed probe), a reused one new probes each apply. */
+/* Row i's probe is a function of (probe_seed, the call's seed, row0 + i) only:
+   reusing a workspace or taking a fresh one changes nothing, the same rows
+   applied from a later row0 see the probes of those global rows, and another
+   seed draws other probes (so th_vjp_check, which re-applies with one seed and
+   row0, sees one fixed probe). RK4 with fixed steps, so that rows do not share
+   step sizes: an adaptive method controls the error of the batch as one system,
+   and a sub-batch then takes other steps (results agree to the tolerance only). */
 START_TEST(hutchinson_probe_stream)
 {
-  const mode m = {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "dopri5"};
+  const mode m = {NF_ODE_RK4, NF_GRAD_DISCRETE, "rk4"};
   size_t d = 2, n = 3;
   nf_cnf_opts o = cnf_opts(H8, m, 1e-8, 0.8, 1, NF_TRACE_RADEMACHER);
-  nf_layer *layer = new_cnf(d, 0, &o, 42, 0.5);
+  o.ode.fixed_steps = 40;
+  double *theta;
+  nf_layer *layer = new_cnf(d, 0, &o, 42, 0.5, &theta);
   double *z = th_random_points(n, d, 43, 1.0), x[6], ld1[3], ld2[3], ld3[3], ld_fresh[3];
+  double ld_seed[3], ld_tail[2];
   double *work = nf_layer_work_new(layer, n);
+  nf_apply_opts other = {7, 0, 0.0}, tail = {0, 1, 0.0};
   memset(ld1, 0, sizeof ld1); memset(ld2, 0, sizeof ld2); memset(ld3, 0, sizeof ld3);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, NULL, x, ld1, work), NF_OK);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, NULL, x, ld2, work), NF_OK);
+  memset(ld_seed, 0, sizeof ld_seed); memset(ld_tail, 0, sizeof ld_tail);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, n, z, NULL, x, ld1, &OPTS, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, n, z, NULL, x, ld2, &OPTS, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, n, z, NULL, x, ld_seed, &other, work),
+                   NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, n - 1, z + d, NULL, x, ld_tail, &tail,
+                                  work), NF_OK);
   nf_layer_work_free(layer, n, work);
-  apply_new(layer, NF_FORWARD, n, z, NULL, x, ld_fresh);
-  apply_new(layer, NF_FORWARD, n, z, NULL, x, ld3);
+  apply_new(layer, theta, NF_FORWARD, n, z, NULL, x, ld_fresh);
+  apply_new(layer, theta, NF_FORWARD, n, z, NULL, x, ld3);
+  ck_assert_double_eq(th_max_abs_diff(n, ld1, ld2), 0.0);
   ck_assert_double_eq(th_max_abs_diff(n, ld1, ld_fresh), 0.0);
   ck_assert_double_eq(th_max_abs_diff(n, ld3, ld_fresh), 0.0);
-  ck_assert_double_gt(th_max_abs_diff(n, ld1, ld2), 1e-3);
-  free(z);
+  ck_assert_double_eq(th_max_abs_diff(n - 1, ld_tail, ld1 + 1), 0.0);
+  ck_assert_double_gt(th_max_abs_diff(n, ld1, ld_seed), 1e-3);
+  free(z); free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -341,13 +383,13 @@ END_TEST
 /* ---- 5. gradients ---- */
 
 /* th_vjp_check in both directions; asserts every field below tol; returns the worst. */
-static double check_vjp_both(nf_layer *layer, size_t n, const double *in, const double *ctx,
-                             const char *what, double tol)
+static double check_vjp_both(const nf_layer *layer, const double *theta, size_t n,
+                             const double *in, const double *ctx, const char *what, double tol)
 {
   double worst = 0;
   for (int k = 0; k < 2; k++) {
     nf_dir dir = k ? NF_INVERSE : NF_FORWARD;
-    th_vjp_errors e = th_vjp_check(layer, dir, n, in, ctx, 51 + k, FD_VJP_H);
+    th_vjp_errors e = th_vjp_check(layer, theta, dir, n, in, ctx, 51 + k, FD_VJP_H);
     fprintf(stderr, "vjp vs FD, %s, %s: in %.3g, ctx %.3g, params (incl. theta_T) %.3g "
             "(tol %g)\n", what, dir_name(dir), e.in, e.ctx, e.params, tol);
     ck_assert_double_lt(e.in, tol);
@@ -360,34 +402,36 @@ static double check_vjp_both(nf_layer *layer, size_t n, const double *in, const 
 
 /* Relative differences of the gradients (input, context, parameters) of two
    layers with the same parameters, one apply + vjp each, both directions. */
-static double compare_modes(nf_layer *a, nf_layer *b, size_t n, const double *in,
-                            const double *ctx)
+static double compare_modes(const nf_layer *a, const nf_layer *b, const double *theta, size_t n,
+                            const double *in, const double *ctx)
 {
-  size_t d = a->dim, c = a->ctx_dim, p = a->n_params;
+  size_t d = nf_layer_dim(a), c = nf_layer_ctx_dim(a), p = nf_layer_n_params(a);
   double *g_out = th_random_points(n, d, 61, 1.0), *g_ld = th_random_points(n, 1, 62, 1.0);
   double *gi_a = malloc(n * d * sizeof *gi_a), *gi_b = malloc(n * d * sizeof *gi_b);
   double *gc_a = malloc(n * c * sizeof *gc_a), *gc_b = malloc(n * c * sizeof *gc_b);
-  double *gp_a = malloc(p * sizeof *gp_a), worst = 0;
+  double *gp_a = malloc(p * sizeof *gp_a), *gp_b = malloc(p * sizeof *gp_b), worst = 0;
   for (int k = 0; k < 2; k++) {
     nf_dir dir = k ? NF_INVERSE : NF_FORWARD;
-    apply_vjp(a, dir, n, in, ctx, g_out, g_ld, gi_a, gc_a);
-    memcpy(gp_a, a->grad, p * sizeof *gp_a);
-    apply_vjp(b, dir, n, in, ctx, g_out, g_ld, gi_b, gc_b);
+    apply_vjp(a, theta, dir, n, in, ctx, g_out, g_ld, gi_a, gc_a, gp_a);
+    apply_vjp(b, theta, dir, n, in, ctx, g_out, g_ld, gi_b, gc_b, gp_b);
     worst = fmax(worst, th_rel_err(n * d, gi_b, gi_a, 1e-8));
     worst = fmax(worst, th_rel_err(n * c, gc_b, gc_a, 1e-8));
-    worst = fmax(worst, th_rel_err(p, b->grad, gp_a, 1e-8));
+    worst = fmax(worst, th_rel_err(p, gp_b, gp_a, 1e-8));
   }
   free(g_out); free(g_ld); free(gi_a); free(gi_b); free(gc_a); free(gc_b); free(gp_a);
+  free(gp_b);
   return worst;
 }
 
-/* The gradient test's layer: d = 2, ctx 2, 8-8 net, learned T = 0.6. */
-static nf_layer *grad_layer(mode m, nf_trace_kind trace, double kinetic, double jacobian)
+/* The gradient test's layer: d = 2, ctx 2, 8-8 net, learned T = 0.6; its
+   parameters (the same for every mode and trace) in *theta. */
+static nf_layer *grad_layer(mode m, nf_trace_kind trace, double kinetic, double jacobian,
+                            double **theta)
 {
   nf_cnf_opts o = cnf_opts(H8, m, 1e-10, 0.6, 1, trace);
   o.kinetic_weight = kinetic;
   o.jacobian_weight = jacobian;
-  return new_cnf(2, 2, &o, 71, 0.5);
+  return new_cnf(2, 2, &o, 71, 0.5, theta);
 }
 
 START_TEST(vjp_matches_fd_every_mode)
@@ -395,14 +439,15 @@ START_TEST(vjp_matches_fd_every_mode)
   const mode m = grad_modes[_i];
   size_t n = 3;
   double *z = th_random_points(n, 2, 72, 1.0), *ctx = th_random_points(n, 2, 73, 1.0);
-  nf_layer *layer = grad_layer(m, NF_TRACE_EXACT, 0, 0);
-  check_vjp_both(layer, n, z, ctx, m.name, VJP_TOL);
-  nf_layer *ref = grad_layer(grad_modes[0], NF_TRACE_EXACT, 0, 0);
-  double agree = compare_modes(ref, layer, n, z, ctx);
+  double *theta, *theta_ref;
+  nf_layer *layer = grad_layer(m, NF_TRACE_EXACT, 0, 0, &theta);
+  check_vjp_both(layer, theta, n, z, ctx, m.name, VJP_TOL);
+  nf_layer *ref = grad_layer(grad_modes[0], NF_TRACE_EXACT, 0, 0, &theta_ref);
+  double agree = compare_modes(ref, layer, theta, n, z, ctx);
   fprintf(stderr, "gradients %s vs backsolve/dopri5: rel diff %.3g (tol %g)\n", m.name, agree,
           MODES_TOL);
   ck_assert_double_lt(agree, MODES_TOL);
-  free(z); free(ctx);
+  free(z); free(ctx); free(theta); free(theta_ref);
   nf_layer_free(layer);
   nf_layer_free(ref);
 }
@@ -413,20 +458,21 @@ END_TEST
 static void check_grad_case(const mode m, nf_trace_kind trace, double kinetic, double jacobian,
                             uint64_t seed)
 {
-  static const char *const trace_name[] = {"exact", "gaussian", "rademacher"};
   size_t n = 3;
   double *z = th_random_points(n, 2, seed, 1.0), *ctx = th_random_points(n, 2, seed + 1, 1.0);
-  nf_layer *layer = grad_layer(m, trace, kinetic, jacobian);
+  double *theta;
+  nf_layer *layer = grad_layer(m, trace, kinetic, jacobian, &theta);
   char what[96];
   snprintf(what, sizeof what, "%s, %s trace, RNODE kinetic %g jacobian %g", m.name,
-           trace_name[trace], kinetic, jacobian);
-  check_vjp_both(layer, n, z, ctx, what, VJP_TOL);
-  free(z); free(ctx);
+           nf_cnf_trace_name(trace), kinetic, jacobian);
+  check_vjp_both(layer, theta, n, z, ctx, what, VJP_TOL);
+  free(z); free(ctx); free(theta);
   nf_layer_free(layer);
 }
 
-/* Hutchinson: a fresh workspace draws the same probe (see hutchinson_probe_stream),
-   so central differences see the very map the vjp differentiates. */
+/* Hutchinson: every apply with the same seed and rows draws the same probes (see
+   hutchinson_probe_stream), so central differences see the very map the vjp
+   differentiates. */
 START_TEST(vjp_hutchinson)
 {
   static const size_t pick[] = {0, 3, 5};
@@ -439,18 +485,19 @@ START_TEST(hutchinson_modes_agree)
 {
   size_t n = 3;
   double *z = th_random_points(n, 2, 76, 1.0), *ctx = th_random_points(n, 2, 77, 1.0);
-  double worst = 0;
-  nf_layer *ref = grad_layer(grad_modes[0], NF_TRACE_GAUSSIAN, 0.3, 0.2);
+  double worst = 0, *theta, *unused;
+  nf_layer *ref = grad_layer(grad_modes[0], NF_TRACE_GAUSSIAN, 0.3, 0.2, &theta);
   for (size_t k = 1; k < N_MODES; k++) {
-    nf_layer *layer = grad_layer(grad_modes[k], NF_TRACE_GAUSSIAN, 0.3, 0.2);
-    double agree = compare_modes(ref, layer, n, z, ctx);
+    nf_layer *layer = grad_layer(grad_modes[k], NF_TRACE_GAUSSIAN, 0.3, 0.2, &unused);
+    free(unused);
+    double agree = compare_modes(ref, layer, theta, n, z, ctx);
     fprintf(stderr, "gaussian probe + RNODE, gradients %s vs backsolve/dopri5: rel diff %.3g "
             "(tol %g)\n", grad_modes[k].name, agree, MODES_TOL);
     worst = fmax(worst, agree);
     nf_layer_free(layer);
   }
   ck_assert_double_lt(worst, MODES_TOL);
-  free(z); free(ctx);
+  free(z); free(ctx); free(theta);
   nf_layer_free(ref);
 }
 END_TEST
@@ -479,14 +526,15 @@ START_TEST(rnode_penalty_linear)
     nf_cnf_opts o = cnf_opts(H8, grad_modes[0], 1e-12, T, 1, traces[k]);
     o.kinetic_weight = wk;
     o.jacobian_weight = wj;
-    nf_layer *layer = linear_cnf(d, A, &o);
+    double *theta;
+    nf_layer *layer = linear_cnf(d, A, &o, &theta);
     for (int q = 0; q < 2; q++) {
       nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
       double growth = dir == NF_FORWARD ? expm1(2 * a * T) : -expm1(-2 * a * T), kin = 0;
       for (size_t i = 0; i < n; i++)
         kin += r2 * (z[2 * i] * z[2 * i] + z[2 * i + 1] * z[2 * i + 1]) * growth / (2 * a) / n;
       double expect = wk * kin + wj * 2 * T * r2;
-      double got = apply_new(layer, dir, n, z, NULL, x, ld), err = fabs(got - expect) / expect;
+      double got = apply_new(layer, theta, dir, n, z, NULL, x, ld), err = fabs(got - expect) / expect;
       double ld_err = 0;
       for (size_t i = 0; i < n; i++)
         ld_err = fmax(ld_err, fabs(ld[i] - (dir == NF_FORWARD ? 1 : -1) * 2 * a * T));
@@ -496,6 +544,7 @@ START_TEST(rnode_penalty_linear)
       worst = fmax(worst, err);
       ck_assert_double_lt(ld_err, LINEAR_TOL);
     }
+    free(theta);
     nf_layer_free(layer);
   }
   ck_assert_double_lt(worst, PENALTY_TOL);
@@ -512,19 +561,20 @@ START_TEST(one_euler_step_is_residual_layer)
   size_t d = 3, c = 2, n = 4;
   nf_cnf_opts o = cnf_opts(H16, m, 1e-6, T, 0, NF_TRACE_EXACT);
   o.ode.fixed_steps = 1;
-  nf_layer *layer = new_cnf(d, c, &o, 91, 0.5);
+  double *theta;
+  nf_layer *layer = new_cnf(d, c, &o, 91, 0.5, &theta);
   nf_odenet *net = nf_odenet_new(d, c, 2, H16, o.kind, o.act);
   ck_assert_ptr_nonnull(net);
-  ck_assert_uint_eq(nf_odenet_n_params(net), layer->n_params);
+  ck_assert_uint_eq(nf_odenet_n_params(net), nf_layer_n_params(layer));
   double *work = malloc(nf_odenet_work_size(net, n, 1) * sizeof *work);
   double *z = th_random_points(n, d, 92, 1.0), *ctx = th_random_points(n, c, 93, 1.0);
   double x[12], ld[4], f[12], f2[12], tr[4], ex = 0, el = 0, moved = 0;
   for (int q = 0; q < 2; q++) {
     nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
     double t0 = dir == NF_FORWARD ? 0 : T, h = dir == NF_FORWARD ? T : -T;
-    apply_new(layer, dir, n, z, ctx, x, ld);
-    ck_assert_int_eq(nf_odenet_eval(net, layer->params, n, t0, z, ctx, f, work), NF_OK);
-    ck_assert_int_eq(nf_odenet_trace(net, layer->params, n, t0, z, ctx, NULL, f2, tr, NULL, NULL,
+    apply_new(layer, theta, dir, n, z, ctx, x, ld);
+    ck_assert_int_eq(nf_odenet_eval(net, theta, n, t0, z, ctx, f, work), NF_OK);
+    ck_assert_int_eq(nf_odenet_trace(net, theta, n, t0, z, ctx, NULL, f2, tr, NULL, NULL,
                                      work), NF_OK);
     for (size_t k = 0; k < n * d; k++) {
       ex = fmax(ex, fabs(x[k] - (z[k] + h * f[k])));
@@ -537,7 +587,7 @@ START_TEST(one_euler_step_is_residual_layer)
   ck_assert_double_gt(moved, 0.1);
   ck_assert_double_lt(ex, EULER_TOL);
   ck_assert_double_lt(el, EULER_TOL);
-  free(work); free(z); free(ctx);
+  free(work); free(z); free(ctx); free(theta);
   nf_odenet_free(net);
   nf_layer_free(layer);
 }
@@ -555,40 +605,45 @@ START_TEST(learned_end_time)
   double A[4], out[8], ld[4], g_in[8], worst = 0;
   rotation(0, A, NULL);
   nf_cnf_opts o = cnf_opts(H8, m, 1e-11, 0.5, 1, NF_TRACE_EXACT);
-  nf_layer *layer = linear_cnf(d, A, &o);
+  double *theta, g_theta[9];
+  nf_layer *layer = linear_cnf(d, A, &o, &theta);
   size_t iT = d * d + 2 * d;
-  ck_assert_double_eq_tol(nf_cnf_end_time(layer), 0.5, 1e-15);
-  ck_assert_double_eq_tol(layer->params[iT], sqrt(0.5), 1e-15);
-  layer->params[iT] = -0.9; /* T = theta_T^2 */
-  ck_assert_double_eq(nf_cnf_end_time(layer), 0.9 * 0.9);
+  ck_assert_uint_eq(nf_layer_n_params(layer), iT + 1);
+  ck_assert_double_eq_tol(nf_cnf_end_time(layer, theta), 0.5, 1e-15);
+  ck_assert_double_eq_tol(nf_cnf_end_time(layer, NULL), 0.5, 1e-15);
+  ck_assert_double_eq_tol(theta[iT], sqrt(0.5), 1e-15);
+  theta[iT] = -0.9; /* T = theta_T^2 */
+  ck_assert_double_eq(nf_cnf_end_time(layer, theta), 0.9 * 0.9);
+  ck_assert_double_eq_tol(nf_cnf_end_time(layer, NULL), 0.5, 1e-15); /* configured T */
   double *z = th_random_points(n, d, 101, 1.0), *g_out = th_random_points(n, d, 102, 1.0);
   double *g_ld = th_random_points(n, 1, 103, 1.0);
   for (int q = 0; q < 2; q++) {
     nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
     double s = dir == NF_FORWARD ? 1.0 : -1.0, dL_dT = 0;
-    apply_new(layer, dir, n, z, NULL, out, ld);
-    apply_vjp(layer, dir, n, z, NULL, g_out, g_ld, g_in, NULL);
+    apply_new(layer, theta, dir, n, z, NULL, out, ld);
+    apply_vjp(layer, theta, dir, n, z, NULL, g_out, g_ld, g_in, NULL, g_theta);
     for (size_t i = 0; i < n; i++) {
       double Ax[2];
       apply_matrix(1, d, A, out + i * d, Ax);
       dL_dT += s * (g_out[i * d] * Ax[0] + g_out[i * d + 1] * Ax[1] + g_ld[i] * 2 * ROT_A);
     }
-    double expect = 2 * layer->params[iT] * dL_dT;
-    double err = fabs(layer->grad[iT] - expect) / fabs(expect);
+    double expect = 2 * theta[iT] * dL_dT;
+    double err = fabs(g_theta[iT] - expect) / fabs(expect);
     fprintf(stderr, "dL/dtheta_T, %s, %s: %.12f vs closed form %.12f, rel err %.3g (tol 1e-8)\n",
-            m.name, dir_name(dir), layer->grad[iT], expect, err);
+            m.name, dir_name(dir), g_theta[iT], expect, err);
     worst = fmax(worst, err);
   }
   ck_assert_double_lt(worst, 1e-8);
-  free(z); free(g_out); free(g_ld);
+  free(z); free(g_out); free(g_ld); free(theta);
   nf_layer_free(layer);
 
   o.train_end_time = 0; /* fixed T: no theta_T */
-  layer = new_cnf(d, 0, &o, 104, 0.0);
+  layer = new_cnf(d, 0, &o, 104, 0.0, &theta);
   nf_odenet *net = nf_odenet_new(d, 0, 2, H8, o.kind, o.act);
-  ck_assert_uint_eq(layer->n_params, nf_odenet_n_params(net));
-  ck_assert_double_eq(nf_cnf_end_time(layer), 0.5);
+  ck_assert_uint_eq(nf_layer_n_params(layer), nf_odenet_n_params(net));
+  ck_assert_double_eq(nf_cnf_end_time(layer, theta), 0.5);
   nf_odenet_free(net);
+  free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -608,13 +663,15 @@ START_TEST(flow_with_cnf_layer)
 {
   const mode m = {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "dopri5"};
   nf_cnf_opts o = cnf_opts(H8, m, 1e-10, 0.8, 1, NF_TRACE_EXACT);
-  nf_layer *layer = new_cnf(2, 0, &o, 111, 1.0);
+  double *theta0;
+  nf_layer *layer = new_cnf(2, 0, &o, 111, 1.0, &theta0);
   nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
   ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta0), NF_OK); /* the base has none */
 
   /* the map is nontrivial and the density integrates to one */
   double z[4] = {0.5, -1.0, -0.3, 0.8}, x[4], ld[2];
-  apply_new(layer, NF_FORWARD, 2, z, NULL, x, ld);
+  apply_new(layer, theta0, NF_FORWARD, 2, z, NULL, x, ld);
   double moved = th_max_abs_diff(4, x, z);
   double mass = th_grid_mass(flow, 7.0, 140);
   fprintf(stderr, "flow with a CNF layer: grid mass on [-7, 7]^2 (140^2) 1 %+.3g (tol %g); "
@@ -629,7 +686,8 @@ START_TEST(flow_with_cnf_layer)
   nf_cnf_counters c0, c1, c2;
   ck_assert_int_eq(nf_cnf_reset_counters(layer), NF_OK);
   ck_assert_int_eq(nf_cnf_get_counters(layer, &c0), NF_OK);
-  ck_assert_uint_eq(c0.solves + c0.nfe + c0.steps + c0.gradients + c0.nfe_adjoint, 0);
+  ck_assert_uint_eq(c0.solves + c0.nfe + c0.steps + c0.gradients + c0.nfe_adjoint +
+                    c0.integrators, 0);
   ck_assert_int_eq(nf_flow_log_prob(flow, n, xs, NULL, logp), NF_OK);
   ck_assert_int_eq(nf_cnf_get_counters(layer, &c1), NF_OK);
   ck_assert_int_eq(nf_flow_nll_grad(flow, n, xs, NULL, &nll), NF_OK);
@@ -639,11 +697,13 @@ START_TEST(flow_with_cnf_layer)
           c1.nfe, c1.steps, c1.rejected, c2.solves, c2.gradients, c2.nfe_adjoint,
           c2.steps_adjoint);
   ck_assert_uint_eq(c1.solves, 1);
+  ck_assert_uint_eq(c1.integrators, 0); /* the own workspace th_grid_mass grew serves 6 rows */
   ck_assert_uint_gt(c1.steps, 10);                          /* tight tolerance: many steps */
   ck_assert_uint_ge(c1.nfe, 6 * c1.steps);                 /* DOPRI5: six stages a step (FSAL) */
   ck_assert_uint_le(c1.nfe, 6 * (c1.steps + c1.rejected) + 2);
   ck_assert_uint_eq(c1.gradients, 0);
   ck_assert_uint_eq(c2.solves, 2);
+  ck_assert_uint_eq(c2.integrators, 0);
   ck_assert_uint_eq(c2.gradients, 1);
   ck_assert_uint_gt(c2.steps_adjoint, 0);
   ck_assert_uint_gt(c2.nfe_adjoint, c2.steps_adjoint);
@@ -651,23 +711,235 @@ START_TEST(flow_with_cnf_layer)
 
   /* nll_grad against central differences of nll */
   size_t p = nf_flow_n_params(flow);
-  double *theta = nf_flow_params(flow), *g = malloc(p * sizeof *g), *fd = malloc(p * sizeof *fd);
+  double *theta = malloc(p * sizeof *theta), *g = malloc(p * sizeof *g);
+  double *fd = malloc(p * sizeof *fd);
+  memcpy(theta, nf_flow_params(flow), p * sizeof *theta);
   memcpy(g, nf_flow_grad(flow), p * sizeof *g);
   ck_assert_double_eq_tol(nll, flow_nll(flow, n, xs), 1e-12);
   for (size_t k = 0; k < p; k++) {
     double t0 = theta[k];
     theta[k] = t0 + FD_VJP_H;
+    ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
     double lp = flow_nll(flow, n, xs);
     theta[k] = t0 - FD_VJP_H;
+    ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
     double lm = flow_nll(flow, n, xs);
     theta[k] = t0;
     fd[k] = (lp - lm) / (2 * FD_VJP_H);
   }
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
   double err = th_rel_err(p, g, fd, 1e-8);
   fprintf(stderr, "nf_flow_nll_grad vs FD of nf_flow_nll (%zu params): rel err %.3g (tol %g)\n",
           p, err, VJP_TOL);
   ck_assert_double_lt(err, VJP_TOL);
-  free(xs); free(g); free(fd);
+  free(xs); free(g); free(fd); free(theta); free(theta0);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* ---- 8b. a CNF in a flow: reproducible noise, one integrator, threads,
+   context, input gradients, the penalty's place ---- */
+
+/* A 2-D flow (context width c) of one CNF layer whose net is redrawn from seed
+   with scale 0.5; method m, tolerance tol, trace and RNODE weights as given. */
+static nf_flow *cnf_flow(size_t c, mode m, double tol, nf_trace_kind trace, double kinetic,
+                         double jacobian, uint64_t seed)
+{
+  nf_cnf_opts o = cnf_opts(H8, m, tol, 0.6, 1, trace);
+  o.kinetic_weight = kinetic;
+  o.jacobian_weight = jacobian;
+  o.ode.fixed_steps = 20;
+  double *theta;
+  nf_layer *layer = new_cnf(2, c, &o, seed, 0.5, &theta);
+  nf_flow *flow = nf_flow_new(2, c, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  free(theta);
+  return flow;
+}
+
+/* log p of n rows with a new workspace of `rows` rows (chunks when rows < n). */
+static void log_prob_in(const nf_flow *flow, size_t rows, uint64_t seed, size_t n,
+                        const double *x, const double *ctx, double *logp)
+{
+  nf_flow_ws *ws = nf_flow_ws_new(flow, rows);
+  ck_assert_ptr_nonnull(ws);
+  nf_status st = nf_flow_log_prob_ws(flow, ws, seed, n, x, ctx, logp);
+  ck_assert_msg(st == NF_OK, "log_prob: %s", nf_errmsg());
+  nf_flow_ws_free(ws);
+}
+
+/* Hutchinson log p of 50 rows: in one batch, in chunks of 7 rows, in a fresh
+   workspace and in two threads (each its own workspace and half) the same bit
+   for bit; another seed gives other values. Bit for bit across chunkings needs
+   a fixed-step method (_i = 0: RK4): an adaptive one (_i = 1: DOPRI5) chooses
+   steps for the batch as one system, so there chunks agree to the tolerance,
+   and the fresh workspace and the threads (same batches) still bit for bit. */
+START_TEST(flow_noise_reproducible)
+{
+  static const mode modes[] = {{NF_ODE_RK4, NF_GRAD_DISCRETE, "rk4"},
+                               {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "dopri5"}};
+  const mode m = modes[_i];
+  size_t n = 50;
+  nf_flow *flow = cnf_flow(0, m, 1e-8, NF_TRACE_GAUSSIAN, 0, 0, 161);
+  double *x = th_random_points(n, 2, 162, 1.0);
+  double all[50], chunks[50], fresh[50], other[50];
+  nf_cnf_counters cnt;
+  const nf_layer *layer = nf_flow_layer(flow, 0);
+  log_prob_in(flow, n, 5, n, x, NULL, all);
+  log_prob_in(flow, n, 5, n, x, NULL, fresh);
+  ck_assert_int_eq(nf_cnf_reset_counters(layer), NF_OK);
+  log_prob_in(flow, 7, 5, n, x, NULL, chunks);
+  ck_assert_int_eq(nf_cnf_get_counters(layer, &cnt), NF_OK);
+  ck_assert_uint_eq(cnt.solves, 8);      /* 7 chunks of 7 rows and one of 1 */
+  ck_assert_uint_eq(cnt.integrators, 1); /* one integrator served them all */
+  log_prob_in(flow, n, 6, n, x, NULL, other);
+  double d_chunks = th_max_abs_diff(n, chunks, all), d_fresh = th_max_abs_diff(n, fresh, all);
+  double d_seed = th_max_abs_diff(n, other, all);
+  fprintf(stderr, "Hutchinson flow log p, 50 rows, %s: chunks of 7 vs one batch %.3g, fresh "
+          "workspace %.3g, another seed %.3g\n", m.name, d_chunks, d_fresh, d_seed);
+  ck_assert_double_eq(d_fresh, 0.0);
+  if (m.method == NF_ODE_RK4) ck_assert_double_eq(d_chunks, 0.0);
+  else ck_assert_double_lt(d_chunks, 1e-6);
+  ck_assert_double_gt(d_seed, 1e-3);
+  th_check_threads(flow, n, x, NULL);
+  free(x);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* One integrator per workspace: n = 100, 37, 100 through one workspace of 100
+   rows make one integrator (and, for CVODES, one SUNContext), and each call
+   gives bit for bit what a workspace of its own size gives. */
+START_TEST(flow_one_integrator)
+{
+  static const mode modes[] = {{NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "backsolve/dopri5"},
+                               {NF_ODE_ADAMS, NF_GRAD_CHECKPOINT, "checkpoint/adams"},
+                               {NF_ODE_BDF, NF_GRAD_CHECKPOINT, "checkpoint/bdf"}};
+  const mode m = modes[_i];
+  const size_t sizes[] = {100, 37, 100};
+  nf_flow *flow = cnf_flow(0, m, 1e-6, NF_TRACE_EXACT, 0, 0, 171);
+  const nf_layer *layer = nf_flow_layer(flow, 0);
+  size_t p = nf_flow_n_params(flow);
+  double *x = th_random_points(100, 2, 172, 1.0), *g = malloc(p * sizeof *g);
+  double *g_ref = malloc(p * sizeof *g_ref), nll, nll_ref, logp[100], logp_ref[100];
+  nf_flow_ws *ws = nf_flow_ws_new(flow, 100);
+  nf_cnf_counters cnt;
+  size_t made = 0; /* integrators made for ws */
+  for (size_t k = 0; k < 3; k++) {
+    size_t n = sizes[k];
+    ck_assert_int_eq(nf_cnf_reset_counters(layer), NF_OK);
+    ck_assert_int_eq(nf_flow_nll_grad_ws(flow, ws, 1, n, x, NULL, &nll, g, NULL), NF_OK);
+    ck_assert_int_eq(nf_flow_log_prob_ws(flow, ws, 1, n, x, NULL, logp), NF_OK);
+    ck_assert_int_eq(nf_cnf_get_counters(layer, &cnt), NF_OK);
+    made += cnt.integrators;
+    ck_assert_uint_eq(made, 1);
+    nf_flow_ws *own = nf_flow_ws_new(flow, n);
+    ck_assert_int_eq(nf_flow_nll_grad_ws(flow, own, 1, n, x, NULL, &nll_ref, g_ref, NULL), NF_OK);
+    ck_assert_int_eq(nf_flow_log_prob_ws(flow, own, 1, n, x, NULL, logp_ref), NF_OK);
+    nf_flow_ws_free(own);
+    ck_assert(nll == nll_ref);
+    ck_assert_double_eq(th_max_abs_diff(p, g, g_ref), 0.0);
+    ck_assert_double_eq(th_max_abs_diff(n, logp, logp_ref), 0.0);
+  }
+  fprintf(stderr, "%s: n = 100, 37, 100 in one workspace: %zu integrator(s), results equal "
+          "those of workspaces of each size bit for bit\n", m.name, made);
+  nf_flow_ws_free(ws);
+  free(x); free(g); free(g_ref);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* th_check_conditional's maker: a small CNF (concatsquash 8-8, DOPRI5 at 1e-6,
+   fixed T) that takes the context. */
+static nf_layer *make_cond_cnf(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  nf_cnf_opts o = cnf_opts(H8, grad_modes[0], 1e-6, 0.5, 0, NF_TRACE_EXACT);
+  return nf_cnf_new(dim, ctx_dim, &o, rng);
+}
+
+/* The CNF conditioned on ctx (width 2) in a flow; two threads on one shared
+   conditional Hutchinson CNF flow equal serial bit for bit. */
+START_TEST(flow_conditional_and_threads)
+{
+  th_check_conditional(make_cond_cnf);
+  size_t n = 24;
+  nf_flow *flow = cnf_flow(2, grad_modes[0], 1e-7, NF_TRACE_RADEMACHER, 0.1, 0.1, 181);
+  double *x = th_random_points(n, 2, 182, 1.0), *ctx = th_random_points(n, 2, 183, 1.0);
+  th_check_threads(flow, n, x, ctx);
+  free(x); free(ctx);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* nf_flow_log_prob_grad's g_x against central differences of log p (exact
+   trace), on a conditional flow. */
+START_TEST(flow_log_prob_grad_x)
+{
+  size_t n = 4, d = 2;
+  nf_flow *flow = cnf_flow(2, grad_modes[0], 1e-11, NF_TRACE_EXACT, 0, 0, 191);
+  double *x = th_random_points(n, d, 192, 1.0), *ctx = th_random_points(n, 2, 193, 1.0);
+  double logp[4], g_x[8], fd[8], lp[4], lm[4];
+  ck_assert_int_eq(nf_flow_log_prob_grad(flow, n, x, ctx, logp, g_x, NULL), NF_OK);
+  for (size_t k = 0; k < n * d; k++) {
+    double x0 = x[k];
+    x[k] = x0 + FD_VJP_H;
+    ck_assert_int_eq(nf_flow_log_prob(flow, n, x, ctx, lp), NF_OK);
+    x[k] = x0 - FD_VJP_H;
+    ck_assert_int_eq(nf_flow_log_prob(flow, n, x, ctx, lm), NF_OK);
+    x[k] = x0;
+    fd[k] = (lp[k / d] - lm[k / d]) / (2 * FD_VJP_H);
+  }
+  double err = th_rel_err(n * d, g_x, fd, 1e-8);
+  fprintf(stderr, "nf_flow_log_prob_grad g_x vs FD of log p: rel err %.3g (tol 1e-6)\n", err);
+  ck_assert_double_lt(err, 1e-6);
+  free(x); free(ctx);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* With RNODE weights > 0, nf_flow_nll_grad_ws's gradient is that of mean NLL +
+   penalty, and nf_flow_log_prob_vjp's (penalty weight 0) that of the NLL alone:
+   each against central differences of its objective. */
+START_TEST(flow_penalty_gradient)
+{
+  size_t n = 3;
+  nf_flow *flow = cnf_flow(0, grad_modes[0], 1e-10, NF_TRACE_EXACT, 0.5, 0.4, 201);
+  size_t p = nf_flow_n_params(flow);
+  double *x = th_random_points(n, 2, 202, 1.0), *theta = malloc(p * sizeof *theta);
+  double *g_obj = malloc(p * sizeof *g_obj), *g_nll = calloc(p, sizeof *g_nll);
+  double *fd_obj = malloc(p * sizeof *fd_obj), *fd_nll = malloc(p * sizeof *fd_nll);
+  double *scratch = malloc(p * sizeof *scratch), g_logp[3], nll, pen;
+  nf_flow_ws *ws = nf_flow_ws_new(flow, n);
+  memcpy(theta, nf_flow_params(flow), p * sizeof *theta);
+  ck_assert_int_eq(nf_flow_nll_grad_ws(flow, ws, 0, n, x, NULL, &nll, g_obj, &pen), NF_OK);
+  for (size_t i = 0; i < n; i++) g_logp[i] = -1.0 / (double)n;
+  ck_assert_int_eq(nf_flow_log_prob_vjp_ws(flow, ws, 0, n, x, NULL, g_logp, NULL, NULL, NULL,
+                                           g_nll), NF_OK);
+  for (size_t k = 0; k < p; k++) {
+    double t0 = theta[k], obj[2], nl[2];
+    for (int q = 0; q < 2; q++) {
+      theta[k] = t0 + (q ? -FD_VJP_H : FD_VJP_H);
+      ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+      ck_assert_int_eq(nf_flow_nll_grad_ws(flow, ws, 0, n, x, NULL, &nl[q], scratch, &pen), NF_OK);
+      obj[q] = nl[q] + pen;
+    }
+    theta[k] = t0;
+    fd_obj[k] = (obj[0] - obj[1]) / (2 * FD_VJP_H);
+    fd_nll[k] = (nl[0] - nl[1]) / (2 * FD_VJP_H);
+  }
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  double e_obj = th_rel_err(p, g_obj, fd_obj, 1e-8), e_nll = th_rel_err(p, g_nll, fd_nll, 1e-8);
+  double apart = th_rel_err(p, g_nll, g_obj, 1e-8);
+  fprintf(stderr, "RNODE in a flow (penalty %.4g): nll_grad vs FD of nll + penalty %.3g, "
+          "log_prob_vjp vs FD of nll %.3g (tol %g); the two gradients differ by %.3g\n", pen,
+          e_obj, e_nll, VJP_TOL, apart);
+  ck_assert_double_gt(pen, 0.0);
+  ck_assert_double_lt(e_obj, VJP_TOL);
+  ck_assert_double_lt(e_nll, VJP_TOL);
+  ck_assert_double_gt(apart, 1e-3);
+  nf_flow_ws_free(ws);
+  free(x); free(theta); free(g_obj); free(g_nll); free(fd_obj); free(fd_nll); free(scratch);
   nf_flow_free(flow);
 }
 END_TEST
@@ -679,39 +951,41 @@ START_TEST(bad_arguments)
   const mode m = {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "dopri5"};
   size_t d = 2, c = 2, n = 3;
   nf_cnf_opts o = cnf_opts(H8, m, 1e-6, 0.5, 1, NF_TRACE_EXACT);
-  nf_layer *layer = new_cnf(d, c, &o, 121, 0.0);
+  double *th;
+  nf_layer *layer = new_cnf(d, c, &o, 121, 0.0, &th);
   double *work = nf_layer_work_new(layer, n);
   double z[6] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6}, ctx[6] = {0}, out[6], ld[3], g_in[6];
   for (size_t k = 0; k < 6; k++) out[k] = -7.0;
   for (size_t k = 0; k < 3; k++) ld[k] = -7.0;
-  ck_assert_int_eq(nf_layer_apply(NULL, NF_FORWARD, n, z, ctx, out, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 0, z, ctx, out, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, NULL, ctx, out, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, ctx, NULL, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, NULL, out, ld, work), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, ctx, out, ld, NULL), NF_EINVAL);
-  ck_assert_int_eq(nf_layer_apply(layer, (nf_dir)5, n, z, ctx, out, ld, work), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(NULL, th, NF_FORWARD, n, z, ctx, out, ld, &OPTS, work), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_FORWARD, 0, z, ctx, out, ld, &OPTS, work), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_FORWARD, n, NULL, ctx, out, ld, &OPTS, work), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_FORWARD, n, z, ctx, NULL, ld, &OPTS, work), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_FORWARD, n, z, NULL, out, ld, &OPTS, work), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_FORWARD, n, z, ctx, out, ld, &OPTS, NULL), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(layer, NULL, NF_FORWARD, n, z, ctx, out, ld, &OPTS, work), NF_EINVAL);
+  ck_assert_int_eq(nf_layer_apply(layer, th, (nf_dir)5, n, z, ctx, out, ld, &OPTS, work), NF_EINVAL);
   z[3] = NAN;
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, ctx, out, ld, work), NF_ENONFINITE);
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_FORWARD, n, z, ctx, out, ld, &OPTS, work), NF_ENONFINITE);
   z[3] = 0.4;
   ctx[5] = INFINITY;
-  ck_assert_int_eq(nf_layer_apply(layer, NF_INVERSE, n, z, ctx, out, ld, work), NF_ENONFINITE);
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_INVERSE, n, z, ctx, out, ld, &OPTS, work), NF_ENONFINITE);
   ctx[5] = 0.0;
   ck_assert_str_ne(nf_errmsg(), "");
   for (size_t k = 0; k < 6; k++) ck_assert_double_eq(out[k], -7.0);
   for (size_t k = 0; k < 3; k++) ck_assert_double_eq(ld[k], -7.0);
 
   /* vjp needs an apply of the same direction and batch size in the workspace */
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, n, z, ctx, out, out, NULL, g_in, NULL, work),
+  ck_assert_int_eq(nf_layer_vjp(layer, th, NF_FORWARD, n, z, ctx, out, out, NULL, g_in, NULL, NULL, work),
                    NF_ESTATE);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, ctx, out, NULL, work), NF_OK);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_INVERSE, n, z, ctx, out, out, NULL, g_in, NULL, work),
+  ck_assert_int_eq(nf_layer_apply(layer, th, NF_FORWARD, n, z, ctx, out, NULL, &OPTS, work), NF_OK);
+  ck_assert_int_eq(nf_layer_vjp(layer, th, NF_INVERSE, n, z, ctx, out, out, NULL, g_in, NULL, NULL, work),
                    NF_ESTATE);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, 2, z, ctx, out, out, NULL, g_in, NULL, work),
+  ck_assert_int_eq(nf_layer_vjp(layer, th, NF_FORWARD, 2, z, ctx, out, out, NULL, g_in, NULL, NULL, work),
                    NF_ESTATE);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, n, z, ctx, NULL, out, NULL, g_in, NULL, work),
+  ck_assert_int_eq(nf_layer_vjp(layer, th, NF_FORWARD, n, z, ctx, NULL, out, NULL, g_in, NULL, NULL, work),
                    NF_EINVAL);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, n, z, ctx, out, out, NULL, g_in, NULL, work),
+  ck_assert_int_eq(nf_layer_vjp(layer, th, NF_FORWARD, n, z, ctx, out, out, NULL, g_in, NULL, NULL, work),
                    NF_OK);
 
   /* queries */
@@ -721,20 +995,27 @@ START_TEST(bad_arguments)
   ck_assert_int_eq(nf_cnf_get_counters(other, &cnt), NF_EINVAL);
   ck_assert_int_eq(nf_cnf_get_counters(layer, NULL), NF_EINVAL);
   ck_assert_int_eq(nf_cnf_reset_counters(other), NF_EINVAL);
-  ck_assert_double_eq(nf_cnf_end_time(NULL), 0.0);
-  ck_assert_double_eq(nf_cnf_end_time(other), 0.0);
+  ck_assert_double_eq(nf_cnf_end_time(NULL, NULL), 0.0);
+  ck_assert_double_eq(nf_cnf_end_time(other, NULL), 0.0);
   ck_assert_double_eq(nf_cnf_rhs_flops(other), 0.0);
   ck_assert_double_gt(nf_cnf_rhs_flops(layer), 0.0);
   nf_layer_free(other);
   nf_trace_kind tk = NF_TRACE_GAUSSIAN;
-  ck_assert_int_eq(nf_trace_parse("rademacher", &tk), NF_OK);
+  ck_assert_int_eq(nf_cnf_trace_parse("rademacher", &tk), NF_OK);
   ck_assert_int_eq(tk, NF_TRACE_RADEMACHER);
-  ck_assert_int_eq(nf_trace_parse("exact", &tk), NF_OK);
+  ck_assert_int_eq(nf_cnf_trace_parse("exact", &tk), NF_OK);
   ck_assert_int_eq(tk, NF_TRACE_EXACT);
-  ck_assert_int_eq(nf_trace_parse("hutch", &tk), NF_EINVAL);
+  ck_assert_int_eq(nf_cnf_trace_parse("hutch", &tk), NF_EINVAL);
   ck_assert_int_eq(tk, NF_TRACE_EXACT);
-  ck_assert_int_eq(nf_trace_parse(NULL, &tk), NF_EINVAL);
+  ck_assert_int_eq(nf_cnf_trace_parse(NULL, &tk), NF_EINVAL);
+  ck_assert_str_eq(nf_cnf_trace_name(NF_TRACE_GAUSSIAN), "gaussian");
+  ck_assert_str_eq(nf_cnf_trace_name((nf_trace_kind)9), "?");
+  for (int k = 0; k < 3; k++) { /* name and parse are inverses */
+    ck_assert_int_eq(nf_cnf_trace_parse(nf_cnf_trace_name((nf_trace_kind)k), &tk), NF_OK);
+    ck_assert_int_eq(tk, k);
+  }
   nf_layer_work_free(layer, n, work);
+  free(th);
   nf_layer_free(layer);
 }
 END_TEST
@@ -786,41 +1067,50 @@ END_TEST
 
 /* The layer interface's contracts (helpers.c): the checked entry points refuse
    bad calls and leave outputs untouched; vjp writes g_in, adds into g_ctx and
-   the parameter gradient, and may be repeated after one apply. A non-finite
-   parameter makes apply fail with NF_ENONFINITE, outputs untouched. */
+   the parameter gradient, and may be repeated after one apply. Theta is
+   checked where it is written: nf_layer_check_params (and the flow's setters)
+   refuse a NaN or Inf network weight with NF_ENONFINITE naming its index, and
+   theta_T = 0 (T = 0) with NF_EDOMAIN. */
 START_TEST(layer_contracts)
 {
   static const size_t pick[] = {0, 2, 5};
   static const nf_trace_kind traces[] = {NF_TRACE_EXACT, NF_TRACE_RADEMACHER, NF_TRACE_EXACT};
   const mode m = grad_modes[pick[_i]];
   size_t n = 4;
-  nf_layer *layer = grad_layer(m, traces[_i], _i == 2 ? 0.3 : 0, _i == 2 ? 0.2 : 0);
+  double *theta;
+  nf_layer *layer = grad_layer(m, traces[_i], _i == 2 ? 0.3 : 0, _i == 2 ? 0.2 : 0, &theta);
   double *z = th_random_points(n, 2, 150, 1.0), *ctx = th_random_points(n, 2, 151, 1.0);
-  th_check_bad_calls(layer);
-  th_check_vjp_accumulates(layer, n, z, ctx);
+  th_check_bad_calls(layer, theta);
+  th_check_vjp_accumulates(layer, theta, n, z, ctx);
 
-  double out[8], ld[4], *work = nf_layer_work_new(layer, n);
-  for (size_t k = 0; k < 8; k++) out[k] = -7.0;
-  for (size_t k = 0; k < 4; k++) ld[k] = -7.0;
-  size_t iT = layer->n_params - 1;
-  for (size_t k = 5; k <= iT; k += iT - 5) { /* a net weight, then theta_T */
-    double keep = layer->params[k];
-    layer->params[k] = NAN;
-    for (int q = 0; q < 2; q++) {
-      nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
-      nf_status st = nf_layer_apply(layer, dir, n, z, ctx, out, ld, work);
-      fprintf(stderr, "%s, parameter %zu NaN, %s: %s: %s\n", m.name, k, dir_name(dir),
-              nf_status_str(st), nf_errmsg());
-      ck_assert_int_eq(st, NF_ENONFINITE);
-      ck_assert_int_eq(nf_layer_vjp(layer, dir, n, z, ctx, out, out, NULL, NULL, NULL, work),
-                       NF_ESTATE);
-    }
-    layer->params[k] = keep;
-  }
-  for (size_t k = 0; k < 8; k++) ck_assert_double_eq(out[k], -7.0);
-  for (size_t k = 0; k < 4; k++) ck_assert_double_eq(ld[k], -7.0);
-  nf_layer_work_free(layer, n, work);
-  free(z); free(ctx);
+  size_t iT = nf_layer_n_params(layer) - 1;
+  ck_assert_int_eq(nf_layer_check_params(layer, theta), NF_OK);
+  double keep = theta[5];
+  theta[5] = NAN;
+  nf_status st = nf_layer_check_params(layer, theta);
+  fprintf(stderr, "%s, weight 5 NaN: %s: %s\n", m.name, nf_status_str(st), nf_errmsg());
+  ck_assert_int_eq(st, NF_ENONFINITE);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "parameter 5 "));
+  theta[5] = keep;
+  keep = theta[iT];
+  theta[iT] = 0.0;
+  st = nf_layer_check_params(layer, theta);
+  fprintf(stderr, "%s, theta_T = 0: %s: %s\n", m.name, nf_status_str(st), nf_errmsg());
+  ck_assert_int_eq(st, NF_EDOMAIN);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "theta_T"));
+  theta[iT] = keep;
+
+  /* the same through a conditional flow's setters (the layer's slice after a diagonal base) */
+  double *unused;
+  nf_flow *flow = nf_flow_new(2, 2, NF_BASE_DIAG_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, grad_layer(m, traces[_i], 0, 0, &unused)), NF_OK);
+  size_t off = nf_flow_param_offset(flow, 0);
+  th_check_param_refused(flow, off + 5, NAN, NF_ENONFINITE);
+  th_check_param_refused(flow, off + 7, INFINITY, NF_ENONFINITE);
+  th_check_param_refused(flow, off + iT, 0.0, NF_EDOMAIN);
+  nf_flow_free(flow);
+  free(unused);
+  free(z); free(ctx); free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -835,17 +1125,20 @@ START_TEST(solver_failure)
   size_t d = 2, n = 3;
   nf_cnf_opts o = cnf_opts(H8, m, 1e-12, 0.8, 1, NF_TRACE_EXACT);
   o.ode.max_steps = 2;
-  nf_layer *layer = new_cnf(d, 0, &o, 141, 0.5);
+  double *theta;
+  nf_layer *layer = new_cnf(d, 0, &o, 141, 0.5, &theta);
   double *work = nf_layer_work_new(layer, n);
   double z[6] = {0.1, -0.2, 0.3, 1.4, -0.5, 0.6}, out[6], ld[3], g_in[6];
-  size_t iT = layer->n_params - 1;
-  double theta_T = layer->params[iT];
-  layer->params[iT] = 0.0; /* T = 0: a successful (empty) solve within the limit */
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, n, z, NULL, out, NULL, work), NF_OK);
-  layer->params[iT] = theta_T;
+  size_t iT = nf_layer_n_params(layer) - 1;
+  double theta_T = theta[iT];
+  theta[iT] = 0.0; /* T = 0 (check_params refuses it, apply does not scan theta):
+                      a successful (empty) solve within the limit */
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, n, z, NULL, out, NULL, &OPTS, work),
+                   NF_OK);
+  theta[iT] = theta_T;
   for (size_t k = 0; k < 6; k++) out[k] = -7.0;
   for (size_t k = 0; k < 3; k++) ld[k] = -7.0;
-  nf_status st = nf_layer_apply(layer, NF_FORWARD, n, z, NULL, out, ld, work);
+  nf_status st = nf_layer_apply(layer, theta, NF_FORWARD, n, z, NULL, out, ld, &OPTS, work);
   const char *msg = nf_errmsg();
   fprintf(stderr, "solver failure (%s): %s: %s\n", m.name, nf_status_str(st), msg);
   ck_assert_int_eq(st, NF_ESOLVER);
@@ -858,9 +1151,10 @@ START_TEST(solver_failure)
   ck_assert_double_lt(t_reached, 0.8);
   for (size_t k = 0; k < 6; k++) ck_assert_double_eq(out[k], -7.0);
   for (size_t k = 0; k < 3; k++) ck_assert_double_eq(ld[k], -7.0);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, n, z, NULL, z, z, NULL, g_in, NULL, work),
-                   NF_ESTATE);
+  ck_assert_int_eq(nf_layer_vjp(layer, theta, NF_FORWARD, n, z, NULL, z, z, NULL, g_in, NULL,
+                                NULL, work), NF_ESTATE);
   nf_layer_work_free(layer, n, work);
+  free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -918,9 +1212,11 @@ static size_t field_dim = 2;
 
 /* A field CNF of f = A z, A = [[0.3, -1.1], [0.7, -0.2]], T = 0.8 learnable, DOPRI5
    at rtol = atol = 1e-10 with the given gradient mode. */
-static nf_layer *linear_field_layer(int with_div, int with_adjoint, nf_ode_grad grad)
+static nf_layer *linear_field_layer(int with_div, int with_adjoint, nf_ode_grad grad,
+                                    double **theta)
 {
-  nf_field fl = {.n_params = 4, .f = linear_f, .div = with_div ? linear_div : NULL,
+  nf_field fl = {.name = "linear", .n_params = 4, .f = linear_f,
+                 .div = with_div ? linear_div : NULL,
                  .adjoint = with_adjoint ? linear_adjoint : NULL, .user = &field_dim};
   nf_cnf_opts o = nf_cnf_defaults();
   o.end_time = 0.8;
@@ -929,7 +1225,8 @@ static nf_layer *linear_field_layer(int with_div, int with_adjoint, nf_ode_grad 
   nf_layer *layer = nf_cnf_field_new(2, 0, &fl, &o);
   ck_assert_ptr_nonnull(layer);
   const double A[4] = {0.3, -1.1, 0.7, -0.2};
-  memcpy(layer->params, A, sizeof A);
+  *theta = copy_theta(layer, nf_layer_init_params(layer));
+  memcpy(*theta, A, sizeof A);
   return layer;
 }
 
@@ -939,17 +1236,20 @@ START_TEST(field_logdet_with_and_without_divergence)
 {
   double z[6] = {0.5, -1.0, 2.0, 0.25, -1.5, 3.0}, x[6], ld[3];
   for (int with_div = 0; with_div < 2; with_div++) {
-    nf_layer *layer = linear_field_layer(with_div, 1, NF_GRAD_BACKSOLVE);
+    double *theta;
+    nf_layer *layer = linear_field_layer(with_div, 1, NF_GRAD_BACKSOLVE, &theta);
     double *work = nf_layer_work_new(layer, 3);
     memset(ld, 0, sizeof ld);
-    ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 3, z, NULL, x, ld, work), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, 3, z, NULL, x, ld, &OPTS, work),
+                     NF_OK);
     double err = 0;
     for (int i = 0; i < 3; i++) err = fmax(err, fabs(ld[i] - 0.8 * 0.1));
     fprintf(stderr, "user field, %s divergence: |logdet - T tr A| = %.3g (tol %g)\n",
             with_div ? "callback" : "finite-difference", err, LINEAR_TOL);
     ck_assert_double_le(err, LINEAR_TOL);
-    ck_assert_double_le(th_roundtrip_error(layer, 3, z, NULL, NULL), ROUNDTRIP_TOL);
+    ck_assert_double_le(th_roundtrip_error(layer, theta, 3, z, NULL, NULL), ROUNDTRIP_TOL);
     nf_layer_work_free(layer, 3, work);
+    free(theta);
     nf_layer_free(layer);
   }
 }
@@ -960,10 +1260,11 @@ START_TEST(field_vjp_matches_fd)
 {
   static const nf_ode_grad grads[] = {NF_GRAD_BACKSOLVE, NF_GRAD_DISCRETE};
   double *z = th_random_points(4, 2, 91, 1.0);
-  nf_layer *layer = linear_field_layer(_i == 0, 1, grads[_i]);
-  check_vjp_both(layer, 4, z, NULL, _i == 0 ? "user field, backsolve" : "user field, discrete",
-                 VJP_TOL);
-  free(z);
+  double *theta;
+  nf_layer *layer = linear_field_layer(_i == 0, 1, grads[_i], &theta);
+  check_vjp_both(layer, theta, 4, z, NULL,
+                 _i == 0 ? "user field, backsolve" : "user field, discrete", VJP_TOL);
+  free(z); free(theta);
   nf_layer_free(layer);
 }
 END_TEST
@@ -989,18 +1290,18 @@ START_TEST(field_hamiltonian_without_adjoint)
   o.ode.rtol = o.ode.atol = 1e-10;
   nf_layer *layer = nf_cnf_field_new(2, 0, &fl, &o);
   ck_assert_ptr_nonnull(layer);
-  ck_assert_uint_eq(layer->n_params, 0);
+  ck_assert_uint_eq(nf_layer_n_params(layer), 0);
   double z[4] = {1.0, 0.0, -0.5, 2.0}, x[4], ld[2] = {0, 0}, g[4] = {1, 1, 1, 1}, gz[4];
   double *work = nf_layer_work_new(layer, 2);
-  ck_assert_int_eq(nf_layer_apply(layer, NF_FORWARD, 2, z, NULL, x, ld, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, NULL, NF_FORWARD, 2, z, NULL, x, ld, &OPTS, work), NF_OK);
   ck_assert(ld[0] == 0.0 && ld[1] == 0.0);
   ck_assert_double_le(fabs(x[0] - cos(2.0)), 1e-8); /* q(t) = cos t, p(t) = -sin t */
   ck_assert_double_le(fabs(x[1] + sin(2.0)), 1e-8);
   for (int i = 0; i < 2; i++) /* energy q^2 + p^2 */
     ck_assert_double_le(fabs(x[2 * i] * x[2 * i] + x[2 * i + 1] * x[2 * i + 1] -
                              z[2 * i] * z[2 * i] - z[2 * i + 1] * z[2 * i + 1]), 1e-8);
-  ck_assert_int_eq(nf_layer_vjp(layer, NF_FORWARD, 2, z, NULL, x, g, NULL, gz, NULL, work),
-                   NF_EINVAL);
+  ck_assert_int_eq(nf_layer_vjp(layer, NULL, NF_FORWARD, 2, z, NULL, x, g, NULL, gz, NULL, NULL,
+                                work), NF_EINVAL);
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "adjoint"));
   nf_layer_work_free(layer, 2, work);
   nf_layer_free(layer);
@@ -1025,6 +1326,148 @@ START_TEST(field_bad_options)
 }
 END_TEST
 
+/* ---- model files: the save and load ops ---- */
+
+/* save into a new config, through JSON text and back (what a model file
+   keeps), then load: the rebuilt layer, or NULL with nf_errmsg. */
+static nf_layer *save_load(const nf_layer *layer, const nf_resolver *res, nf_status *save_st)
+{
+  nf_config *cfg = nf_config_new(), *back = NULL;
+  ck_assert_ptr_nonnull(cfg);
+  const nf_layer_type *type = nf_layer_type_find("cnf"); /* registered: it has save and load */
+  ck_assert_ptr_nonnull(type);
+  ck_assert_ptr_eq(type, layer->type);
+  *save_st = type->save(layer, cfg);
+  nf_layer *loaded = NULL;
+  if (*save_st == NF_OK) {
+    char *text = json_dumps(nf_config_json(cfg), JSON_SORT_KEYS);
+    json_error_t err;
+    json_t *obj = json_loads(text, 0, &err);
+    ck_assert_ptr_nonnull(obj);
+    ck_assert_int_eq(nf_config_from_json(obj, "cnf", &back), NF_OK);
+    fprintf(stderr, "cnf config: %s\n", text);
+    loaded = type->load(nf_layer_dim(layer), nf_layer_ctx_dim(layer), back, res);
+    json_decref(obj);
+    free(text);
+  }
+  nf_config_free(cfg);
+  nf_config_free(back);
+  return loaded;
+}
+
+/* apply of a and b with the same theta, seed and rows: bit for bit. */
+static void assert_same_map(const nf_layer *a, const nf_layer *b, const double *theta, size_t n,
+                            const double *z, const double *ctx)
+{
+  size_t d = nf_layer_dim(a);
+  double *xa = malloc(n * d * sizeof *xa), *xb = malloc(n * d * sizeof *xb);
+  double *la = malloc(n * sizeof *la), *lb = malloc(n * sizeof *lb);
+  for (int q = 0; q < 2; q++) {
+    nf_dir dir = q ? NF_INVERSE : NF_FORWARD;
+    double pa = apply_new(a, theta, dir, n, z, ctx, xa, la);
+    double pb = apply_new(b, theta, dir, n, z, ctx, xb, lb);
+    ck_assert_double_eq(th_max_abs_diff(n * d, xa, xb), 0.0);
+    ck_assert_double_eq(th_max_abs_diff(n, la, lb), 0.0);
+    ck_assert(pa == pb);
+  }
+  free(xa); free(xb); free(la); free(lb);
+}
+
+/* A network CNF with every option off its default: save -> JSON -> load gives
+   a layer of the same parameter count and the same map, bit for bit. */
+START_TEST(save_load_network)
+{
+  static const size_t hidden[] = {7, 5, 6};
+  nf_cnf_opts o = cnf_opts(H8, grad_modes[2], 3e-9, 0.7, _i == 0, NF_TRACE_GAUSSIAN);
+  o.n_hidden = 3;
+  o.hidden = hidden;
+  o.kind = _i == 0 ? NF_ODENET_SINUSOIDAL : NF_ODENET_CONCAT;
+  o.act = _i == 0 ? NF_ODENET_SWISH : NF_ODENET_SOFTPLUS;
+  o.kinetic_weight = 0.25;
+  o.jacobian_weight = 0.125;
+  o.probe_seed = 0xfedcba9876543210ULL; /* beyond a signed 64-bit integer */
+  o.ode.h0 = 1e-3;
+  o.ode.max_steps = 4321;
+  o.ode.fixed_steps = 17;
+  o.ode.seminorm = 0;
+  o.ode.checkpoint_steps = 23;
+  double *theta;
+  nf_layer *layer = new_cnf(3, 2, &o, 211, 0.5, &theta);
+  nf_status st;
+  nf_layer *loaded = save_load(layer, NULL, &st);
+  ck_assert_int_eq(st, NF_OK);
+  ck_assert_msg(loaded != NULL, "load: %s", nf_errmsg());
+  ck_assert_str_eq(nf_layer_name(loaded), "cnf");
+  ck_assert_uint_eq(nf_layer_n_params(loaded), nf_layer_n_params(layer));
+  ck_assert_uint_eq(nf_layer_ctx_dim(loaded), 2);
+  ck_assert(nf_cnf_end_time(loaded, NULL) == 0.7);
+  ck_assert(nf_cnf_rhs_flops(loaded) == nf_cnf_rhs_flops(layer));
+  double *z = th_random_points(4, 3, 212, 1.0), *ctx = th_random_points(4, 2, 213, 1.0);
+  assert_same_map(layer, loaded, theta, 4, z, ctx);
+  free(z); free(ctx); free(theta);
+  nf_layer_free(loaded);
+  nf_layer_free(layer);
+}
+END_TEST
+
+/* The resolver of the field tests: knows "linear" (f = A z), nothing else. */
+static int resolve_linear(const char *name, nf_field *field, void *user)
+{
+  (void)user;
+  if (strcmp(name, "linear") != 0) return 1;
+  field->n_params = 4;
+  field->f = linear_f;
+  field->div = linear_div;
+  field->adjoint = linear_adjoint;
+  field->user = &field_dim;
+  return 0;
+}
+
+/* A user field is saved by name and its callbacks come from the resolver; no
+   name, no resolver, or a name the resolver does not know: NF_EINVAL naming
+   the field. nf_cnf_field_new copied the name. */
+START_TEST(save_load_field)
+{
+  double *theta;
+  nf_layer *layer = linear_field_layer(1, 1, NF_GRAD_BACKSOLVE, &theta);
+  nf_resolver res = {resolve_linear, NULL};
+  nf_status st;
+  nf_layer *loaded = save_load(layer, &res, &st);
+  ck_assert_msg(loaded != NULL, "load: %s", nf_errmsg());
+  double z[6] = {0.5, -1.0, 2.0, 0.25, -1.5, 3.0};
+  assert_same_map(layer, loaded, theta, 3, z, NULL);
+  nf_layer_free(loaded);
+
+  ck_assert_ptr_null(save_load(layer, NULL, &st)); /* no resolver */
+  ck_assert_int_eq(st, NF_OK);
+  ck_assert_int_eq(nf_last_status(), NF_EINVAL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "'linear'"));
+  nf_resolver none = {resolve_linear, NULL};
+  nf_field renamed = {.name = "quadratic", .n_params = 4, .f = linear_f, .user = &field_dim};
+  char name[16];
+  strcpy(name, "quadratic");
+  renamed.name = name;
+  nf_cnf_opts o = nf_cnf_defaults();
+  nf_layer *other = nf_cnf_field_new(2, 0, &renamed, &o);
+  strcpy(name, "overwritten"); /* the layer kept its own copy */
+  ck_assert_ptr_null(save_load(other, &none, &st));
+  ck_assert_int_eq(nf_last_status(), NF_EINVAL);
+  fprintf(stderr, "unknown field: %s\n", nf_errmsg());
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "'quadratic'"));
+  nf_layer_free(other);
+
+  renamed.name = NULL; /* no name: cannot be saved */
+  other = nf_cnf_field_new(2, 0, &renamed, &o);
+  nf_config *cfg = nf_config_new();
+  ck_assert_int_eq(other->type->save(other, cfg), NF_EINVAL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "name"));
+  nf_config_free(cfg);
+  nf_layer_free(other);
+  free(theta);
+  nf_layer_free(layer);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("cnf");
@@ -1043,6 +1486,11 @@ int main(void)
   tcase_add_test(tc, one_euler_step_is_residual_layer);
   tcase_add_loop_test(tc, learned_end_time, 0, 3);
   tcase_add_test(tc, flow_with_cnf_layer);
+  tcase_add_loop_test(tc, flow_noise_reproducible, 0, 2);
+  tcase_add_loop_test(tc, flow_one_integrator, 0, 3);
+  tcase_add_test(tc, flow_conditional_and_threads);
+  tcase_add_test(tc, flow_log_prob_grad_x);
+  tcase_add_test(tc, flow_penalty_gradient);
   tcase_add_test(tc, bad_arguments);
   tcase_add_test(tc, bad_options);
   tcase_add_loop_test(tc, layer_contracts, 0, 3);
@@ -1051,6 +1499,8 @@ int main(void)
   tcase_add_loop_test(tc, field_vjp_matches_fd, 0, 2);
   tcase_add_test(tc, field_hamiltonian_without_adjoint);
   tcase_add_test(tc, field_bad_options);
+  tcase_add_loop_test(tc, save_load_network, 0, 2);
+  tcase_add_test(tc, save_load_field);
   suite_add_tcase(s, tc);
   return th_run_suite(s);
 }

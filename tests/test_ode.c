@@ -892,6 +892,208 @@ START_TEST(test_replay_state)
 }
 END_TEST
 
+/* ---- resizing ------------------------------------------------------------ */
+
+/* Allocation calls (malloc, calloc, realloc) made from the statically linked
+   library and this test, counted through the linker's --wrap (tests/local.mk). */
+static size_t n_allocs;
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t count, size_t size);
+void *__real_realloc(void *ptr, size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_calloc(size_t count, size_t size);
+void *__wrap_realloc(void *ptr, size_t size);
+
+/* Counted malloc. */
+void *__wrap_malloc(size_t size)
+{
+  n_allocs++;
+  return __real_malloc(size);
+}
+
+/* Counted calloc. */
+void *__wrap_calloc(size_t count, size_t size)
+{
+  n_allocs++;
+  return __real_calloc(count, size);
+}
+
+/* Counted realloc. */
+void *__wrap_realloc(void *ptr, size_t size)
+{
+  n_allocs++;
+  return __real_realloc(ptr, size);
+}
+
+/* A batch of k independent copies of the net, sharing its parameters: n = 3k states. */
+#define BATCH_MAX 4
+typedef struct bnet {
+  net *p;
+  size_t k;
+} bnet;
+
+/* Batch rhs: the net on every copy. */
+static int bnet_rhs(double t, const double *y, double *dy, void *user)
+{
+  const bnet *b = user;
+  int rc = 0;
+  for (size_t c = 0; c < b->k && !rc; c++) rc = net_rhs(t, y + NET_N * c, dy + NET_N * c, b->p);
+  return rc;
+}
+
+/* Batch vjp: per copy; g_theta accumulates over the copies, g_t is their sum. */
+static int bnet_vjp(double t, const double *y, const double *a, double *g_y, double *g_theta,
+                    double *g_t, void *user)
+{
+  const bnet *b = user;
+  double sum = 0, gt = 0;
+  for (size_t c = 0; c < b->k; c++) {
+    size_t o = NET_N * c;
+    int rc = net_vjp(t, y + o, a + o, g_y + o, g_theta, g_t ? &gt : NULL, b->p);
+    if (rc) return rc;
+    sum += gt;
+  }
+  if (g_t) *g_t = sum;
+  return 0;
+}
+
+/* Batch jvp: per copy. */
+static int bnet_jvp(double t, const double *y, const double *v, double *jv, void *user)
+{
+  const bnet *b = user;
+  int rc = 0;
+  for (size_t c = 0; c < b->k && !rc; c++)
+    rc = net_jvp(t, y + NET_N * c, v + NET_N * c, jv + NET_N * c, b->p);
+  return rc;
+}
+
+/* Everything a solve and its gradient give, compared bit for bit. */
+typedef struct batch_result {
+  double y[NET_N * BATCH_MAX], g_y0[NET_N * BATCH_MAX], g_theta[NET_P], g_t[2];
+  size_t nfe, steps, nfe_adjoint, steps_adjoint;
+} batch_result;
+
+/* Solves k copies (copy c from net_y0 + 0.1 c) over [0, 1.2] with ode and, unless grad is
+   NONE, takes the gradient of L = sum_c (1 + 0.2 c) net_c . y_c(t1); n_theta = 0 leaves
+   the parameters out. */
+static batch_result batch_run(nf_ode *ode, net *p, size_t k, size_t n_theta)
+{
+  batch_result r;
+  memset(&r, 0, sizeof r);
+  bnet b = {p, k};
+  nf_ode_system sys = {.rhs = bnet_rhs, .vjp = bnet_vjp, .jvp = bnet_jvp, .user = &b};
+  double c[NET_N * BATCH_MAX];
+  for (size_t i = 0; i < NET_N * k; i++) {
+    r.y[i] = net_y0[i % NET_N] + 0.1 * (double)(i / NET_N);
+    c[i] = net_c[i % NET_N] * (1 + 0.2 * (double)(i / NET_N));
+  }
+  ck_assert_uint_eq(nf_ode_size(ode), NET_N * k);
+  ck_assert_int_eq(nf_ode_gradient(ode, &sys, c, r.g_y0, NULL, NULL, NULL), NF_ESTATE);
+  ck_assert_msg(nf_ode_solve(ode, &sys, 0, 1.2, r.y) == NF_OK, "solve: %s", nf_errmsg());
+  if (ode->opts.grad != NF_GRAD_NONE)
+    ck_assert_msg(nf_ode_gradient(ode, &sys, c, r.g_y0, n_theta ? r.g_theta : NULL, r.g_t,
+                                  r.g_t + 1) == NF_OK,
+                  "gradient: %s", nf_errmsg());
+  const nf_ode_stats *s = nf_ode_get_stats(ode);
+  r.nfe = s->nfe;
+  r.steps = s->steps;
+  r.nfe_adjoint = s->nfe_adjoint;
+  r.steps_adjoint = s->steps_adjoint;
+  return r;
+}
+
+/* Every method with every gradient mode it offers. */
+static const struct {
+  nf_ode_method method;
+  nf_ode_grad grad;
+} resize_cases[] = {
+    {NF_ODE_EULER, NF_GRAD_NONE},      {NF_ODE_EULER, NF_GRAD_BACKSOLVE},
+    {NF_ODE_EULER, NF_GRAD_DISCRETE},  {NF_ODE_RK4, NF_GRAD_NONE},
+    {NF_ODE_RK4, NF_GRAD_BACKSOLVE},   {NF_ODE_RK4, NF_GRAD_DISCRETE},
+    {NF_ODE_DOPRI5, NF_GRAD_NONE},     {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE},
+    {NF_ODE_DOPRI5, NF_GRAD_DISCRETE}, {NF_ODE_ADAMS, NF_GRAD_NONE},
+    {NF_ODE_ADAMS, NF_GRAD_BACKSOLVE}, {NF_ODE_ADAMS, NF_GRAD_CHECKPOINT},
+    {NF_ODE_BDF, NF_GRAD_NONE},        {NF_ODE_BDF, NF_GRAD_BACKSOLVE},
+    {NF_ODE_BDF, NF_GRAD_CHECKPOINT},
+};
+#define N_RESIZE_CASES (sizeof resize_cases / sizeof *resize_cases)
+
+START_TEST(test_resize_bit_identical)
+{
+  /* an ode of capacity 4 copies (12 states, 15 parameters) resized through a sequence of
+     sizes, alternating with the full one, gives bit for bit what a fresh nf_ode_new of
+     each size gives (solution, gradient, counters); tol 1e-6, 20 fixed steps. EULER,
+     RK4, DOPRI5 resize without an allocation; CVODES builds memory only for a size
+     that is neither the full one nor the most recent other one. */
+  nf_ode_opts o = opts_of(resize_cases[_i].method, resize_cases[_i].grad, 1e-6, 20);
+  int cvodes = o.method >= NF_ODE_ADAMS;
+  size_t backends = o.grad == NF_GRAD_BACKSOLVE ? 2 : 1;
+  static const size_t seq[][2] = {{2, NET_P}, {4, NET_P}, {2, NET_P}, {4, NET_P}, {2, NET_P},
+                                  {3, NET_P}, {3, 0},     {4, NET_P}, {1, NET_P}, {4, NET_P},
+                                  {1, NET_P}, {4, NET_P}};
+  net p = make_net();
+  size_t before_new = n_allocs;
+  nf_ode *ode = nf_ode_new(NET_N * BATCH_MAX, NET_P, &o);
+  size_t allocs_new = n_allocs - before_new;
+  ck_assert_ptr_nonnull(ode);
+  ck_assert_uint_gt(allocs_new, 0); /* the counter sees the library's allocations */
+  ck_assert_uint_eq(nf_ode_capacity(ode), NET_N * BATCH_MAX);
+  size_t other_k = 0, other_nt = 0, want_builds = 0;
+  for (size_t s = 0; s < sizeof seq / sizeof *seq; s++) {
+    size_t k = seq[s][0], nt = seq[s][1];
+    int full = k == BATCH_MAX && nt == NET_P, same = k == other_k && nt == other_nt;
+    if (!full && !same) {
+      want_builds += backends;
+      other_k = k;
+      other_nt = nt;
+    }
+    size_t before = n_allocs; /* (no check assertion in between: Check allocates) */
+    nf_status st = nf_ode_resize(ode, NET_N * k, nt);
+    size_t allocs = n_allocs - before;
+    ck_assert_msg(st == NF_OK, "resize: %s", nf_errmsg());
+    if (!cvodes) ck_assert_uint_eq(allocs, 0);
+    ck_assert_uint_eq(ode->builds, cvodes ? want_builds : 0);
+    batch_result got = batch_run(ode, &p, k, nt);
+    nf_ode *fresh = nf_ode_new(NET_N * k, nt, &o);
+    batch_result want = batch_run(fresh, &p, k, nt);
+    nf_ode_free(fresh);
+    ck_assert_msg(memcmp(&got, &want, sizeof got) == 0, "step %zu (k = %zu, n_theta = %zu): "
+                  "resized and fresh results differ", s, k, nt);
+  }
+  ck_assert_uint_eq(nf_ode_capacity(ode), NET_N * BATCH_MAX);
+  nf_ode_free(ode);
+}
+END_TEST
+
+START_TEST(test_resize_refuses)
+{
+  /* sizes beyond the capacity (or n = 0) are refused, naming them; the size stays, the
+     recording ends either way */
+  net p = make_net();
+  bnet b = {&p, 2};
+  nf_ode_system sys = {.rhs = bnet_rhs, .vjp = bnet_vjp, .jvp = bnet_jvp, .user = &b};
+  nf_ode_opts o = opts_of(NF_ODE_BDF, NF_GRAD_CHECKPOINT, 1e-6, 20);
+  nf_ode *ode = nf_ode_new(6, NET_P, &o);
+  double y[6] = {0.4, -0.8, 0.3, 0.5, -0.7, 0.4}, g[6];
+  ck_assert_int_eq(nf_ode_solve(ode, &sys, 0, 1, y), NF_OK);
+  ck_assert_int_eq(nf_ode_resize(ode, 7, NET_P), NF_EINVAL);
+  ck_assert_msg(strstr(nf_errmsg(), "n = 7") && strstr(nf_errmsg(), "n_theta = 15") &&
+                    strstr(nf_errmsg(), "6"),
+                "message: %s", nf_errmsg());
+  ck_assert_int_eq(nf_ode_gradient(ode, &sys, y, g, NULL, NULL, NULL), NF_ESTATE);
+  ck_assert_int_eq(nf_ode_resize(ode, 3, NET_P + 1), NF_EINVAL);
+  ck_assert_msg(strstr(nf_errmsg(), "n_theta = 16"), "message: %s", nf_errmsg());
+  ck_assert_int_eq(nf_ode_resize(ode, 0, 0), NF_EINVAL);
+  ck_assert_int_eq(nf_ode_resize(NULL, 3, 0), NF_EINVAL);
+  ck_assert_uint_eq(nf_ode_size(ode), 6);
+  ck_assert_uint_eq(nf_ode_size(NULL), 0);
+  ck_assert_uint_eq(nf_ode_capacity(NULL), 0);
+  ck_assert_int_eq(nf_ode_solve(ode, &sys, 0, 1, y), NF_OK);
+  ck_assert_int_eq(nf_ode_gradient(ode, &sys, y, g, NULL, NULL, NULL), NF_OK);
+  nf_ode_free(ode);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ode");
@@ -913,6 +1115,8 @@ int main(void)
   tcase_add_loop_test(tc, test_gradient_empty_interval, 0, (int)N_GRAD_CASES);
   tcase_add_loop_test(tc, test_failures, 0, N_METHODS);
   tcase_add_test(tc, test_replay_state);
+  tcase_add_loop_test(tc, test_resize_bit_identical, 0, (int)N_RESIZE_CASES);
+  tcase_add_test(tc, test_resize_refuses);
   suite_add_tcase(s, tc);
   return th_run_suite(s);
 }

@@ -236,7 +236,7 @@ static int cnf_options(const cfg *c, nf_cnf_opts *o)
   o->ode.grad = grad;
   if (c->grad_mode && nf_ode_grad_parse(c->grad_mode, &o->ode.grad))
     return die("--grad-mode: %s", nf_errmsg());
-  if (c->trace && nf_trace_parse(c->trace, &o->trace)) return die("--trace: %s", nf_errmsg());
+  if (c->trace && nf_cnf_trace_parse(c->trace, &o->trace)) return die("--trace: %s", nf_errmsg());
   if (c->act && nf_odenet_act_parse(c->act, &o->act)) return die("--act: %s", nf_errmsg());
   if (c->dynamics && nf_odenet_kind_parse(c->dynamics, &o->kind))
     return die("--dynamics: %s", nf_errmsg());

@@ -15,10 +15,18 @@
    int |f|^2 dt and the Jacobian Frobenius norm int |df/dz|_F^2 dt (Hutchinson
    with the same probe, exact with the exact trace) per sample; their weighted
    batch means are the layer's penalty, whose gradient vjp adds.
-   With a Hutchinson trace the log-det is an unbiased estimate: the probe of an
-   apply comes from probe_seed and the number of applies made with that
-   workspace, so repeated calls give different estimates (a fresh workspace
-   repeats the same sequence). Use the exact trace for densities. */
+   With a Hutchinson trace the log-det is an unbiased estimate: the probe of
+   batch row i is counter-based noise (nflow/rng.h) keyed by the layer's
+   probe_seed and the call's seed (nf_apply_opts.seed; a flow derives it from
+   the seed of its call) at the row's global index row0 + i, so it does not
+   depend on workspaces, chunking or threads, and a new seed gives new
+   estimates. Use the exact trace for densities.
+
+   Each workspace keeps one integrator (and, for ADAMS and BDF, one
+   SUNContext and CVODES memory), made at its first apply for that apply's
+   batch size; smaller batches reuse it through nf_ode_resize. Only a batch
+   larger than any before in that workspace makes a new one (the counter
+   `integrators` below counts them). */
 #ifndef NFLOW_CNF_H
 #define NFLOW_CNF_H
 
@@ -51,7 +59,7 @@ typedef struct nf_cnf_opts {
   nf_ode_opts ode;          /* method, gradient mode, tolerances, step limits */
   double kinetic_weight;    /* RNODE weight of int |f|^2 dt, >= 0 */
   double jacobian_weight;   /* RNODE weight of int |df/dz|_F^2 dt, >= 0 */
-  uint64_t probe_seed;      /* Hutchinson probes: seed of the stream drawn per apply */
+  uint64_t probe_seed;      /* Hutchinson probes: with the call's seed, the key of their stream */
 } nf_cnf_opts;
 
 /* FFJORD's toy configuration: concatsquash 64-64-64, tanh, T = 0.5 learnable,
@@ -59,8 +67,10 @@ typedef struct nf_cnf_opts {
    (seminorm), no regularisation. */
 nf_cnf_opts nf_cnf_defaults(void);
 
-/* Parses "exact", "gaussian", "rademacher". */
-nf_status nf_trace_parse(const char *name, nf_trace_kind *trace);
+/* "exact", "gaussian", "rademacher" ("?" for another value); nf_cnf_trace_parse
+   reads them back (NF_EINVAL, output untouched, otherwise). */
+const char *nf_cnf_trace_name(nf_trace_kind trace);
+nf_status nf_cnf_trace_parse(const char *name, nf_trace_kind *trace);
 
 /* A CNF layer on R^dim with context width ctx_dim; the net's parameters are
    drawn from rng (nf_odenet_init), then theta_T. NULL (with nf_errmsg) on bad
@@ -73,17 +83,21 @@ nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng
    train_end_time and ode; the trace must be NF_TRACE_EXACT (the field's
    divergence) and the regularisation weights 0. The field's parameters come
    first in the layer's params, zeroed: set them after creation; theta_T
-   follows. NULL (with nf_errmsg) on a NULL f or options it cannot honour. */
+   follows. field->name is copied (a field without a name works but cannot be
+   saved in a model file). NULL (with nf_errmsg) on a NULL f or options it
+   cannot honour. */
 nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
                            const nf_cnf_opts *opts);
 
 /* Counters accumulated over every apply and successful vjp of a CNF layer
    (atomic; any thread): solves, right-hand side evaluations and steps of the
    forward solves, gradients and their evaluations (of the adjoint system: one
-   per combined rhs + vjp evaluation in backsolve mode). */
+   per combined rhs + vjp evaluation in backsolve mode), and integrators made
+   (one per workspace, plus one per batch larger than any before in it). */
 typedef struct nf_cnf_counters {
   size_t solves, nfe, steps, rejected;
   size_t gradients, nfe_adjoint, steps_adjoint;
+  size_t integrators;
 } nf_cnf_counters;
 
 /* The counters of a CNF layer (NF_EINVAL if layer is not one). */

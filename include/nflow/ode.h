@@ -3,8 +3,9 @@
    and end points (the adjoint drivers).
 
    The system is dy/dt = f(t, y; theta) with y of length n (a whole batch is
-   one system). Like GSL's odeiv2 driver, an nf_ode is made once for a size and
-   a method and then used for many solves; it also holds what a solve records
+   one system). Like GSL's odeiv2 driver, an nf_ode is made once for a size (its
+   capacity) and a method and then used for many solves, of that size or, after
+   nf_ode_resize, of a smaller one (an epoch's short last batch); it also holds what a solve records
    for the gradient that follows it (the trajectory's end point, CVODES
    checkpoints, or the accepted steps of an explicit Runge–Kutta method). */
 #ifndef NFLOW_ODE_H
@@ -98,11 +99,34 @@ nf_ode_opts nf_ode_defaults(nf_ode_method method);
 nf_status nf_ode_method_parse(const char *name, nf_ode_method *method);
 nf_status nf_ode_grad_parse(const char *name, nf_ode_grad *grad);
 
+/* The names the parsers read ("?" for another value). */
+const char *nf_ode_method_name(nf_ode_method method);
+const char *nf_ode_grad_name(nf_ode_grad grad);
+
 /* An integrator for systems of n states and n_theta parameters. NULL (with
    nf_errmsg) on n == 0, bad tolerances, or a gradient mode the method cannot
    give (CHECKPOINT needs ADAMS or BDF; DISCRETE needs EULER, RK4 or DOPRI5). */
 nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts);
 void nf_ode_free(nf_ode *ode);
+
+/* Makes the integrator solve systems of n states and n_theta parameters, with
+   1 <= n <= the n it was created with (its capacity) and n_theta <= the n_theta
+   it was created with; NF_EINVAL otherwise, naming both sizes and the capacity.
+   Results are bit-identical to those of an nf_ode_new of that size. Allocates
+   nothing for EULER, RK4 and DOPRI5. For ADAMS and BDF the SUNContext lives as
+   long as the ode, and CVODES memory for the full size and for the most recent
+   other size is kept, so alternating between two sizes (full batches and an
+   epoch's short last batch) builds nothing after the first time; NF_ENOMEM if
+   new CVODES memory cannot be made (the ode is then at its full size). Every
+   call, even a refused one, ends the recording of the previous solve
+   (nf_ode_gradient then returns NF_ESTATE until the next solve). */
+nf_status nf_ode_resize(nf_ode *ode, size_t n, size_t n_theta);
+
+/* Current number of states n (nf_ode_new or the last nf_ode_resize); 0 for NULL. */
+size_t nf_ode_size(const nf_ode *ode);
+
+/* The number of states it was created with, the largest n nf_ode_resize accepts; 0 for NULL. */
+size_t nf_ode_capacity(const nf_ode *ode);
 
 /* Integrates y in place from t0 to t1 (t1 < t0 integrates backwards; t1 == t0
    leaves y unchanged) and records what the gradient mode needs. On failure y is

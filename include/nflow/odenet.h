@@ -99,6 +99,10 @@ nf_status nf_odenet_kind_parse(const char *name, nf_odenet_kind *kind);
 /* Parses "tanh", "softplus", "swish". */
 nf_status nf_odenet_act_parse(const char *name, nf_odenet_act *act);
 
+/* The names the parsers read ("?" for another value). */
+const char *nf_odenet_kind_name(nf_odenet_kind kind);
+const char *nf_odenet_act_name(nf_odenet_act act);
+
 /* FFJORD-like default init (PyTorch nn.Linear): every parameter of an affine
    map with fan-in m ~ U(-1/sqrt(m), 1/sqrt(m)); the fan-in counts the time
    inputs (concat: p + 1, sinusoidal: p + 2K) and, in layer 0, the context;

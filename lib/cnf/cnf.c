@@ -3,13 +3,19 @@
    one ODE system; vjp solves its adjoint (Chen et al. 2018; Grathwohl et al. 2018;
    Finlay et al. 2020 for the regularisers r, s = +1 forward and -1 inverse so
    that r grows as the solve proceeds). */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 #include "nflow/cnf.h"
+#include "nflow/config.h"
+#include "nflow/model.h"
 
 _Static_assert(sizeof(void *) <= sizeof(double), "a pointer must fit a workspace slot");
 
@@ -21,6 +27,7 @@ typedef struct cnf {
   int has_T;               /* theta_T follows the dynamics' parameters */
   size_t n_reg;            /* regulariser states per row: 0, 1 or 2 */
   atomic_size_t solves, nfe, steps, rejected, gradients, nfe_adjoint, steps_adjoint;
+  atomic_size_t integrators;
 } cnf;
 
 /* Workspace header slots, then the arrays (see cnf_layout). */
@@ -95,14 +102,28 @@ static void cnf_work_release(const nf_layer *layer, size_t n, double *work)
   memset(work + SLOT_ODE, 0, sizeof(double));
 }
 
-/* The integrator of this workspace, made (or remade) for n rows. */
+/* The one integrator of this workspace, serving n rows. It is made at the
+   first apply for that apply's n and kept for the workspace's life; smaller
+   batches (a chunked call's short last chunk, an epoch's last batch) are
+   served by nf_ode_resize, which builds no integrator or SUNContext. Only a
+   batch larger than every one before remakes it, for the larger size: the
+   flow's calls apply full chunks first, so there it is made once. */
 static nf_ode *ode_for(const nf_layer *layer, size_t n, double *work, const cnf_layout *lay)
 {
+  cnf *c = layer->data;
   nf_ode *ode = slot_ode(work);
-  if (ode && work[SLOT_ODE_ROWS] == (double)n) return ode;
-  nf_ode_free(ode);
-  ode = nf_ode_new(n * lay->m, lay->n_theta, &cnf_of(layer)->opts.ode);
-  memcpy(work + SLOT_ODE, &ode, sizeof ode);
+  size_t states = n * lay->m;
+  if (ode && nf_ode_capacity(ode) >= states) {
+    if (nf_ode_size(ode) != states && nf_ode_resize(ode, states, lay->n_theta)) {
+      work[SLOT_ODE_ROWS] = 0.0; /* the solve is refused: vjp finds no record */
+      return NULL;
+    }
+  } else {
+    nf_ode_free(ode);
+    ode = nf_ode_new(states, lay->n_theta, &c->opts.ode);
+    memcpy(work + SLOT_ODE, &ode, sizeof ode);
+    if (ode) atomic_fetch_add(&c->integrators, 1);
+  }
   work[SLOT_ODE_ROWS] = ode ? (double)n : 0.0;
   return ode;
 }
@@ -248,20 +269,16 @@ static void interval(const nf_layer *layer, const double *theta, nf_dir dir, dou
   *t1 = dir == NF_FORWARD ? T : 0.0;
 }
 
-/* One Hutchinson probe per row, a function of (probe_seed, the call's seed,
-   the row's global index) only: the same whatever the workspace or chunking. */
+/* One Hutchinson probe per row from the counter-based stream keyed by
+   (the call's seed, probe_seed): row i's probe depends only on those and its
+   global index row0 + i, so it is the same whatever the workspace, the
+   chunking or the thread. */
 static void draw_probe(const cnf *c, const nf_apply_opts *opts, size_t n, size_t d,
                        double *probe)
 {
-  for (size_t i = 0; i < n; i++) {
-    nf_rng rng;
-    uint64_t row = (uint64_t)(opts->row0 + i);
-    nf_rng_seed(&rng, c->opts.probe_seed ^ opts->seed ^ (0x9e3779b97f4a7c15ULL * (row + 1)));
-    if (c->opts.trace == NF_TRACE_GAUSSIAN)
-      nf_rng_normal_fill(&rng, d, probe + i * d);
-    else
-      nf_rng_rademacher_fill(&rng, d, probe + i * d);
-  }
+  uint64_t key = nf_noise_key(opts->seed, c->opts.probe_seed);
+  nf_noise_fill(c->opts.trace == NF_TRACE_GAUSSIAN ? NF_NOISE_NORMAL : NF_NOISE_RADEMACHER, key,
+                opts->row0, n, d, probe);
 }
 
 /* Integrates [z, l, r] from the direction's start to its end; out = z(end),
@@ -273,7 +290,7 @@ static nf_status cnf_apply(const nf_layer *layer, const double *theta, nf_dir di
   size_t d = layer->dim;
   cnf_call k = make_call(layer, theta, dir, n, ctx, work);
   nf_ode *ode = ode_for(layer, n, work, &k.lay);
-  if (!ode) return NF_ENOMEM;
+  if (!ode) return nf_last_status() ? nf_last_status() : NF_ENOMEM;
   if (c->opts.trace != NF_TRACE_EXACT) draw_probe(c, opts, n, d, k.lay.probe);
   memcpy(k.lay.y, in, n * d * sizeof *in);
   memset(k.lay.y + n * d, 0, n * (1 + c->n_reg) * sizeof *in);
@@ -361,6 +378,7 @@ static void cnf_destroy(void *data)
   if (!c) return;
   nf_odenet_free(c->net);
   free((size_t *)c->opts.hidden);
+  free((char *)c->field.name);
   free(c);
 }
 
@@ -376,6 +394,10 @@ static nf_status cnf_check_params(const nf_layer *layer, const double *theta)
                  theta[c->n_dyn], T);
 }
 
+static nf_status cnf_save(const nf_layer *layer, nf_config *cfg);
+static nf_layer *cnf_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
+                          const nf_resolver *res);
+
 const nf_layer_type nf_cnf_type = {
   .check_params = cnf_check_params,
   .name = "cnf",
@@ -385,6 +407,8 @@ const nf_layer_type nf_cnf_type = {
   .destroy = cnf_destroy,
   .work_release = cnf_work_release,
   .penalty = cnf_penalty,
+  .save = cnf_save,
+  .load = cnf_load,
 };
 
 nf_cnf_opts nf_cnf_defaults(void)
@@ -407,11 +431,17 @@ nf_cnf_opts nf_cnf_defaults(void)
   return o;
 }
 
-nf_status nf_trace_parse(const char *name, nf_trace_kind *trace)
+static const char *const trace_names[] = {"exact", "gaussian", "rademacher"};
+
+const char *nf_cnf_trace_name(nf_trace_kind trace)
 {
-  static const char *const names[] = {"exact", "gaussian", "rademacher"};
+  return (unsigned)trace < 3 ? trace_names[trace] : "?";
+}
+
+nf_status nf_cnf_trace_parse(const char *name, nf_trace_kind *trace)
+{
   int i = 0;
-  nf_status st = nf_parse_choice("trace estimator", name, names, 3, trace ? &i : NULL);
+  nf_status st = nf_parse_choice("trace estimator", name, trace_names, 3, trace ? &i : NULL);
   if (st == NF_OK) *trace = (nf_trace_kind)i;
   return st;
 }
@@ -432,12 +462,10 @@ static nf_status check_opts(size_t dim, const nf_cnf_opts *o)
   return NF_OK;
 }
 
-nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng)
+/* nf_cnf_new's body; rng NULL leaves the net's parameters zero (the loader's case). */
+static nf_layer *cnf_build(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng)
 {
-  if (check_opts(dim, opts) || !rng) {
-    if (!rng) nf_fail(NF_EINVAL, "nf_cnf_new: rng is NULL");
-    return NULL;
-  }
+  if (check_opts(dim, opts)) return NULL;
   cnf *c = calloc(1, sizeof *c);
   size_t *hidden = malloc((opts->n_hidden + 1) * sizeof *hidden);
   if (!c || !hidden) {
@@ -461,9 +489,18 @@ nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng
   c->n_reg = (opts->kinetic_weight > 0) + (opts->jacobian_weight > 0);
   nf_layer *layer = nf_layer_create(&nf_cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
   if (!layer) return NULL;
-  nf_odenet_init(c->net, rng, layer->init);
+  if (rng) nf_odenet_init(c->net, rng, layer->init);
   if (c->has_T) layer->init[c->n_dyn] = sqrt(opts->end_time);
   return layer;
+}
+
+nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng)
+{
+  if (!rng) {
+    nf_fail(NF_EINVAL, "nf_cnf_new: rng is NULL");
+    return NULL;
+  }
+  return cnf_build(dim, ctx_dim, opts, rng);
 }
 
 nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
@@ -491,6 +528,17 @@ nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
   c->opts.n_hidden = 0;
   c->opts.hidden = NULL;
   c->field = *field;
+  c->field.name = NULL;
+  if (field->name) {
+    size_t len = strlen(field->name) + 1;
+    char *name = malloc(len);
+    if (!name) {
+      cnf_destroy(c);
+      nf_fail(NF_ENOMEM, "%s: out of memory", fn);
+      return NULL;
+    }
+    c->field.name = memcpy(name, field->name, len);
+  }
   c->n_dyn = field->n_params;
   c->has_T = opts->train_end_time != 0;
   nf_layer *layer = nf_layer_create(&nf_cnf_type, dim, ctx_dim, c->n_dyn + (size_t)c->has_T, c);
@@ -510,6 +558,7 @@ nf_status nf_cnf_get_counters(const nf_layer *layer, nf_cnf_counters *out)
   out->gradients = atomic_load(&c->gradients);
   out->nfe_adjoint = atomic_load(&c->nfe_adjoint);
   out->steps_adjoint = atomic_load(&c->steps_adjoint);
+  out->integrators = atomic_load(&c->integrators);
   return NF_OK;
 }
 
@@ -525,6 +574,7 @@ nf_status nf_cnf_reset_counters(const nf_layer *layer)
   atomic_store(&c->gradients, 0);
   atomic_store(&c->nfe_adjoint, 0);
   atomic_store(&c->steps_adjoint, 0);
+  atomic_store(&c->integrators, 0);
   return NF_OK;
 }
 
@@ -539,3 +589,177 @@ double nf_cnf_rhs_flops(const nf_layer *layer)
   const cnf *c = layer->data;
   return nf_odenet_trace_flops(c->net, c->opts.trace == NF_TRACE_EXACT);
 }
+
+/* ---- model files: the configuration a loader rebuilds the layer from ---- */
+
+/* A size as a config integer; NF_EINVAL naming key if it does not fit. */
+static nf_status set_size(nf_config *cfg, const char *key, size_t v)
+{
+  if (v > (size_t)LLONG_MAX)
+    return nf_fail(NF_EINVAL, "cnf save: %s = %zu does not fit a model file's integers", key, v);
+  return nf_config_set_int(cfg, key, (long long)v);
+}
+
+/* save op: the dynamics (network kind, activation and hidden widths, or the
+   user field's name, parameter count and divergence_free), the end time, the
+   trace, probe_seed, the RNODE weights and every nf_ode_opts field, by name.
+   NF_EINVAL for a user field without a name. */
+static nf_status cnf_save(const nf_layer *layer, nf_config *cfg)
+{
+  const cnf *c = cnf_of(layer);
+  const nf_cnf_opts *o = &c->opts;
+  nf_status st;
+  char seed[24];
+  if (!c->net && !c->field.name)
+    return nf_fail(NF_EINVAL, "cnf save: the user vector field has no name (nf_field.name), "
+                   "so a loader could not find its callbacks");
+  snprintf(seed, sizeof seed, "%" PRIu64, o->probe_seed);
+  if (c->net) {
+    if ((st = nf_config_set_string(cfg, "dynamics", "network")) ||
+        (st = nf_config_set_string(cfg, "kind", nf_odenet_kind_name(o->kind))) ||
+        (st = nf_config_set_string(cfg, "activation", nf_odenet_act_name(o->act))) ||
+        (st = nf_config_set_sizes(cfg, "hidden", o->n_hidden, o->hidden)))
+      return st;
+  } else {
+    if ((st = nf_config_set_string(cfg, "dynamics", "field")) ||
+        (st = nf_config_set_string(cfg, "field", c->field.name)) ||
+        (st = set_size(cfg, "field_n_params", c->field.n_params)) ||
+        (st = nf_config_set_int(cfg, "divergence_free", c->field.divergence_free != 0)))
+      return st;
+  }
+  if ((st = nf_config_set_real(cfg, "end_time", o->end_time)) ||
+      (st = nf_config_set_int(cfg, "train_end_time", o->train_end_time != 0)) ||
+      (st = nf_config_set_string(cfg, "trace", nf_cnf_trace_name(o->trace))) ||
+      (st = nf_config_set_string(cfg, "probe_seed", seed)) ||
+      (st = nf_config_set_real(cfg, "kinetic_weight", o->kinetic_weight)) ||
+      (st = nf_config_set_real(cfg, "jacobian_weight", o->jacobian_weight)) ||
+      (st = nf_config_set_string(cfg, "ode.method", nf_ode_method_name(o->ode.method))) ||
+      (st = nf_config_set_string(cfg, "ode.grad", nf_ode_grad_name(o->ode.grad))) ||
+      (st = nf_config_set_real(cfg, "ode.rtol", o->ode.rtol)) ||
+      (st = nf_config_set_real(cfg, "ode.atol", o->ode.atol)) ||
+      (st = nf_config_set_real(cfg, "ode.h0", o->ode.h0)) ||
+      (st = set_size(cfg, "ode.max_steps", o->ode.max_steps)) ||
+      (st = set_size(cfg, "ode.fixed_steps", o->ode.fixed_steps)) ||
+      (st = nf_config_set_int(cfg, "ode.seminorm", o->ode.seminorm != 0)) ||
+      (st = set_size(cfg, "ode.checkpoint_steps", o->ode.checkpoint_steps)))
+    return st;
+  return NF_OK;
+}
+
+/* A config string parsed into an enum by parse; NF_EFORMAT naming key otherwise. */
+#define GET_ENUM(key, parse, out)                                                        \
+  do {                                                                                   \
+    const char *s_;                                                                      \
+    if ((st = nf_config_get_string(cfg, key, &s_))) goto fail;                           \
+    if ((st = parse(s_, out))) {                                                         \
+      st = nf_fail_prefixed(NF_EFORMAT, "cnf load: config key '" key "'");               \
+      goto fail;                                                                         \
+    }                                                                                    \
+  } while (0)
+
+/* A config integer that must be 0 or 1. */
+static nf_status get_flag(const nf_config *cfg, const char *key, int *v)
+{
+  long long x;
+  nf_status st = nf_config_get_int(cfg, key, &x);
+  if (st) return st;
+  if (x != 0 && x != 1)
+    return nf_fail(NF_EFORMAT, "cnf load: config key '%s' is %lld, not 0 or 1", key, x);
+  *v = (int)x;
+  return NF_OK;
+}
+
+/* load op: rebuilds the layer from cnf_save's configuration (zero parameters;
+   the user field's callbacks from the resolver). */
+static nf_layer *cnf_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
+                          const nf_resolver *res)
+{
+  nf_cnf_opts o = nf_cnf_defaults();
+  size_t *hidden = NULL, n_hidden = 0;
+  const char *dynamics, *seed;
+  nf_layer *layer = NULL;
+  nf_status st;
+  if ((st = nf_config_get_string(cfg, "dynamics", &dynamics))) goto fail;
+  if ((st = nf_config_get_real(cfg, "end_time", &o.end_time)) ||
+      (st = get_flag(cfg, "train_end_time", &o.train_end_time)) ||
+      (st = nf_config_get_string(cfg, "probe_seed", &seed)) ||
+      (st = nf_config_get_real(cfg, "kinetic_weight", &o.kinetic_weight)) ||
+      (st = nf_config_get_real(cfg, "jacobian_weight", &o.jacobian_weight)) ||
+      (st = nf_config_get_real(cfg, "ode.rtol", &o.ode.rtol)) ||
+      (st = nf_config_get_real(cfg, "ode.atol", &o.ode.atol)) ||
+      (st = nf_config_get_real(cfg, "ode.h0", &o.ode.h0)) ||
+      (st = nf_config_get_size(cfg, "ode.max_steps", &o.ode.max_steps)) ||
+      (st = nf_config_get_size(cfg, "ode.fixed_steps", &o.ode.fixed_steps)) ||
+      (st = get_flag(cfg, "ode.seminorm", &o.ode.seminorm)) ||
+      (st = nf_config_get_size(cfg, "ode.checkpoint_steps", &o.ode.checkpoint_steps)))
+    goto fail;
+  GET_ENUM("trace", nf_cnf_trace_parse, &o.trace);
+  GET_ENUM("ode.method", nf_ode_method_parse, &o.ode.method);
+  GET_ENUM("ode.grad", nf_ode_grad_parse, &o.ode.grad);
+  {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(seed, &end, 10);
+    if (!*seed || *end || *seed == '-' || errno == ERANGE) {
+      st = nf_fail(NF_EFORMAT, "cnf load: config key 'probe_seed' is \"%s\", not an unsigned "
+                   "64-bit integer", seed);
+      goto fail;
+    }
+    o.probe_seed = (uint64_t)v;
+  }
+  if (strcmp(dynamics, "network") == 0) {
+    GET_ENUM("kind", nf_odenet_kind_parse, &o.kind);
+    GET_ENUM("activation", nf_odenet_act_parse, &o.act);
+    if ((st = nf_config_get_len(cfg, "hidden", &n_hidden))) goto fail;
+    hidden = malloc((n_hidden + 1) * sizeof *hidden);
+    if (!hidden) {
+      st = nf_fail(NF_ENOMEM, "cnf load: out of memory");
+      goto fail;
+    }
+    if ((st = nf_config_get_sizes(cfg, "hidden", n_hidden, hidden))) goto fail;
+    o.n_hidden = n_hidden;
+    o.hidden = hidden;
+    layer = cnf_build(dim, ctx_dim, &o, NULL);
+  } else if (strcmp(dynamics, "field") == 0) {
+    const char *name;
+    long long div_free;
+    nf_field field;
+    memset(&field, 0, sizeof field);
+    if ((st = nf_config_get_string(cfg, "field", &name)) ||
+        (st = nf_config_get_size(cfg, "field_n_params", &field.n_params)) ||
+        (st = nf_config_get_int(cfg, "divergence_free", &div_free)))
+      goto fail;
+    field.divergence_free = div_free != 0;
+    size_t n_params = field.n_params;
+    int divergence_free = field.divergence_free;
+    if (!res || !res->field) {
+      st = nf_fail(NF_EINVAL, "cnf load: the vector field '%s' needs a resolver, and none was "
+                   "given", name);
+      goto fail;
+    }
+    if (res->field(name, &field, res->user) || !field.f) {
+      st = nf_fail(NF_EINVAL, "cnf load: the resolver does not know the vector field '%s'", name);
+      goto fail;
+    }
+    if (field.n_params != n_params || (field.divergence_free != 0) != divergence_free) {
+      st = nf_fail(NF_EINVAL, "cnf load: the resolver's vector field '%s' has %zu parameters "
+                   "and divergence_free %d, the model file says %zu and %d", name,
+                   field.n_params, field.divergence_free != 0, n_params, divergence_free);
+      goto fail;
+    }
+    field.name = name;
+    layer = nf_cnf_field_new(dim, ctx_dim, &field, &o);
+  } else {
+    st = nf_fail(NF_EFORMAT, "cnf load: config key 'dynamics' is \"%s\", neither \"network\" "
+                 "nor \"field\"", dynamics);
+    goto fail;
+  }
+  free(hidden);
+  if (!layer) nf_fail_prefixed(nf_last_status(), "cnf load");
+  return layer;
+fail:
+  free(hidden);
+  (void)st;
+  return NULL;
+}
+#undef GET_ENUM

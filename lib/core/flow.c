@@ -427,15 +427,6 @@ static void base_shift_scale(const nf_flow *flow, size_t n, double *z)
 
 /* ---- passes through the chain ---- */
 
-/* TEMPORARY until nf_noise_key lands in rng.c: splitmix64 finaliser of seed and k. */
-static uint64_t nf_noise_key(uint64_t seed, uint64_t k)
-{
-  uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (k + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 /* Layer k's per-call options: its own noise key, the batch's global first row. */
 static nf_apply_opts layer_opts(uint64_t seed, size_t k, size_t row0, double penalty_weight)
 {

@@ -157,20 +157,31 @@ size_t nf_odenet_dim(const nf_odenet *net) { return net ? net->dim : 0; }
 size_t nf_odenet_ctx_dim(const nf_odenet *net) { return net ? net->ctx_dim : 0; }
 size_t nf_odenet_n_params(const nf_odenet *net) { return net ? net->n_params : 0; }
 
+static const char *const kind_names[] = {"concatsquash", "concat", "sinusoidal"};
+static const char *const act_names[] = {"tanh", "softplus", "swish"};
+
+const char *nf_odenet_kind_name(nf_odenet_kind kind)
+{
+  return (unsigned)kind < 3 ? kind_names[kind] : "?";
+}
+
+const char *nf_odenet_act_name(nf_odenet_act act)
+{
+  return (unsigned)act < 3 ? act_names[act] : "?";
+}
+
 nf_status nf_odenet_kind_parse(const char *name, nf_odenet_kind *kind)
 {
-  static const char *const names[] = {"concatsquash", "concat", "sinusoidal"};
   int k = 0;
-  nf_status st = nf_parse_choice("dynamics kind", name, names, 3, kind ? &k : NULL);
+  nf_status st = nf_parse_choice("dynamics kind", name, kind_names, 3, kind ? &k : NULL);
   if (st == NF_OK) *kind = (nf_odenet_kind)k;
   return st;
 }
 
 nf_status nf_odenet_act_parse(const char *name, nf_odenet_act *act)
 {
-  static const char *const names[] = {"tanh", "softplus", "swish"};
   int k = 0;
-  nf_status st = nf_parse_choice("activation", name, names, 3, act ? &k : NULL);
+  nf_status st = nf_parse_choice("activation", name, act_names, 3, act ? &k : NULL);
   if (st == NF_OK) *act = (nf_odenet_act)k;
   return st;
 }
