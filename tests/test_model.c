@@ -90,6 +90,27 @@ static nf_layer *make_logit(nf_rng *rng)
   return nf_logit_new(D, lo, hi, 0.0);
 }
 
+static nf_layer *make_coupling(nf_rng *rng, nf_coupling_kind kind)
+{
+  static const size_t hidden[1] = {8};
+  unsigned char mask[D];
+  nf_coupling_mask_alternate(D, (int)nf_rng_below(rng, 2), mask);
+  nf_coupling_opts o = {kind, mask, 1, hidden, NF_ACT_TANH, 3.0};
+  return nf_coupling_new(D, 0, &o, rng);
+}
+static nf_layer *make_coupling_additive(nf_rng *rng) { return make_coupling(rng, NF_COUPLING_ADDITIVE); }
+static nf_layer *make_coupling_affine(nf_rng *rng) { return make_coupling(rng, NF_COUPLING_AFFINE); }
+static nf_layer *make_cnf(nf_rng *rng)
+{
+  static const size_t hidden[1] = {8};
+  nf_cnf_opts o = nf_cnf_defaults();
+  o.n_hidden = 1;
+  o.hidden = hidden;
+  o.trace = NF_TRACE_RADEMACHER;
+  o.kinetic_weight = 0.01;
+  return nf_cnf_new(D, 0, &o, rng);
+}
+
 typedef struct family_case {
   const char *name;
   nf_layer *(*make)(nf_rng *rng);
@@ -99,6 +120,8 @@ static const family_case families[] = {
   {"affine", make_affine},         {"permute", make_permute},   {"linear_lu exp", make_lu_exp},
   {"linear_lu softplus", make_lu_softplus}, {"planar", make_planar}, {"radial", make_radial},
   {"standardize", make_standardize}, {"logit", make_logit},
+  {"coupling additive", make_coupling_additive}, {"coupling affine", make_coupling_affine},
+  {"cnf", make_cnf},
 };
 enum { N_FAMILIES = sizeof families / sizeof *families };
 
