@@ -22,5 +22,9 @@
 #include "nflow/odenet.h"
 #include "nflow/field.h"
 #include "nflow/cnf.h"
+#include "nflow/preprocess.h"
+#include "nflow/meta.h"
+#include "nflow/config.h"
+#include "nflow/model.h"
 
 #endif

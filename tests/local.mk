@@ -13,15 +13,20 @@ nf_suites = \
   tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
-  tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io
+  tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
+  tests/test_preprocess tests/test_model
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
 tests_test_ode_LDFLAGS = -static -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 # test_cnf reaches the internal nf_config_new/_json/_from_json (save -> load).
 tests_test_cnf_LDFLAGS = -static
+# test_coupling reaches the internal transformers and nf_config_new.
+tests_test_coupling_LDFLAGS = -static
 # test_io reaches the internal CRC, atomic writer, config and safetensors code.
 tests_test_io_LDFLAGS = -static
+# test_model writes damaged files through the internal safetensors writer.
+tests_test_model_LDFLAGS = -static
 # io_fixtures writes the files test_io_python.sh reads with NumPy.
 check_PROGRAMS += tests/io_fixtures
 tests_io_fixtures_LDFLAGS = -static

@@ -19,7 +19,7 @@ static nf_flow *random_chain(size_t d, nf_base base, double scale)
   nf_flow *flow = nf_flow_new(d, 0, base);
   unsigned char mask[3];
   size_t hidden[] = {8, 8};
-  nf_mask_half(d, 0, mask);
+  nf_coupling_mask_half(d, 0, mask);
   nf_coupling_opts affine = {NF_COUPLING_AFFINE, mask, 2, hidden, NF_ACT_TANH, 3.0};
   nf_coupling_opts additive = {NF_COUPLING_ADDITIVE, mask, 2, hidden, NF_ACT_SOFTPLUS, 3.0};
   nf_layer *layers[] = {nf_affine_new(d), nf_linear_lu_new(d, NULL, NF_DIAG_SOFTPLUS, &rng),

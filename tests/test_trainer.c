@@ -126,7 +126,7 @@ static nf_flow *coupling_flow(size_t ctx_dim)
   ck_assert_ptr_nonnull(flow);
   for (int parity = 0; parity < 2; parity++) {
     unsigned char mask[D];
-    nf_mask_half(D, parity, mask);
+    nf_coupling_mask_half(D, parity, mask);
     nf_coupling_opts o = {.kind = NF_COUPLING_AFFINE, .mask = mask, .n_hidden = 0,
                           .act = NF_ACT_TANH, .scale_bound = 3.0};
     nf_layer *layer = nf_coupling_new(D, ctx_dim, &o, NULL);

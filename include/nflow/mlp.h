@@ -37,6 +37,9 @@ size_t nf_mlp_n_in(const nf_mlp *mlp);
 size_t nf_mlp_n_out(const nf_mlp *mlp);
 size_t nf_mlp_n_params(const nf_mlp *mlp);
 
+/* "identity", "relu", "tanh", "elu" or "softplus" ("?" for another value). */
+const char *nf_activation_name(nf_activation act);
+
 /* Parses "relu", "tanh", "elu", "softplus", "identity" (lower case); NF_EINVAL
    on another name or a NULL argument (*act then untouched). */
 nf_status nf_activation_parse(const char *name, nf_activation *act);

@@ -39,14 +39,16 @@ typedef struct nf_resolver {
 
 /* Saves flow (architecture, theta, configuration constants) and meta (may be
    NULL: string pairs such as "data", "iterations", "test_nll") to path,
-   atomically. NF_EINVAL on a layer whose family cannot be saved (named),
+   atomically. The format owns the keys "format", "format_version",
+   "nflow_version", "architecture", "preprocessing" and "crc32": NF_EINVAL if
+   meta uses one. NF_EINVAL on a layer whose family cannot be saved (named),
    NF_EIO naming the path on a write failure (an existing file is then left
    as it was). */
 nf_status nf_flow_save(const nf_flow *flow, const char *path, const nf_meta *meta);
 
 /* Loads a flow saved by nf_flow_save; resolver may be NULL when the file
-   holds no user vector field. *meta (if meta != NULL) receives the saved
-   metadata (free it with nf_meta_free). On failure nothing is returned:
+   holds no user vector field. *meta (if meta != NULL) receives the caller's
+   saved metadata, without the format's own keys (free it with nf_meta_free). On failure nothing is returned:
    NF_EIO (cannot open or read), NF_EFORMAT (not a model file, truncated,
    corrupted: checksum mismatch, malformed architecture, another format
    version, an unknown family, a parameter count that does not match),

@@ -45,7 +45,7 @@ static nf_layer *coupling_at(size_t dim, size_t ctx_dim, const nf_recipe *r,
     nf_fail(NF_ENOMEM, "nf_recipe_build: out of memory");
     return NULL;
   }
-  nf_mask_half(dim, (int)(k % 2), mask);
+  nf_coupling_mask_half(dim, (int)(k % 2), mask);
   nf_coupling_opts opts = {kind, mask, r->n_hidden, r->hidden, r->act, r->scale_bound};
   nf_layer *layer = nf_coupling_new(dim, ctx_dim, &opts, rng);
   free(mask);

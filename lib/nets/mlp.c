@@ -86,11 +86,18 @@ size_t nf_mlp_n_in(const nf_mlp *mlp) { return mlp ? mlp->width[0] : 0; }
 size_t nf_mlp_n_out(const nf_mlp *mlp) { return mlp ? mlp->width[mlp->n_layers] : 0; }
 size_t nf_mlp_n_params(const nf_mlp *mlp) { return mlp ? mlp->n_params : 0; }
 
+/* Activation names, indexed by nf_activation. */
+static const char *const act_names[] = {"identity", "relu", "tanh", "elu", "softplus"};
+
+const char *nf_activation_name(nf_activation act)
+{
+  return (unsigned)act <= NF_ACT_SOFTPLUS ? act_names[act] : "?";
+}
+
 nf_status nf_activation_parse(const char *name, nf_activation *act)
 {
-  static const char *const names[] = {"identity", "relu", "tanh", "elu", "softplus"};
   int i = 0;
-  nf_status st = nf_parse_choice("activation", name, names, 5, act ? &i : NULL);
+  nf_status st = nf_parse_choice("activation", name, act_names, 5, act ? &i : NULL);
   if (st == NF_OK) *act = (nf_activation)i;
   return st;
 }

@@ -1,0 +1,131 @@
+/* lib/transformers/affine.c — the affine transformer (RealNVP, Dinh et al. 2016):
+   y = x exp(s) + t with raw parameters (s_raw, t) per coordinate, in that order,
+   and the soft clamp s = B tanh(s_raw / B) that keeps |s| < B so training
+   cannot blow the scale up (and no finite parameter makes the map singular).
+
+   Record per coordinate: e = exp(+s) (forward) or exp(-s) (inverse), and
+   c = ds/ds_raw = 1 - (s/B)^2, so backward calls no transcendental function. */
+#include <math.h>
+
+#include "internal.h"
+#include "nflow/config.h"
+#include "transformer.h"
+
+/* n_raw = 2: s_raw, t. */
+static size_t affine_n_raw(const nf_transformer_opts *o)
+{
+  (void)o;
+  return 2;
+}
+
+/* n_record = 2: e, c. */
+static size_t affine_n_record(const nf_transformer_opts *o)
+{
+  (void)o;
+  return 2;
+}
+
+/* B must be finite and > 0. */
+static nf_status affine_check_opts(const nf_transformer_opts *o, const char *fn)
+{
+  return nf_check_positive(fn, "scale_bound", o->scale_bound);
+}
+
+/* y = x exp(s) + t with s = B tanh(s_raw / B); logdet += sum_j s_j. */
+static nf_status affine_forward(const nf_transformer_opts *o, size_t n, size_t db,
+                                const double *h, const double *x, double *y, double *logdet,
+                                double *rec)
+{
+  const double B = o->scale_bound, inv_b = 1.0 / B;
+  for (size_t i = 0; i < n; i++) {
+    double sum_s = 0;
+    for (size_t j = 0; j < db; j++) {
+      size_t k = i * db + j;
+      double s = B * tanh(h[2 * k] / B), q = s * inv_b, e = exp(s);
+      y[k] = x[k] * e + h[2 * k + 1];
+      rec[2 * k] = e;
+      rec[2 * k + 1] = 1.0 - q * q;
+      sum_s += s;
+    }
+    if (logdet) logdet[i] += sum_s;
+  }
+  return NF_OK;
+}
+
+/* x = (y - t) exp(-s) with s = B tanh(s_raw / B); logdet -= sum_j s_j. */
+static nf_status affine_inverse(const nf_transformer_opts *o, size_t n, size_t db,
+                                const double *h, const double *y, double *x, double *logdet,
+                                double *rec)
+{
+  const double B = o->scale_bound, inv_b = 1.0 / B;
+  for (size_t i = 0; i < n; i++) {
+    double sum_s = 0;
+    for (size_t j = 0; j < db; j++) {
+      size_t k = i * db + j;
+      double s = B * tanh(h[2 * k] / B), q = s * inv_b, e = exp(-s);
+      x[k] = (y[k] - h[2 * k + 1]) * e;
+      rec[2 * k] = e;
+      rec[2 * k + 1] = 1.0 - q * q;
+      sum_s += s;
+    }
+    if (logdet) logdet[i] -= sum_s;
+  }
+  return NF_OK;
+}
+
+/* With e = exp(+-s) and w = d out / d s (forward x e, inverse -out):
+   g_in = g_out e; g_t = g_out (forward) or -g_out e (inverse);
+   g_s_raw = (g_out w +- g_logdet) (1 - (s/B)^2). */
+static void affine_backward(const nf_transformer_opts *o, nf_dir dir, size_t n, size_t db,
+                            const double *h, const double *in, const double *out,
+                            const double *rec, const double *g_out, const double *g_logdet,
+                            double *g_in, double *g_h)
+{
+  (void)o;
+  (void)h;
+  const int fwd = dir == NF_FORWARD;
+  const double sign = nf_dir_sign(dir);
+  for (size_t i = 0; i < n; i++) {
+    double gl = g_logdet ? g_logdet[i] : 0.0;
+    for (size_t j = 0; j < db; j++) {
+      size_t k = i * db + j;
+      double e = rec[2 * k], go = g_out[k], g_z = go * e;
+      double w = fwd ? in[k] * e : -out[k];
+      g_h[2 * k] = (go * w + sign * gl) * rec[2 * k + 1];
+      g_h[2 * k + 1] = fwd ? go : -g_z;
+      if (g_in) g_in[k] = g_z;
+    }
+  }
+}
+
+/* s_raw = 0, t = 0 is the identity (s = 0). */
+static void affine_identity_init(const nf_transformer_opts *o, double *h0)
+{
+  (void)o;
+  h0[0] = h0[1] = 0.0;
+}
+
+/* Saves B as "scale_bound". */
+static nf_status affine_save_opts(const nf_transformer_opts *o, nf_config *cfg)
+{
+  return nf_config_set_real(cfg, "scale_bound", o->scale_bound);
+}
+
+/* Reads B from "scale_bound" (checked by the constructor that uses it). */
+static nf_status affine_load_opts(const nf_config *cfg, nf_transformer_opts *o)
+{
+  return nf_config_get_real(cfg, "scale_bound", &o->scale_bound);
+}
+
+const nf_transformer nf_transformer_affine = {
+  .name = "affine",
+  .n_raw = affine_n_raw,
+  .n_record = affine_n_record,
+  .check_opts = affine_check_opts,
+  .forward = affine_forward,
+  .inverse = affine_inverse,
+  .backward = affine_backward,
+  .identity_init = affine_identity_init,
+  .save_opts = affine_save_opts,
+  .load_opts = affine_load_opts,
+};
