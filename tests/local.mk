@@ -9,11 +9,13 @@ nf_suites = \
   tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
-  tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy
+  tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library.
 tests_test_ode_LDFLAGS = -static
+# test_io reaches the internal CRC, atomic writer, config and safetensors code.
+tests_test_io_LDFLAGS = -static
 TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh
-EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data
+EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data tests/read_safetensors.py
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
   nf_sanitizers='$(enable_sanitizers)'; export top_srcdir top_builddir nf_sanitizers;

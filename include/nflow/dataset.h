@@ -12,13 +12,21 @@ extern "C" {
 #endif
 
 typedef struct nf_dataset {
-  size_t n;   /* rows */
-  size_t dim; /* columns */
-  double *x;  /* n x dim, row-major, owned */
+  size_t n;    /* rows */
+  size_t dim;  /* columns */
+  double *x;   /* n x dim, row-major; owned unless is_view */
+  int is_view; /* 1: x is the caller's memory (nf_dataset_view), not freed with the set */
 } nf_dataset;
 
 /* An n x dim data set of zeros; NULL (with nf_errmsg) on n == 0, dim == 0 or no memory. */
 nf_dataset *nf_dataset_new(size_t n, size_t dim);
+
+/* An n x dim data set over the caller's row-major x, not copied: x must outlive
+   the set, and nf_dataset_free frees only the set. NULL (with nf_errmsg) on
+   n == 0, dim == 0, x == NULL or no memory. */
+nf_dataset *nf_dataset_view(size_t n, size_t dim, double *x);
+
+/* Frees ds and, unless it is a view, its values (NULL is a no-op). */
 void nf_dataset_free(nf_dataset *ds);
 
 /* Names of the toy sets, NULL-terminated: 8gaussians, moons, circles, rings,
@@ -49,6 +57,25 @@ nf_status nf_dataset_read_csv(const char *path, nf_dataset **out);
    n == 0 or d == 0, data shorter or longer than the shape says, or a non-finite
    value ("path: row i, column j is not finite", 1-based). *out is set only on success. */
 nf_status nf_dataset_read_npy(const char *path, nf_dataset **out);
+
+/* Writes ds atomically (a temporary renamed over path) as CSV: no header, one row
+   per line, values separated by commas and printed with %.17g in the C locale
+   (whatever the caller's locale), so nf_dataset_read_csv reads them back bit for
+   bit. NF_EINVAL on a NULL argument, NF_ENONFINITE ("path: row i, column j is
+   not finite", 1-based) on a NaN or Inf, which the readers refuse; NF_EIO naming
+   path if it cannot be written (an existing file is then left as it was). */
+nf_status nf_dataset_write_csv(const nf_dataset *ds, const char *path);
+
+/* Writes ds atomically as a NumPy .npy file (NEP 1 version 1.0, '<f8', C order,
+   shape (n, d), header padded with spaces to a multiple of 64 bytes ending in a
+   newline), read back bit for bit by nf_dataset_read_npy and by numpy.load.
+   Statuses as nf_dataset_write_csv. */
+nf_status nf_dataset_write_npy(const nf_dataset *ds, const char *path);
+
+/* Per-row values v[0..n) (n >= 1) written as a column: a CSV of one value per
+   line, or a .npy of shape (n,); otherwise as the two writers above. */
+nf_status nf_write_column_csv(const char *path, size_t n, const double *v);
+nf_status nf_write_column_npy(const char *path, size_t n, const double *v);
 
 /* Splits the rows of ds (unchanged) into new sets: a shuffled first part of
    round(frac * n) rows (halves rounded up) and the rest, both non-empty. NF_EINVAL if

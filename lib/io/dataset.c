@@ -29,10 +29,26 @@ nf_dataset *nf_dataset_new(size_t n, size_t dim)
   return ds;
 }
 
+nf_dataset *nf_dataset_view(size_t n, size_t dim, double *x)
+{
+  if (n == 0 || dim == 0 || !x) {
+    nf_fail(NF_EINVAL, "nf_dataset_view: n = %zu and dim = %zu must both be positive and x not NULL",
+            n, dim);
+    return NULL;
+  }
+  nf_dataset *ds = malloc(sizeof *ds);
+  if (!ds) {
+    nf_fail(NF_ENOMEM, "nf_dataset_view: out of memory");
+    return NULL;
+  }
+  *ds = (nf_dataset){.n = n, .dim = dim, .x = x, .is_view = 1};
+  return ds;
+}
+
 void nf_dataset_free(nf_dataset *ds)
 {
   if (!ds) return;
-  free(ds->x);
+  if (!ds->is_view) free(ds->x);
   free(ds);
 }
 
