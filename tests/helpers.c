@@ -2,11 +2,13 @@
    round trip and grid mass: the numerical evidence behind every bijector; and
    the checks every bijector's test shares (th_check_*), built on them. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
+#include "nflow/layer_impl.h" /* the penalty op and the layer record */
 
 void th_randn(nf_rng *rng, size_t n, double scale, double *out)
 {
@@ -27,18 +29,19 @@ double th_rel_err(size_t n, const double *a, const double *b, double floor)
   return th_max_abs_diff(n, a, b) / fmax(nb, floor);
 }
 
-void th_randomize_params(nf_layer *layer, nf_rng *rng, double scale)
+void th_randomize_params(const nf_layer *layer, nf_rng *rng, double scale, double *theta)
 {
-  th_randn(rng, layer->n_params, scale, layer->params);
+  th_randn(rng, nf_layer_n_params(layer), scale, theta);
 }
 
-nf_layer *th_random_layer(nf_layer *layer, uint64_t seed, double scale)
+double *th_random_theta(const nf_layer *layer, uint64_t seed, double scale)
 {
   ck_assert_msg(layer != NULL, "no layer: %s", nf_errmsg());
   nf_rng rng;
   nf_rng_seed(&rng, seed);
-  th_randomize_params(layer, &rng, scale);
-  return layer;
+  double *theta = malloc((layer->n_params + 1) * sizeof *theta);
+  th_randomize_params(layer, &rng, scale, theta);
+  return theta;
 }
 
 double *th_random_points(size_t n, size_t d, uint64_t seed, double scale)
@@ -59,8 +62,8 @@ void th_check_identity(const nf_layer *layer, size_t n, uint64_t seed, double re
   double *work = nf_layer_work_new(layer, n);
   for (int k = 0; k < 2; k++) {
     for (size_t i = 0; i < n; i++) logdet[i] = (double)i - 2.5;
-    ck_assert_int_eq(nf_layer_apply(layer, k ? NF_INVERSE : NF_FORWARD, n, in, ctx, out, logdet,
-                                    work), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(layer, nf_layer_init_params(layer), k ? NF_INVERSE : NF_FORWARD,
+                                    n, in, ctx, out, logdet, NULL, work), NF_OK);
     for (size_t j = 0; j < n * d; j++)
       ck_assert_msg(fabs(out[j] - in[j]) <= rel_tol * fabs(in[j]),
                     "%s: out[%zu] = %.17g, in %.17g", k ? "inverse" : "forward", j, out[j], in[j]);
@@ -84,28 +87,39 @@ void th_check_rejects_nonpositive(nf_layer *(*make)(double v), const char *fn, c
   }
 }
 
-/* apply with a fresh workspace and a zeroed logdet; aborts the test on failure.
-   Returns the layer's penalty for this apply (0 without one). */
-static double apply_fresh(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                          const double *ctx, double *out, double *logdet)
+/* Options of the finite-difference checks' calls on rows from row0: noise
+   keyed as for the whole batch, penalty weight 1 (what probe_loss adds). */
+static nf_apply_opts probe_opts(size_t row0)
+{
+  nf_apply_opts o = {0, row0, 1.0};
+  return o;
+}
+
+/* apply to rows row0.. of a batch with a fresh workspace and a zeroed logdet;
+   aborts the test on failure. Returns the layer's penalty for this apply (0
+   without one). */
+static double apply_fresh(const nf_layer *layer, const double *theta, nf_dir dir, size_t row0,
+                          size_t n, const double *in, const double *ctx, double *out,
+                          double *logdet)
 {
   double *work = nf_layer_work_new(layer, n), penalty = 0;
+  nf_apply_opts o = probe_opts(row0);
   memset(logdet, 0, n * sizeof *logdet);
-  nf_status st = nf_layer_apply(layer, dir, n, in, ctx, out, logdet, work);
+  nf_status st = nf_layer_apply(layer, theta, dir, n, in, ctx, out, logdet, &o, work);
   if (st == NF_OK && layer->type->penalty) penalty = layer->type->penalty(layer, n, work);
   nf_layer_work_free(layer, n, work);
   ck_assert_msg(st == NF_OK, "apply failed: %s: %s", nf_status_str(st), nf_errmsg());
   return penalty;
 }
 
-double th_roundtrip_error(const nf_layer *layer, size_t n, const double *z,
+double th_roundtrip_error(const nf_layer *layer, const double *theta, size_t n, const double *z,
                           const double *ctx, double *logdet_cancel)
 {
   size_t d = layer->dim;
   double *x = calloc(n * d, sizeof *x), *z2 = calloc(n * d, sizeof *z2);
   double *ld_f = calloc(n, sizeof *ld_f), *ld_i = calloc(n, sizeof *ld_i);
-  apply_fresh(layer, NF_FORWARD, n, z, ctx, x, ld_f);
-  apply_fresh(layer, NF_INVERSE, n, x, ctx, z2, ld_i);
+  apply_fresh(layer, theta, NF_FORWARD, 0, n, z, ctx, x, ld_f);
+  apply_fresh(layer, theta, NF_INVERSE, 0, n, x, ctx, z2, ld_i);
   double err = th_max_abs_diff(n * d, z, z2);
   if (logdet_cancel) {
     double m = 0;
@@ -138,23 +152,23 @@ static double log_abs_det(size_t d, double *a)
   return s;
 }
 
-double th_logdet_error(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                       const double *ctx, double h)
+double th_logdet_error(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                       const double *in, const double *ctx, double h)
 {
   size_t d = layer->dim, c = layer->ctx_dim;
   double *row = malloc(d * sizeof *row), *jac = malloc(d * d * sizeof *jac);
   double *op = malloc(d * sizeof *op), *om = malloc(d * sizeof *om);
   double *logdet = calloc(n, sizeof *logdet), *out = malloc(n * d * sizeof *out);
   double ld_dummy, worst = 0;
-  apply_fresh(layer, dir, n, in, ctx, out, logdet);
+  apply_fresh(layer, theta, dir, 0, n, in, ctx, out, logdet);
   for (size_t i = 0; i < n; i++) {
     const double *ctx_i = c ? ctx + i * c : NULL;
     for (size_t j = 0; j < d; j++) {
       memcpy(row, in + i * d, d * sizeof *row);
       row[j] += h;
-      apply_fresh(layer, dir, 1, row, ctx_i, op, &ld_dummy);
+      apply_fresh(layer, theta, dir, i, 1, row, ctx_i, op, &ld_dummy);
       row[j] -= 2 * h;
-      apply_fresh(layer, dir, 1, row, ctx_i, om, &ld_dummy);
+      apply_fresh(layer, theta, dir, i, 1, row, ctx_i, om, &ld_dummy);
       for (size_t k = 0; k < d; k++) jac[k * d + j] = (op[k] - om[k]) / (2 * h);
     }
     worst = fmax(worst, fabs(logdet[i] - log_abs_det(d, jac)));
@@ -163,37 +177,39 @@ double th_logdet_error(const nf_layer *layer, nf_dir dir, size_t n, const double
   return worst;
 }
 
-/* L = sum(g_out * out) + sum(g_logdet * logdet) + penalty at (in, ctx, params). */
-static double probe_loss(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                         const double *ctx, const double *g_out, const double *g_logdet)
+/* L = sum(g_out * out) + sum(g_logdet * logdet) + penalty at (in, ctx, theta). */
+static double probe_loss(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                         const double *in, const double *ctx, const double *g_out,
+                         const double *g_logdet)
 {
   size_t d = layer->dim;
   double *out = malloc(n * d * sizeof *out), *logdet = malloc(n * sizeof *logdet);
-  double loss = apply_fresh(layer, dir, n, in, ctx, out, logdet);
+  double loss = apply_fresh(layer, theta, dir, 0, n, in, ctx, out, logdet);
   for (size_t i = 0; i < n * d; i++) loss += g_out[i] * out[i];
   for (size_t i = 0; i < n; i++) loss += g_logdet[i] * logdet[i];
   free(out); free(logdet);
   return loss;
 }
 
-/* Central difference of probe_loss in every entry of v (in place, restored). */
-static void fd_gradient(const nf_layer *layer, nf_dir dir, size_t n, double *in, double *ctx,
-                        const double *g_out, const double *g_logdet, double *v, size_t len,
-                        double h, double *grad)
+/* Central difference of probe_loss in every entry of v (one of theta, in and
+   ctx; in place, restored). */
+static void fd_gradient(const nf_layer *layer, double *theta, nf_dir dir, size_t n, double *in,
+                        double *ctx, const double *g_out, const double *g_logdet, double *v,
+                        size_t len, double h, double *grad)
 {
   for (size_t k = 0; k < len; k++) {
     double v0 = v[k];
     v[k] = v0 + h;
-    double lp = probe_loss(layer, dir, n, in, ctx, g_out, g_logdet);
+    double lp = probe_loss(layer, theta, dir, n, in, ctx, g_out, g_logdet);
     v[k] = v0 - h;
-    double lm = probe_loss(layer, dir, n, in, ctx, g_out, g_logdet);
+    double lm = probe_loss(layer, theta, dir, n, in, ctx, g_out, g_logdet);
     v[k] = v0;
     grad[k] = (lp - lm) / (2 * h);
   }
 }
 
-th_vjp_errors th_vjp_check(nf_layer *layer, nf_dir dir, size_t n, const double *in,
-                           const double *ctx, uint64_t seed, double h)
+th_vjp_errors th_vjp_check(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                           const double *in, const double *ctx, uint64_t seed, double h)
 {
   size_t d = layer->dim, c = layer->ctx_dim, p = layer->n_params;
   th_vjp_errors e = {0, 0, 0};
@@ -203,35 +219,37 @@ th_vjp_errors th_vjp_check(nf_layer *layer, nf_dir dir, size_t n, const double *
   th_randn(&rng, n * d, 1.0, g_out);
   th_randn(&rng, n, 1.0, g_logdet);
   double *x = malloc(n * d * sizeof *x), *cx = c ? malloc(n * c * sizeof *cx) : NULL;
+  double *th = malloc((p + 1) * sizeof *th), *g_theta = calloc(p + 1, sizeof *g_theta);
   memcpy(x, in, n * d * sizeof *x);
   if (c) memcpy(cx, ctx, n * c * sizeof *cx);
+  if (p) memcpy(th, theta, p * sizeof *th);
 
   /* analytic */
   double *out = malloc(n * d * sizeof *out), *logdet = calloc(n, sizeof *logdet);
   double *g_in = malloc(n * d * sizeof *g_in), *g_ctx = c ? calloc(n * c, sizeof *g_ctx) : NULL;
   double *work = nf_layer_work_new(layer, n);
-  memset(layer->grad, 0, p * sizeof(double));
-  nf_status st = nf_layer_apply(layer, dir, n, x, cx, out, logdet, work);
+  nf_apply_opts o = probe_opts(0);
+  nf_status st = nf_layer_apply(layer, th, dir, n, x, cx, out, logdet, &o, work);
   ck_assert_msg(st == NF_OK, "apply failed: %s", nf_errmsg());
-  st = nf_layer_vjp(layer, dir, n, x, cx, out, g_out, g_logdet, g_in, g_ctx, work);
+  st = nf_layer_vjp(layer, th, dir, n, x, cx, out, g_out, g_logdet, g_in, g_ctx, g_theta, work);
   ck_assert_msg(st == NF_OK, "vjp failed: %s", nf_errmsg());
   nf_layer_work_free(layer, n, work);
 
   /* numerical */
   size_t big = n * d > n * c ? n * d : n * c;
   double *fd = malloc((big > p ? big : p) * sizeof *fd + 1);
-  fd_gradient(layer, dir, n, x, cx, g_out, g_logdet, x, n * d, h, fd);
+  fd_gradient(layer, th, dir, n, x, cx, g_out, g_logdet, x, n * d, h, fd);
   e.in = th_rel_err(n * d, g_in, fd, 1e-8);
   if (c) {
-    fd_gradient(layer, dir, n, x, cx, g_out, g_logdet, cx, n * c, h, fd);
+    fd_gradient(layer, th, dir, n, x, cx, g_out, g_logdet, cx, n * c, h, fd);
     e.ctx = th_rel_err(n * c, g_ctx, fd, 1e-8);
   }
   if (p) {
-    fd_gradient(layer, dir, n, x, cx, g_out, g_logdet, layer->params, p, h, fd);
-    e.params = th_rel_err(p, layer->grad, fd, 1e-8);
+    fd_gradient(layer, th, dir, n, x, cx, g_out, g_logdet, th, p, h, fd);
+    e.params = th_rel_err(p, g_theta, fd, 1e-8);
   }
   free(g_out); free(g_logdet); free(x); free(cx); free(out); free(logdet);
-  free(g_in); free(g_ctx); free(fd);
+  free(g_in); free(g_ctx); free(fd); free(th); free(g_theta);
   return e;
 }
 
@@ -251,8 +269,8 @@ static void check_le(const char *head, const char *what, double value, double bo
   ck_assert_msg(value <= bound, "%s: %s %g exceeds %g", head, what, value, bound);
 }
 
-void th_check_bijector(const char *label, nf_layer *layer, size_t n, const double *z,
-                       const double *ctx, const th_tolerances *tol)
+void th_check_bijector(const char *label, const nf_layer *layer, const double *theta, size_t n,
+                       const double *z, const double *ctx, const th_tolerances *tol)
 {
   th_tolerances t = tol ? *tol : th_default_tolerances();
   char head[160], dir_head[176];
@@ -260,15 +278,15 @@ void th_check_bijector(const char *label, nf_layer *layer, size_t n, const doubl
                      layer->dim);
   if (layer->ctx_dim) len += snprintf(head + len, sizeof head - len, " c=%zu", layer->ctx_dim);
   snprintf(head + len, sizeof head - len, " n=%zu", n);
-  double cancel, rt = th_roundtrip_error(layer, n, z, ctx, &cancel);
+  double cancel, rt = th_roundtrip_error(layer, theta, n, z, ctx, &cancel);
   check_le(head, "round trip", rt, t.roundtrip);
   check_le(head, "log-det cancellation", cancel, t.cancel);
   for (int k = 0; k < 2; k++) {
     nf_dir dir = k ? NF_INVERSE : NF_FORWARD;
     snprintf(dir_head, sizeof dir_head, "%s %s", head, k ? "inverse" : "forward");
-    check_le(dir_head, "log-det vs FD Jacobian", th_logdet_error(layer, dir, n, z, ctx, t.h_logdet),
+    check_le(dir_head, "log-det vs FD Jacobian", th_logdet_error(layer, theta, dir, n, z, ctx, t.h_logdet),
              t.logdet);
-    th_vjp_errors e = th_vjp_check(layer, dir, n, z, ctx, TH_PROBE_SEED, t.h_vjp);
+    th_vjp_errors e = th_vjp_check(layer, theta, dir, n, z, ctx, TH_PROBE_SEED, t.h_vjp);
     printf("%s: vjp vs FD: in %.2e, ctx %.2e, params %.2e (<= %.0e)\n", dir_head, e.in, e.ctx,
            e.params, t.vjp);
     ck_assert_msg(e.in <= t.vjp && e.ctx <= t.vjp && e.params <= t.vjp,
@@ -285,16 +303,19 @@ void th_check_bijector_family(const char *label, th_case_fn make, int variant, d
     for (uint64_t s = 1; s <= SEEDS; s++) {
       uint64_t seed = 10 * s + k;
       double *z = th_random_points(N, dims[k], seed + 1000, row_scale);
-      nf_layer *layer = make(dims[k], seed, variant, N, z);
-      th_check_bijector(label, layer, N, z, NULL, NULL);
+      double *theta;
+      nf_layer *layer = make(dims[k], seed, variant, N, z, &theta);
+      th_check_bijector(label, layer, theta, N, z, NULL, NULL);
       nf_layer_free(layer);
       free(z);
+      free(theta);
     }
-  double *z = th_random_points(4, 3, 1007, row_scale);
-  nf_layer *layer = make(3, 7, variant, 4, z);
-  th_check_vjp_accumulates(layer, 4, z, NULL);
+  double *z = th_random_points(4, 3, 1007, row_scale), *theta;
+  nf_layer *layer = make(3, 7, variant, 4, z, &theta);
+  th_check_vjp_accumulates(layer, theta, 4, z, NULL);
   nf_layer_free(layer);
   free(z);
+  free(theta);
 }
 
 /* Asserts a[0..n) == b[0..n) exactly. */
@@ -313,40 +334,46 @@ static void fill(size_t n, double *v, double value)
 /* Norm-wise relative bound on the rounding of a second accumulation of the parameter gradient. */
 #define TH_ACCUMULATE_TOL 1e-14
 
-void th_check_vjp_accumulates(nf_layer *layer, size_t n, const double *z, const double *ctx)
+void th_check_vjp_accumulates(const nf_layer *layer, const double *theta, size_t n,
+                              const double *z, const double *ctx)
 {
   size_t d = layer->dim, c = layer->ctx_dim, p = layer->n_params;
   double *out = malloc(n * d * sizeof *out), *g_out = th_random_points(n, d, TH_PROBE_SEED, 1.0);
   double *zeros = calloc(n, sizeof *zeros), *g_in1 = malloc(n * d * sizeof *g_in1);
   double *g_in2 = malloc(n * d * sizeof *g_in2), *grad1 = malloc((p + 1) * sizeof *grad1);
+  double *grad = malloc((p + 1) * sizeof *grad);
   double *g_ctx1 = calloc(n * c + 1, sizeof *g_ctx1);
   double *g_ctx2 = malloc((n * c + 1) * sizeof *g_ctx2);
-  double *work = nf_layer_work_new(layer, n), *grad = layer->grad;
+  double *work = nf_layer_work_new(layer, n);
   for (int k = 0; k < 2; k++) {
     nf_dir dir = k ? NF_INVERSE : NF_FORWARD;
-    ck_assert_int_eq(nf_layer_apply(layer, dir, n, z, ctx, out, NULL, work), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(layer, theta, dir, n, z, ctx, out, NULL, NULL, work), NF_OK);
     fill(p, grad, 0.0);
     fill(n * c, g_ctx1, 0.0);
-    ck_assert_int_eq(nf_layer_vjp(layer, dir, n, z, ctx, out, g_out, zeros, g_in1,
-                                  c ? g_ctx1 : NULL, work), NF_OK);
+    ck_assert_int_eq(nf_layer_vjp(layer, theta, dir, n, z, ctx, out, g_out, zeros, g_in1,
+                                  c ? g_ctx1 : NULL, grad, work), NF_OK);
     memcpy(grad1, grad, p * sizeof *grad1);
     fill(p, grad, 0.0);
     fill(n * d, g_in2, NAN);
-    ck_assert_int_eq(nf_layer_vjp(layer, dir, n, z, ctx, out, g_out, NULL, g_in2, NULL, work),
-                     NF_OK);
+    ck_assert_int_eq(nf_layer_vjp(layer, theta, dir, n, z, ctx, out, g_out, NULL, g_in2, NULL,
+                                  grad, work), NF_OK);
     expect_same("g_in written with g_logdet NULL", n * d, g_in2, g_in1);
     expect_same("parameter gradient with g_logdet NULL", p, grad, grad1);
     fill(p, grad, 0.0);
-    ck_assert_int_eq(nf_layer_vjp(layer, dir, n, z, ctx, out, g_out, zeros, NULL, NULL, work),
-                     NF_OK);
+    ck_assert_int_eq(nf_layer_vjp(layer, theta, dir, n, z, ctx, out, g_out, zeros, NULL, NULL,
+                                  grad, work), NF_OK);
     expect_same("parameter gradient without g_in", p, grad, grad1);
     fill(n * c, g_ctx2, 1.0);
-    ck_assert_int_eq(nf_layer_vjp(layer, dir, n, z, ctx, out, g_out, zeros, g_in2,
-                                  c ? g_ctx2 : NULL, work), NF_OK);
-    expect_same("g_in written again", n * d, g_in2, g_in1);
+    fill(n * d, g_in2, NAN);
+    ck_assert_int_eq(nf_layer_vjp(layer, theta, dir, n, z, ctx, out, g_out, zeros, g_in2,
+                                  c ? g_ctx2 : NULL, NULL, work), NF_OK);
+    expect_same("g_in with g_theta NULL", n * d, g_in2, g_in1);
     for (size_t j = 0; j < n * c; j++)
       ck_assert_msg(fabs(g_ctx2[j] - (1.0 + g_ctx1[j])) <= 1e-14,
                     "g_ctx[%zu] = %g: not added to 1 + %g", j, g_ctx2[j], g_ctx1[j]);
+    ck_assert_int_eq(nf_layer_vjp(layer, theta, dir, n, z, ctx, out, g_out, zeros, g_in2, NULL,
+                                  grad, work), NF_OK);
+    expect_same("g_in written again", n * d, g_in2, g_in1);
     for (size_t j = 0; j < p; j++) grad1[j] *= 2;
     double err = th_rel_err(p, grad, grad1, 1e-300);
     printf("%s d=%zu %s: a second vjp doubles the parameter gradient to %.2e (<= %.0e)\n",
@@ -354,49 +381,49 @@ void th_check_vjp_accumulates(nf_layer *layer, size_t n, const double *z, const 
     ck_assert_msg(err <= TH_ACCUMULATE_TOL, "parameter gradient not accumulated: %g", err);
   }
   nf_layer_work_free(layer, n, work);
-  free(out); free(g_out); free(zeros); free(g_in1); free(g_in2); free(grad1);
+  free(out); free(g_out); free(zeros); free(g_in1); free(g_in2); free(grad1); free(grad);
   free(g_ctx1); free(g_ctx2);
 }
 
 /* The arguments of one call of nf_layer_apply or nf_layer_vjp. */
 typedef struct th_call {
   const nf_layer *layer;
+  const double *theta;
   nf_dir dir;
   size_t n;
-  double *in, *ctx, *out, *logdet, *g_out, *g_logdet, *g_in, *g_ctx, *work;
+  double *in, *ctx, *out, *logdet, *g_out, *g_logdet, *g_in, *g_ctx, *g_theta, *work;
 } th_call;
 
 /* nf_layer_apply with the arguments of a. */
 static nf_status call_apply(th_call a)
 {
-  return nf_layer_apply(a.layer, a.dir, a.n, a.in, a.ctx, a.out, a.logdet, a.work);
+  return nf_layer_apply(a.layer, a.theta, a.dir, a.n, a.in, a.ctx, a.out, a.logdet, NULL, a.work);
 }
 
 /* nf_layer_vjp with the arguments of a. */
 static nf_status call_vjp(th_call a)
 {
-  return nf_layer_vjp(a.layer, a.dir, a.n, a.in, a.ctx, a.out, a.g_out, a.g_logdet, a.g_in,
-                      a.g_ctx, a.work);
+  return nf_layer_vjp(a.layer, a.theta, a.dir, a.n, a.in, a.ctx, a.out, a.g_out, a.g_logdet,
+                      a.g_in, a.g_ctx, a.g_theta, a.work);
 }
 
 /* Asserts st == want, with a message containing fn and detail (each unless NULL). */
 static void expect_status(const char *what, nf_status st, nf_status want, const char *fn,
                           const char *detail)
 {
-  ck_assert_msg(st == want, "%s: got %s, want %s", what, nf_status_str(st), nf_status_str(want));
+  ck_assert_msg(st == want, "%s: got %s, want %s (%s)", what, nf_status_str(st),
+                nf_status_str(want), nf_errmsg());
   const char *says[2] = {fn, detail};
   for (int k = 0; k < 2; k++)
     ck_assert_msg(!says[k] || strstr(nf_errmsg(), says[k]) != NULL,
                   "%s: message '%s' does not say '%s'", what, nf_errmsg(), says[k]);
 }
 
-/* Both entry points refuse the call a with status want, naming themselves (if
-   named) and saying detail. */
-static void expect_refused(const char *what, th_call a, nf_status want, int named,
-                           const char *detail)
+/* Both entry points refuse the call a with status want, naming themselves and saying detail. */
+static void expect_refused(const char *what, th_call a, nf_status want, const char *detail)
 {
-  expect_status(what, call_apply(a), want, named ? "nf_layer_apply" : NULL, detail);
-  expect_status(what, call_vjp(a), want, named ? "nf_layer_vjp" : NULL, detail);
+  expect_status(what, call_apply(a), want, "nf_layer_apply", detail);
+  expect_status(what, call_vjp(a), want, "nf_layer_vjp", detail);
 }
 
 /* Puts bad at v[k], expects both entry points to refuse call c naming row k / width
@@ -409,7 +436,7 @@ static void expect_nonfinite(th_call c, double *v, size_t k, size_t width, doubl
   v[k] = bad;
   snprintf(what, sizeof what, "%g in the %s", bad, which);
   snprintf(detail, sizeof detail, "%s row %zu, column %zu", which, k / width, k % width);
-  expect_refused(what, c, NF_ENONFINITE, 1, detail);
+  expect_refused(what, c, NF_ENONFINITE, detail);
   v[k] = keep;
 }
 
@@ -425,92 +452,87 @@ static void expect_all(const char *what, size_t n, const double *v, double value
 #define TH_LOGDET 7.25
 #define TH_G_IN 1e300
 #define TH_G_CTX -3.5
+#define TH_G_THETA 0.125
 
-/* Good arguments for calls on 2 rows, outputs holding the sentinels, and a
-   copy of the parameter gradient. */
-typedef struct th_fixture {
-  th_call good;
-  double *grad0;
-} th_fixture;
-
-/* The fixture of calls on layer: deterministic inputs, sentinels in the outputs. */
-static th_fixture fixture_new(nf_layer *layer)
+/* Good arguments for calls on 2 rows (theta: the caller's), outputs holding the sentinels. */
+static th_call fixture_new(const nf_layer *layer, const double *theta)
 {
   enum { N = 2 };
   size_t d = layer->dim, c = layer->ctx_dim, p = layer->n_params;
-  th_fixture f = {{layer, NF_FORWARD, N, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
-                  malloc((p + 1) * sizeof(double))};
-  th_call *g = &f.good;
-  g->in = malloc(N * d * sizeof(double));
-  g->ctx = c ? malloc(N * c * sizeof(double)) : NULL;
-  g->out = malloc(N * d * sizeof(double));
-  g->logdet = malloc(N * sizeof(double));
-  g->g_out = malloc(N * d * sizeof(double));
-  g->g_logdet = malloc(N * sizeof(double));
-  g->g_in = malloc(N * d * sizeof(double));
-  g->g_ctx = c ? malloc(N * c * sizeof(double)) : NULL;
-  g->work = nf_layer_work_new(layer, N);
+  th_call g = {layer, theta, NF_FORWARD, N, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL};
+  g.in = malloc(N * d * sizeof(double));
+  g.ctx = c ? malloc(N * c * sizeof(double)) : NULL;
+  g.out = malloc(N * d * sizeof(double));
+  g.logdet = malloc(N * sizeof(double));
+  g.g_out = malloc(N * d * sizeof(double));
+  g.g_logdet = malloc(N * sizeof(double));
+  g.g_in = malloc(N * d * sizeof(double));
+  g.g_ctx = c ? malloc(N * c * sizeof(double)) : NULL;
+  g.g_theta = malloc((p + 1) * sizeof(double));
+  g.work = nf_layer_work_new(layer, N);
   for (size_t k = 0; k < N * d; k++) {
-    g->in[k] = 0.25 * (double)(k % 5) - 0.5;
-    g->g_out[k] = 1.0;
+    g.in[k] = 0.25 * (double)(k % 5) - 0.5;
+    g.g_out[k] = 1.0;
   }
-  for (size_t k = 0; k < N * c; k++) g->ctx[k] = 0.5 - 0.125 * (double)(k % 7);
-  for (size_t i = 0; i < N; i++) g->g_logdet[i] = 0.5 - (double)i;
-  fill(N * d, g->out, TH_OUT);
-  fill(N * d, g->g_in, TH_G_IN);
-  fill(N * c, g->g_ctx, TH_G_CTX);
-  fill(N, g->logdet, TH_LOGDET);
-  memcpy(f.grad0, layer->grad, p * sizeof(double));
-  return f;
+  for (size_t k = 0; k < N * c; k++) g.ctx[k] = 0.5 - 0.125 * (double)(k % 7);
+  for (size_t i = 0; i < N; i++) g.g_logdet[i] = 0.5 - (double)i;
+  fill(N * d, g.out, TH_OUT);
+  fill(N * d, g.g_in, TH_G_IN);
+  fill(N * c, g.g_ctx, TH_G_CTX);
+  fill(p, g.g_theta, TH_G_THETA);
+  fill(N, g.logdet, TH_LOGDET);
+  return g;
 }
 
 /* Asserts that no refused call wrote an output, a cotangent or the parameter gradient. */
-static void fixture_expect_untouched(const th_fixture *f)
+static void fixture_expect_untouched(const th_call *g)
 {
-  const th_call *g = &f->good;
   size_t n = g->n, d = g->layer->dim, c = g->layer->ctx_dim;
   expect_all("out", n * d, g->out, TH_OUT);
   expect_all("logdet", n, g->logdet, TH_LOGDET);
   expect_all("g_in", n * d, g->g_in, TH_G_IN);
   expect_all("g_ctx", n * c, g->g_ctx, TH_G_CTX);
-  expect_same("parameter gradient", g->layer->n_params, g->layer->grad, f->grad0);
+  expect_all("g_theta", g->layer->n_params, g->g_theta, TH_G_THETA);
 }
 
 /* The good calls themselves succeed in both directions (so each refusal was the bad argument's). */
-static void fixture_expect_good(th_fixture *f)
+static void fixture_expect_good(th_call *g)
 {
   for (int k = 0; k < 2; k++) {
-    f->good.dir = k ? NF_INVERSE : NF_FORWARD;
-    ck_assert_msg(call_apply(f->good) == NF_OK, "good apply failed: %s", nf_errmsg());
-    ck_assert_msg(call_vjp(f->good) == NF_OK, "good vjp failed: %s", nf_errmsg());
+    g->dir = k ? NF_INVERSE : NF_FORWARD;
+    ck_assert_msg(call_apply(*g) == NF_OK, "good apply failed: %s", nf_errmsg());
+    ck_assert_msg(call_vjp(*g) == NF_OK, "good vjp failed: %s", nf_errmsg());
   }
 }
 
 /* Frees the fixture's arrays and workspace. */
-static void fixture_free(th_fixture *f)
+static void fixture_free(th_call *g)
 {
-  th_call *g = &f->good;
   nf_layer_work_free(g->layer, g->n, g->work);
   free(g->in); free(g->ctx); free(g->out); free(g->logdet); free(g->g_out);
-  free(g->g_logdet); free(g->g_in); free(g->g_ctx); free(f->grad0);
+  free(g->g_logdet); free(g->g_in); free(g->g_ctx); free(g->g_theta);
 }
 
-void th_check_bad_calls(nf_layer *layer)
+void th_check_bad_calls(const nf_layer *layer, const double *theta)
 {
-  ck_assert_msg(layer && layer->storage, "th_check_bad_calls needs a layer not in a flow");
+  ck_assert_msg(layer != NULL, "th_check_bad_calls needs a layer: %s", nf_errmsg());
   size_t d = layer->dim, c = layer->ctx_dim;
-  th_fixture f = fixture_new(layer);
-  size_t n = f.good.n;
+  th_call f = fixture_new(layer, theta);
+  size_t n = f.n;
   for (int k = 0; k < 2; k++) {
-    th_call a = f.good, b;
+    th_call a = f, b;
     a.dir = k ? NF_INVERSE : NF_FORWARD;
-    b = a; b.layer = NULL; expect_refused("NULL layer", b, NF_EINVAL, 1, "layer is NULL");
-    b = a; b.dir = (nf_dir)5; expect_refused("direction 5", b, NF_EINVAL, 1, "direction 5");
-    b = a; b.n = 0; expect_refused("n = 0", b, NF_EINVAL, 1, "n is 0");
-    b = a; b.in = NULL; expect_refused("NULL input", b, NF_EINVAL, 1, "input array is NULL");
-    if (c) { b = a; b.ctx = NULL; expect_refused("NULL context", b, NF_EINVAL, 1, "context"); }
+    b = a; b.layer = NULL; expect_refused("NULL layer", b, NF_EINVAL, "layer is NULL");
+    if (layer->n_params) {
+      b = a; b.theta = NULL; expect_refused("NULL theta", b, NF_EINVAL, "theta is NULL");
+    }
+    b = a; b.dir = (nf_dir)5; expect_refused("direction 5", b, NF_EINVAL, "direction 5");
+    b = a; b.n = 0; expect_refused("n = 0", b, NF_EINVAL, "n is 0");
+    b = a; b.in = NULL; expect_refused("NULL input", b, NF_EINVAL, "input array is NULL");
+    if (c) { b = a; b.ctx = NULL; expect_refused("NULL context", b, NF_EINVAL, "context"); }
     if (nf_layer_work_size(layer, n)) {
-      b = a; b.work = NULL; expect_refused("NULL workspace", b, NF_EINVAL, 1, "workspace");
+      b = a; b.work = NULL; expect_refused("NULL workspace", b, NF_EINVAL, "workspace");
     }
     b = a; b.out = NULL;
     expect_status("NULL output", call_apply(b), NF_EINVAL, "nf_layer_apply", "output");
@@ -527,38 +549,196 @@ void th_check_bad_calls(nf_layer *layer)
     }
   }
   fixture_expect_untouched(&f);
-
-  nf_flow *wide = nf_flow_new(d + 1, c, NF_BASE_STD_NORMAL);
-  nf_flow *other_ctx = nf_flow_new(d, c + 1, NF_BASE_STD_NORMAL);
-  ck_assert_ptr_nonnull(wide);
-  ck_assert_ptr_nonnull(other_ctx);
-  expect_status("flow of dimension d + 1", nf_flow_push(wide, layer), NF_EDIM, "nf_flow_push",
-                NULL);
-  expect_status("flow of context width c + 1", nf_flow_push(other_ctx, layer), NF_EDIM,
-                "nf_flow_push", NULL);
-  nf_flow_free(wide);
-  nf_flow_free(other_ctx);
-
   fixture_expect_good(&f);
   fixture_free(&f);
 }
 
-void th_check_nonfinite_param(nf_layer *layer, size_t k, double bad)
+void th_check_param_refused(nf_flow *flow, size_t k, double bad, nf_status want)
 {
-  char detail[48];
-  snprintf(detail, sizeof detail, "parameter %zu", k);
-  th_fixture f = fixture_new(layer);
-  double keep = layer->params[k];
-  layer->params[k] = bad;
-  for (int j = 0; j < 2; j++) {
-    th_call a = f.good;
-    a.dir = j ? NF_INVERSE : NF_FORWARD;
-    expect_refused(detail, a, NF_ENONFINITE, 0, detail);
+  size_t p = nf_flow_n_params(flow), nb = nf_flow_base_n_params(flow), K = nf_flow_n_layers(flow);
+  ck_assert_msg(k < p, "parameter %zu of %zu", k, p);
+  double *theta = malloc(p * sizeof *theta), *keep = malloc(p * sizeof *keep);
+  memcpy(keep, nf_flow_params(flow), p * sizeof *keep);
+  memcpy(theta, keep, p * sizeof *theta);
+  theta[k] = bad;
+  size_t L = K, j = k; /* L = K: the base's slice */
+  for (size_t l = 0; k >= nb && l < K; l++)
+    if (k >= nf_flow_param_offset(flow, l) && k < nf_flow_param_offset(flow, l + 1)) {
+      L = l;
+      j = k - nf_flow_param_offset(flow, l);
+    }
+  char what[96], detail[48];
+  snprintf(detail, sizeof detail, "parameter %zu ", j);
+  snprintf(what, sizeof what, "theta[%zu] = %g (%s %zu)", k, bad, L < K ? "layer" : "base", L);
+  expect_status(what, nf_flow_check_params(flow, theta), want, NULL, detail);
+  expect_status(what, nf_flow_set_params(flow, theta), want, NULL, detail);
+  ck_assert_msg(memcmp(nf_flow_params(flow), keep, p * sizeof *keep) == 0,
+                "%s: the refused theta was written", what);
+  if (L < K)
+    expect_status(what, nf_layer_check_params(nf_flow_layer(flow, L),
+                                              theta + nf_flow_param_offset(flow, L)),
+                  want, NULL, detail);
+  size_t c = nf_flow_ctx_dim(flow);
+  double *x = calloc(2 * nf_flow_dim(flow), sizeof *x), *ctx = c ? calloc(2 * c, sizeof *ctx) : NULL;
+  double logp[2];
+  ck_assert_msg(nf_flow_log_prob(flow, 2, x, ctx, logp) == NF_OK, "%s: flow broken: %s", what,
+                nf_errmsg());
+  ck_assert(isfinite(logp[0]) && isfinite(logp[1]));
+  ck_assert_int_eq(nf_flow_check_params(flow, nf_flow_params(flow)), NF_OK);
+  free(x);
+  free(ctx);
+  free(theta);
+  free(keep);
+}
+
+/* The width of context th_check_conditional and th_check_conditional_flow use. */
+#define TH_CTX 2
+
+/* Sets n_params(flow) parameters ~ N(0, scale^2) from seed through nf_flow_set_params. */
+static void randomize_flow(nf_flow *flow, uint64_t seed, double scale)
+{
+  size_t p = nf_flow_n_params(flow);
+  double *theta = th_random_points(p, 1, seed, scale);
+  ck_assert_msg(nf_flow_set_params(flow, theta) == NF_OK, "set_params: %s", nf_errmsg());
+  free(theta);
+}
+
+void th_check_conditional_flow(nf_flow *cond, nf_flow *plain)
+{
+  enum { N = 6 };
+  ck_assert_ptr_nonnull(cond);
+  size_t d = nf_flow_dim(cond), c = nf_flow_ctx_dim(cond), p = nf_flow_n_params(cond);
+  ck_assert_uint_eq(c, TH_CTX);
+  randomize_flow(cond, 77, 0.3);
+  double *x = th_random_points(N, d, 78, 1.0), *ctx = th_random_points(N, c, 79, 1.0);
+  double *ctx2 = th_random_points(N, c, 80, 1.0), logp[N], logp2[N], nll;
+  ck_assert_msg(nf_flow_log_prob(cond, N, x, ctx, logp) == NF_OK, "log_prob: %s", nf_errmsg());
+  ck_assert_msg(nf_flow_log_prob(cond, N, x, ctx2, logp2) == NF_OK, "log_prob: %s", nf_errmsg());
+  for (size_t i = 0; i < N; i++) ck_assert(isfinite(logp[i]) && isfinite(logp2[i]));
+  if (plain) {
+    ck_assert_uint_eq(nf_flow_n_params(plain), p);
+    ck_assert_int_eq(nf_flow_set_params(plain, nf_flow_params(cond)), NF_OK);
+    double logp0[N];
+    ck_assert_int_eq(nf_flow_log_prob(plain, N, x, NULL, logp0), NF_OK);
+    ck_assert_msg(memcmp(logp, logp0, sizeof logp) == 0 && memcmp(logp2, logp0, sizeof logp) == 0,
+                  "unconditional layers in a conditional flow: log p %.17g, unconditional %.17g",
+                  logp[0], logp0[0]);
+  } else {
+    ck_assert_msg(th_max_abs_diff(N, logp, logp2) > 1e-8, "log p does not depend on ctx");
   }
-  layer->params[k] = keep;
-  fixture_expect_untouched(&f);
-  fixture_expect_good(&f);
-  fixture_free(&f);
+  printf("%s ... in a conditional flow (c=%zu): log p %s ctx (max change %.2e)\n",
+         nf_layer_name(nf_flow_layer(cond, 0)), c, plain ? "ignores" : "depends on",
+         th_max_abs_diff(N, logp, logp2));
+  nf_rng rng;
+  nf_rng_seed(&rng, 81);
+  double xs[N * 8], lps[N];
+  ck_assert_msg(d <= 8, "th_check_conditional_flow takes d <= 8");
+  ck_assert_msg(nf_flow_sample(cond, &rng, N, ctx, xs, lps) == NF_OK, "sample: %s", nf_errmsg());
+  for (size_t i = 0; i < N; i++) ck_assert(isfinite(lps[i]));
+  ck_assert_msg(nf_flow_nll_grad(cond, N, x, ctx, &nll) == NF_OK, "nll_grad: %s", nf_errmsg());
+  ck_assert(isfinite(nll));
+  for (size_t k = 0; k < p; k++) ck_assert(isfinite(nf_flow_grad(cond)[k]));
+  free(x); free(ctx); free(ctx2);
+}
+
+void th_check_conditional(th_make_fn make)
+{
+  enum { D = 3 };
+  nf_rng rng;
+  nf_flow *cond = nf_flow_new(D, TH_CTX, NF_BASE_STD_NORMAL);
+  nf_flow *plain = nf_flow_new(D, 0, NF_BASE_STD_NORMAL);
+  nf_rng_seed(&rng, 76);
+  for (int k = 0; k < 2; k++)
+    ck_assert_msg(nf_flow_push(cond, make(D, TH_CTX, &rng)) == NF_OK, "push: %s", nf_errmsg());
+  int conditional = nf_layer_ctx_dim(nf_flow_layer(cond, 0)) > 0;
+  nf_rng_seed(&rng, 76);
+  for (int k = 0; k < 2 && !conditional; k++)
+    ck_assert_int_eq(nf_flow_push(plain, make(D, 0, &rng)), NF_OK);
+  th_check_conditional_flow(cond, conditional ? NULL : plain);
+  expect_status("a layer of dimension d + 1", nf_flow_push(cond, make(D + 1, TH_CTX, &rng)),
+                NF_EDIM, "nf_flow_push", NULL);
+  if (conditional)
+    expect_status("a layer of context width c + 1",
+                  nf_flow_push(cond, make(D, TH_CTX + 1, &rng)), NF_EDIM, "nf_flow_push", NULL);
+  ck_assert_uint_eq(nf_flow_n_layers(cond), 2);
+  nf_flow_free(cond);
+  nf_flow_free(plain);
+}
+
+/* One thread's share of th_check_threads: its rows, its workspace, its results. */
+typedef struct th_worker {
+  const nf_flow *flow;
+  size_t n;
+  const double *x, *ctx;
+  double *logp, *grad, nll, penalty; /* of the last repetition */
+  const double *logp_ref, *grad_ref;
+  double nll_ref;
+  int failures;                      /* repetitions that differed from the reference */
+  nf_status status;
+} th_worker;
+
+#define TH_THREAD_SEED 0x7eadULL
+#define TH_THREAD_REPS 8
+
+/* log_prob_ws and nll_grad_ws on the worker's rows with a new workspace. */
+static nf_status worker_eval(th_worker *w)
+{
+  nf_flow_ws *ws = nf_flow_ws_new(w->flow, w->n);
+  if (!ws) return NF_ENOMEM;
+  nf_status st = nf_flow_log_prob_ws(w->flow, ws, TH_THREAD_SEED, w->n, w->x, w->ctx, w->logp);
+  if (!st)
+    st = nf_flow_nll_grad_ws(w->flow, ws, TH_THREAD_SEED, w->n, w->x, w->ctx, &w->nll, w->grad,
+                             &w->penalty);
+  nf_flow_ws_free(ws);
+  return st;
+}
+
+static void *worker_run(void *arg)
+{
+  th_worker *w = arg;
+  size_t p = nf_flow_n_params(w->flow);
+  for (int r = 0; r < TH_THREAD_REPS && !w->status; r++) {
+    w->status = worker_eval(w);
+    if (!w->status && (memcmp(w->logp, w->logp_ref, w->n * sizeof *w->logp) != 0 ||
+                       memcmp(w->grad, w->grad_ref, p * sizeof *w->grad) != 0 ||
+                       memcmp(&w->nll, &w->nll_ref, sizeof w->nll) != 0))
+      w->failures++;
+  }
+  return NULL;
+}
+
+void th_check_threads(const nf_flow *flow, size_t n, const double *x, const double *ctx)
+{
+  ck_assert_msg(flow && n >= 2, "th_check_threads needs a flow and 2 rows at least");
+  size_t d = nf_flow_dim(flow), c = nf_flow_ctx_dim(flow), p = nf_flow_n_params(flow);
+  th_worker w[2];
+  double *ref[2][2];
+  for (int t = 0; t < 2; t++) {
+    size_t i0 = t ? n / 2 : 0, m = t ? n - n / 2 : n / 2;
+    w[t] = (th_worker){flow, m, x + i0 * d, c ? ctx + i0 * c : NULL, malloc(m * sizeof(double)),
+                       malloc((p + 1) * sizeof(double)), 0, 0, NULL, NULL, 0, 0, NF_OK};
+    nf_status st = worker_eval(&w[t]); /* alone: the reference */
+    ck_assert_msg(st == NF_OK, "thread %d alone: %s", t, nf_errmsg());
+    ref[t][0] = malloc(m * sizeof(double));
+    ref[t][1] = malloc((p + 1) * sizeof(double));
+    memcpy(ref[t][0], w[t].logp, m * sizeof(double));
+    memcpy(ref[t][1], w[t].grad, p * sizeof(double));
+    w[t].logp_ref = ref[t][0];
+    w[t].grad_ref = ref[t][1];
+    w[t].nll_ref = w[t].nll;
+  }
+  pthread_t tid[2];
+  for (int t = 0; t < 2; t++)
+    ck_assert_int_eq(pthread_create(&tid[t], NULL, worker_run, &w[t]), 0);
+  for (int t = 0; t < 2; t++) ck_assert_int_eq(pthread_join(tid[t], NULL), 0);
+  for (int t = 0; t < 2; t++) {
+    ck_assert_msg(w[t].status == NF_OK, "thread %d: %s", t, nf_status_str(w[t].status));
+    ck_assert_msg(w[t].failures == 0, "thread %d: %d of %d concurrent repetitions differ from "
+                  "the call made alone", t, w[t].failures, TH_THREAD_REPS);
+    free(w[t].logp); free(w[t].grad); free(ref[t][0]); free(ref[t][1]);
+  }
+  printf("%s...: 2 threads x %d repetitions of log_prob_ws + nll_grad_ws on %zu rows: "
+         "bit for bit as alone\n", nf_layer_name(nf_flow_layer(flow, 0)), TH_THREAD_REPS, n);
 }
 
 double th_grid_mass(nf_flow *flow, double a, size_t m)

@@ -15,17 +15,19 @@ double th_max_abs_diff(size_t n, const double *a, const double *b);
 /* Norm-wise relative error ||a - b||_inf / max(||b||_inf, floor). */
 double th_rel_err(size_t n, const double *a, const double *b, double floor);
 
-/* Sets every parameter of the layer to N(0, scale^2) draws. */
-void th_randomize_params(nf_layer *layer, nf_rng *rng, double scale);
+/* Fills theta[0..n_params) (the caller's parameters of layer) with N(0, scale^2) draws. */
+void th_randomize_params(const nf_layer *layer, nf_rng *rng, double scale, double *theta);
 
-/* Asserts layer != NULL (reporting nf_errmsg()), sets its parameters to
-   N(0, scale^2) draws from seed and returns it. */
-nf_layer *th_random_layer(nf_layer *layer, uint64_t seed, double scale);
+/* Asserts layer != NULL (reporting nf_errmsg()) and returns a new array of its
+   n_params parameters ~ N(0, scale^2) drawn from seed (caller frees; never
+   NULL, also for n_params = 0). */
+double *th_random_theta(const nf_layer *layer, uint64_t seed, double scale);
 
 /* n x d points ~ N(0, scale^2) drawn from `seed` (caller frees). */
 double *th_random_points(size_t n, size_t d, uint64_t seed, double scale);
 
-/* Asserts that the layer is the identity in both directions on n rows (and
+/* Asserts that the layer with its constructor's parameters
+   (nf_layer_init_params) is the identity in both directions on n rows (and
    contexts) ~ N(0, 2^2) from seed: |out - in| <= rel_tol |in| entrywise and
    each logdet[i] keeps its value to within rel_tol (rel_tol 0: exactly). */
 void th_check_identity(const nf_layer *layer, size_t n, uint64_t seed, double rel_tol);
@@ -36,23 +38,24 @@ void th_check_rejects_nonpositive(nf_layer *(*make)(double v), const char *fn, c
 
 /* max |inverse(forward(z)) - z| over the batch; if logdet_cancel != NULL it
    receives max_i |logdet_forward_i + logdet_inverse_i|. */
-double th_roundtrip_error(const nf_layer *layer, size_t n, const double *z,
+double th_roundtrip_error(const nf_layer *layer, const double *theta, size_t n, const double *z,
                           const double *ctx, double *logdet_cancel);
 
 /* max_i |logdet_i - log|det J_i||, J_i the central-difference Jacobian (step h)
    of row i's map, its determinant by LU with partial pivoting. */
-double th_logdet_error(const nf_layer *layer, nf_dir dir, size_t n, const double *in,
+double th_logdet_error(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                        const double *ctx, double h);
 
-/* Norm-wise relative errors of vjp's gradients against central differences
-   (step h) of L = sum(g_out * out) + sum(g_logdet * logdet) + the layer's
-   penalty (if it has one), with g_out and
+/* Norm-wise relative errors of vjp's gradients (input, context and theta)
+   against central differences (step h) of L = sum(g_out * out) +
+   sum(g_logdet * logdet) + the layer's penalty (if it has one; applied with
+   penalty_weight 1), with g_out and
    g_logdet ~ N(0, 1) drawn from `seed`. A field is 0 where there is nothing to
    check (no context, no parameters). */
 typedef struct th_vjp_errors {
   double in, ctx, params;
 } th_vjp_errors;
-th_vjp_errors th_vjp_check(nf_layer *layer, nf_dir dir, size_t n, const double *in,
+th_vjp_errors th_vjp_check(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
                            const double *ctx, uint64_t seed, double h);
 
 /* Bounds and finite-difference steps of th_check_bijector. */
@@ -74,14 +77,15 @@ th_tolerances th_default_tolerances(void);
    Jacobian and vjp matches central differences for the input, context and
    parameter gradients; tol NULL means th_default_tolerances(). Prints one line
    per check with the measured maximum, headed by label (NULL: the type name). */
-void th_check_bijector(const char *label, nf_layer *layer, size_t n, const double *z,
+void th_check_bijector(const char *label, const nf_layer *layer, const double *theta, size_t n, const double *z,
                        const double *ctx, const th_tolerances *tol);
 
-/* One case of a family's bijector checks: returns a layer of dimension d with
-   parameters drawn from seed in the family's regime `variant`, and may move
-   the n test rows z (n x d, drawn by the caller) into the region the regime
-   is checked on. */
-typedef nf_layer *(*th_case_fn)(size_t d, uint64_t seed, int variant, size_t n, double *z);
+/* One case of a family's bijector checks: returns a layer of dimension d and
+   in *theta a new array (caller frees) of parameters drawn from seed in the
+   family's regime `variant`, and may move the n test rows z (n x d, drawn by
+   the caller) into the region the regime is checked on. */
+typedef nf_layer *(*th_case_fn)(size_t d, uint64_t seed, int variant, size_t n, double *z,
+                                double **theta);
 
 /* The common battery of a context-free bijector family in one regime:
    th_check_bijector on the cases d = 1, 2, 5 with three seeds each, 20 rows
@@ -90,26 +94,61 @@ typedef nf_layer *(*th_case_fn)(size_t d, uint64_t seed, int variant, size_t n, 
 void th_check_bijector_family(const char *label, th_case_fn make, int variant, double row_scale);
 
 /* Asserts vjp's accumulation contract in both directions on the n rows z:
-   it WRITES g_in (exactly the same values on every call), ADDS into g_ctx
-   (to 1e-14) and layer->grad (a second call doubles the parameter gradient,
-   to a norm-wise relative 1e-14), treats g_logdet == NULL as zero and gives
-   the same parameter gradient, exactly, whichever of g_in and g_ctx are wanted. */
-void th_check_vjp_accumulates(nf_layer *layer, size_t n, const double *z, const double *ctx);
+   it WRITES g_in (exactly the same values on every call, also with g_theta
+   NULL), ADDS into g_ctx (to 1e-14) and g_theta (a second call doubles the
+   parameter gradient, to a norm-wise relative 1e-14), treats g_logdet == NULL
+   as zero and gives the same parameter gradient, exactly, whichever of g_in
+   and g_ctx are wanted. */
+void th_check_vjp_accumulates(const nf_layer *layer, const double *theta, size_t n,
+                              const double *z, const double *ctx);
 
 /* Asserts the checked entry points' documented answers to bad calls, in both
-   directions, on a layer that is not in a flow: NF_EINVAL for a NULL layer,
-   an unknown direction, n = 0, NULL input, output, g_out, context (when the
-   layer takes one) or workspace (when it needs one), and an output aliasing
-   the input; NF_ENONFINITE naming the row and column of a NaN or Inf in the
-   input or context; NF_EDIM when pushed onto a flow of another dimension or
-   context width. Outputs, cotangents and the parameter gradient are left
-   untouched by all of these, and the same calls with good arguments succeed. */
-void th_check_bad_calls(nf_layer *layer);
+   directions, with parameters theta: NF_EINVAL for a NULL layer, NULL theta
+   (when the layer has parameters), an unknown direction, n = 0, NULL input,
+   output, g_out, context (when the layer takes one) or workspace (when it
+   needs one), and an output aliasing the input; NF_ENONFINITE naming the row
+   and column of a NaN or Inf in the input or context. Outputs, cotangents and
+   the parameter gradient g_theta are left untouched by all of these, and the
+   same calls with good arguments succeed. (Pushing onto a flow of another
+   dimension or context width: th_check_conditional.) */
+void th_check_bad_calls(const nf_layer *layer, const double *theta);
 
-/* Asserts that with params[k] = bad (restored after) apply and vjp return
-   NF_ENONFINITE in both directions with a message naming "parameter k", and
-   leave outputs, cotangents and the parameter gradient untouched. */
-void th_check_nonfinite_param(nf_layer *layer, size_t k, double bad);
+/* Asserts that the flow's theta with entry k set to bad is refused with
+   status want (NF_ENONFINITE for a non-finite value, NF_EDOMAIN for a finite
+   one that makes a map singular) by nf_flow_check_params, by
+   nf_flow_set_params (the flow's theta unchanged, and it still evaluates)
+   and, when k lies in layer L's slice, by nf_layer_check_params on that
+   slice; every message names "parameter j", j the index within the base's or
+   the layer's slice. Evaluation never scans theta: this is where a bad
+   parameter is caught. */
+void th_check_param_refused(nf_flow *flow, size_t k, double bad, nf_status want);
+
+/* A family's constructor for the flow-level checks: a layer of dimension dim
+   whose initial parameters come from rng; a family that takes a context
+   uses ctx_dim, the others ignore it (and give ctx_dim 0). */
+typedef nf_layer *(*th_make_fn)(size_t dim, size_t ctx_dim, nf_rng *rng);
+
+/* Asserts that the conditional flow cond (context width 2) works with
+   parameters ~ N(0, 0.3^2): log_prob, sample and nll_grad succeed with finite
+   results; if plain != NULL (the same chain built without a context, same
+   parameter count) it is given the same theta and cond's log p must equal
+   plain's bit for bit (its layers receive ctx = NULL), else log p must depend
+   on ctx. */
+void th_check_conditional_flow(nf_flow *cond, nf_flow *plain);
+
+/* The family made by make inside a conditional flow (d = 3, ctx_dim 2), two
+   layers deep: an unconditional family (ctx_dim 0) joins it and gives the
+   same log p as in an unconditional flow; a conditional one depends on ctx
+   (th_check_conditional_flow). Also asserts nf_flow_push's NF_EDIM for a
+   layer of another dimension (and, for a conditional family, of another
+   context width), the layer being freed (valgrind sees no leak). */
+void th_check_conditional(th_make_fn make);
+
+/* Two threads evaluate different halves of the n rows (x, ctx) at once on the
+   one const flow, each with its own workspace and gradient buffer, several
+   times over (nf_flow_log_prob_ws and nf_flow_nll_grad_ws); asserts that every
+   result equals, bit for bit, the same call made alone. */
+void th_check_threads(const nf_flow *flow, size_t n, const double *x, const double *ctx);
 
 /* Integral of exp(log p) of a 2-D flow over [-a, a]^2 by the midpoint rule on
    an m x m grid. */

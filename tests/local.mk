@@ -3,7 +3,11 @@
 # grid mass) live in tests/helpers.c.
 check_LTLIBRARIES = tests/libhelpers.la
 tests_libhelpers_la_SOURCES = tests/helpers.c tests/helpers.h
-LDADD = tests/libhelpers.la libnflow.la $(CHECK_LIBS) $(BLAS_LIBS) -lm
+# Threads: th_check_threads runs two on one flow. The helpers compile with
+# -pthread; the suites link -lpthread (automake keeps -pthread for *_LDFLAGS,
+# which every suite would then need its own copy of).
+tests_libhelpers_la_CFLAGS = $(AM_CFLAGS) -pthread
+LDADD = tests/libhelpers.la libnflow.la $(CHECK_LIBS) $(BLAS_LIBS) -lm -lpthread
 
 nf_suites = \
   tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
