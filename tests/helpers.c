@@ -641,20 +641,28 @@ void th_check_conditional_flow(nf_flow *cond, nf_flow *plain)
   free(x); free(ctx); free(ctx2);
 }
 
+nf_flow *th_flow_of(th_make_fn make, size_t dim, size_t ctx_dim, size_t layers, uint64_t seed,
+                    double scale)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, seed);
+  nf_flow *flow = nf_flow_new(dim, ctx_dim, NF_BASE_STD_NORMAL);
+  ck_assert_msg(flow != NULL, "nf_flow_new: %s", nf_errmsg());
+  for (size_t k = 0; k < layers; k++)
+    ck_assert_msg(nf_flow_push(flow, make(dim, ctx_dim, &rng)) == NF_OK, "push: %s", nf_errmsg());
+  if (scale > 0) randomize_flow(flow, seed + 1, scale);
+  return flow;
+}
+
 void th_check_conditional(th_make_fn make)
 {
   enum { D = 3 };
   nf_rng rng;
-  nf_flow *cond = nf_flow_new(D, TH_CTX, NF_BASE_STD_NORMAL);
-  nf_flow *plain = nf_flow_new(D, 0, NF_BASE_STD_NORMAL);
-  nf_rng_seed(&rng, 76);
-  for (int k = 0; k < 2; k++)
-    ck_assert_msg(nf_flow_push(cond, make(D, TH_CTX, &rng)) == NF_OK, "push: %s", nf_errmsg());
+  nf_flow *cond = th_flow_of(make, D, TH_CTX, 2, 76, 0.0);
   int conditional = nf_layer_ctx_dim(nf_flow_layer(cond, 0)) > 0;
-  nf_rng_seed(&rng, 76);
-  for (int k = 0; k < 2 && !conditional; k++)
-    ck_assert_int_eq(nf_flow_push(plain, make(D, 0, &rng)), NF_OK);
-  th_check_conditional_flow(cond, conditional ? NULL : plain);
+  nf_flow *plain = conditional ? NULL : th_flow_of(make, D, 0, 2, 76, 0.0);
+  th_check_conditional_flow(cond, plain);
+  nf_rng_seed(&rng, 75);
   expect_status("a layer of dimension d + 1", nf_flow_push(cond, make(D + 1, TH_CTX, &rng)),
                 NF_EDIM, "nf_flow_push", NULL);
   if (conditional)
@@ -663,6 +671,23 @@ void th_check_conditional(th_make_fn make)
   ck_assert_uint_eq(nf_flow_n_layers(cond), 2);
   nf_flow_free(cond);
   nf_flow_free(plain);
+}
+
+void th_check_family_flows(th_make_fn make, double scale)
+{
+  enum { D = 3, N = 40 };
+  th_check_conditional(make);
+  nf_rng rng;
+  nf_rng_seed(&rng, 92);
+  nf_layer *probe = make(D, TH_CTX, &rng);
+  size_t c = nf_layer_ctx_dim(probe);
+  nf_layer_free(probe);
+  nf_flow *flow = th_flow_of(make, D, c, 3, 93, scale);
+  double *x = th_random_points(N, D, 94, 1.0), *ctx = c ? th_random_points(N, c, 95, 1.0) : NULL;
+  th_check_threads(flow, N, x, ctx);
+  nf_flow_free(flow);
+  free(x);
+  free(ctx);
 }
 
 /* One thread's share of th_check_threads: its rows, its workspace, its results. */

@@ -128,6 +128,12 @@ void th_check_param_refused(nf_flow *flow, size_t k, double bad, nf_status want)
    uses ctx_dim, the others ignore it (and give ctx_dim 0). */
 typedef nf_layer *(*th_make_fn)(size_t dim, size_t ctx_dim, nf_rng *rng);
 
+/* A flow on R^dim with context width ctx_dim of `layers` layers from make
+   (one rng seeded with seed); if scale > 0 its theta is then set to
+   N(0, scale^2) draws through nf_flow_set_params. Asserts success. */
+nf_flow *th_flow_of(th_make_fn make, size_t dim, size_t ctx_dim, size_t layers, uint64_t seed,
+                    double scale);
+
 /* Asserts that the conditional flow cond (context width 2) works with
    parameters ~ N(0, 0.3^2): log_prob, sample and nll_grad succeed with finite
    results; if plain != NULL (the same chain built without a context, same
@@ -149,6 +155,12 @@ void th_check_conditional(th_make_fn make);
    times over (nf_flow_log_prob_ws and nf_flow_nll_grad_ws); asserts that every
    result equals, bit for bit, the same call made alone. */
 void th_check_threads(const nf_flow *flow, size_t n, const double *x, const double *ctx);
+
+/* The flow-level battery of a family: th_check_conditional(make), then
+   th_check_threads on 40 rows of a 3-D flow of three layers from make (with
+   a context of width 2 if the family takes one), theta ~ N(0, scale^2)
+   (scale 0: the constructors' parameters). */
+void th_check_family_flows(th_make_fn make, double scale);
 
 /* Integral of exp(log p) of a 2-D flow over [-a, a]^2 by the midpoint rule on
    an m x m grid. */

@@ -12,14 +12,14 @@
 static void apply_row(const nf_layer *layer, nf_dir dir, const double *in, double *out)
 {
   double logdet = 0.25;
-  ck_assert_int_eq(nf_layer_apply(layer, dir, 1, in, NULL, out, &logdet, NULL), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, NULL, dir, 1, in, NULL, out, &logdet, NULL, NULL), NF_OK);
   ck_assert_double_eq(logdet, 0.25);
 }
 
 /* Forward gives x[i] = z[perm[i]] and inverse brings x back, both exactly. */
 static void check_gather(const nf_layer *layer, const size_t *perm)
 {
-  size_t d = layer->dim;
+  size_t d = nf_layer_dim(layer);
   double *z = calloc(d, sizeof *z), *x = calloc(d, sizeof *x), *z2 = calloc(d, sizeof *z2);
   for (size_t i = 0; i < d; i++) z[i] = 10.0 + (double)i;
   apply_row(layer, NF_FORWARD, z, x);
@@ -33,12 +33,12 @@ static void check_gather(const nf_layer *layer, const size_t *perm)
 
 /* Exact round trip and log-det cancellation, log-det 0 against the brute-force
    Jacobian and vjp in both directions, on n rows ~ N(0, 1.5^2) from seed. */
-static void check_bijector(nf_layer *layer, size_t n, uint64_t seed)
+static void check_bijector(const nf_layer *layer, size_t n, uint64_t seed)
 {
   th_tolerances exact = th_default_tolerances();
   exact.roundtrip = exact.cancel = 0.0;
-  double *z = th_random_points(n, layer->dim, seed, 1.5);
-  th_check_bijector(NULL, layer, n, z, NULL, &exact);
+  double *z = th_random_points(n, nf_layer_dim(layer), seed, 1.5);
+  th_check_bijector(NULL, layer, NULL, n, z, NULL, &exact);
   free(z);
 }
 
@@ -47,7 +47,7 @@ START_TEST(explicit_permutation_gathers_exactly)
   const size_t perm[5] = {2, 0, 4, 1, 3};
   nf_layer *layer = nf_permute_new(5, perm);
   ck_assert_ptr_nonnull(layer);
-  ck_assert_uint_eq(layer->n_params, 0);
+  ck_assert_uint_eq(nf_layer_n_params(layer), 0);
   ck_assert_uint_eq(nf_layer_work_size(layer, 100), 0);
   check_gather(layer, perm);
   check_bijector(layer, 4, 21);
@@ -133,8 +133,22 @@ END_TEST
 START_TEST(rejects_bad_calls)
 {
   nf_layer *layer = nf_reverse_new(2);
-  th_check_bad_calls(layer);
+  th_check_bad_calls(layer, NULL);
   nf_layer_free(layer);
+}
+END_TEST
+
+/* A random permutation of dim coordinates (takes no context). */
+static nf_layer *make_permute(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  (void)ctx_dim;
+  return nf_permute_random_new(dim, rng);
+}
+
+/* In conditional flows (ctx = NULL) and shared by two threads. */
+START_TEST(conditional_flows_and_threads)
+{
+  th_check_family_flows(make_permute, 0.0);
 }
 END_TEST
 
@@ -142,6 +156,7 @@ int main(void)
 {
   const TTest *tests[] = {explicit_permutation_gathers_exactly, reverse_gathers_exactly,
                           random_permutations_are_uniform_and_reproducible,
-                          rejects_non_permutations, rejects_bad_calls, NULL};
+                          rejects_non_permutations, rejects_bad_calls,
+                          conditional_flows_and_threads, NULL};
   return th_run_tests("permute", 0, tests);
 }

@@ -16,6 +16,11 @@
 extern "C" {
 #endif
 typedef enum nf_diag_map { NF_DIAG_EXP = 0, NF_DIAG_SOFTPLUS } nf_diag_map;
+
+/* "exp", "softplus" ("?" for another value); nf_diag_map_parse reads them
+   back (NF_EINVAL otherwise). */
+const char *nf_diag_map_name(nf_diag_map diag);
+nf_status nf_diag_map_parse(const char *name, nf_diag_map *diag);
 /* perm: permutation of 0..dim-1 (copied) or NULL for the identity.
    rng: NULL initialises to the identity map (b = 0, L = U = I: s = 0 for exp,
    s = log(e - 1) for softplus); otherwise small random draws around it

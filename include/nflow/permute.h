@@ -12,6 +12,9 @@ extern "C" {
    the first out-of-range or repeated entry) otherwise, or on dim == 0. */
 nf_layer *nf_permute_new(size_t dim, const size_t *perm);
 /* x[i] = z[dim-1-i]. */
+nf_layer *nf_permute_reverse_new(size_t dim);
+
+/* The same under its 0.1 name; deprecated: use nf_permute_reverse_new. */
 nf_layer *nf_reverse_new(size_t dim);
 /* A uniformly random permutation drawn from rng (Fisher-Yates); NULL if rng is NULL. */
 nf_layer *nf_permute_random_new(size_t dim, nf_rng *rng);

@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "nflow/affine.h"
+#include "nflow/config.h"
 
 /* Doubles of workspace: the d scale factors exp(sigma a). */
 static size_t affine_work_size(const nf_layer *layer, size_t n)
@@ -82,8 +83,28 @@ static nf_status affine_check_params(const nf_layer *layer, const double *theta)
   return nf_check_log_scales("affine", "log_scale", layer->dim, theta + layer->dim, layer->dim);
 }
 
+/* save: nothing beyond the dimension the model file keeps. */
+static nf_status affine_save(const nf_layer *layer, nf_config *cfg)
+{
+  (void)layer;
+  (void)cfg;
+  return NF_OK;
+}
+
+/* load: a fresh layer (theta is loaded apart). */
+static nf_layer *affine_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
+                             const nf_resolver *res)
+{
+  (void)ctx_dim;
+  (void)cfg;
+  (void)res;
+  return nf_affine_new(dim);
+}
+
 const nf_layer_type nf_affine_type = {
   .check_params = affine_check_params,
+  .save = affine_save,
+  .load = affine_load,
   .name = "affine",
   .work_size = affine_work_size,
   .apply = affine_apply,

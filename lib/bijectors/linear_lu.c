@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "nflow/config.h"
 #include "nflow/linear_lu.h"
 #include "nflow/permute.h"
 
@@ -272,8 +273,56 @@ static nf_status lu_check_params(const nf_layer *layer, const double *theta)
   return NF_OK;
 }
 
+static const char *const diag_names[] = {"exp", "softplus"};
+
+const char *nf_diag_map_name(nf_diag_map diag)
+{
+  return (unsigned)diag < 2 ? diag_names[diag] : "?";
+}
+
+nf_status nf_diag_map_parse(const char *name, nf_diag_map *diag)
+{
+  int i = 0;
+  nf_status st = nf_parse_choice("diagonal map", name, diag_names, 2, diag ? &i : NULL);
+  if (st == NF_OK) *diag = (nf_diag_map)i;
+  return st;
+}
+
+/* save: "diag" by name and, unless P is the identity, "perm" (the permute
+   layer's own save). */
+static nf_status lu_save(const nf_layer *layer, nf_config *cfg)
+{
+  const lu_data *lu = layer->data;
+  nf_status st = nf_config_set_string(cfg, "diag", nf_diag_map_name(lu->diag));
+  if (!st && lu->perm) st = nf_permute_type.save(lu->perm, cfg);
+  return st;
+}
+
+/* load: nf_linear_lu_new with the saved diagonal map and permutation. */
+static nf_layer *lu_load(size_t dim, size_t ctx_dim, const nf_config *cfg, const nf_resolver *res)
+{
+  (void)ctx_dim;
+  (void)res;
+  const char *name;
+  nf_diag_map diag;
+  if (nf_config_get_string(cfg, "diag", &name) || nf_diag_map_parse(name, &diag)) return NULL;
+  if (!nf_config_has(cfg, "perm")) return nf_linear_lu_new(dim, NULL, diag, NULL);
+  size_t *perm = malloc(dim * sizeof *perm);
+  if (!perm) {
+    nf_fail(NF_ENOMEM, "linear_lu: out of memory");
+    return NULL;
+  }
+  nf_layer *layer = nf_config_get_sizes(cfg, "perm", dim, perm)
+                        ? NULL
+                        : nf_linear_lu_new(dim, perm, diag, NULL);
+  free(perm);
+  return layer;
+}
+
 const nf_layer_type nf_linear_lu_type = {
   .check_params = lu_check_params,
+  .save = lu_save,
+  .load = lu_load,
   .name = "linear_lu",
   .work_size = lu_work_size,
   .apply = lu_apply,

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "nflow/config.h"
 #include "nflow/permute.h"
 
 typedef struct permute_data {
@@ -60,8 +61,33 @@ static nf_status permute_vjp(const nf_layer *layer, const double *theta, nf_dir 
   return NF_OK;
 }
 
+/* save: the forward gather perm, as a list "perm". */
+static nf_status permute_save(const nf_layer *layer, nf_config *cfg)
+{
+  const permute_data *p = layer->data;
+  return nf_config_set_sizes(cfg, "perm", layer->dim, p->perm);
+}
+
+/* load: nf_permute_new with the saved "perm" (of exactly dim entries). */
+static nf_layer *permute_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
+                              const nf_resolver *res)
+{
+  (void)ctx_dim;
+  (void)res;
+  size_t *perm = malloc(dim * sizeof *perm);
+  if (!perm) {
+    nf_fail(NF_ENOMEM, "permute: out of memory");
+    return NULL;
+  }
+  nf_layer *layer = nf_config_get_sizes(cfg, "perm", dim, perm) ? NULL : nf_permute_new(dim, perm);
+  free(perm);
+  return layer;
+}
+
 const nf_layer_type nf_permute_type = {
   .name = "permute",
+  .save = permute_save,
+  .load = permute_load,
   .work_size = NULL,
   .apply = permute_apply,
   .vjp = permute_vjp,
@@ -123,6 +149,11 @@ static nf_layer *new_from_order(const char *fn, size_t dim, nf_rng *rng)
   nf_layer *layer = nf_permute_new(dim, perm);
   free(perm);
   return layer;
+}
+
+nf_layer *nf_permute_reverse_new(size_t dim)
+{
+  return new_from_order("nf_permute_reverse_new", dim, NULL);
 }
 
 nf_layer *nf_reverse_new(size_t dim)

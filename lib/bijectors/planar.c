@@ -12,10 +12,12 @@
    Parameters: u = params[0..d), w = params[d..2d), b = params[2d].
    Workspace: u_hat[d], the cotangent of u_hat[d], one row's cotangent[d], and
    the inverse's roots[n]. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "internal.h"
+#include "nflow/config.h"
 #include "nflow/planar.h"
 
 typedef struct planar_data {
@@ -265,8 +267,37 @@ static nf_status planar_vjp(const nf_layer *layer, const double *theta, nf_dir d
 /* Frees the planar_data. */
 static void planar_destroy(void *data) { free(data); }
 
+/* save: "inv_tol" and "max_iter". */
+static nf_status planar_save(const nf_layer *layer, nf_config *cfg)
+{
+  const planar_data *pd = layer->data;
+  nf_status st = nf_config_set_real(cfg, "inv_tol", pd->inv_tol);
+  return st ? st : nf_config_set_int(cfg, "max_iter", (long long)pd->max_iter);
+}
+
+/* load: nf_planar_new(dim, inv_tol, NULL), then its iteration cap. */
+static nf_layer *planar_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
+                             const nf_resolver *res)
+{
+  (void)ctx_dim;
+  (void)res;
+  double inv_tol;
+  long long max_iter;
+  if (nf_config_get_real(cfg, "inv_tol", &inv_tol) || nf_config_get_int(cfg, "max_iter", &max_iter))
+    return NULL;
+  if (max_iter < 1 || (unsigned long long)max_iter > UINT_MAX) {
+    nf_fail(NF_EFORMAT, "config key 'max_iter': %lld is not in 1..%u", max_iter, UINT_MAX);
+    return NULL;
+  }
+  nf_layer *layer = nf_planar_new(dim, inv_tol, NULL);
+  if (layer) nf_planar_set_max_iter(layer, (unsigned)max_iter);
+  return layer;
+}
+
 const nf_layer_type nf_planar_type = {
   .name = "planar",
+  .save = planar_save,
+  .load = planar_load,
   .work_size = planar_work_size,
   .apply = planar_apply,
   .vjp = planar_vjp,

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "nflow/config.h"
 #include "nflow/radial.h"
 
 /* Scalars of the parameters shared by every row. */
@@ -188,8 +189,31 @@ static nf_status radial_vjp(const nf_layer *layer, const double *theta, nf_dir d
   return NF_OK;
 }
 
+/* save: nothing (inv_tol is unused by the closed-form inverse and not kept). */
+static nf_status radial_save(const nf_layer *layer, nf_config *cfg)
+{
+  (void)layer;
+  (void)cfg;
+  return NF_OK;
+}
+
+/* Any valid inv_tol for the loader: radial layers do not use it. */
+#define RADIAL_LOAD_TOL 1e-12
+
+/* load: nf_radial_new(dim, any tolerance, NULL). */
+static nf_layer *radial_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
+                             const nf_resolver *res)
+{
+  (void)ctx_dim;
+  (void)cfg;
+  (void)res;
+  return nf_radial_new(dim, RADIAL_LOAD_TOL, NULL);
+}
+
 const nf_layer_type nf_radial_type = {
   .name = "radial",
+  .save = radial_save,
+  .load = radial_load,
   .work_size = radial_work_size,
   .apply = radial_apply,
   .vjp = radial_vjp,

@@ -69,7 +69,7 @@ static size_t base_n_params(nf_base base, size_t dim)
 /* Grows theta and the gradient to hold at least np parameters (doubling). */
 static nf_status reserve_params(nf_flow *flow, size_t np)
 {
-  if (np <= flow->params_cap) return NF_OK;
+  if (np <= flow->params_cap && flow->params) return NF_OK; /* allocated even for 0 */
   size_t cap = flow->params_cap ? flow->params_cap : 64, bytes;
   while (cap < np) cap = cap > SIZE_MAX / 2 ? np : 2 * cap;
   if (nf_size_mul(cap, sizeof(double), &bytes))
@@ -214,7 +214,8 @@ static nf_status check_base_params(const nf_flow *flow, const double *theta)
 
 nf_status nf_flow_check_params(const nf_flow *flow, const double *theta)
 {
-  if (!flow || !theta) return nf_fail(NF_EINVAL, "nf_flow_check_params: flow or theta is NULL");
+  if (!flow || (!theta && flow->n_params))
+    return nf_fail(NF_EINVAL, "nf_flow_check_params: flow or theta is NULL");
   nf_status st = check_base_params(flow, theta);
   for (size_t k = 0; !st && k < flow->n_layers; k++)
     if ((st = nf_layer_check_params(flow->layers[k], theta + flow->offset[k]))) {
@@ -229,7 +230,8 @@ nf_status nf_flow_set_params(nf_flow *flow, const double *theta)
 {
   nf_status st = nf_flow_check_params(flow, theta);
   if (st) return st;
-  if (theta != flow->params) memmove(flow->params, theta, flow->n_params * sizeof *theta);
+  if (flow->n_params && theta != flow->params)
+    memmove(flow->params, theta, flow->n_params * sizeof *theta);
   return NF_OK;
 }
 
@@ -668,7 +670,8 @@ nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
   const char *fn = "nf_flow_nll_grad";
   if (flow && grad) memset(grad, 0, flow->n_params * sizeof *grad);
   nf_status st = check_call(fn, flow, ws, n, x, 1, ctx);
-  if (!st && (!nll || !grad)) st = nf_fail(NF_EINVAL, "%s: nll or grad is NULL", fn);
+  if (!st && (!nll || (!grad && flow->n_params)))
+    st = nf_fail(NF_EINVAL, "%s: nll or grad is NULL", fn);
   if (!st) st = check_fits(fn, ws, n);
   if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, 1.0);
   if (st) return st;
@@ -679,7 +682,7 @@ nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
     ws->g_logdet[i] = -1.0 / (double)n;
   }
   if ((st = backward_pass(flow, ws, n, ctx, ws->g_logdet, 0, NULL, grad))) {
-    memset(grad, 0, flow->n_params * sizeof *grad);
+    if (grad) memset(grad, 0, flow->n_params * sizeof *grad);
     return chunk_failure(st, fn, 0, n, n);
   }
   double pen = layer_penalties(flow, ws, n);
