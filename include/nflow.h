@@ -22,5 +22,7 @@
 #include "nflow/odenet.h"
 #include "nflow/field.h"
 #include "nflow/cnf.h"
+#include "nflow/meta.h"
+#include "nflow/model.h"
 
 #endif
