@@ -122,10 +122,16 @@ static int die(const char *fmt, ...)
 static void usage(FILE *out)
 {
   fputs("usage: nflow train --data NAME|FILE.csv|FILE.npy [options]\n"
-        "       nflow compare --data NAME|FILE.csv|FILE.npy [--flows realnvp,cnf] [options]\n", out);
+        "       nflow compare --data NAME|FILE.csv|FILE.npy [--flows realnvp,cnf] [options]\n"
+        "       nflow eval --model M.safetensors --data NAME|FILE [--out logp.npy|logp.csv]\n"
+        "       nflow sample --model M.safetensors [-n N] [--seed S] [--out F.npy|F.csv]\n"
+        "       nflow info --model M.safetensors\n"
+        "       nflow --version\n", out);
   for (size_t k = 0; k < N_OPTS; k++)
     fprintf(out, "  %-18s %s\n", opt_specs[k].name, opt_specs[k].help);
-  fputs("Toy sets train on fresh points and test on 5000 points from another seed;\n"
+  fputs("Toy sets train on fresh points and test on 5000 points from another stream of\n"
+        "the split seed, which eval reproduces; eval on a file evaluates all its rows.\n"
+        "--resume continues the saved state; the cosine schedule spans this run's --iters.\n"
         "CSV files are split. Output ends with key=value lines (test_nll, params,\n"
         "train_seconds, ms_per_iter, and for cnf nfe_forward and nfe_backward).\n", out);
 }
