@@ -1,5 +1,9 @@
-noinst_PROGRAMS += examples/density examples/hamiltonian
+noinst_PROGRAMS += examples/density examples/hamiltonian examples/train_save examples/load_eval
 examples_density_SOURCES = examples/density.c
 examples_density_LDADD = libnflow.la -lm
 examples_hamiltonian_SOURCES = examples/hamiltonian.c
 examples_hamiltonian_LDADD = libnflow.la -lm
+examples_train_save_SOURCES = examples/train_save.c
+examples_train_save_LDADD = libnflow.la -lm
+examples_load_eval_SOURCES = examples/load_eval.c
+examples_load_eval_LDADD = libnflow.la -lm

@@ -15,10 +15,17 @@ test -f "$stage$prefix/include/nflow.h"
 test -f "$pcdir/nflow.pc"
 test -x "$stage$prefix/bin/nflow"
 flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs nflow)
-for prog in density hamiltonian; do
-  ${CC:-cc} -std=c11 -Wall -Wextra -Werror -o "$stage/$prog" "$top_srcdir/examples/$prog.c" $flags -lm
-  LD_LIBRARY_PATH="$stage$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$stage/$prog" > "$stage/$prog.txt"
+# Exactly what a user types: cc prog.c $(pkg-config --cflags --libs nflow) (no -lm).
+export LD_LIBRARY_PATH="$stage$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+for src in "$top_srcdir"/examples/*.c; do
+  prog=$(basename "$src" .c)
+  (cd "$stage" && ${CC:-cc} "$src" $flags -o "$prog")
 done
+for prog in density hamiltonian; do "$stage/$prog" > "$stage/$prog.txt"; done
 grep -q '^mass=' "$stage/density.txt"
 grep -q '^state=' "$stage/hamiltonian.txt"
+"$stage/train_save" moons "$stage/m.safetensors" > "$stage/train_save.txt"
+"$stage/load_eval" "$stage/m.safetensors" > "$stage/load_eval.txt"
+grep -q '^saved=' "$stage/train_save.txt"
+grep -q '^checksum=' "$stage/load_eval.txt"
 echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"

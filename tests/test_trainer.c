@@ -1,10 +1,12 @@
 /* tests/test_trainer.c — maximum-likelihood training of small flows on
    Gaussian data whose maximum-likelihood answer is known in closed form, and
    conditional training of p(x | y) on pairs with a known conditional density. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -786,6 +788,221 @@ START_TEST(test_conditional_context_errors)
 }
 END_TEST
 
+/* ---- best restore, patience, curve, checkpoints ---- */
+
+/* The theta seen at each validation, by iteration (progress callback). */
+typedef struct theta_log {
+  nf_flow *flow;
+  size_t every, n;
+  double theta[64][MAX_PARAMS];
+  double val[64];
+} theta_log;
+
+static int log_theta(const nf_train_progress *p, void *user)
+{
+  theta_log *log = user;
+  if (p->iteration % log->every == 0 && log->n < 64) {
+    memcpy(log->theta[log->n], nf_flow_params(log->flow),
+           nf_flow_n_params(log->flow) * sizeof(double));
+    log->val[log->n++] = p->val_nll;
+  }
+  return 0;
+}
+
+/* restore_best ends the run at the theta of the lowest validation NLL, which
+   a large learning rate leaves behind; the report names its iteration. */
+START_TEST(test_restore_best)
+{
+  nf_dataset train = gaussian_data(200, 41), val = gaussian_data(100, 42);
+  nf_flow *flow = diag_flow();
+  nf_adam *adam = adam_lr(flow, 1.0);
+  static theta_log log;
+  log = (theta_log){.flow = flow, .every = 2};
+  nf_trainer_opts o = {.batch_size = 8, .iterations = 60, .val_every = 2,
+                       .restore_best = 1, .callback = log_theta, .user = &log};
+  nf_rng rng = seeded(43);
+  nf_trainer *tr = nf_trainer_new(flow, adam, &train, &val, &o, &rng);
+  nf_train_report rep;
+  ck_assert_int_eq(nf_trainer_run(tr, &rep), NF_OK);
+  ck_assert_uint_eq(rep.iterations, 60);
+  ck_assert_uint_eq(rep.restored_iteration, rep.val_best_iteration);
+  ck_assert_uint_gt(rep.restored_iteration, 0);
+  ck_assert_uint_lt(rep.restored_iteration, 60); /* the last theta was not the best */
+  size_t k = rep.restored_iteration / 2 - 1;
+  ck_assert(log.val[k] == rep.val_nll_best);
+  ck_assert(memcmp(log.theta[k], nf_flow_params(flow), 2 * D * sizeof(double)) == 0);
+  double v;
+  ck_assert_int_eq(nf_flow_nll(flow, val.n, val.x, NULL, &v), NF_OK);
+  ck_assert(v == rep.val_nll_best);
+  printf("restore_best: best %.6f at iteration %zu of 60, last %.6f\n", rep.val_nll_best,
+         rep.restored_iteration, rep.val_nll_last);
+  nf_trainer_free(tr);
+  nf_adam_free(adam);
+  nf_flow_free(flow);
+  free(train.x);
+  free(val.x);
+}
+END_TEST
+
+/* patience: with the parameters frozen no validation improves on the first,
+   so the run stops after `patience` more and says why. */
+START_TEST(test_patience)
+{
+  nf_dataset train = gaussian_data(100, 44), val = gaussian_data(50, 45);
+  nf_flow *flow = diag_flow();
+  nf_adam *adam = adam_lr(flow, 1e-300);
+  nf_trainer_opts o = {.batch_size = 10, .iterations = 100, .val_every = 2, .patience = 3};
+  nf_rng rng = seeded(46);
+  nf_trainer *tr = nf_trainer_new(flow, adam, &train, &val, &o, &rng);
+  nf_train_report rep;
+  ck_assert_int_eq(nf_trainer_run(tr, &rep), NF_OK);
+  ck_assert_uint_eq(rep.iterations, 8);
+  ck_assert_int_eq(rep.stopped, 1);
+  ck_assert_int_eq(rep.stop, NF_STOP_PATIENCE);
+  ck_assert_msg(strstr(rep.stop_reason, "3 validations") != NULL, "%s", rep.stop_reason);
+  printf("patience: %s\n", rep.stop_reason);
+  nf_trainer_free(tr);
+  nf_adam_free(adam);
+  nf_flow_free(flow);
+  free(train.x);
+  free(val.x);
+}
+END_TEST
+
+/* The curve: a header, then a row every K steps and at the last. */
+START_TEST(test_curve_csv)
+{
+  nf_dataset train = gaussian_data(100, 47), val = gaussian_data(50, 48);
+  nf_flow *flow = diag_flow();
+  nf_adam *adam = adam_lr(flow, 0.01);
+  FILE *f = tmpfile();
+  ck_assert_ptr_nonnull(f);
+  nf_trainer_opts o = {.batch_size = 10, .iterations = 12, .curve_every = 5, .curve_csv = f};
+  nf_rng rng = seeded(49);
+  nf_trainer *tr = nf_trainer_new(flow, adam, &train, &val, &o, &rng);
+  ck_assert_int_eq(nf_trainer_run(tr, NULL), NF_OK);
+  rewind(f);
+  char line[256];
+  ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+  ck_assert_str_eq(line, "iter,seconds,train_loss,val_loss\n");
+  size_t iters[3] = {5, 10, 12}, k = 0, it;
+  double sec, tl, vl, last = 0;
+  while (fgets(line, sizeof line, f)) {
+    ck_assert_int_eq(sscanf(line, "%zu,%lf,%lf,%lf", &it, &sec, &tl, &vl), 4);
+    ck_assert_uint_lt(k, 3);
+    ck_assert_uint_eq(it, iters[k++]);
+    ck_assert(isfinite(tl) && isfinite(vl) && sec >= last);
+    last = sec;
+  }
+  ck_assert_uint_eq(k, 3);
+  fclose(f);
+  nf_trainer_free(tr);
+  nf_adam_free(adam);
+  nf_flow_free(flow);
+  free(train.x);
+  free(val.x);
+}
+END_TEST
+
+/* Stops a run at iteration *user (the user's interruption). */
+static int stop_at(const nf_train_progress *p, void *user)
+{
+  return p->iteration == *(const size_t *)user;
+}
+
+/* A trainer of the conditional coupling flow with validation, best restore,
+   a curve and a cosine schedule over 60 steps; theta out (n_params) after the
+   60, with the first run stopped after `save_at` steps, saved, and loaded
+   into a new flow and trainer if save_at > 0. */
+static void train_checkpointed(size_t save_at, const char *path, double *theta)
+{
+  nf_dataset tx, ty, vx, vy;
+  conditional_data(300, 51, &tx, &ty);
+  conditional_data(100, 52, &vx, &vy);
+  nf_trainer_opts o = {.batch_size = 32, .iterations = 60, .val_every = 7,
+                       .restore_best = 1, .curve_every = 10,
+                       .schedule = NF_LR_COSINE, .lr_min = 1e-4};
+  nf_rng rng = seeded(53);
+  for (int part = save_at ? 0 : 1; part < 2; part++) {
+    o.callback = part == 0 ? stop_at : NULL;
+    o.user = &save_at;
+    nf_flow *flow = coupling_flow(1);
+    nf_adam *adam = adam_lr(flow, 0.05);
+    nf_trainer *tr = nf_trainer_new(flow, adam, &tx, &vx, &o, &rng);
+    ck_assert_msg(tr != NULL, "nf_trainer_new: %s", nf_errmsg());
+    ck_assert_int_eq(nf_trainer_set_context(tr, &ty, &vy), NF_OK);
+    if (part == 1 && save_at)
+      ck_assert_msg(nf_trainer_load_state(tr, path) == NF_OK, "load: %s", nf_errmsg());
+    ck_assert_int_eq(nf_trainer_run(tr, NULL), NF_OK);
+    if (part == 0)
+      ck_assert_msg(nf_trainer_save_state(tr, path) == NF_OK, "save: %s", nf_errmsg());
+    else
+      memcpy(theta, nf_flow_params(flow), nf_flow_n_params(flow) * sizeof *theta);
+    nf_trainer_free(tr);
+    nf_adam_free(adam);
+    nf_flow_free(flow);
+  }
+  free(tx.x), free(ty.x), free(vx.x), free(vy.x);
+}
+
+/* 60 steps in one go equal 25, a saved state, a new flow and trainer loading
+   it, and 35 more: theta bit for bit (cosine schedule, validation, best
+   restore and a conditional flow included). */
+START_TEST(test_checkpoint_resume)
+{
+  char path[] = "/tmp/nflow-state-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  double whole[MAX_PARAMS], resumed[MAX_PARAMS];
+  train_checkpointed(0, path, whole);
+  train_checkpointed(25, path, resumed);
+  nf_flow *flow = coupling_flow(1);
+  size_t np = nf_flow_n_params(flow);
+  nf_flow_free(flow);
+  ck_assert(memcmp(whole, resumed, np * sizeof(double)) == 0);
+  unlink(path);
+}
+END_TEST
+
+/* Loading refuses a state saved for other data or another flow, naming what
+   differs, and leaves the trainer as it was. */
+START_TEST(test_checkpoint_refusals)
+{
+  char path[] = "/tmp/nflow-state-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  nf_dataset a = gaussian_data(100, 54), b = gaussian_data(120, 55), c = gaussian_data(100, 56);
+  nf_flow *flow = diag_flow(), *other = affine_flow();
+  nf_adam *adam = adam_lr(flow, 0.01), *adam2 = adam_lr(other, 0.01);
+  nf_trainer_opts o = {.batch_size = 10, .iterations = 5};
+  nf_rng rng = seeded(57);
+  nf_trainer *tr = nf_trainer_new(flow, adam, &a, NULL, &o, &rng);
+  ck_assert_int_eq(nf_trainer_run(tr, NULL), NF_OK);
+  ck_assert_int_eq(nf_trainer_save_state(tr, path), NF_OK);
+  nf_trainer *tb = nf_trainer_new(flow, adam, &b, NULL, &o, &rng);
+  ck_assert_int_eq(nf_trainer_load_state(tb, path), NF_EDIM);
+  ck_assert_msg(strstr(nf_errmsg(), "100 training rows") != NULL, "%s", nf_errmsg());
+  nf_trainer *tc = nf_trainer_new(flow, adam, &c, NULL, &o, &rng);
+  ck_assert_int_eq(nf_trainer_load_state(tc, path), NF_EDIM);
+  ck_assert_msg(strstr(nf_errmsg(), "other training data") != NULL, "%s", nf_errmsg());
+  ck_assert_uint_eq(nf_trainer_iterations(tc), 0);
+  if (nf_flow_n_params(other) != nf_flow_n_params(flow)) {
+    nf_trainer *to = nf_trainer_new(other, adam2, &a, NULL, &o, &rng);
+    ck_assert_int_eq(nf_trainer_load_state(to, path), NF_EDIM);
+    ck_assert_msg(strstr(nf_errmsg(), "parameters") != NULL, "%s", nf_errmsg());
+    nf_trainer_free(to);
+  }
+  ck_assert_int_eq(nf_trainer_load_state(tc, "/nonexistent/state"), NF_EIO);
+  nf_trainer_free(tr), nf_trainer_free(tb), nf_trainer_free(tc);
+  nf_adam_free(adam), nf_adam_free(adam2);
+  nf_flow_free(flow), nf_flow_free(other);
+  free(a.x), free(b.x), free(c.x);
+  unlink(path);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("trainer");
@@ -798,6 +1015,11 @@ int main(void)
   tcase_add_test(tc, test_same_seed_bit_identical);
   tcase_add_test(tc, test_callback_and_early_stop);
   tcase_add_test(tc, test_nonfinite_step);
+  tcase_add_test(tc, test_restore_best);
+  tcase_add_test(tc, test_patience);
+  tcase_add_test(tc, test_curve_csv);
+  tcase_add_test(tc, test_checkpoint_resume);
+  tcase_add_test(tc, test_checkpoint_refusals);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_cosine_schedule);
   tcase_add_test(tc, test_conditional_fit);

@@ -6,6 +6,7 @@
 #include "config.h"
 #endif
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #define MAX_HIDDEN 16
 #define MAX_FLOWS 8
 #define TOY_TEST_POINTS 5000
+#define TOY_VAL_POINTS 2000
 #define TOY_MAX_TRAIN_POINTS 1000000
 #define TRAIN_NLL_ROWS 5000
 
@@ -32,17 +34,27 @@ typedef struct cfg {
   double lr, test_frac, weight_decay, clip, scale_bound;
   double end_time, rtol, atol, kinetic, jacobian;
   size_t seed_plus_one, fixed_T;
+  /* v1: model files, validation, checkpoints, curves, contexts */
+  const char *out, *model, *test_file, *resume, *checkpoint, *curve, *context_cols;
+  const char *context, *context_row, *out_dir;
+  double val_frac;
+  size_t patience, eval_every, split_seed_plus_one, n_samples, no_restore_best;
 } cfg;
 
 typedef enum { OPT_STR, OPT_COUNT, OPT_REAL, OPT_WIDTHS, OPT_SEED, OPT_FLAG } opt_kind;
+/* Which flows an option applies to. */
+typedef enum { ANY = 0, CNF_ONLY, DISCRETE_ONLY } opt_scope;
 typedef struct opt_spec {
   const char *name;
   opt_kind kind;
   size_t offset;
   const char *help;
+  opt_scope scope;
 } opt_spec;
 
-#define OPT(name, kind, field, help) {name, kind, offsetof(cfg, field), help}
+#define OPT(name, kind, field, help) {name, kind, offsetof(cfg, field), help, ANY}
+#define OPT_CNF(name, kind, field, help) {name, kind, offsetof(cfg, field), help, CNF_ONLY}
+#define OPT_DISC(name, kind, field, help) {name, kind, offsetof(cfg, field), help, DISCRETE_ONLY}
 static const opt_spec opt_specs[] = {
   OPT("--flow", OPT_STR, flow, "realnvp|nice|glow|planar|radial|cnf (default realnvp)"),
   OPT("--flows", OPT_STR, flows, "compare: comma-separated flows (default realnvp,cnf)"),
@@ -58,31 +70,42 @@ static const opt_spec opt_specs[] = {
   OPT("--layers", OPT_COUNT, layers, "couplings / blocks / layers (default 8; cnf 1)"),
   OPT("--hidden", OPT_WIDTHS, n_hidden, "hidden widths (default 64,64; cnf 64,64,64)"),
   OPT("--act", OPT_STR, act, "relu|tanh|elu|softplus (default relu); cnf: tanh|softplus|swish (tanh)"),
-  OPT("--scale-bound", OPT_REAL, scale_bound, "soft clamp of affine couplings' log-scale (default 3)"),
-  OPT("--dynamics", OPT_STR, dynamics, "cnf: concatsquash|concat|sinusoidal (default concatsquash)"),
-  OPT("--end-time", OPT_REAL, end_time, "cnf: integration time T (default 0.5)"),
-  OPT("--fixed-end-time", OPT_FLAG, fixed_T, "cnf: do not learn T"),
-  OPT("--solver", OPT_STR, solver, "cnf: dopri5|rk4|euler|adams|bdf (default dopri5)"),
-  OPT("--rtol", OPT_REAL, rtol, "cnf: relative tolerance (default 1e-5)"),
-  OPT("--atol", OPT_REAL, atol, "cnf: absolute tolerance (default 1e-5)"),
-  OPT("--steps", OPT_COUNT, max_steps, "cnf: fixed steps of rk4/euler (default 100)"),
-  OPT("--grad-mode", OPT_STR, grad_mode, "cnf: backsolve|checkpoint|discrete (default backsolve)"),
-  OPT("--trace", OPT_STR, trace, "cnf: exact|rademacher|gaussian (default exact)"),
-  OPT("--kinetic", OPT_REAL, kinetic, "cnf: RNODE kinetic-energy weight (default 0)"),
-  OPT("--jacobian", OPT_REAL, jacobian, "cnf: RNODE Jacobian-norm weight (default 0)"),
+  OPT_DISC("--scale-bound", OPT_REAL, scale_bound, "soft clamp of affine couplings' log-scale (default 3)"),
+  OPT_CNF("--dynamics", OPT_STR, dynamics, "cnf: concatsquash|concat|sinusoidal (default concatsquash)"),
+  OPT_CNF("--end-time", OPT_REAL, end_time, "cnf: integration time T (default 0.5)"),
+  OPT_CNF("--fixed-end-time", OPT_FLAG, fixed_T, "cnf: do not learn T"),
+  OPT_CNF("--solver", OPT_STR, solver, "cnf: dopri5|rk4|euler|adams|bdf (default dopri5)"),
+  OPT_CNF("--rtol", OPT_REAL, rtol, "cnf: relative tolerance (default 1e-5)"),
+  OPT_CNF("--atol", OPT_REAL, atol, "cnf: absolute tolerance (default 1e-5)"),
+  OPT_CNF("--steps", OPT_COUNT, max_steps, "cnf: fixed steps of rk4/euler (default 100)"),
+  OPT_CNF("--grad-mode", OPT_STR, grad_mode, "cnf: backsolve|checkpoint|discrete (default backsolve)"),
+  OPT_CNF("--trace", OPT_STR, trace, "cnf: exact|rademacher|gaussian (default exact)"),
+  OPT_CNF("--kinetic", OPT_REAL, kinetic, "cnf: RNODE kinetic-energy weight (default 0)"),
+  OPT_CNF("--jacobian", OPT_REAL, jacobian, "cnf: RNODE Jacobian-norm weight (default 0)"),
   OPT("--test-frac", OPT_REAL, test_frac, "held-out fraction of a CSV file (default 0.2)"),
-  OPT("--seed", OPT_SEED, seed_plus_one, "random seed (default 1)"),
+  OPT("--seed", OPT_SEED, seed_plus_one, "random seed of the flow and training (default 1)"),
+  OPT("--split-seed", OPT_SEED, split_seed_plus_one, "seed of the data split and toy streams (default: --seed)"),
+  OPT("--val-frac", OPT_REAL, val_frac, "validation fraction of the training rows (default 0.1;\n"
+                               "                       toy sets: a fresh stream; 0 = no validation)"),
+  OPT("--test", OPT_STR, test_file, "a separate test file (CSV or .npy) instead of a split"),
+  OPT("--eval-every", OPT_COUNT, eval_every, "validate (and record the curve) every K iterations (default iters/50)"),
+  OPT("--patience", OPT_COUNT, patience, "stop after K validations without improvement (default off)"),
+  OPT("--no-restore-best", OPT_FLAG, no_restore_best, "keep the last parameters, not the best validated"),
+  OPT("--curve", OPT_STR, curve, "write the training curve to FILE.csv (iter,seconds,train_loss,val_loss)"),
+  OPT("--checkpoint", OPT_STR, checkpoint, "write the whole training state to FILE at the end"),
+  OPT("--resume", OPT_STR, resume, "continue from a --checkpoint file (same data and options)"),
+  OPT("--context-cols", OPT_STR, context_cols, "comma-separated 0-based columns of the file that are the\n"
+                               "                       condition y of p(x|y)"),
+  OPT("--out", OPT_STR, out, "train: model file (.safetensors); eval: log p per row (.npy|.csv);\n"
+                               "                       sample: the samples (.npy|.csv; default CSV on stdout)"),
+  OPT("--out-dir", OPT_STR, out_dir, "compare: save each flow as DIR/FLOW.safetensors"),
+  OPT("--model", OPT_STR, model, "eval, sample, info: the model file"),
+  OPT("-n", OPT_COUNT, n_samples, "sample: number of samples (default 1000)"),
+  OPT("--context", OPT_STR, context, "sample: a file of context rows, one per sample"),
+  OPT("--context-row", OPT_STR, context_row, "sample: one context row for every sample, e.g. 0.5,1.2"),
   OPT("--threads", OPT_COUNT, threads, "BLAS threads (default 1)"),
 };
 #define N_OPTS (sizeof opt_specs / sizeof *opt_specs)
-
-/* What one trained flow reports. */
-typedef struct result {
-  const char *flow;
-  size_t params, iters;
-  double train_nll, test_nll, seconds, ms_per_iter, nfe_forward, nfe_backward, end_time;
-  int continuous;
-} result;
 
 /* Prints "nflow: <message>" and returns the exit status for bad usage. */
 static int die(const char *fmt, ...)
@@ -99,10 +122,16 @@ static int die(const char *fmt, ...)
 static void usage(FILE *out)
 {
   fputs("usage: nflow train --data NAME|FILE.csv|FILE.npy [options]\n"
-        "       nflow compare --data NAME|FILE.csv|FILE.npy [--flows realnvp,cnf] [options]\n", out);
+        "       nflow compare --data NAME|FILE.csv|FILE.npy [--flows realnvp,cnf] [options]\n"
+        "       nflow eval --model M.safetensors --data NAME|FILE [--out logp.npy|logp.csv]\n"
+        "       nflow sample --model M.safetensors [-n N] [--seed S] [--out F.npy|F.csv]\n"
+        "       nflow info --model M.safetensors\n"
+        "       nflow --version\n", out);
   for (size_t k = 0; k < N_OPTS; k++)
     fprintf(out, "  %-18s %s\n", opt_specs[k].name, opt_specs[k].help);
-  fputs("Toy sets train on fresh points and test on 5000 points from another seed;\n"
+  fputs("Toy sets train on fresh points and test on 5000 points from another stream of\n"
+        "the split seed, which eval reproduces; eval on a file evaluates all its rows.\n"
+        "--resume continues the saved state; the cosine schedule spans this run's --iters.\n"
         "CSV files are split. Output ends with key=value lines (test_nll, params,\n"
         "train_seconds, ms_per_iter, and for cnf nfe_forward and nfe_backward).\n", out);
 }
@@ -156,10 +185,12 @@ static int set_option(const opt_spec *o, const char *val, cfg *c)
   case OPT_REAL: return parse_real(o->name, val, (double *)field);
   case OPT_WIDTHS: return parse_widths(o->name, val, &c->n_hidden, c->hidden);
   case OPT_SEED: {
-    double s;
-    if (parse_real(o->name, val, &s) || s != floor(s))
+    double s = 0;
+    int rc = parse_real(o->name, val, &s);
+    if (rc) return rc;
+    if (s != floor(s))
       return die("%s: expected a non-negative integer, got '%s'", o->name, val);
-    c->seed_plus_one = (size_t)s + 1;
+    *(size_t *)field = (size_t)s + 1;
     return 0;
   }
   case OPT_FLAG: break;
@@ -167,8 +198,11 @@ static int set_option(const opt_spec *o, const char *val, cfg *c)
   return 0;
 }
 
+/* Which options the command line gave (by index in opt_specs). */
+static unsigned char given[N_OPTS];
+
 /* Fills c from argv (after the subcommand); nonzero exit status on error. */
-static int parse_args(int argc, char **argv, cfg *c)
+static int parse_args(int argc, char **argv, cfg *c, int need_data)
 {
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -179,6 +213,7 @@ static int parse_args(int argc, char **argv, cfg *c)
     for (size_t k = 0; k < N_OPTS && !o; k++)
       if (!strcmp(argv[i], opt_specs[k].name)) o = &opt_specs[k];
     if (!o) return die("unknown option '%s' (see nflow --help)", argv[i]);
+    given[o - opt_specs] = 1;
     if (o->kind == OPT_FLAG) {
       *(size_t *)((char *)c + o->offset) = 1;
       continue;
@@ -187,10 +222,43 @@ static int parse_args(int argc, char **argv, cfg *c)
     int rc = set_option(o, argv[++i], c);
     if (rc) return rc;
   }
-  if (!c->data) return die("--data is required (a toy set name or a CSV file)");
+  if (need_data && !c->data) return die("--data is required (a toy set name or a CSV file)");
   if (!isnan(c->test_frac) && (c->test_frac <= 0 || c->test_frac >= 1))
     return die("--test-frac: expected a number strictly between 0 and 1");
+  if (!isnan(c->val_frac) && c->val_frac >= 1)
+    return die("--val-frac: expected a number in [0, 1)");
   return 0;
+}
+
+/* Refuses (train) an option given for a flow it does not apply to. */
+static int check_scope(const char *flow)
+{
+  int cnf = !strcmp(flow, "cnf");
+  for (size_t k = 0; k < N_OPTS; k++)
+    if (given[k] && ((opt_specs[k].scope == CNF_ONLY && !cnf) ||
+                     (opt_specs[k].scope == DISCRETE_ONLY && cnf)))
+      return die("%s does not apply to --flow %s (%s only)", opt_specs[k].name, flow,
+                 opt_specs[k].scope == CNF_ONLY ? "cnf" : "discrete flows");
+  return 0;
+}
+
+/* compare: a note on stderr for each option some of the flows ignore. */
+static void note_scope(size_t k_flows, const char *const *flows)
+{
+  for (size_t k = 0; k < N_OPTS; k++) {
+    if (!given[k] || opt_specs[k].scope == ANY) continue;
+    char ignored[256] = "";
+    for (size_t i = 0; i < k_flows; i++) {
+      int cnf = !strcmp(flows[i], "cnf");
+      if ((opt_specs[k].scope == CNF_ONLY) != cnf) {
+        size_t len = strlen(ignored);
+        snprintf(ignored + len, sizeof ignored - len, "%s%s", len ? "," : "", flows[i]);
+      }
+    }
+    if (*ignored)
+      fprintf(stderr, "nflow: note: %s applies to %s only; ignored by %s\n", opt_specs[k].name,
+              opt_specs[k].scope == CNF_ONLY ? "cnf" : "discrete flows", ignored);
+  }
 }
 
 /* The defaults of c->flow for every option the user left unset: FFJORD's toy
@@ -244,14 +312,14 @@ static int cnf_options(const cfg *c, nf_cnf_opts *o)
 }
 
 /* A flow of c->layers CNF blocks on R^dim. */
-static int build_cnf(const cfg *c, size_t dim, nf_rng *rng, nf_flow **out)
+static int build_cnf(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_flow **out)
 {
   nf_cnf_opts o;
   int rc = cnf_options(c, &o);
   if (rc) return rc;
-  nf_flow *flow = nf_flow_new(dim, 0, NF_BASE_STD_NORMAL);
+  nf_flow *flow = nf_flow_new(dim, ctx_dim, NF_BASE_STD_NORMAL);
   for (size_t k = 0; flow && k < c->layers; k++) {
-    nf_layer *layer = nf_cnf_new(dim, 0, &o, rng);
+    nf_layer *layer = nf_cnf_new(dim, ctx_dim, &o, rng);
     if (!layer || nf_flow_push(flow, layer)) {
       nf_flow_free(flow);
       return die("--flow cnf: %s", nf_errmsg());
@@ -262,9 +330,9 @@ static int build_cnf(const cfg *c, size_t dim, nf_rng *rng, nf_flow **out)
 }
 
 /* The flow c describes, with parameters drawn from rng. */
-static int build_flow(const cfg *c, size_t dim, nf_rng *rng, nf_flow **out)
+static int build_flow(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_flow **out)
 {
-  if (!strcmp(c->flow, "cnf")) return build_cnf(c, dim, rng, out);
+  if (!strcmp(c->flow, "cnf")) return build_cnf(c, dim, ctx_dim, rng, out);
   nf_recipe_kind kind;
   nf_activation act;
   if (nf_recipe_parse(c->flow, &kind)) return die("--flow: %s", nf_errmsg());
@@ -275,7 +343,7 @@ static int build_flow(const cfg *c, size_t dim, nf_rng *rng, nf_flow **out)
   recipe.hidden = c->hidden;
   recipe.act = act;
   if (!isnan(c->scale_bound)) recipe.scale_bound = c->scale_bound;
-  *out = nf_recipe_build(dim, 0, &recipe, rng);
+  *out = nf_recipe_build(dim, ctx_dim, &recipe, rng);
   return *out ? 0 : die("--flow %s: %s", c->flow, nf_errmsg());
 }
 
@@ -295,29 +363,180 @@ static nf_status read_file(const char *path, nf_dataset **out)
   return nf_dataset_read_csv(path, out);
 }
 
-/* Training and test sets: fresh toy points from two streams, or a split of a CSV or .npy file. */
-static int load_data(const cfg *c, nf_dataset **train, nf_dataset **test)
+/* ---- data ---- */
+
+/* Rows x (and their contexts y, NULL for an unconditional flow) of one part. */
+typedef struct part {
+  nf_dataset *x, *y;
+} part;
+
+/* The training, validation (x NULL if none) and test parts. */
+typedef struct split {
+  part train, val, test;
+} split;
+
+static void part_free(part *p)
 {
-  nf_rng rng;
-  nf_rng_seed(&rng, c->seed_plus_one - 1);
-  nf_rng_jump(&rng); /* a stream apart from the flow's initialisation */
-  nf_status st;
-  if (is_toy(c->data)) {
-    size_t n = c->iters * c->batch;
-    nf_rng test_rng = rng;
-    nf_rng_jump(&test_rng);
-    st = nf_toy_sample(c->data, n < TOY_MAX_TRAIN_POINTS ? n : TOY_MAX_TRAIN_POINTS, &rng, train);
-    if (!st && (st = nf_toy_sample(c->data, TOY_TEST_POINTS, &test_rng, test)))
-      nf_dataset_free(*train);
-  } else {
-    nf_dataset *all;
-    double frac = isnan(c->test_frac) ? 0.2 : c->test_frac;
-    if (!(st = read_file(c->data, &all))) {
-      st = nf_dataset_split(all, 1.0 - frac, &rng, train, test);
-      nf_dataset_free(all);
+  nf_dataset_free(p->x);
+  nf_dataset_free(p->y);
+  p->x = p->y = NULL;
+}
+
+static void split_free(split *s)
+{
+  part_free(&s->train);
+  part_free(&s->val);
+  part_free(&s->test);
+}
+
+/* The seed of the split and toy streams. */
+static uint64_t split_seed(const cfg *c)
+{
+  return c->split_seed_plus_one ? c->split_seed_plus_one - 1 : c->seed_plus_one - 1;
+}
+
+/* Parses "--context-cols 2,3" into cols (at most max); 0 on success. */
+static int parse_cols(const char *s, size_t max, size_t *cols, size_t *n)
+{
+  const char *p = s;
+  for (*n = 0; *p; (*n)++) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (errno || end == p || *n == max || *p == '-' || (*end && *end != ',') ||
+        (*end == ',' && !end[1]))
+      return die("--context-cols: expected 0-based column indices like 2,3, got '%s'", s);
+    for (size_t k = 0; k < *n; k++)
+      if (cols[k] == v) return die("--context-cols: column %llu given twice", v);
+    cols[*n] = (size_t)v;
+    p = *end ? end + 1 : end;
+  }
+  return *n ? 0 : die("--context-cols: expected 0-based column indices like 2,3");
+}
+
+/* Splits the columns of all into x (the others) and y (the context columns
+   cols, in the order given); all is freed. */
+static int split_columns(nf_dataset *all, const char *spec, const char *path, part *out)
+{
+  size_t cols[64], nc;
+  int rc = parse_cols(spec, 64, cols, &nc);
+  for (size_t k = 0; !rc && k < nc; k++)
+    if (cols[k] >= all->dim)
+      rc = die("--context-cols: column %zu is out of range: %s has %zu columns", cols[k],
+               path, all->dim);
+  if (!rc && nc >= all->dim)
+    rc = die("--context-cols: no data columns left in %s (%zu columns)", path, all->dim);
+  if (rc) {
+    nf_dataset_free(all);
+    return rc;
+  }
+  out->x = nf_dataset_new(all->n, all->dim - nc);
+  out->y = nf_dataset_new(all->n, nc);
+  if (!out->x || !out->y) {
+    nf_dataset_free(all);
+    return die("%s: %s", path, nf_errmsg());
+  }
+  for (size_t i = 0; i < all->n; i++) {
+    size_t jx = 0;
+    for (size_t j = 0; j < all->dim; j++) {
+      size_t k = 0;
+      while (k < nc && cols[k] != j) k++;
+      double v = all->x[i * all->dim + j];
+      if (k < nc) out->y->x[i * nc + k] = v;
+      else out->x->x[i * out->x->dim + jx++] = v;
     }
   }
-  return st ? die("--data %s: %s", c->data, nf_errmsg()) : 0;
+  nf_dataset_free(all);
+  return 0;
+}
+
+/* A part from a file's rows: x, or x and y when spec names context columns. */
+static int make_part(nf_dataset *all, const char *spec, const char *path, part *out)
+{
+  if (!spec) {
+    out->x = all;
+    return 0;
+  }
+  return split_columns(all, spec, path, out);
+}
+
+/* The held-out toy stream of a split seed (what train tests on and eval reproduces). */
+static nf_status toy_test(const char *name, uint64_t seed, nf_dataset **out)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, seed);
+  nf_rng_jump(&rng);
+  nf_rng_jump(&rng);
+  return nf_toy_sample(name, TOY_TEST_POINTS, &rng, out);
+}
+
+/* Training, validation and test parts: fresh toy points from three streams,
+   or splits of a data file (test: --test FILE or a --test-frac split;
+   validation: a --val-frac split of the training rows). */
+static int load_data(const cfg *c, split *s)
+{
+  memset(s, 0, sizeof *s);
+  nf_rng rng;
+  nf_rng_seed(&rng, split_seed(c));
+  nf_rng_jump(&rng); /* a stream apart from the flow's initialisation */
+  double vf = isnan(c->val_frac) ? 0.1 : c->val_frac;
+  nf_status st;
+  if (is_toy(c->data)) {
+    if (c->context_cols) return die("--context-cols needs a data file, not a toy set");
+    if (c->test_file) return die("--test needs a data file, not a toy set");
+    size_t n = c->iters * c->batch;
+    nf_rng val_rng = rng;
+    for (int k = 0; k < 3; k++) nf_rng_jump(&val_rng);
+    st = nf_toy_sample(c->data, n < TOY_MAX_TRAIN_POINTS ? n : TOY_MAX_TRAIN_POINTS, &rng,
+                       &s->train.x);
+    if (!st) st = toy_test(c->data, split_seed(c), &s->test.x);
+    if (!st && vf > 0) st = nf_toy_sample(c->data, TOY_VAL_POINTS, &val_rng, &s->val.x);
+    if (st) split_free(s);
+    return st ? die("--data %s: %s", c->data, nf_errmsg()) : 0;
+  }
+  nf_dataset *all = NULL, *trainval = NULL, *test = NULL, *train = NULL, *val = NULL;
+  if ((st = read_file(c->data, &all))) return die("--data %s: %s", c->data, nf_errmsg());
+  if (c->test_file) {
+    if (!isnan(c->test_frac)) {
+      nf_dataset_free(all);
+      return die("--test-frac does not apply with --test FILE");
+    }
+    trainval = all;
+    if ((st = read_file(c->test_file, &test))) {
+      nf_dataset_free(all);
+      return die("--test %s: %s", c->test_file, nf_errmsg());
+    }
+    if (test->dim != all->dim) {
+      size_t d = test->dim;
+      nf_dataset_free(all), nf_dataset_free(test);
+      return die("--test %s: %zu columns, but %s has %zu", c->test_file, d, c->data,
+                 all->dim);
+    }
+  } else {
+    double frac = isnan(c->test_frac) ? 0.2 : c->test_frac;
+    st = nf_dataset_split(all, 1.0 - frac, &rng, &trainval, &test);
+    nf_dataset_free(all);
+    if (st) return die("--data %s: %s", c->data, nf_errmsg());
+  }
+  if (vf > 0) {
+    st = nf_dataset_split(trainval, 1.0 - vf, &rng, &train, &val);
+    nf_dataset_free(trainval);
+    if (st) {
+      nf_dataset_free(test);
+      return die("--val-frac %g: %s", vf, nf_errmsg());
+    }
+  } else {
+    train = trainval;
+  }
+  int rc = make_part(train, c->context_cols, c->data, &s->train);
+  if (val) {
+    if (!rc) rc = make_part(val, c->context_cols, c->data, &s->val);
+    else nf_dataset_free(val);
+  }
+  if (!rc) rc = make_part(test, c->context_cols, c->test_file ? c->test_file : c->data, &s->test);
+  else nf_dataset_free(test);
+  if (rc) split_free(s);
+  return rc;
 }
 
 /* Progress bar on stderr: iterations, batch loss, elapsed time. */
@@ -349,14 +568,125 @@ static int cnf_totals(nf_flow *flow, nf_cnf_counters *sum)
   return found;
 }
 
-/* Trains flow per c on train, evaluates on test, fills r. */
-static int train_and_test(const cfg *c, nf_flow *flow, const nf_dataset *train,
-                          const nf_dataset *test, nf_rng *rng, result *r)
+/* ---- test log-likelihood ---- */
+
+/* The held-out summary of per-row log-densities. */
+typedef struct nll_summary {
+  size_t rows, nonfinite, worst_row;
+  double mean, stderr_, median; /* over the finite rows */
+} nll_summary;
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Mean, standard error and median NLL of the finite log p, the count of
+   non-finite ones and the worst row (a NaN first, else the lowest log p). */
+static nll_summary summarize(size_t n, const double *logp)
+{
+  nll_summary s = {.rows = n, .mean = NAN, .stderr_ = NAN, .median = NAN};
+  double *v = malloc(n * sizeof *v), sum = 0, ss = 0;
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (isfinite(logp[i])) {
+      if (v) v[m] = -logp[i];
+      m++;
+      sum += -logp[i];
+    } else if (s.nonfinite++ == 0 || isnan(logp[i]) ||
+               (!isnan(logp[s.worst_row]) && logp[i] < logp[s.worst_row])) {
+      if (s.nonfinite == 1 || !isnan(logp[s.worst_row])) s.worst_row = i;
+    }
+  }
+  if (m) {
+    s.mean = sum / (double)m;
+    for (size_t i = 0; i < n; i++)
+      if (isfinite(logp[i])) ss += (-logp[i] - s.mean) * (-logp[i] - s.mean);
+    s.stderr_ = m > 1 ? sqrt(ss / (double)(m - 1) / (double)m) : 0.0;
+    if (v) {
+      qsort(v, m, sizeof *v, cmp_double);
+      s.median = m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
+    }
+  }
+  free(v);
+  return s;
+}
+
+/* Prints the summary as key=value lines (prefixed); nonzero (with a message
+   on stderr) if a row's log-density is not finite. */
+static int print_summary(const char *prefix, const nll_summary *s)
+{
+  if (s->nonfinite == 0) printf("%stest_nll=%.6f\n", prefix, s->mean);
+  printf("%stest_nll_stderr=%.6f\n%stest_nll_median=%.6f\n%stest_rows=%zu\n", prefix,
+         s->stderr_, prefix, s->median, prefix, s->rows);
+  if (s->nonfinite == 0) return 0;
+  printf("%stest_nll_finite=%.6f\n%stest_nonfinite_rows=%zu\n%stest_worst_row=%zu\n", prefix,
+         s->mean, prefix, s->nonfinite, prefix, s->worst_row);
+  fprintf(stderr, "nflow: %zu of %zu test rows have a non-finite log-density (worst: row %zu, "
+          "0-based); test_nll_finite is the mean over the others\n", s->nonfinite, s->rows,
+          s->worst_row);
+  return 1;
+}
+
+/* log p of every row of p (the flow's noise seed 0, as eval uses). */
+static int log_densities(nf_flow *flow, const part *p, double **logp)
+{
+  *logp = malloc(p->x->n * sizeof **logp);
+  if (!*logp) return die("out of memory");
+  nf_flow_set_seed(flow, 0);
+  if (nf_flow_log_prob(flow, p->x->n, p->x->x, p->y ? p->y->x : NULL, *logp)) {
+    free(*logp);
+    *logp = NULL;
+    return die("evaluate: %s", nf_errmsg());
+  }
+  return 0;
+}
+
+/* ---- train ---- */
+
+/* What one trained flow reports. */
+typedef struct result {
+  const char *flow;
+  size_t params, iters, restored;
+  double train_nll, val_nll, seconds, ms_per_iter, nfe_forward, nfe_backward, end_time;
+  int continuous, stop;
+  char stop_reason[160];
+  nll_summary test;
+} result;
+
+/* The provenance saved with a model. */
+static nf_meta *provenance(const cfg *c, const result *r)
+{
+  nf_meta *m = nf_meta_new();
+  char buf[64];
+  if (!m) return NULL;
+  nf_meta_set(m, "data", c->data);
+  if (c->test_file) nf_meta_set(m, "test_data", c->test_file);
+  if (c->context_cols) nf_meta_set(m, "context_cols", c->context_cols);
+  nf_meta_set(m, "flow", c->flow);
+#define META(key, fmt, v) (snprintf(buf, sizeof buf, fmt, v), nf_meta_set(m, key, buf))
+  META("iterations", "%zu", r->iters);
+  META("seed", "%zu", c->seed_plus_one - 1);
+  META("split_seed", "%" PRIu64, split_seed(c));
+  META("batch", "%zu", c->batch);
+  META("train_nll", "%.17g", r->train_nll);
+  META("val_nll", "%.17g", r->val_nll);
+  META("test_nll", "%.17g", r->test.nonfinite ? NAN : r->test.mean);
+  META("restored_iteration", "%zu", r->restored);
+#undef META
+  return m;
+}
+
+/* Trains flow per c on the split, evaluates on its test part, fills r. */
+static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *rng, result *r)
 {
   nf_adam_opts aopts = nf_adam_defaults();
   aopts.lr = c->lr;
   aopts.weight_decay = c->weight_decay;
   aopts.clip_norm = c->clip;
+  if (strcmp(c->schedule, "constant") && strcmp(c->schedule, "cosine"))
+    return die("--schedule: expected cosine or constant, got '%s'", c->schedule);
   nf_adam *adam = nf_adam_new(nf_flow_n_params(flow), &aopts);
   nf_trainer_opts topts = nf_trainer_defaults();
   topts.batch_size = c->batch;
@@ -364,28 +694,52 @@ static int train_and_test(const cfg *c, nf_flow *flow, const nf_dataset *train,
   topts.callback = isatty(STDERR_FILENO) ? draw_progress : NULL;
   topts.user = (void *)c->flow;
   topts.schedule = strcmp(c->schedule, "constant") ? NF_LR_COSINE : NF_LR_CONSTANT;
-  if (strcmp(c->schedule, "constant") && strcmp(c->schedule, "cosine")) {
-    nf_adam_free(adam);
-    return die("--schedule: expected cosine or constant, got '%s'", c->schedule);
+  size_t every = c->eval_every ? c->eval_every : (c->iters / 50 ? c->iters / 50 : 1);
+  topts.val_every = s->val.x ? every : 0;
+  topts.restore_best = !c->no_restore_best;
+  topts.patience = c->patience;
+  FILE *curve = NULL;
+  if (c->curve) {
+    curve = fopen(c->curve, "w");
+    if (!curve) {
+      nf_adam_free(adam);
+      return die("--curve %s: %s", c->curve, strerror(errno));
+    }
+    topts.curve_every = every;
+    topts.curve_csv = curve;
   }
-  nf_trainer *trainer = adam ? nf_trainer_new(flow, adam, train, NULL, &topts, rng) : NULL;
-  nf_train_report report;
-  nf_cnf_counters counters;
-  int rc = 0;
-  if (!trainer || nf_trainer_run(trainer, &report)) {
+  nf_trainer *trainer = adam ? nf_trainer_new(flow, adam, s->train.x, s->val.x, &topts, rng) : NULL;
+  int rc = trainer ? 0 : die("train %s: %s", c->flow, nf_errmsg());
+  if (!rc && s->train.y && nf_trainer_set_context(trainer, s->train.y, s->val.y))
     rc = die("train %s: %s", c->flow, nf_errmsg());
-  } else {
+  if (!rc && c->resume && nf_trainer_load_state(trainer, c->resume))
+    rc = die("--resume: %s", nf_errmsg());
+  nf_train_report report;
+  if (!rc && nf_trainer_run(trainer, &report)) rc = die("train %s: %s", c->flow, nf_errmsg());
+  if (curve && fclose(curve) && !rc) rc = die("--curve %s: %s", c->curve, strerror(errno));
+  if (!rc && c->checkpoint && nf_trainer_save_state(trainer, c->checkpoint))
+    rc = die("--checkpoint: %s", nf_errmsg());
+  if (!rc) {
+    nf_cnf_counters counters;
     r->continuous = cnf_totals(flow, &counters);
     r->iters = report.iterations;
+    r->restored = report.restored_iteration;
+    r->stop = report.stopped;
+    snprintf(r->stop_reason, sizeof r->stop_reason, "%s", report.stop_reason);
     r->seconds = report.seconds;
-    r->ms_per_iter = 1e3 * report.seconds / (double)report.iterations;
-    r->nfe_forward = (double)counters.nfe / (double)report.iterations;
-    r->nfe_backward = (double)counters.nfe_adjoint / (double)report.iterations;
+    r->val_nll = report.val_nll_best;
+    double it = report.iterations ? (double)report.iterations : 1.0;
+    r->ms_per_iter = 1e3 * report.seconds / it;
+    r->nfe_forward = (double)counters.nfe / it;
+    r->nfe_backward = (double)counters.nfe_adjoint / it;
     r->end_time = r->continuous ? nf_cnf_end_time(nf_flow_layer(flow, 0), nf_flow_params(flow) + nf_flow_param_offset(flow, 0)) : NAN;
-    size_t m = train->n < TRAIN_NLL_ROWS ? train->n : TRAIN_NLL_ROWS;
-    if (nf_flow_nll(flow, test->n, test->x, NULL, &r->test_nll) ||
-        nf_flow_nll(flow, m, train->x, NULL, &r->train_nll))
+    size_t m = s->train.x->n < TRAIN_NLL_ROWS ? s->train.x->n : TRAIN_NLL_ROWS;
+    nf_flow_set_seed(flow, 0);
+    if (nf_flow_nll(flow, m, s->train.x->x, s->train.y ? s->train.y->x : NULL, &r->train_nll))
       rc = die("evaluate %s: %s", c->flow, nf_errmsg());
+    double *logp = NULL;
+    if (!rc && !(rc = log_densities(flow, &s->test, &logp))) r->test = summarize(s->test.x->n, logp);
+    free(logp);
   }
   r->flow = c->flow;
   r->params = nf_flow_n_params(flow);
@@ -394,44 +748,61 @@ static int train_and_test(const cfg *c, nf_flow *flow, const nf_dataset *train,
   return rc;
 }
 
-/* Builds, trains and tests one flow on the given split. */
-static int run_flow(cfg c, const nf_dataset *train, const nf_dataset *test, result *r)
+/* Builds, trains and tests one flow on the given split; saves it to out if not NULL. */
+static int run_flow(cfg c, const split *s, const char *out, result *r)
 {
   fill_defaults(&c);
   nf_rng rng;
   nf_rng_seed(&rng, c.seed_plus_one - 1);
   nf_flow *flow = NULL;
-  int rc = build_flow(&c, train->dim, &rng, &flow);
-  if (!rc) rc = train_and_test(&c, flow, train, test, &rng, r);
+  int rc = build_flow(&c, s->train.x->dim, s->train.y ? s->train.y->dim : 0, &rng, &flow);
+  if (!rc) rc = train_and_test(&c, flow, s, &rng, r);
+  if (!rc && out) {
+    nf_meta *meta = provenance(&c, r);
+    if (!meta || nf_flow_save(flow, out, meta)) rc = die("--out: %s", nf_errmsg());
+    nf_meta_free(meta);
+  }
   nf_flow_free(flow);
   return rc;
 }
 
-/* key=value lines of one result, each key prefixed by prefix. */
-static void print_keys(const char *prefix, const result *r)
+/* key=value lines of one result, each key prefixed by prefix; nonzero if the
+   test NLL is not finite. */
+static int print_keys(const char *prefix, const result *r)
 {
-  printf("%sparams=%zu\n%siters=%zu\n%strain_nll=%.6f\n%stest_nll=%.6f\n", prefix, r->params,
-         prefix, r->iters, prefix, r->train_nll, prefix, r->test_nll);
+  printf("%sparams=%zu\n%siters=%zu\n%strain_nll=%.6f\n", prefix, r->params, prefix, r->iters,
+         prefix, r->train_nll);
+  if (!isnan(r->val_nll)) printf("%sval_nll=%.6f\n", prefix, r->val_nll);
+  if (r->restored) printf("%srestored_iteration=%zu\n", prefix, r->restored);
+  if (r->stop) printf("%sstopped_early=%s\n", prefix, r->stop_reason);
+  int rc = print_summary(prefix, &r->test);
   printf("%strain_seconds=%.3f\n%sms_per_iter=%.4f\n", prefix, r->seconds, prefix, r->ms_per_iter);
   if (r->continuous)
     printf("%snfe_forward=%.2f\n%snfe_backward=%.2f\n%send_time=%.6f\n", prefix, r->nfe_forward,
            prefix, r->nfe_backward, prefix, r->end_time);
+  return rc;
 }
 
 static int cmd_train(cfg *c)
 {
   if (!c->flow) c->flow = "realnvp";
+  int rc = check_scope(c->flow);
+  if (rc) return rc;
   cfg filled = *c;
   fill_defaults(&filled);
-  nf_dataset *train = NULL, *test = NULL;
-  int rc = load_data(&filled, &train, &test);
+  split s;
+  rc = load_data(&filled, &s);
   result r;
-  if (!rc && !(rc = run_flow(*c, train, test, &r))) {
-    printf("flow=%s\ndata=%s\ndim=%zu\nbatch=%zu\n", filled.flow, c->data, train->dim, filled.batch);
-    print_keys("", &r);
+  if (!rc && !(rc = run_flow(*c, &s, c->out, &r))) {
+    size_t batch = filled.batch < s.train.x->n ? filled.batch : s.train.x->n;
+    printf("flow=%s\ndata=%s\ndim=%zu\n", filled.flow, c->data, s.train.x->dim);
+    if (s.train.y) printf("context_dim=%zu\n", s.train.y->dim);
+    printf("train_rows=%zu\nval_rows=%zu\nbatch=%zu\nseed=%zu\nsplit_seed=%" PRIu64 "\n",
+           s.train.x->n, s.val.x ? s.val.x->n : 0, batch, c->seed_plus_one - 1, split_seed(c));
+    rc = print_keys("", &r);
+    if (c->out) printf("model=%s\n", c->out);
   }
-  nf_dataset_free(train);
-  nf_dataset_free(test);
+  split_free(&s);
   return rc;
 }
 
@@ -444,23 +815,30 @@ static int cmd_compare(cfg *c)
   for (char *tok = strtok(names, ","); tok; tok = strtok(NULL, ","))
     if (k < MAX_FLOWS) flow[k++] = tok;
   if (k == 0) return die("--flows: expected names like realnvp,cnf");
+  if (c->out || c->resume || c->checkpoint || c->curve)
+    return die("%s does not apply to compare", c->out ? "--out (use --out-dir)" :
+               c->resume ? "--resume" : c->checkpoint ? "--checkpoint" : "--curve");
+  note_scope(k, flow);
   cfg first = *c;
   first.flow = flow[0];
   fill_defaults(&first); /* the split follows the first flow's batch and iterations */
-  nf_dataset *train = NULL, *test = NULL;
-  int rc = load_data(&first, &train, &test);
+  split s;
+  int rc = load_data(&first, &s);
   result r[MAX_FLOWS];
   for (size_t i = 0; !rc && i < k; i++) {
     cfg one = *c;
     one.flow = flow[i];
-    rc = run_flow(one, train, test, &r[i]);
+    char path[4096];
+    if (c->out_dir) snprintf(path, sizeof path, "%s/%s.safetensors", c->out_dir, flow[i]);
+    rc = run_flow(one, &s, c->out_dir ? path : NULL, &r[i]);
   }
   if (!rc) {
-    printf("data=%s  dim=%zu  train=%zu  test=%zu\n", c->data, train->dim, train->n, test->n);
+    printf("data=%s  dim=%zu  train=%zu  val=%zu  test=%zu\n", c->data, s.train.x->dim,
+           s.train.x->n, s.val.x ? s.val.x->n : 0, s.test.x->n);
     printf("%-10s %9s %10s %10s %10s %8s %8s\n", "flow", "params", "test_nll", "train_s",
            "ms/iter", "nfe_fwd", "nfe_bwd");
     for (size_t i = 0; i < k; i++) {
-      printf("%-10s %9zu %10.4f %10.2f %10.3f", r[i].flow, r[i].params, r[i].test_nll,
+      printf("%-10s %9zu %10.4f %10.2f %10.3f", r[i].flow, r[i].params, r[i].test.mean,
              r[i].seconds, r[i].ms_per_iter);
       if (r[i].continuous) printf(" %8.1f %8.1f\n", r[i].nfe_forward, r[i].nfe_backward);
       else printf(" %8s %8s\n", "-", "-");
@@ -468,12 +846,171 @@ static int cmd_compare(cfg *c)
     for (size_t i = 0; i < k; i++) {
       char prefix[64];
       snprintf(prefix, sizeof prefix, "%s.", r[i].flow);
-      print_keys(prefix, &r[i]);
+      rc |= print_keys(prefix, &r[i]);
     }
   }
-  nf_dataset_free(train);
-  nf_dataset_free(test);
+  split_free(&s);
   return rc;
+}
+
+/* ---- eval, sample, info ---- */
+
+/* Loads the --model file. */
+static int load_model(const cfg *c, nf_flow **flow, nf_meta **meta)
+{
+  if (!c->model) return die("--model is required");
+  if (nf_flow_load(c->model, NULL, flow, meta)) return die("--model: %s", nf_errmsg());
+  return 0;
+}
+
+/* Writes n x d values to path: .npy by extension, else CSV. */
+static nf_status write_rows(const char *path, size_t n, size_t d, double *v)
+{
+  size_t len = strlen(path);
+  int npy = len >= 4 && !strcmp(path + len - 4, ".npy");
+  if (d == 0) return npy ? nf_write_column_npy(path, n, v) : nf_write_column_csv(path, n, v);
+  nf_dataset *ds = nf_dataset_view(n, d, v);
+  if (!ds) return nf_last_status();
+  nf_status st = npy ? nf_dataset_write_npy(ds, path) : nf_dataset_write_csv(ds, path);
+  nf_dataset_free(ds);
+  return st;
+}
+
+/* The rows eval evaluates: a toy set's held-out stream (the model's split
+   seed unless --split-seed), or every row of a file (context columns as the
+   model was trained with). */
+static int eval_data(const cfg *c, const nf_flow *flow, const nf_meta *meta, part *p)
+{
+  memset(p, 0, sizeof *p);
+  nf_status st;
+  if (is_toy(c->data)) {
+    uint64_t seed = 1;
+    const char *ss = nf_meta_get(meta, "split_seed");
+    if (c->split_seed_plus_one) seed = c->split_seed_plus_one - 1;
+    else if (ss) seed = strtoull(ss, NULL, 10);
+    st = toy_test(c->data, seed, &p->x);
+    return st ? die("--data %s: %s", c->data, nf_errmsg()) : 0;
+  }
+  nf_dataset *all;
+  if (read_file(c->data, &all)) return die("--data %s: %s", c->data, nf_errmsg());
+  const char *cols = c->context_cols ? c->context_cols : nf_meta_get(meta, "context_cols");
+  int rc = make_part(all, nf_flow_ctx_dim(flow) ? cols : NULL, c->data, p);
+  if (!rc && p->x->dim != nf_flow_dim(flow))
+    rc = die("--data %s: %zu data columns, but the model is on R^%zu", c->data, p->x->dim,
+             nf_flow_dim(flow));
+  if (!rc && nf_flow_ctx_dim(flow) && (!p->y || p->y->dim != nf_flow_ctx_dim(flow)))
+    rc = die("--data %s: the model is conditional on %zu columns: give them with --context-cols",
+             c->data, nf_flow_ctx_dim(flow));
+  if (rc) part_free(p);
+  return rc;
+}
+
+static int cmd_eval(cfg *c)
+{
+  nf_flow *flow = NULL;
+  nf_meta *meta = NULL;
+  int rc = load_model(c, &flow, &meta);
+  part p = {0};
+  double *logp = NULL;
+  if (!rc) rc = eval_data(c, flow, meta, &p);
+  if (!rc) rc = log_densities(flow, &p, &logp);
+  if (!rc && c->out && write_rows(c->out, p.x->n, 0, logp)) rc = die("--out: %s", nf_errmsg());
+  if (!rc) {
+    printf("model=%s\ndata=%s\n", c->model, c->data);
+    nll_summary s = summarize(p.x->n, logp);
+    rc = print_summary("", &s);
+  }
+  free(logp);
+  part_free(&p);
+  nf_meta_free(meta);
+  nf_flow_free(flow);
+  return rc;
+}
+
+/* Parses "--context-row 0.5,1.2" into c values. */
+static int parse_row(const char *s, size_t c, double *v)
+{
+  const char *p = s;
+  size_t k = 0;
+  while (*p) {
+    char *end;
+    double x = strtod(p, &end);
+    if (end == p || !isfinite(x) || k == c || (*end && *end != ','))
+      return die("--context-row: expected %zu comma-separated numbers, got '%s'", c, s);
+    v[k++] = x;
+    p = *end ? end + 1 : end;
+  }
+  return k == c ? 0 : die("--context-row: expected %zu numbers, got '%s'", c, s);
+}
+
+static int cmd_sample(cfg *c)
+{
+  nf_flow *flow = NULL;
+  nf_meta *meta = NULL;
+  int rc = load_model(c, &flow, &meta);
+  if (rc) return rc;
+  size_t n = c->n_samples ? c->n_samples : 1000, d = nf_flow_dim(flow), cd = nf_flow_ctx_dim(flow);
+  double *ctx = NULL, *x = NULL;
+  nf_dataset *cf = NULL;
+  if (cd && !c->context && !c->context_row)
+    rc = die("the model is conditional (%zu context columns): give --context FILE or "
+             "--context-row", cd);
+  else if (!cd && (c->context || c->context_row))
+    rc = die("%s: the model is unconditional", c->context ? "--context" : "--context-row");
+  else if (c->context && c->context_row)
+    rc = die("--context and --context-row exclude each other");
+  else if (c->context) {
+    if (read_file(c->context, &cf)) rc = die("--context %s: %s", c->context, nf_errmsg());
+    else if (cf->dim != cd)
+      rc = die("--context %s: %zu columns, the model takes %zu", c->context, cf->dim, cd);
+    else if (given[0] || c->n_samples) { /* -n with a context file: must agree */
+      if (c->n_samples && c->n_samples != cf->n)
+        rc = die("-n %zu: the context file has %zu rows (one per sample)", c->n_samples, cf->n);
+    }
+    if (!rc) n = cf->n;
+  }
+  if (!rc && (x = malloc(n * d * sizeof *x)) == NULL) rc = die("out of memory");
+  if (!rc && c->context_row) {
+    ctx = malloc(n * cd * sizeof *ctx);
+    if (!ctx || parse_row(c->context_row, cd, ctx)) rc = ctx ? 2 : die("out of memory");
+    for (size_t i = 1; !rc && i < n; i++) memcpy(ctx + i * cd, ctx, cd * sizeof *ctx);
+  }
+  if (!rc) {
+    nf_rng rng;
+    nf_rng_seed(&rng, c->seed_plus_one - 1);
+    if (nf_flow_sample(flow, &rng, n, cf ? cf->x : ctx, x, NULL)) rc = die("sample: %s", nf_errmsg());
+  }
+  if (!rc && c->out && write_rows(c->out, n, d, x)) rc = die("--out: %s", nf_errmsg());
+  if (!rc && !c->out)
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = 0; j < d; j++) printf("%.17g%c", x[i * d + j], j + 1 < d ? ',' : '\n');
+  if (!rc && c->out) printf("samples=%zu\ndim=%zu\nout=%s\n", n, d, c->out);
+  free(x);
+  free(ctx);
+  nf_dataset_free(cf);
+  nf_meta_free(meta);
+  nf_flow_free(flow);
+  return rc;
+}
+
+static int cmd_info(cfg *c)
+{
+  nf_flow *flow = NULL;
+  nf_meta *meta = NULL;
+  int rc = load_model(c, &flow, &meta);
+  if (rc) return rc;
+  printf("model=%s\ndim=%zu\ncontext_dim=%zu\nbase=%s\nlayers=%zu\nparams=%zu\n", c->model,
+         nf_flow_dim(flow), nf_flow_ctx_dim(flow), nf_base_name(nf_flow_base(flow)),
+         nf_flow_n_layers(flow), nf_flow_n_params(flow));
+  for (size_t k = 0; k < nf_flow_n_layers(flow); k++) {
+    const nf_layer *l = nf_flow_layer(flow, k);
+    printf("layer.%zu=%s params=%zu\n", k, nf_layer_name(l), nf_layer_n_params(l));
+  }
+  for (size_t i = 0; i < nf_meta_count(meta); i++)
+    printf("meta.%s=%s\n", nf_meta_key(meta, i), nf_meta_value(meta, i));
+  nf_meta_free(meta);
+  nf_flow_free(flow);
+  return 0;
 }
 
 int main(int argc, char **argv)
@@ -482,15 +1019,28 @@ int main(int argc, char **argv)
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  int train = !strcmp(argv[1], "train"), compare = !strcmp(argv[1], "compare");
-  if (!train && !compare) return die("unknown command '%s' (expected train or compare)", argv[1]);
+  if (!strcmp(argv[1], "--version")) {
+    printf("nflow %s\n", NFLOW_VERSION_STRING);
+    return 0;
+  }
+  static const char *const cmds[] = {"train", "compare", "eval", "sample", "info"};
+  size_t cmd = 0;
+  while (cmd < 5 && strcmp(argv[1], cmds[cmd])) cmd++;
+  if (cmd == 5)
+    return die("unknown command '%s' (expected train, compare, eval, sample or info)", argv[1]);
   cfg c = {.iters = 2000, .threads = 1, .seed_plus_one = 2, .lr = NAN, .test_frac = NAN,
            .weight_decay = NAN, .clip = NAN, .scale_bound = NAN, .end_time = NAN,
-           .rtol = NAN, .atol = NAN, .kinetic = NAN, .jacobian = NAN};
-  int rc = parse_args(argc - 2, argv + 2, &c);
+           .rtol = NAN, .atol = NAN, .kinetic = NAN, .jacobian = NAN, .val_frac = NAN};
+  int rc = parse_args(argc - 2, argv + 2, &c, cmd <= 2);
   if (rc) return rc;
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
   openblas_set_num_threads((int)c.threads);
 #endif
-  return train ? cmd_train(&c) : cmd_compare(&c);
+  switch (cmd) {
+  case 0: return cmd_train(&c);
+  case 1: return cmd_compare(&c);
+  case 2: return cmd_eval(&c);
+  case 3: return cmd_sample(&c);
+  default: return cmd_info(&c);
+  }
 }

@@ -58,6 +58,18 @@ nf_status nf_adam_set_lr(nf_adam *adam, double lr);
 /* Forgets the moments and the step count (restart); keeps the options. */
 void nf_adam_reset(nf_adam *adam);
 
+/* The optimizer's state, for checkpoints: copies the first and second
+   moments (n doubles each, either pointer may be NULL) and returns the step
+   count (0 for a NULL optimizer). */
+size_t nf_adam_get_state(const nf_adam *adam, double *m, double *v);
+
+/* Restores a state saved by nf_adam_get_state (moments of n doubles and step
+   count t), so the following steps are bit for bit those the saved optimizer
+   would have taken; the options (lr included) are kept. NF_EINVAL on a NULL
+   argument, NF_ENONFINITE on a non-finite moment, NF_EDOMAIN on a negative
+   second moment; the optimizer is unchanged on failure. */
+nf_status nf_adam_set_state(nf_adam *adam, size_t t, const double *m, const double *v);
+
 /* Number of parameters the optimizer was made for. */
 size_t nf_adam_size(const nf_adam *adam);
 

@@ -15,6 +15,25 @@
    paired through the shuffles, and validation evaluates p(x | y) on the
    validation pairs.
 
+   Best parameters and early stopping: with restore_best the trainer keeps a
+   copy of theta at each new lowest validation NLL and, at the end of
+   nf_trainer_run, sets the flow to it (the report names the iteration); the
+   parameters training had reached are kept too, so a later step or a saved
+   state continues from them, not from the restored ones. With patience K > 0
+   a run stops after K validations in a row without a new lowest NLL.
+
+   The training curve: every curve_every steps the trainer records a point
+   (iteration, training seconds, mean batch loss since the last point, a
+   validation NLL, CNF evaluation counts per step) for a callback and/or a CSV
+   file. Validations and curve points are not counted in the seconds.
+
+   Whole-state checkpoints (nf_trainer_save_state / nf_trainer_load_state):
+   theta, the optimizer's moments and step count, the shuffling rng, the
+   counters, this epoch's order and position, the best parameters and the
+   noise seed, so that training N steps equals training k, saving, loading
+   into a new trainer over the same flow architecture and data, and training
+   N - k more, bit for bit.
+
    The trainer borrows the flow, the optimizer and the data sets (contexts
    included): they must outlive it, and no layer may be pushed onto the flow
    while it is in use. */
@@ -22,6 +41,7 @@
 #define NFLOW_TRAINER_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include "nflow/status.h"
 #include "nflow/rng.h"
 #include "nflow/flow.h"
@@ -45,6 +65,21 @@ typedef struct nf_train_progress {
 /* Progress callback: return 0 to continue, nonzero to stop the run early. */
 typedef int (*nf_train_callback)(const nf_train_progress *progress, void *user);
 
+/* One point of the training curve. */
+typedef struct nf_train_curve_point {
+  size_t iteration;    /* steps done */
+  double seconds;      /* wall time spent in steps since the trainer began
+                          (across saved states), evaluations excluded */
+  double train_loss;   /* row-weighted mean batch NLL of the steps since the last point */
+  double val_loss;     /* validation NLL at this iteration; NaN without a validation set */
+  int continuous;      /* 1 if the flow has CNF layers: the two counts below apply */
+  double nfe_forward;  /* CNF right-hand side evaluations per step since the last point */
+  double nfe_backward; /* CNF adjoint evaluations per step since the last point */
+} nf_train_curve_point;
+
+/* Curve callback: return 0 to continue, nonzero to stop the run early. */
+typedef int (*nf_train_curve_fn)(const nf_train_curve_point *point, void *user);
+
 /* Learning-rate schedule over opts.iterations steps, from the optimizer's lr
    at nf_trainer_new (lr0) down to lr_min. */
 typedef enum nf_lr_schedule {
@@ -61,13 +96,33 @@ typedef struct nf_trainer_opts {
   void *user;                 /* passed to the callback */
   nf_lr_schedule schedule;    /* default NF_LR_CONSTANT */
   double lr_min;              /* NF_LR_COSINE: final learning rate, in [0, lr0) */
+  int restore_best;           /* nonzero: end a run at the best validated theta (default 0) */
+  size_t patience;            /* stop after this many validations without improvement; 0 = never */
+  size_t curve_every;         /* a curve point every k steps and at a run's last step; 0 = none */
+  nf_train_curve_fn curve;    /* may be NULL */
+  void *curve_user;           /* passed to curve */
+  FILE *curve_csv;            /* may be NULL: a header line "iter,seconds,train_loss,val_loss"
+                                 (",nfe_forward,nfe_backward" for a CNF flow) at the first
+                                 point of a trainer, then one line per point, %.17g */
 } nf_trainer_opts;
+
+/* Why a run ended before opts.iterations. */
+typedef enum nf_train_stop {
+  NF_STOP_NONE = 0, /* it did not: all iterations done (or a step failed) */
+  NF_STOP_CALLBACK, /* the progress or curve callback returned nonzero */
+  NF_STOP_PATIENCE  /* opts.patience validations without improvement */
+} nf_train_stop;
 
 /* Summary of a run. */
 typedef struct nf_train_report {
   size_t iterations;   /* steps done by the trainer in total */
   size_t epochs;       /* epochs completed */
-  int stopped;         /* 1 if the callback stopped the run early, else 0 */
+  int stopped;         /* 1 if the run stopped early (callback or patience), else 0 */
+  nf_train_stop stop;  /* why */
+  char stop_reason[160]; /* the reason in words ("" if it did not stop early) */
+  size_t restored_iteration; /* restore_best: the iteration whose theta the flow
+                                holds after the run (the last one if it was the
+                                best); 0 if there was no validation to go by */
   double train_loss;   /* row-weighted mean of the batch NLLs over the last
                           completed epoch (over the steps of the current epoch
                           if none has completed); NaN before the first step */
@@ -80,7 +135,7 @@ typedef struct nf_train_report {
 typedef struct nf_trainer nf_trainer;
 
 /* The defaults: batch 128, 1000 iterations, no validation, no callback,
-   constant learning rate. */
+   constant learning rate, no best restore, no early stopping, no curve. */
 nf_trainer_opts nf_trainer_defaults(void);
 
 /* A trainer of flow by adam on train, validated on val (may be NULL), with a
@@ -132,6 +187,21 @@ nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report);
 
 /* Steps done so far. */
 size_t nf_trainer_iterations(const nf_trainer *trainer);
+
+/* Saves the whole training state to path, atomically, as a safetensors file
+   (scalars as metadata strings, doubles and 64-bit words bit-exact in hex;
+   tensors "theta", "adam.m", "adam.v", "order" and, once there is one,
+   "best_theta"). NF_EINVAL on a NULL argument, NF_EIO naming path. */
+nf_status nf_trainer_save_state(const nf_trainer *trainer, const char *path);
+
+/* Loads a state saved by nf_trainer_save_state into trainer, whose flow must
+   have the same parameter count and context width and whose data sets the
+   same sizes and training values (a CRC-32 of them) as the saver's. NF_EIO or
+   NF_EFORMAT (unreadable or malformed file), NF_EDIM naming what does not fit
+   (parameter count, rows, dim, validation rows, training data), or the check
+   of theta's status; the trainer, flow and optimizer are unchanged on failure.
+   The options (iterations, schedule, patience, ...) stay this trainer's. */
+nf_status nf_trainer_load_state(nf_trainer *trainer, const char *path);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
    (AdamW, Loshchilov & Hutter 2019) and global gradient-norm clipping. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 #include "nflow/adam.h"
@@ -164,3 +165,31 @@ nf_adam_opts nf_adam_options(const nf_adam *adam)
 }
 
 double nf_adam_grad_norm(const nf_adam *adam) { return adam ? adam->grad_norm : 0.0; }
+
+size_t nf_adam_get_state(const nf_adam *adam, double *m, double *v)
+{
+  if (!adam) return 0;
+  if (m) memcpy(m, adam->m, adam->n * sizeof *m);
+  if (v) memcpy(v, adam->v, adam->n * sizeof *v);
+  return adam->t;
+}
+
+nf_status nf_adam_set_state(nf_adam *adam, size_t t, const double *m, const double *v)
+{
+  const char *fn = "nf_adam_set_state";
+  if (!adam || !m || !v)
+    return nf_fail(NF_EINVAL, "%s: NULL %s", fn, !adam ? "optimizer" : !m ? "m" : "v");
+  size_t bad = nf_first_nonfinite(adam->n, m);
+  if (bad < adam->n)
+    return nf_fail(NF_ENONFINITE, "%s: first moment %zu is %g", fn, bad, m[bad]);
+  bad = nf_first_nonfinite(adam->n, v);
+  if (bad < adam->n)
+    return nf_fail(NF_ENONFINITE, "%s: second moment %zu is %g", fn, bad, v[bad]);
+  for (size_t i = 0; i < adam->n; i++)
+    if (v[i] < 0)
+      return nf_fail(NF_EDOMAIN, "%s: second moment %zu is negative (%g)", fn, i, v[i]);
+  memcpy(adam->m, m, adam->n * sizeof *m);
+  memcpy(adam->v, v, adam->n * sizeof *v);
+  adam->t = t;
+  return NF_OK;
+}

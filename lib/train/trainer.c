@@ -5,10 +5,20 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "internal.h"
+#include "io/io_internal.h"
+#include "io/safetensors.h"
+#include "nflow/cnf.h"
+#include "nflow/meta.h"
 #include "nflow/trainer.h"
+
+#define STATE_FORMAT "nflow-trainer-state"
+#define STATE_VERSION "1"
 
 struct nf_trainer {
   nf_flow *flow;
@@ -33,13 +43,29 @@ struct nf_trainer {
   double lr0;        /* the optimizer's learning rate at creation */
   double *theta_next; /* the optimizer's candidate parameters, checked before they are set */
   uint64_t noise_seed; /* step t draws the flow's noise from nf_noise_key(noise_seed, t) */
+  /* best parameters and early stopping */
+  double *best_theta;  /* theta at val_best (restore_best only) */
+  int have_best;       /* best_theta holds a validated theta */
+  double *theta_live;  /* the theta training reached, while the flow holds the restored best */
+  int restored;        /* the flow holds best_theta; the next step goes back to theta_live */
+  size_t since_best;   /* validations since the last new lowest NLL */
+  /* the training curve */
+  int continuous;      /* the flow has CNF layers */
+  double step_seconds; /* wall time inside nf_trainer_step, over the trainer's life */
+  double win_sum;      /* since the last curve point: sum of rows * batch NLL, */
+  size_t win_rows, win_steps; /* rows and steps, */
+  double win_nfe, win_nfe_adjoint; /* and CNF evaluations of the steps */
+  int curve_header;    /* the CSV header has been written */
+  size_t val_at;       /* iteration of the latest validation + 1; 0 if none */
 };
 
 nf_trainer_opts nf_trainer_defaults(void)
 {
   nf_trainer_opts o = {.batch_size = 128, .iterations = 1000, .val_every = 0,
                        .callback = NULL, .user = NULL, .schedule = NF_LR_CONSTANT,
-                       .lr_min = 0.0};
+                       .lr_min = 0.0, .restore_best = 0, .patience = 0,
+                       .curve_every = 0, .curve = NULL, .curve_user = NULL,
+                       .curve_csv = NULL};
   return o;
 }
 
@@ -118,8 +144,11 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
                      .xb = nf_dalloc(batch * train->dim), .cb = c ? nf_dalloc(batch * c) : NULL,
                      .last_epoch_loss = NAN, .val_last = NAN, .val_best = NAN,
                      .lr0 = nf_adam_options(adam).lr,
-                     .theta_next = nf_dalloc(nf_flow_n_params(flow))};
-  if (!tr->order || !tr->xb || (c && !tr->cb) || !tr->theta_next) {
+                     .theta_next = nf_dalloc(nf_flow_n_params(flow)),
+                     .theta_live = nf_dalloc(nf_flow_n_params(flow)),
+                     .best_theta = o.restore_best ? nf_dalloc(nf_flow_n_params(flow)) : NULL};
+  if (!tr->order || !tr->xb || (c && !tr->cb) || !tr->theta_next || !tr->theta_live ||
+      (o.restore_best && !tr->best_theta)) {
     nf_trainer_free(tr);
     nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory for a batch of %zu rows", batch);
     return NULL;
@@ -131,6 +160,9 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
   for (size_t i = 0; i < train->n; i++) tr->order[i] = i;
   nf_rng_shuffle(&tr->rng, train->n, tr->order);
   tr->noise_seed = nf_rng_u64(&tr->rng);
+  nf_cnf_counters cnt;
+  for (size_t k = 0; k < nf_flow_n_layers(flow); k++)
+    if (nf_cnf_get_counters(nf_flow_layer(flow, k), &cnt) == NF_OK) tr->continuous = 1;
   return tr;
 }
 
@@ -167,6 +199,8 @@ void nf_trainer_free(nf_trainer *trainer)
   free(trainer->xb);
   free(trainer->cb);
   free(trainer->theta_next);
+  free(trainer->theta_live);
+  free(trainer->best_theta);
   free(trainer);
 }
 
@@ -204,6 +238,9 @@ static void record_step(nf_trainer *tr, size_t m, double loss)
   tr->cursor += m;
   tr->epoch_sum += (double)m * loss;
   tr->epoch_rows += m;
+  tr->win_sum += (double)m * loss;
+  tr->win_rows += m;
+  tr->win_steps++;
   if (tr->cursor < tr->train->n) return;
   tr->epochs++;
   tr->last_epoch_loss = tr->epoch_sum / (double)tr->epoch_rows;
@@ -223,10 +260,46 @@ static double scheduled_lr(const nf_trainer *tr)
   return tr->opts.lr_min + 0.5 * (tr->lr0 - tr->opts.lr_min) * (1.0 + cos(pi * (double)t / (double)T));
 }
 
+/* Sums the CNF layers' forward and adjoint evaluation counters into *nfe, *adj. */
+static void cnf_evaluations(const nf_flow *flow, double *nfe, double *adj)
+{
+  *nfe = *adj = 0.0;
+  nf_cnf_counters c;
+  for (size_t k = 0; k < nf_flow_n_layers(flow); k++)
+    if (nf_cnf_get_counters(nf_flow_layer(flow, k), &c) == NF_OK) {
+      *nfe += (double)c.nfe;
+      *adj += (double)c.nfe_adjoint;
+    }
+}
+
+static nf_status step(nf_trainer *tr, double *loss);
+
 nf_status nf_trainer_step(nf_trainer *trainer, double *loss)
 {
   if (!trainer) return nf_fail(NF_EINVAL, "nf_trainer_step: NULL trainer");
   nf_trainer *tr = trainer;
+  if (tr->restored) { /* training goes on from where it was, not from the best */
+    nf_status st = nf_flow_set_params(tr->flow, tr->theta_live);
+    if (st != NF_OK) return st;
+    tr->restored = 0;
+  }
+  double nfe0 = 0, adj0 = 0, nfe1, adj1, t0 = now_seconds(), nll = NAN;
+  if (tr->continuous) cnf_evaluations(tr->flow, &nfe0, &adj0);
+  nf_status st = step(tr, &nll);
+  tr->step_seconds += now_seconds() - t0;
+  if (st != NF_OK) return st;
+  if (tr->continuous) {
+    cnf_evaluations(tr->flow, &nfe1, &adj1);
+    tr->win_nfe += nfe1 - nfe0;
+    tr->win_nfe_adjoint += adj1 - adj0;
+  }
+  if (loss) *loss = nll;
+  return NF_OK;
+}
+
+/* nf_trainer_step's work: one batch, gradient and optimizer step. */
+static nf_status step(nf_trainer *tr, double *loss)
+{
   if (nf_flow_n_params(tr->flow) != nf_adam_size(tr->adam))
     return nf_fail(NF_EDIM, "nf_trainer_step: the flow now has %zu parameters, the "
                    "optimizer %zu", nf_flow_n_params(tr->flow), nf_adam_size(tr->adam));
@@ -266,9 +339,18 @@ nf_status nf_trainer_validate(nf_trainer *trainer, double *nll)
                    trainer->val_ctx ? trainer->val_ctx->x : NULL, &v);
   if (st != NF_OK) return st;
   trainer->val_last = v;
-  if (!(v >= trainer->val_best)) { /* also true while val_best is NaN */
+  trainer->val_at = trainer->iterations + 1;
+  if (!isnan(v) && !(v >= trainer->val_best)) { /* also true while val_best is NaN */
     trainer->val_best = v;
     trainer->val_best_iteration = trainer->iterations;
+    trainer->since_best = 0;
+    if (trainer->best_theta) {
+      memcpy(trainer->best_theta, nf_flow_params(trainer->flow),
+             nf_flow_n_params(trainer->flow) * sizeof *trainer->best_theta);
+      trainer->have_best = 1;
+    }
+  } else {
+    trainer->since_best++;
   }
   if (nll) *nll = v;
   return NF_OK;
@@ -283,16 +365,56 @@ static int validation_due(const nf_trainer *tr)
 }
 
 /* The summary of the trainer's state after a run that began at time t0. */
-static nf_train_report make_report(const nf_trainer *tr, int stopped, double t0)
+static nf_train_report make_report(const nf_trainer *tr, nf_train_stop stop, double t0)
 {
   double partial = tr->epoch_rows ? tr->epoch_sum / (double)tr->epoch_rows : NAN;
   nf_train_report r = {.iterations = tr->iterations, .epochs = tr->epochs,
-                       .stopped = stopped,
+                       .stopped = stop != NF_STOP_NONE, .stop = stop,
+                       .restored_iteration = tr->have_best ? tr->val_best_iteration : 0,
                        .train_loss = tr->epochs ? tr->last_epoch_loss : partial,
                        .val_nll_last = tr->val_last, .val_nll_best = tr->val_best,
                        .val_best_iteration = tr->val_best_iteration,
                        .seconds = now_seconds() - t0};
+  if (stop == NF_STOP_CALLBACK)
+    snprintf(r.stop_reason, sizeof r.stop_reason, "the callback asked to stop at iteration %zu",
+             tr->iterations);
+  else if (stop == NF_STOP_PATIENCE)
+    snprintf(r.stop_reason, sizeof r.stop_reason,
+             "no lower validation NLL in %zu validations (best %.6g at iteration %zu)",
+             tr->since_best, tr->val_best, tr->val_best_iteration);
   return r;
+}
+
+/* Records a curve point of the steps since the last one (validating first if
+   there is a validation set and no validation at this iteration yet); *stop
+   is set if the curve callback asks to stop. */
+static nf_status curve_point(nf_trainer *tr, int *stop)
+{
+  nf_status st = NF_OK;
+  if (tr->val && tr->val_at != tr->iterations + 1) st = nf_trainer_validate(tr, NULL);
+  if (st != NF_OK) return st;
+  double k = tr->win_steps ? (double)tr->win_steps : 1.0;
+  nf_train_curve_point p = {.iteration = tr->iterations, .seconds = tr->step_seconds,
+                            .train_loss = tr->win_rows ? tr->win_sum / (double)tr->win_rows : NAN,
+                            .val_loss = tr->val ? tr->val_last : NAN,
+                            .continuous = tr->continuous,
+                            .nfe_forward = tr->continuous ? tr->win_nfe / k : NAN,
+                            .nfe_backward = tr->continuous ? tr->win_nfe_adjoint / k : NAN};
+  tr->win_sum = tr->win_nfe = tr->win_nfe_adjoint = 0.0;
+  tr->win_rows = tr->win_steps = 0;
+  FILE *f = tr->opts.curve_csv;
+  if (f) {
+    if (!tr->curve_header)
+      fputs(tr->continuous ? "iter,seconds,train_loss,val_loss,nfe_forward,nfe_backward\n"
+                           : "iter,seconds,train_loss,val_loss\n", f);
+    tr->curve_header = 1;
+    fprintf(f, "%zu,%.6f,%.17g,%.17g", p.iteration, p.seconds, p.train_loss, p.val_loss);
+    if (p.continuous) fprintf(f, ",%.6g,%.6g", p.nfe_forward, p.nfe_backward);
+    fputc('\n', f);
+    fflush(f);
+  }
+  if (tr->opts.curve && tr->opts.curve(&p, tr->opts.curve_user)) *stop = 1;
+  return NF_OK;
 }
 
 nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report)
@@ -301,23 +423,293 @@ nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report)
   nf_trainer *tr = trainer;
   double t0 = now_seconds();
   nf_status st = NF_OK;
-  int stopped = 0;
-  while (tr->iterations < tr->opts.iterations && st == NF_OK && !stopped) {
+  nf_train_stop stop = NF_STOP_NONE;
+  size_t K = tr->opts.curve_every;
+  while (tr->iterations < tr->opts.iterations && st == NF_OK && stop == NF_STOP_NONE) {
     double loss;
     st = nf_trainer_step(tr, &loss);
-    if (st == NF_OK && validation_due(tr)) st = nf_trainer_validate(tr, NULL);
-    if (st == NF_OK && tr->opts.callback) {
+    if (st != NF_OK) break;
+    if (validation_due(tr)) st = nf_trainer_validate(tr, NULL);
+    int asked = 0;
+    if (st == NF_OK && K && (tr->iterations % K == 0 || tr->iterations == tr->opts.iterations))
+      st = curve_point(tr, &asked);
+    if (st != NF_OK) break;
+    if (asked) stop = NF_STOP_CALLBACK;
+    if (tr->opts.patience && tr->val_at == tr->iterations + 1 &&
+        tr->since_best >= tr->opts.patience)
+      stop = NF_STOP_PATIENCE;
+    if (tr->opts.callback) {
       nf_train_progress p = {.iteration = tr->iterations, .total = tr->opts.iterations,
                              .epoch = tr->epochs, .loss = loss, .val_nll = tr->val_last,
                              .seconds = now_seconds() - t0};
-      stopped = tr->opts.callback(&p, tr->opts.user) != 0;
+      if (tr->opts.callback(&p, tr->opts.user) && stop == NF_STOP_NONE) stop = NF_STOP_CALLBACK;
     }
   }
-  if (report) *report = make_report(tr, stopped, t0);
+  int asked = 0;
+  if (st == NF_OK && K && tr->win_steps) st = curve_point(tr, &asked); /* an early stop's point */
+  if (st == NF_OK && tr->have_best && tr->val_best_iteration != tr->iterations && !tr->restored) {
+    size_t np = nf_flow_n_params(tr->flow);
+    memcpy(tr->theta_live, nf_flow_params(tr->flow), np * sizeof *tr->theta_live);
+    st = nf_flow_set_params(tr->flow, tr->best_theta);
+    tr->restored = st == NF_OK;
+  }
+  if (report) *report = make_report(tr, stop, t0);
   return st;
 }
 
 size_t nf_trainer_iterations(const nf_trainer *trainer)
 {
   return trainer ? trainer->iterations : 0;
+}
+
+/* ---- whole-state checkpoints ---- */
+
+/* CRC-32 of the training rows (and their contexts): a resumed run must see the same data. */
+static uint32_t data_crc(const nf_trainer *tr)
+{
+  uint32_t crc = nf_crc32_f64le(0, tr->train->n * tr->train->dim, tr->train->x);
+  if (tr->train_ctx) crc = nf_crc32_f64le(crc, tr->train_ctx->n * tr->train_ctx->dim,
+                                          tr->train_ctx->x);
+  return crc;
+}
+
+static uint64_t f64_bits(double v)
+{
+  uint64_t u;
+  memcpy(&u, &v, sizeof u);
+  return u;
+}
+
+/* Sets key to u in decimal (hex = 0) or as 16 hex digits (hex = 1). */
+static nf_status put_u64(nf_meta *m, const char *key, uint64_t u, int hex)
+{
+  char buf[32];
+  snprintf(buf, sizeof buf, hex ? "%016" PRIx64 : "%" PRIu64, u);
+  return nf_meta_set(m, key, buf);
+}
+
+/* The scalars of the state as metadata strings (doubles as their bits in hex). */
+static nf_status state_meta(const nf_trainer *tr, nf_meta *m)
+{
+  struct { const char *key; uint64_t v; int hex; } kv[] = {
+    {"n_params", nf_flow_n_params(tr->flow), 0}, {"ctx_dim", nf_flow_ctx_dim(tr->flow), 0},
+    {"train_rows", tr->train->n, 0}, {"dim", tr->train->dim, 0},
+    {"val_rows", tr->val ? tr->val->n : 0, 0}, {"data_crc32", data_crc(tr), 1},
+    {"iterations", tr->iterations, 0}, {"epochs", tr->epochs, 0},
+    {"cursor", tr->cursor, 0}, {"epoch_rows", tr->epoch_rows, 0},
+    {"epoch_sum", f64_bits(tr->epoch_sum), 1},
+    {"last_epoch_loss", f64_bits(tr->last_epoch_loss), 1},
+    {"val_last", f64_bits(tr->val_last), 1}, {"val_best", f64_bits(tr->val_best), 1},
+    {"val_best_iteration", tr->val_best_iteration, 0}, {"since_best", tr->since_best, 0},
+    {"have_best", (uint64_t)tr->have_best, 0},
+    {"rng0", tr->rng.s[0], 1}, {"rng1", tr->rng.s[1], 1},
+    {"rng2", tr->rng.s[2], 1}, {"rng3", tr->rng.s[3], 1},
+    {"noise_seed", tr->noise_seed, 1}, {"adam_steps", nf_adam_steps(tr->adam), 0},
+    {"step_seconds", f64_bits(tr->step_seconds), 1},
+    {"win_sum", f64_bits(tr->win_sum), 1}, {"win_rows", tr->win_rows, 0},
+    {"win_steps", tr->win_steps, 0}, {"win_nfe", f64_bits(tr->win_nfe), 1},
+    {"win_nfe_adjoint", f64_bits(tr->win_nfe_adjoint), 1},
+  };
+  nf_status st = nf_meta_set(m, "format", STATE_FORMAT);
+  if (st == NF_OK) st = nf_meta_set(m, "version", STATE_VERSION);
+  for (size_t i = 0; st == NF_OK && i < sizeof kv / sizeof *kv; i++)
+    st = put_u64(m, kv[i].key, kv[i].v, kv[i].hex);
+  return st;
+}
+
+nf_status nf_trainer_save_state(const nf_trainer *trainer, const char *path)
+{
+  const char *fn = "nf_trainer_save_state";
+  if (!trainer || !path)
+    return nf_fail(NF_EINVAL, "%s: NULL %s", fn, !trainer ? "trainer" : "path");
+  const nf_trainer *tr = trainer;
+  size_t np = nf_flow_n_params(tr->flow), n = tr->train->n;
+  double *buf = nf_dalloc(2 * np + n);
+  nf_meta *m = nf_meta_new();
+  nf_status st = buf && m ? NF_OK : nf_fail(NF_ENOMEM, "%s: out of memory", fn);
+  if (st == NF_OK) st = state_meta(tr, m);
+  if (st == NF_OK) {
+    double *mom = buf, *vel = buf + np, *order = buf + 2 * np;
+    nf_adam_get_state(tr->adam, mom, vel);
+    for (size_t i = 0; i < n; i++) order[i] = (double)tr->order[i];
+    nf_tensor t[5] = {
+      {"theta", np, tr->restored ? tr->theta_live : nf_flow_params(tr->flow)},
+      {"adam.m", np, mom}, {"adam.v", np, vel}, {"order", n, order},
+      {"best_theta", np, tr->best_theta}};
+    st = nf_safetensors_write(path, m, tr->have_best ? 5 : 4, t);
+  }
+  nf_meta_free(m);
+  free(buf);
+  return st;
+}
+
+/* The metadata value of key as an unsigned integer (decimal, or 16 hex digits). */
+static nf_status get_u64(const nf_meta *m, const char *path, const char *key, int hex,
+                         uint64_t *out)
+{
+  const char *s = nf_meta_get(m, key);
+  char *end = NULL;
+  if (s && *s && *s != '-') {
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, hex ? 16 : 10);
+    if (!errno && !*end && (!hex || strlen(s) == 16)) {
+      *out = (uint64_t)v;
+      return NF_OK;
+    }
+  }
+  return nf_fail(NF_EFORMAT, "%s: trainer state: metadata '%s' is %s", path, key,
+                 s ? "malformed" : "missing");
+}
+
+/* A tensor of the state file of exactly n values. */
+static nf_status get_tensor(const nf_safetensors *f, const char *path, const char *name,
+                            size_t n, const double **out)
+{
+  size_t len = 0;
+  *out = nf_safetensors_find(f, name, &len);
+  if (!*out) return nf_fail(NF_EFORMAT, "%s: trainer state: no tensor '%s'", path, name);
+  if (len != n)
+    return nf_fail(NF_EFORMAT, "%s: trainer state: tensor '%s' has %zu values, not %zu",
+                   path, name, len, n);
+  return NF_OK;
+}
+
+/* Every scalar of a state file, read. */
+typedef struct state_scalars {
+  uint64_t n_params, ctx_dim, train_rows, dim, val_rows, crc, iterations, epochs, cursor,
+      epoch_rows, epoch_sum, last_epoch_loss, val_last, val_best, val_best_iteration,
+      since_best, have_best, rng[4], noise_seed, adam_steps, step_seconds, win_sum,
+      win_rows, win_steps, win_nfe, win_nfe_adjoint;
+} state_scalars;
+
+static double bits_f64(uint64_t u)
+{
+  double v;
+  memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+/* Reads the scalars of the state file and checks they fit tr. */
+static nf_status read_scalars(const nf_trainer *tr, const nf_meta *m, const char *path,
+                              state_scalars *s)
+{
+  const char *fmt = nf_meta_get(m, "format"), *ver = nf_meta_get(m, "version");
+  if (!fmt || strcmp(fmt, STATE_FORMAT))
+    return nf_fail(NF_EFORMAT, "%s: not a trainer state (format '%s', expected '%s')", path,
+                   fmt ? fmt : "", STATE_FORMAT);
+  if (!ver || strcmp(ver, STATE_VERSION))
+    return nf_fail(NF_EFORMAT, "%s: trainer state version '%s', this library reads %s", path,
+                   ver ? ver : "", STATE_VERSION);
+  struct { const char *key; uint64_t *v; int hex; } kv[] = {
+    {"n_params", &s->n_params, 0}, {"ctx_dim", &s->ctx_dim, 0},
+    {"train_rows", &s->train_rows, 0}, {"dim", &s->dim, 0}, {"val_rows", &s->val_rows, 0},
+    {"data_crc32", &s->crc, 1}, {"iterations", &s->iterations, 0}, {"epochs", &s->epochs, 0},
+    {"cursor", &s->cursor, 0}, {"epoch_rows", &s->epoch_rows, 0},
+    {"epoch_sum", &s->epoch_sum, 1}, {"last_epoch_loss", &s->last_epoch_loss, 1},
+    {"val_last", &s->val_last, 1}, {"val_best", &s->val_best, 1},
+    {"val_best_iteration", &s->val_best_iteration, 0}, {"since_best", &s->since_best, 0},
+    {"have_best", &s->have_best, 0}, {"rng0", &s->rng[0], 1}, {"rng1", &s->rng[1], 1},
+    {"rng2", &s->rng[2], 1}, {"rng3", &s->rng[3], 1}, {"noise_seed", &s->noise_seed, 1},
+    {"adam_steps", &s->adam_steps, 0}, {"step_seconds", &s->step_seconds, 1},
+    {"win_sum", &s->win_sum, 1}, {"win_rows", &s->win_rows, 0},
+    {"win_steps", &s->win_steps, 0}, {"win_nfe", &s->win_nfe, 1},
+    {"win_nfe_adjoint", &s->win_nfe_adjoint, 1},
+  };
+  for (size_t i = 0; i < sizeof kv / sizeof *kv; i++) {
+    nf_status st = get_u64(m, path, kv[i].key, kv[i].hex, kv[i].v);
+    if (st != NF_OK) return st;
+  }
+  struct { const char *what; uint64_t saved, here; } fit[] = {
+    {"parameters", s->n_params, nf_flow_n_params(tr->flow)},
+    {"context columns", s->ctx_dim, nf_flow_ctx_dim(tr->flow)},
+    {"training rows", s->train_rows, tr->train->n},
+    {"data columns", s->dim, tr->train->dim},
+    {"validation rows", s->val_rows, tr->val ? tr->val->n : 0},
+  };
+  for (size_t i = 0; i < sizeof fit / sizeof *fit; i++)
+    if (fit[i].saved != fit[i].here)
+      return nf_fail(NF_EDIM, "%s: the state was saved with %" PRIu64 " %s, this trainer "
+                     "has %" PRIu64, path, fit[i].saved, fit[i].what, fit[i].here);
+  if (s->crc != data_crc(tr))
+    return nf_fail(NF_EDIM, "%s: the state was saved with other training data (CRC-32 "
+                   "%08" PRIx64 ", this trainer's %08" PRIx32 ")", path, s->crc, data_crc(tr));
+  if (s->cursor >= s->train_rows || s->epoch_rows > s->iterations * s->train_rows ||
+      s->have_best > 1)
+    return nf_fail(NF_EFORMAT, "%s: trainer state: inconsistent counters", path);
+  return NF_OK;
+}
+
+/* The order tensor as row indices into idx; NF_EFORMAT unless a permutation of 0..n-1. */
+static nf_status read_order(const double *v, size_t n, const char *path, size_t *idx)
+{
+  unsigned char *seen = calloc(n, 1);
+  if (!seen) return nf_fail(NF_ENOMEM, "nf_trainer_load_state: out of memory");
+  nf_status st = NF_OK;
+  for (size_t i = 0; i < n && st == NF_OK; i++) {
+    if (!(v[i] >= 0 && v[i] < (double)n && v[i] == floor(v[i])) || seen[(size_t)v[i]])
+      st = nf_fail(NF_EFORMAT, "%s: trainer state: 'order' is not a permutation of the "
+                   "training rows (entry %zu)", path, i);
+    else
+      seen[idx[i] = (size_t)v[i]] = 1;
+  }
+  free(seen);
+  return st;
+}
+
+nf_status nf_trainer_load_state(nf_trainer *trainer, const char *path)
+{
+  const char *fn = "nf_trainer_load_state";
+  if (!trainer || !path)
+    return nf_fail(NF_EINVAL, "%s: NULL %s", fn, !trainer ? "trainer" : "path");
+  nf_trainer *tr = trainer;
+  nf_safetensors *f = NULL;
+  nf_status st = nf_safetensors_read(path, &f);
+  if (st != NF_OK) return st;
+  state_scalars s;
+  size_t np = nf_flow_n_params(tr->flow), n = tr->train->n;
+  const double *theta = NULL, *mom = NULL, *vel = NULL, *order = NULL, *best = NULL;
+  size_t *idx = malloc(n * sizeof *idx);
+  if (!idx) st = nf_fail(NF_ENOMEM, "%s: out of memory", fn);
+  if (st == NF_OK) st = read_scalars(tr, nf_safetensors_meta(f), path, &s);
+  if (st == NF_OK) st = get_tensor(f, path, "theta", np, &theta);
+  if (st == NF_OK) st = get_tensor(f, path, "adam.m", np, &mom);
+  if (st == NF_OK) st = get_tensor(f, path, "adam.v", np, &vel);
+  if (st == NF_OK) st = get_tensor(f, path, "order", n, &order);
+  if (st == NF_OK && s.have_best) st = get_tensor(f, path, "best_theta", np, &best);
+  if (st == NF_OK) st = read_order(order, n, path, idx);
+  if (st == NF_OK) st = nf_flow_check_params(tr->flow, theta);
+  if (st == NF_OK && best && tr->best_theta) st = nf_flow_check_params(tr->flow, best);
+  if (st == NF_OK) st = nf_adam_set_state(tr->adam, (size_t)s.adam_steps, mom, vel);
+  if (st == NF_OK) st = nf_flow_set_params(tr->flow, theta); /* checked: cannot fail */
+  if (st != NF_OK) {
+    free(idx);
+    nf_safetensors_free(f);
+    return nf_fail_prefixed(st, "nf_trainer_load_state");
+  }
+  memcpy(tr->order, idx, n * sizeof *idx);
+  for (int i = 0; i < 4; i++) tr->rng.s[i] = s.rng[i];
+  tr->noise_seed = s.noise_seed;
+  tr->iterations = (size_t)s.iterations;
+  tr->epochs = (size_t)s.epochs;
+  tr->cursor = (size_t)s.cursor;
+  tr->epoch_rows = (size_t)s.epoch_rows;
+  tr->epoch_sum = bits_f64(s.epoch_sum);
+  tr->last_epoch_loss = bits_f64(s.last_epoch_loss);
+  tr->val_last = bits_f64(s.val_last);
+  tr->val_best = bits_f64(s.val_best);
+  tr->val_best_iteration = (size_t)s.val_best_iteration;
+  tr->since_best = (size_t)s.since_best;
+  tr->have_best = best && tr->best_theta;
+  if (tr->have_best) memcpy(tr->best_theta, best, np * sizeof *best);
+  tr->restored = 0;
+  tr->step_seconds = bits_f64(s.step_seconds);
+  tr->win_sum = bits_f64(s.win_sum);
+  tr->win_rows = (size_t)s.win_rows;
+  tr->win_steps = (size_t)s.win_steps;
+  tr->win_nfe = bits_f64(s.win_nfe);
+  tr->win_nfe_adjoint = bits_f64(s.win_nfe_adjoint);
+  tr->val_at = 0;
+  free(idx);
+  nf_safetensors_free(f);
+  return NF_OK;
 }
