@@ -87,13 +87,14 @@ if "$nflow" train --flow realnvp --data 8gaussians --iters 300 --out "$tmp/m.saf
   "$nflow" info --model "$tmp/m.safetensors" >"$tmp/info.out" || fail "info exited $?"
   grep -q '^params=' "$tmp/info.out" && grep -q '^meta.data=8gaussians' "$tmp/info.out" \
     && grep -q '^layer.0=' "$tmp/info.out" || fail "info: $(cat "$tmp/info.out")"
-  if python3 -c 'import numpy' 2>/dev/null; then
-    python3 - "$tmp/s.npy" <<'PY' || fail "s.npy not read by numpy as (1000, 2) finite"
+  . "$top_srcdir/tests/numpy_python.sh"
+  if [ -n "$python" ]; then
+    "$python" - "$tmp/s.npy" <<'PY' || fail "s.npy not read by numpy as (1000, 2) finite"
 import sys, numpy as np
 a = np.load(sys.argv[1])
 assert a.shape == (1000, 2) and np.isfinite(a).all(), a.shape
 PY
-    python3 "$top_srcdir/tests/read_safetensors.py" "$tmp/m.safetensors" >/dev/null \
+    "$python" "$top_srcdir/tests/read_safetensors.py" "$tmp/m.safetensors" >/dev/null \
       || fail "read_safetensors.py could not read the model"
   else
     echo "SKIP: python3 with numpy is absent: s.npy and the model's tensors not read back"

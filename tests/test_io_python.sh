@@ -5,10 +5,7 @@
 # Skipped (77) without a Python 3 that has NumPy.
 set -u
 : "${top_srcdir:?}" "${top_builddir:?}"
-python=
-for p in python3 /usr/bin/python3; do
-  if "$p" -c 'import numpy' 2>/dev/null; then python=$p; break; fi
-done
+. "$top_srcdir/tests/numpy_python.sh"
 [ -n "$python" ] || { echo "no python3 with numpy: skipped"; exit 77; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/nflow-io-python.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
