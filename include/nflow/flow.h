@@ -18,9 +18,14 @@
 
    Noise (Hutchinson probes, ...) comes from a counter-based stream keyed by
    the seed passed to a _ws call (the plain calls use the flow's seed,
-   nf_flow_set_seed) and by each row's index in the caller's batch: results do
-   not depend on workspaces, chunking, threads or save/load. "Bit for bit"
-   holds on one machine with one BLAS build. */
+   nf_flow_set_seed) and by each row's index in the caller's batch, so the
+   noise a row sees never depends on workspaces, chunking, threads or
+   save/load. Results are bit for bit the same for the same call (same rows,
+   same max_rows) whatever the workspace or thread, and after save/load, on
+   one machine with one BLAS build. A different chunking (another max_rows)
+   may change the last bit (BLAS kernels block rows differently) and, for a
+   CNF with an adaptive solver, changes its results within the solver's
+   tolerance (the steps are chosen for the whole batch, as FFJORD does). */
 #ifndef NFLOW_FLOW_H
 #define NFLOW_FLOW_H
 
