@@ -22,8 +22,11 @@
 
 /* Elementwise loops over whole batches: compiled for AVX2 and AVX-512 as well,
    the best chosen at load time (GCC function multiversioning), as OpenBLAS
-   does for its kernels. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
+   does for its kernels.
+   Not under ThreadSanitizer: the clones' ifunc resolvers would be
+   instrumented and run before TSan is initialised (a crash at load time). */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
 #define NF_VECTOR_LOOP __attribute__((target_clones("default", "avx2", "avx512f")))
 #else
 #define NF_VECTOR_LOOP
