@@ -158,6 +158,12 @@ START_TEST(atomic_write_unwritable_places)
   expect_fail(nf_atomic_write(d, write_text, "x"), NF_EIO, d, "rename", NULL);
   ck_assert_int_eq(count_prefixed("a_folder.tmp"), 0);
   expect_fail(nf_atomic_write(NULL, write_text, "x"), NF_EINVAL, NULL);
+  if (geteuid() != 0) { /* root may write anywhere */
+    const char *ro = tpath("read_only"), *f = tpath("read_only/f.bin");
+    ck_assert_int_eq(mkdir(ro, 0500), 0);
+    expect_fail(nf_atomic_write(f, write_text, "x"), NF_EIO, f, "Permission denied", NULL);
+    chmod(ro, 0700);
+  }
 }
 END_TEST
 
@@ -218,8 +224,9 @@ static nf_config *through_json(const nf_config *cfg)
 }
 
 /* Reals that need all 17 digits, or are extreme. */
-static const double tricky[] = {0.1, 1.0 / 3.0, 1e-300, 5e-324, -0.0, 1.7976931348623157e308,
-                                2.2250738585072014e-308, -123456.789};
+static const double tricky[] = {
+    0.1,        1.0 / 3.0, 1e-300, 5e-324, -0.0, 1.7976931348623157e308, 2.2250738585072014e-308,
+    -123456.789};
 #define N_TRICKY (sizeof tricky / sizeof *tricky)
 
 START_TEST(config_round_trips_every_type)
@@ -273,7 +280,8 @@ START_TEST(config_round_trips_every_type)
   ck_assert_uint_eq(n, 3);
   ck_assert_int_eq(nf_config_get_tensor(back, "shift", 3, t), NF_OK);
   ck_assert_mem_eq(t, shift, sizeof shift);
-  ck_assert(nf_config_has(back, "shift") && nf_config_has(back, "act") && !nf_config_has(back, "x"));
+  ck_assert(nf_config_has(back, "shift") && nf_config_has(back, "act") &&
+            !nf_config_has(back, "x"));
   ck_assert_uint_eq(nf_config_tensor_count(back), 1);
   ck_assert_ptr_null(nf_config_tensor(back, 1, NULL, NULL));
   nf_config_free(back);
@@ -313,7 +321,8 @@ END_TEST
 START_TEST(config_readers_name_key_and_type)
 {
   json_error_t err;
-  json_t *j = json_loads("{\"i\": 3, \"r\": 2.5, \"s\": \"x\", \"neg\": -1, \"l\": [1, -2, 3]}", 0, &err);
+  json_t *j =
+      json_loads("{\"i\": 3, \"r\": 2.5, \"s\": \"x\", \"neg\": -1, \"l\": [1, -2, 3]}", 0, &err);
   nf_config *cfg = NULL;
   ck_assert_int_eq(nf_config_from_json(j, "test", &cfg), NF_OK);
   json_decref(j);
@@ -492,7 +501,7 @@ END_TEST
 START_TEST(safetensors_flipped_bytes)
 {
   size_t h = standard_header_len(), total = 8 + h + 40;
-  expect_damaged(total, 8, 0x01, 0, "not valid JSON", "line 1");       /* '{' -> 'z' */
+  expect_damaged(total, 8, 0x01, 0, "not valid JSON", "line 1"); /* '{' -> 'z' */
   const char *good = tpath("good.safetensors");
   size_t n;
   unsigned char *b = get_file(good, &n);
@@ -502,6 +511,41 @@ START_TEST(safetensors_flipped_bytes)
   expect_damaged(total, 8 + h + 17, 0x10, 0, "checksum mismatch", "corrupted");
   expect_damaged(total, total - 1, 0x80, 0, "checksum mismatch", NULL);
   expect_damaged(total, 7, 0x01, 0, "header length", "exceeds the file size");
+}
+END_TEST
+
+/* Every byte of the standard file with bit `bit` flipped: the reader never accepts the
+   damage, except inside a tensor name (which the checksum does not cover: the file
+   then lacks tensor "a" or "b"). */
+static void check_every_flip(int bit)
+{
+  const char *good = tpath("good.safetensors"), *bad = tpath("flipped.safetensors");
+  write_standard(good);
+  size_t n;
+  unsigned char *b = get_file(good, &n);
+  for (size_t i = 0; i < n; i++) {
+    b[i] ^= (unsigned char)(1u << bit);
+    put_file(bad, b, n);
+    b[i] ^= (unsigned char)(1u << bit);
+    nf_safetensors *st = NULL;
+    nf_status s = nf_safetensors_read(bad, &st);
+    if (s == NF_OK) {
+      ck_assert_msg(!nf_safetensors_find(st, "a", NULL) || !nf_safetensors_find(st, "b", NULL),
+                    "a flip of bit %d at byte %zu went unnoticed", bit, i);
+      nf_safetensors_free(st);
+    } else {
+      ck_assert_msg(s == NF_EFORMAT, "byte %zu: %s", i, nf_errmsg());
+      ck_assert_ptr_null(st);
+    }
+  }
+  free(b);
+}
+
+START_TEST(safetensors_every_single_bit_flip)
+{
+  check_every_flip(0);
+  check_every_flip(5);
+  check_every_flip(7);
 }
 END_TEST
 
@@ -516,8 +560,10 @@ static void put_crafted(const char *path, const char *header, size_t data_len)
   free(b);
 }
 
-/* Asserts that a file with this header and data_len zero bytes is refused (NF_EFORMAT) with the words. */
-static void expect_header_refused(const char *header, size_t data_len, const char *w1, const char *w2)
+/* Asserts that a file with this header and data_len zero bytes is refused
+   (NF_EFORMAT) with the words. */
+static void expect_header_refused(const char *header, size_t data_len, const char *w1,
+                                  const char *w2)
 {
   const char *p = tpath("crafted.safetensors");
   put_crafted(p, header, data_len);
@@ -536,34 +582,41 @@ START_TEST(safetensors_bad_headers)
   expect_header_refused("{\"__metadata__\":{}}", 0, "no crc32", NULL);
   expect_header_refused("{}", 0, "no crc32", NULL);
   expect_header_refused("{" META ",\"a\":5}", 8, "tensor 'a'", "not an object");
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
-                        "tensor 'a'", "dtype 'F32'");
+  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                        8, "tensor 'a'", "dtype 'F32'");
   expect_header_refused("{" META ",\"a\":{\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "tensor 'a'",
                         "dtype");
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[-1],\"data_offsets\":[0,8]}}",
+  expect_header_refused("{" META
+                        ",\"a\":{\"dtype\":\"F64\",\"shape\":[-1],\"data_offsets\":[0,8]}}",
                         8, "tensor 'a'", "shape");
   expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],"
-                        "\"data_offsets\":[0,8]}}", 8, "tensor 'a'", "overflows");
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,16]}}",
+                        "\"data_offsets\":[0,8]}}",
+                        8, "tensor 'a'", "overflows");
+  expect_header_refused("{" META
+                        ",\"a\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,16]}}",
                         16, "shape holds 3 values", "span 16 bytes");
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0.0,8]}}",
+  expect_header_refused("{" META
+                        ",\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0.0,8]}}",
                         8, "tensor 'a'", "data_offsets");
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0]}}", 8,
-                        "tensor 'a'", "data_offsets");
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[0],\"data_offsets\":[8,0]}}", 8,
-                        "begin 8 > end 0", NULL);
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]}}", 8,
-                        "end 16", "beyond the data section of 8 bytes");
+  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0]}}",
+                        8, "tensor 'a'", "data_offsets");
+  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[0],\"data_offsets\":[8,0]}}",
+                        8, "begin 8 > end 0", NULL);
+  expect_header_refused("{" META
+                        ",\"a\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]}}",
+                        8, "end 16", "beyond the data section of 8 bytes");
   expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]},"
-                        "\"b\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[8,24]}}", 24,
-                        "tensors 'a' and 'b' overlap", NULL);
+                        "\"b\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[8,24]}}",
+                        24, "tensors 'a' and 'b' overlap", NULL);
   expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]},"
-                        "\"b\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[16,24]}}", 24,
-                        "gap of 8 bytes", "'b'");
-  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8,
-                        "checksum mismatch", NULL);
-  expect_header_refused("{\"__metadata__\":{\"crc32\":\"XYZ\"},\"a\":{\"dtype\":\"F64\",\"shape\":[1],"
-                        "\"data_offsets\":[0,8]}}", 8, "crc32 'XYZ'", "hex");
+                        "\"b\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[16,24]}}",
+                        24, "gap of 8 bytes", "'b'");
+  expect_header_refused("{" META ",\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}",
+                        8, "checksum mismatch", NULL);
+  expect_header_refused(
+      "{\"__metadata__\":{\"crc32\":\"XYZ\"},\"a\":{\"dtype\":\"F64\",\"shape\":[1],"
+      "\"data_offsets\":[0,8]}}",
+      8, "crc32 'XYZ'", "hex");
 }
 END_TEST
 
@@ -591,8 +644,9 @@ END_TEST
 /* ---------------------------------------------------------------- datasets */
 
 /* A 3 x 3 set of reals needing 17 digits (and -0.0, subnormals, extremes). */
-static const double grid[] = {0.1, 1.0 / 3.0, -0.0, 1e-300, 5e-324, 1.7976931348623157e308,
-                              -2.5, 123456789.123456789, 6.02214076e23};
+static const double grid[] = {
+    0.1,  1.0 / 3.0,           -0.0,         1e-300, 5e-324, 1.7976931348623157e308,
+    -2.5, 123456789.123456789, 6.02214076e23};
 
 START_TEST(dataset_view_frees_only_the_struct)
 {
@@ -610,7 +664,8 @@ START_TEST(dataset_view_frees_only_the_struct)
 END_TEST
 
 /* Writes grid as a 3 x 3 set with write, reads it with read and compares bit for bit. */
-static void check_dataset_round_trip(const char *name, nf_status (*write)(const nf_dataset *, const char *),
+static void check_dataset_round_trip(const char *name,
+                                     nf_status (*write)(const nf_dataset *, const char *),
                                      nf_status (*read)(const char *, nf_dataset **))
 {
   const char *p = tpath(name);
@@ -625,7 +680,8 @@ static void check_dataset_round_trip(const char *name, nf_status (*write)(const 
 }
 
 /* Writes grid as a column of 9 with write, reads it with read (as 9 x 1), compares bit for bit. */
-static void check_column_round_trip(const char *name, nf_status (*write)(const char *, size_t, const double *),
+static void check_column_round_trip(const char *name,
+                                    nf_status (*write)(const char *, size_t, const double *),
                                     nf_status (*read)(const char *, nf_dataset **))
 {
   const char *p = tpath(name);
@@ -698,6 +754,7 @@ static Suite *io_suite(void)
   tcase_add_test(tc, safetensors_writer_refuses);
   tcase_add_test(tc, safetensors_truncated_everywhere);
   tcase_add_test(tc, safetensors_flipped_bytes);
+  tcase_add_test(tc, safetensors_every_single_bit_flip);
   tcase_add_test(tc, safetensors_bad_headers);
   tcase_add_test(tc, safetensors_length_field_defences);
   suite_add_tcase(s, tc);

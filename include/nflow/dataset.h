@@ -1,5 +1,6 @@
-/* nflow/dataset.h — in-memory data sets: an n x dim row-major matrix; the
-   2-D toy sets of FFJORD (Grathwohl et al. 2018), a CSV reader and a NumPy .npy reader. */
+/* nflow/dataset.h — in-memory data sets: an n x dim row-major matrix (owned, or
+   a view of the caller's memory); the 2-D toy sets of FFJORD (Grathwohl et al.
+   2018), CSV and NumPy .npy readers, and atomic CSV and .npy writers. */
 #ifndef NFLOW_DATASET_H
 #define NFLOW_DATASET_H
 
@@ -72,9 +73,11 @@ nf_status nf_dataset_write_csv(const nf_dataset *ds, const char *path);
    Statuses as nf_dataset_write_csv. */
 nf_status nf_dataset_write_npy(const nf_dataset *ds, const char *path);
 
-/* Per-row values v[0..n) (n >= 1) written as a column: a CSV of one value per
-   line, or a .npy of shape (n,); otherwise as the two writers above. */
+/* Writes per-row values v[0..n) (n >= 1) as a CSV of one value per line;
+   otherwise as nf_dataset_write_csv. */
 nf_status nf_write_column_csv(const char *path, size_t n, const double *v);
+/* Writes per-row values v[0..n) (n >= 1) as a .npy of shape (n,); otherwise as
+   nf_dataset_write_npy. */
 nf_status nf_write_column_npy(const char *path, size_t n, const double *v);
 
 /* Splits the rows of ds (unchanged) into new sets: a shuffled first part of

@@ -22,14 +22,16 @@ void nf_meta_free(nf_meta *m);
    keeps its place). NF_EINVAL on a NULL argument, NF_ENOMEM; m unchanged on failure. */
 nf_status nf_meta_set(nf_meta *m, const char *key, const char *value);
 
-/* The value of key (valid until it is replaced or m freed), NULL if absent or an argument is NULL. */
+/* The value of key (valid until it is replaced or m freed); NULL if absent or
+   an argument is NULL. */
 const char *nf_meta_get(const nf_meta *m, const char *key);
 
 /* Number of entries (0 for NULL). */
 size_t nf_meta_count(const nf_meta *m);
 
-/* Key and value of the i-th entry in insertion order; NULL for i >= nf_meta_count(m). */
+/* Key of the i-th entry in insertion order; NULL for i >= nf_meta_count(m). */
 const char *nf_meta_key(const nf_meta *m, size_t i);
+/* Value of the i-th entry in insertion order; NULL for i >= nf_meta_count(m). */
 const char *nf_meta_value(const nf_meta *m, size_t i);
 
 #ifdef __cplusplus

@@ -23,9 +23,12 @@ static int sync_folder(const char *path)
   size_t len = slash ? (size_t)(slash - path) : 0;
   char *dir = malloc(len + 2);
   if (!dir) return ENOMEM;
-  if (!slash) strcpy(dir, ".");
-  else if (len == 0) strcpy(dir, "/");
-  else memcpy(dir, path, len), dir[len] = '\0';
+  if (!slash)
+    strcpy(dir, ".");
+  else if (len == 0)
+    strcpy(dir, "/");
+  else
+    memcpy(dir, path, len), dir[len] = '\0';
   int fd = open(dir, O_RDONLY);
   free(dir);
   if (fd < 0) return errno;
@@ -45,8 +48,8 @@ static void set_mode(int fd, const char *path)
 
 /* Runs the callback on the open temporary f, then flushes, syncs and closes it;
    the status, with its message (the callback's or NF_EIO). f is closed either way. */
-static nf_status fill_temporary(const char *path, FILE *f,
-                                nf_status (*write)(FILE *f, void *user), void *user)
+static nf_status fill_temporary(const char *path, FILE *f, nf_status (*write)(FILE *f, void *user),
+                                void *user)
 {
   errno = 0;
   nf_status st = write(f, user);

@@ -51,7 +51,8 @@ const json_t *nf_config_json(const nf_config *cfg) { return cfg ? cfg->obj : NUL
 nf_status nf_config_from_json(const json_t *obj, const char *what, nf_config **out)
 {
   if (!obj || !what || !out) return nf_fail(NF_EINVAL, "nf_config_from_json: NULL argument");
-  if (!json_is_object(obj)) return nf_fail(NF_EFORMAT, "%s: the configuration is not a JSON object", what);
+  if (!json_is_object(obj))
+    return nf_fail(NF_EFORMAT, "%s: the configuration is not a JSON object", what);
   nf_config *cfg = calloc(1, sizeof *cfg);
   json_t *copy = cfg ? json_deep_copy(obj) : NULL;
   if (!copy) {
@@ -90,7 +91,8 @@ int nf_config_has(const nf_config *cfg, const char *key)
 static nf_status check_new_key(const char *fn, const nf_config *cfg, const char *key)
 {
   if (!cfg || !key) return nf_fail(NF_EINVAL, "%s: NULL argument", fn);
-  if (nf_config_has(cfg, key)) return nf_fail(NF_EINVAL, "%s: config key '%s' is already set", fn, key);
+  if (nf_config_has(cfg, key))
+    return nf_fail(NF_EINVAL, "%s: config key '%s' is already set", fn, key);
   return NF_OK;
 }
 
@@ -125,8 +127,10 @@ nf_status nf_config_set_string(nf_config *cfg, const char *key, const char *v)
   if (!v) return nf_fail(NF_EINVAL, "nf_config_set_string: NULL argument");
   json_t *s = json_string(v);
   if (!s && cfg && key) /* allocation, or a value that is not valid UTF-8 */
-    return nf_fail(NF_EINVAL, "nf_config_set_string: config key '%s': value is not valid UTF-8 "
-                   "(or out of memory)", key);
+    return nf_fail(NF_EINVAL,
+                   "nf_config_set_string: config key '%s': value is not valid UTF-8 "
+                   "(or out of memory)",
+                   key);
   return put_json("nf_config_set_string", cfg, key, s);
 }
 
@@ -135,8 +139,10 @@ nf_status nf_config_set_sizes(nf_config *cfg, const char *key, size_t n, const s
   if (n > 0 && !v) return nf_fail(NF_EINVAL, "nf_config_set_sizes: NULL argument");
   for (size_t i = 0; i < n; i++)
     if (v[i] > (unsigned long long)LLONG_MAX)
-      return nf_fail(NF_EINVAL, "nf_config_set_sizes: config key '%s': entry %zu = %zu exceeds "
-                     "the JSON integer range", key ? key : "(null)", i, v[i]);
+      return nf_fail(NF_EINVAL,
+                     "nf_config_set_sizes: config key '%s': entry %zu = %zu exceeds "
+                     "the JSON integer range",
+                     key ? key : "(null)", i, v[i]);
   json_t *a = json_array();
   for (size_t i = 0; a && i < n; i++)
     if (json_array_append_new(a, json_integer((json_int_t)v[i])) != 0) {
@@ -166,7 +172,8 @@ nf_status nf_config_set_tensor(nf_config *cfg, const char *key, size_t n, const 
   if (n == 0 || !v) return nf_fail(NF_EINVAL, "%s: config key '%s': no values", fn, key);
   size_t bad = nf_first_nonfinite(n, v);
   if (bad < n)
-    return nf_fail(NF_EINVAL, "%s: config key '%s': value %zu (%g) is not finite", fn, key, bad, v[bad]);
+    return nf_fail(NF_EINVAL, "%s: config key '%s': value %zu (%g) is not finite", fn, key, bad,
+                   v[bad]);
   size_t len = strlen(key) + 1;
   char *k = malloc(len);
   double *data = n <= SIZE_MAX / sizeof *data ? malloc(n * sizeof *data) : NULL;
@@ -182,11 +189,12 @@ nf_status nf_config_set_tensor(nf_config *cfg, const char *key, size_t n, const 
 }
 
 /* The JSON value of key in cfg, or NULL with NF_EFORMAT "config key 'key' is
-   missing" (NF_EINVAL for NULL arguments) in *st. */
-static const json_t *lookup(const nf_config *cfg, const char *key, const void *out, nf_status *st)
+   missing" (NF_EINVAL naming fn for a NULL argument) in *st. */
+static const json_t *lookup(const char *fn, const nf_config *cfg, const char *key, const void *out,
+                            nf_status *st)
 {
   if (!cfg || !key || !out) {
-    *st = nf_fail(NF_EINVAL, "nf_config_get: NULL argument");
+    *st = nf_fail(NF_EINVAL, "%s: NULL argument", fn);
     return NULL;
   }
   const json_t *v = json_object_get(cfg->obj, key);
@@ -212,7 +220,7 @@ static int as_size(const json_t *j, size_t *v)
 nf_status nf_config_get_int(const nf_config *cfg, const char *key, long long *v)
 {
   nf_status st;
-  const json_t *j = lookup(cfg, key, v, &st);
+  const json_t *j = lookup("nf_config_get_int", cfg, key, v, &st);
   if (!j) return st;
   if (!json_is_integer(j)) return wrong_type(key, "an integer");
   *v = (long long)json_integer_value(j);
@@ -222,7 +230,7 @@ nf_status nf_config_get_int(const nf_config *cfg, const char *key, long long *v)
 nf_status nf_config_get_real(const nf_config *cfg, const char *key, double *v)
 {
   nf_status st;
-  const json_t *j = lookup(cfg, key, v, &st);
+  const json_t *j = lookup("nf_config_get_real", cfg, key, v, &st);
   if (!j) return st;
   if (!json_is_number(j)) return wrong_type(key, "a number");
   *v = json_number_value(j);
@@ -232,7 +240,7 @@ nf_status nf_config_get_real(const nf_config *cfg, const char *key, double *v)
 nf_status nf_config_get_string(const nf_config *cfg, const char *key, const char **v)
 {
   nf_status st;
-  const json_t *j = lookup(cfg, key, v, &st);
+  const json_t *j = lookup("nf_config_get_string", cfg, key, v, &st);
   if (!j) return st;
   if (!json_is_string(j)) return wrong_type(key, "a string");
   *v = json_string_value(j);
@@ -242,7 +250,7 @@ nf_status nf_config_get_string(const nf_config *cfg, const char *key, const char
 nf_status nf_config_get_size(const nf_config *cfg, const char *key, size_t *v)
 {
   nf_status st;
-  const json_t *j = lookup(cfg, key, v, &st);
+  const json_t *j = lookup("nf_config_get_size", cfg, key, v, &st);
   if (!j) return st;
   size_t s;
   if (!as_size(j, &s)) return wrong_type(key, "a non-negative integer");
@@ -259,7 +267,7 @@ nf_status nf_config_get_len(const nf_config *cfg, const char *key, size_t *n)
     return NF_OK;
   }
   nf_status st;
-  const json_t *j = lookup(cfg, key, n, &st);
+  const json_t *j = lookup("nf_config_get_len", cfg, key, n, &st);
   if (!j) return st;
   if (!json_is_array(j)) return wrong_type(key, "a list or a tensor");
   *n = json_array_size(j);
@@ -269,17 +277,18 @@ nf_status nf_config_get_len(const nf_config *cfg, const char *key, size_t *n)
 nf_status nf_config_get_sizes(const nf_config *cfg, const char *key, size_t n, size_t *v)
 {
   nf_status st;
-  const json_t *j = lookup(cfg, key, n == 0 || v ? key : NULL, &st); /* v may be NULL for n = 0 */
+  const json_t *j = lookup("nf_config_get_sizes", cfg, key, n == 0 || v ? key : NULL,
+                           &st); /* v may be NULL for n = 0 */
   if (!j) return st;
   if (!json_is_array(j)) return wrong_type(key, "a list of non-negative integers");
   if (json_array_size(j) != n)
-    return nf_fail(NF_EFORMAT, "config key '%s': expected a list of %zu entries, got %zu", key,
-                   n, json_array_size(j));
+    return nf_fail(NF_EFORMAT, "config key '%s': expected a list of %zu entries, got %zu", key, n,
+                   json_array_size(j));
   size_t s;
   for (size_t i = 0; i < n; i++)
     if (!as_size(json_array_get(j, i), &s))
-      return nf_fail(NF_EFORMAT, "config key '%s': entry %zu: expected a non-negative integer",
-                     key, i);
+      return nf_fail(NF_EFORMAT, "config key '%s': entry %zu: expected a non-negative integer", key,
+                     i);
   for (size_t i = 0; i < n; i++) as_size(json_array_get(j, i), &v[i]);
   return NF_OK;
 }
@@ -290,10 +299,10 @@ nf_status nf_config_get_tensor(const nf_config *cfg, const char *key, size_t n, 
   const cfg_tensor *t = find_tensor(cfg, key);
   if (!t)
     return json_object_get(cfg->obj, key) ? wrong_type(key, "a tensor")
-                                           : nf_fail(NF_EFORMAT, "config key '%s' is missing", key);
+                                          : nf_fail(NF_EFORMAT, "config key '%s' is missing", key);
   if (t->n != n)
-    return nf_fail(NF_EFORMAT, "config key '%s': expected a tensor of %zu values, got %zu", key,
-                   n, t->n);
+    return nf_fail(NF_EFORMAT, "config key '%s': expected a tensor of %zu values, got %zu", key, n,
+                   t->n);
   memcpy(v, t->data, n * sizeof *v);
   return NF_OK;
 }

@@ -15,7 +15,8 @@ typedef struct matrix_job {
   int column;
 } matrix_job;
 
-/* NF_OK if every value of the job is finite, else NF_ENONFINITE naming path, row and column (1-based). */
+/* NF_OK if every value of the job is finite, else NF_ENONFINITE naming path,
+   row and column (1-based). */
 static nf_status check_finite(const char *path, const matrix_job *job)
 {
   size_t bad = nf_first_nonfinite(job->n * job->d, job->x);
@@ -55,11 +56,21 @@ static nf_status write_npy_file(FILE *f, void *user)
   const matrix_job *job = user;
   char dict[160];
   int len = job->column
-                ? snprintf(dict, sizeof dict, "{'descr': '<f8', 'fortran_order': False, 'shape': (%zu,), }", job->n)
-                : snprintf(dict, sizeof dict, "{'descr': '<f8', 'fortran_order': False, 'shape': (%zu, %zu), }",
+                ? snprintf(dict, sizeof dict,
+                           "{'descr': '<f8', 'fortran_order': False, 'shape': (%zu,), }", job->n)
+                : snprintf(dict, sizeof dict,
+                           "{'descr': '<f8', 'fortran_order': False, 'shape': (%zu, %zu), }",
                            job->n, job->d);
   size_t total = 10 + (size_t)len + 1, padded = (total + 63) / 64 * 64, hlen = padded - 10;
-  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xFF),
+  unsigned char pre[10] = {0x93,
+                           'N',
+                           'U',
+                           'M',
+                           'P',
+                           'Y',
+                           1,
+                           0,
+                           (unsigned char)(hlen & 0xFF),
                            (unsigned char)(hlen >> 8)};
   fwrite(pre, 1, sizeof pre, f);
   fputs(dict, f);
@@ -77,7 +88,8 @@ static nf_status write_npy(const char *path, const matrix_job *job)
 }
 
 /* The job of ds, or NF_EINVAL naming fn on a NULL or empty argument. */
-static nf_status dataset_job(const char *fn, const nf_dataset *ds, const char *path, matrix_job *job)
+static nf_status dataset_job(const char *fn, const nf_dataset *ds, const char *path,
+                             matrix_job *job)
 {
   if (!ds || !ds->x || !path || ds->n == 0 || ds->dim == 0)
     return nf_fail(NF_EINVAL, "%s: NULL argument or empty data set", fn);

@@ -61,8 +61,7 @@ static nf_status check_write_args(const char *path, const nf_meta *metadata, siz
     for (size_t j = 0; j < i; j++)
       if (strcmp(tensors[j].name, t->name) == 0)
         return nf_fail(NF_EINVAL, "%s: tensor name '%s' appears twice", path, t->name);
-    if (t->n > (UINT64_MAX - bytes) / 8)
-      return nf_fail(NF_EINVAL, "%s: tensors too large", path);
+    if (t->n > (UINT64_MAX - bytes) / 8) return nf_fail(NF_EINVAL, "%s: tensors too large", path);
     bytes += 8 * (uint64_t)t->n;
   }
   return NF_OK;
@@ -205,7 +204,8 @@ static int as_u64(const json_t *j, uint64_t *v)
 /* *n = product of the shape list j (an empty shape is a scalar: 1). */
 static nf_status shape_count(const char *path, const char *name, const json_t *j, size_t *n)
 {
-  if (!json_is_array(j)) return tensor_fail(path, name, "shape is not a list of non-negative integers");
+  if (!json_is_array(j))
+    return tensor_fail(path, name, "shape is not a list of non-negative integers");
   size_t count = 1;
   for (size_t i = 0; i < json_array_size(j); i++) {
     uint64_t d;
@@ -218,9 +218,10 @@ static nf_status shape_count(const char *path, const char *name, const json_t *j
   return NF_OK;
 }
 
-/* Checks one tensor's header entry j against a data section of data_len bytes and fills e (not its name). */
-static nf_status parse_entry(const char *path, const char *name, const json_t *j,
-                             uint64_t data_len, st_entry *e)
+/* Checks one tensor's header entry j against a data section of data_len bytes
+   and fills e (not its name). */
+static nf_status parse_entry(const char *path, const char *name, const json_t *j, uint64_t data_len,
+                             st_entry *e)
 {
   if (!json_is_object(j)) return tensor_fail(path, name, "entry is not an object");
   const char *dtype = json_string_value(json_object_get(j, "dtype"));
@@ -231,18 +232,22 @@ static nf_status parse_entry(const char *path, const char *name, const json_t *j
   nf_status st = shape_count(path, name, json_object_get(j, "shape"), &e->n);
   if (st != NF_OK) return st;
   const json_t *off = json_object_get(j, "data_offsets");
-  if (!json_is_array(off) || json_array_size(off) != 2 || !as_u64(json_array_get(off, 0), &e->begin)
-      || !as_u64(json_array_get(off, 1), &e->end))
+  if (!json_is_array(off) || json_array_size(off) != 2 ||
+      !as_u64(json_array_get(off, 0), &e->begin) || !as_u64(json_array_get(off, 1), &e->end))
     return tensor_fail(path, name, "data_offsets is not a list of two non-negative integers");
   if (e->begin > e->end)
     return nf_fail(NF_EFORMAT, "%s: tensor '%s': data_offsets begin %" PRIu64 " > end %" PRIu64,
                    path, name, e->begin, e->end);
   if (e->end > data_len)
-    return nf_fail(NF_EFORMAT, "%s: tensor '%s': data_offsets end %" PRIu64
-                   " is beyond the data section of %" PRIu64 " bytes", path, name, e->end, data_len);
+    return nf_fail(NF_EFORMAT,
+                   "%s: tensor '%s': data_offsets end %" PRIu64
+                   " is beyond the data section of %" PRIu64 " bytes",
+                   path, name, e->end, data_len);
   if ((e->end - e->begin) % 8 || (e->end - e->begin) / 8 != e->n)
-    return nf_fail(NF_EFORMAT, "%s: tensor '%s': shape holds %zu values but data_offsets span %"
-                   PRIu64 " bytes", path, name, e->n, e->end - e->begin);
+    return nf_fail(NF_EFORMAT,
+                   "%s: tensor '%s': shape holds %zu values but data_offsets span %" PRIu64
+                   " bytes",
+                   path, name, e->n, e->end - e->begin);
   return NF_OK;
 }
 
@@ -256,8 +261,9 @@ static nf_status parse_metadata(const char *path, const json_t *j, nf_meta **out
   const json_t *v;
   nf_status st = NF_OK;
   json_object_foreach((json_t *)j, key, v) {
-    st = json_is_string(v) ? nf_meta_set(m, key, json_string_value(v))
-                           : nf_fail(NF_EFORMAT, "%s: __metadata__ '%s' is not a string", path, key);
+    st = json_is_string(v)
+             ? nf_meta_set(m, key, json_string_value(v))
+             : nf_fail(NF_EFORMAT, "%s: __metadata__ '%s' is not a string", path, key);
     if (st != NF_OK) break;
   }
   if (st != NF_OK) {
@@ -284,15 +290,17 @@ static nf_status check_layout(const char *path, st_entry *e, size_t count, uint6
   uint64_t at = 0;
   for (size_t i = 0; i < count; i++) {
     if (e[i].begin < at)
-      return nf_fail(NF_EFORMAT, "%s: tensors '%s' and '%s' overlap", path, e[i - 1].name, e[i].name);
+      return nf_fail(NF_EFORMAT, "%s: tensors '%s' and '%s' overlap", path, e[i - 1].name,
+                     e[i].name);
     if (e[i].begin > at)
       return nf_fail(NF_EFORMAT, "%s: a gap of %" PRIu64 " bytes before tensor '%s'", path,
                      e[i].begin - at, e[i].name);
     at = e[i].end;
   }
   if (at != data_len)
-    return nf_fail(NF_EFORMAT, "%s: data section of %" PRIu64 " bytes is longer than the tensors' %"
-                   PRIu64, path, data_len, at);
+    return nf_fail(NF_EFORMAT,
+                   "%s: data section of %" PRIu64 " bytes is longer than the tensors' %" PRIu64,
+                   path, data_len, at);
   return NF_OK;
 }
 
@@ -343,8 +351,10 @@ static nf_status check_crc(const char *path, const nf_meta *meta, const unsigned
   char hex[9];
   snprintf(hex, sizeof hex, "%08" PRIx32, crc);
   if (strcmp(hex, stored) != 0)
-    return nf_fail(NF_EFORMAT, "%s: checksum mismatch: the file is corrupted (crc32 %s stored, %s "
-                   "computed)", path, stored, hex);
+    return nf_fail(NF_EFORMAT,
+                   "%s: checksum mismatch: the file is corrupted (crc32 %s stored, %s "
+                   "computed)",
+                   path, stored, hex);
   return NF_OK;
 }
 
@@ -368,9 +378,12 @@ static nf_status open_regular(const char *path, FILE **f, uint64_t *size)
   if (!fp) return nf_fail(NF_EIO, "%s: cannot open: %s", path, strerror(errno));
   struct stat sb;
   nf_status s = NF_OK;
-  if (fstat(fileno(fp), &sb) != 0) s = nf_fail(NF_EIO, "%s: cannot stat: %s", path, strerror(errno));
-  else if (S_ISDIR(sb.st_mode)) s = nf_fail(NF_EIO, "%s: is a folder, not a file", path);
-  else if (!S_ISREG(sb.st_mode)) s = nf_fail(NF_EIO, "%s: is not a regular file", path);
+  if (fstat(fileno(fp), &sb) != 0)
+    s = nf_fail(NF_EIO, "%s: cannot stat: %s", path, strerror(errno));
+  else if (S_ISDIR(sb.st_mode))
+    s = nf_fail(NF_EIO, "%s: is a folder, not a file", path);
+  else if (!S_ISREG(sb.st_mode))
+    s = nf_fail(NF_EIO, "%s: is not a regular file", path);
   if (s != NF_OK) {
     fclose(fp);
     return s;
@@ -384,19 +397,20 @@ static nf_status open_regular(const char *path, FILE **f, uint64_t *size)
 static nf_status read_header_length(const char *path, FILE *f, uint64_t size, size_t *n)
 {
   if (size < 8)
-    return nf_fail(NF_EFORMAT, "%s: file is %" PRIu64 " bytes, shorter than the 8-byte header length",
-                   path, size);
+    return nf_fail(NF_EFORMAT,
+                   "%s: file is %" PRIu64 " bytes, shorter than the 8-byte header length", path,
+                   size);
   unsigned char b[8];
   if (fread(b, 1, 8, f) != 8) return nf_fail(NF_EIO, "%s: read failed", path);
   uint64_t len = 0;
   for (int i = 8; i-- > 0;) len = len << 8 | b[i];
   if (len == 0) return nf_fail(NF_EFORMAT, "%s: header length is 0", path);
   if (len > size - 8)
-    return nf_fail(NF_EFORMAT, "%s: header length %" PRIu64 " exceeds the file size %" PRIu64,
-                   path, len, size);
+    return nf_fail(NF_EFORMAT, "%s: header length %" PRIu64 " exceeds the file size %" PRIu64, path,
+                   len, size);
   if (len > NF_SAFETENSORS_HEADER_MAX)
-    return nf_fail(NF_EFORMAT, "%s: header length %" PRIu64 " exceeds the limit of %zu bytes",
-                   path, len, NF_SAFETENSORS_HEADER_MAX);
+    return nf_fail(NF_EFORMAT, "%s: header length %" PRIu64 " exceeds the limit of %zu bytes", path,
+                   len, NF_SAFETENSORS_HEADER_MAX);
   *n = (size_t)len;
   return NF_OK;
 }
@@ -417,18 +431,15 @@ static nf_status read_header(const char *path, FILE *f, size_t n, json_t **root)
   return NF_OK;
 }
 
-/* The values of the data section (data_len bytes at data) as host doubles in st. */
-static nf_status decode_values(const char *path, const unsigned char *data, size_t data_len,
-                               nf_safetensors *st)
+/* Converts the data section, read into v as data_len little-endian bytes, to host
+   doubles in place (each 8 bytes are read before they are overwritten). */
+static void decode_in_place(double *v, size_t data_len)
 {
-  size_t k = data_len / 8;
-  st->values = malloc(k ? k * sizeof *st->values : 1);
-  if (!st->values) return nf_fail(NF_ENOMEM, "%s: out of memory for %zu values", path, k);
-  for (size_t i = 0; i < k; i++) st->values[i] = nf_get_f64le(data + 8 * i);
-  return NF_OK;
+  for (size_t i = 0; i < data_len / 8; i++) v[i] = nf_get_f64le((const unsigned char *)(v + i));
 }
 
-/* Reads the opened file f of size bytes into st. */
+/* Reads the opened file f of size bytes into st: header, layout and checksum
+   checked before the data section becomes st's values. */
 static nf_status read_contents(const char *path, FILE *f, uint64_t size, nf_safetensors *st)
 {
   size_t n = 0;
@@ -439,12 +450,16 @@ static nf_status read_contents(const char *path, FILE *f, uint64_t size, nf_safe
   if (s == NF_OK) s = parse_header(path, root, data_len, st);
   json_decref(root);
   if (s == NF_OK && data_len > SIZE_MAX) s = nf_fail(NF_ENOMEM, "%s: file too large", path);
-  unsigned char *data = NULL;
+  unsigned char *data = NULL; /* malloc'd, so aligned for doubles; data_len is a multiple of 8 */
   if (s == NF_OK) s = read_bytes(path, f, (size_t)data_len, &data);
   if (s == NF_OK) s = check_crc(path, st->meta, data, (size_t)data_len);
-  if (s == NF_OK) s = decode_values(path, data, (size_t)data_len, st);
-  free(data);
-  return s;
+  if (s != NF_OK) {
+    free(data);
+    return s;
+  }
+  st->values = (double *)(void *)data;
+  decode_in_place(st->values, (size_t)data_len);
+  return NF_OK;
 }
 
 nf_status nf_safetensors_read(const char *path, nf_safetensors **out)
