@@ -21,6 +21,7 @@
    CVodeAdjReInit, CVodeReInitB); its backward problem is set up at its first
    gradient. CVODES reports through an error handler that keeps
    the message for ours: nothing is printed. */
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -56,7 +57,6 @@ typedef struct cv_backend {
   cv_slot full, other;   /* the size created for; the most recent other size */
   cv_slot *cur;          /* the slot of the current size */
   nf_problem *p;         /* problem of the running integrate or gradient */
-  long steps_seen;       /* CVODES's step count at the last rhs evaluation */
   char msg[256];         /* last CVODES error message */
 } cv_backend;
 
@@ -84,21 +84,10 @@ static int cv_result(cv_backend *be, int rc, double t, size_t m, const double *o
   return cv_code(nf_problem_check(be->p, t, m, out) ? NF_EVAL_NONFINITE : NF_EVAL_OK);
 }
 
-/* Forgets a non-finite evaluation once CVODES has accepted a step after it. */
-static void cv_track_steps(cv_backend *be)
-{
-  long steps = 0;
-  if (CVodeGetNumSteps(be->cur->mem, &steps) == CV_SUCCESS && steps != be->steps_seen) {
-    be->steps_seen = steps;
-    be->p->nonfinite = 0;
-  }
-}
-
 /* CVODES rhs: the problem's state derivative. */
 static int cv_rhs(realtype t, N_Vector y, N_Vector ydot, void *data)
 {
   cv_backend *be = data;
-  cv_track_steps(be);
   return cv_code(nf_problem_eval(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(ydot), NULL));
 }
 
@@ -300,14 +289,20 @@ static nf_status cv_resize(void *backend, size_t n, size_t nq, size_t n_theta, i
   return NF_OK;
 }
 
-/* The failure of a CVODES call (flag < 0) at time t as a status with a clear cause. */
-static nf_status cv_failure(const cv_backend *be, const nf_problem *p, int flag, double t)
+/* The failure of a CVODES call (flag < 0) at time t, after steps of size h, as a
+   status with a clear cause. A non-finite evaluation within 16 |h| (and a few
+   ulps) of t caused it: CVODES answers a NaN wall with ever smaller steps, down
+   to steps that no longer move t, until the step limit. */
+static nf_status cv_failure(const cv_backend *be, const nf_problem *p, int flag, double t,
+                            double h)
 {
   char cause[512];
   const char *what;
   nf_status status = NF_ESOLVER;
   if (p->failed) return nf_problem_callback_error(p, t);
-  if (p->nonfinite) return nf_problem_eval_error(p, NF_EVAL_NONFINITE, t);
+  if (p->nonfinite &&
+      !(fabs(p->nonfinite_t - t) > 16 * fabs(h) + 16 * DBL_EPSILON * fmax(1, fabs(t))))
+    return nf_problem_eval_error(p, NF_EVAL_NONFINITE, t);
   switch (flag) {
   case CV_TOO_MUCH_WORK:
     snprintf(cause, sizeof cause, "step limit (max_steps = %zu) reached", be->opts.max_steps);
@@ -359,7 +354,6 @@ static nf_status cv_integrate(void *backend, nf_problem *p, double t0, double t1
   cv_slot *sl = be->cur;
   double *y = N_VGetArrayPointer(sl->y), tret = t0;
   be->p = p;
-  be->steps_seen = 0;
   be->msg[0] = '\0';
   memcpy(y, z, sl->n * sizeof *z);
   int f = CVodeReInit(sl->mem, t0, sl->y);
@@ -381,9 +375,11 @@ static nf_status cv_integrate(void *backend, nf_problem *p, double t0, double t1
   run->steps = (size_t)steps;
   run->rejected = (size_t)(netf + nncf);
   if (f < 0) {
+    double h = INFINITY;
     CVodeGetCurrentTime(sl->mem, &tret);
+    CVodeGetCurrentStep(sl->mem, &h);
     run->t_reached = tret;
-    return cv_failure(be, p, f, tret);
+    return cv_failure(be, p, f, tret, h);
   }
   memcpy(z, y, sl->n * sizeof *z);
   if (sl->nq) {
@@ -440,7 +436,6 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
   const nf_ode *ode = p->ode;
   double t0 = ode->t0, t1 = ode->t1, tret = t1, d1, d0;
   be->p = p;
-  be->steps_seen = -1;
   be->msg[0] = '\0';
   run->t_reached = t1;
   if (nf_problem_dot_f(p, t1, ode->y1, g_y1, &d1)) return nf_problem_callback_error(p, t1);
@@ -458,13 +453,15 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
     run->rejected = (size_t)(netf + nncf);
   }
   if (f < 0) {
+    double h = INFINITY;
     if (bmem) CVodeGetCurrentTime(bmem, &tret);
+    if (bmem) CVodeGetCurrentStep(bmem, &h);
     run->t_reached = tret;
-    return cv_failure(be, p, f, tret);
+    return cv_failure(be, p, f, tret, h);
   }
   f = CVodeGetB(sl->mem, sl->which, &tret, sl->yB);
   if (!f && sl->qB) f = CVodeGetQuadB(sl->mem, sl->which, &tret, sl->qB);
-  if (f < 0) return cv_failure(be, p, f, tret);
+  if (f < 0) return cv_failure(be, p, f, tret, INFINITY);
   run->t_reached = t0;
   const double *lambda = N_VGetArrayPointer(sl->yB);
   if (nf_problem_dot_f(p, t0, ode->y0, lambda, &d0)) return nf_problem_callback_error(p, t0);

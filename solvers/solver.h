@@ -36,8 +36,8 @@ struct nf_problem {
   double t_from, t_to;      /* interval of the integration, for messages */
   const char *failed;       /* callback that returned nonzero ("rhs", "vjp", "jvp"), or NULL */
   int failed_rc;            /* its return code */
-  int nonfinite;            /* an evaluation gave NaN/Inf since the last accepted step
-                               (backends clear it when they accept one) */
+  int nonfinite;            /* an evaluation gave NaN/Inf (DOPRI5 clears it on accepting a
+                               step; CVODES keeps it and weighs nonfinite_t at a failure) */
   double nonfinite_t;       /* time of the last such evaluation */
 };
 
