@@ -21,6 +21,7 @@
    CVodeAdjReInit, CVodeReInitB); its backward problem is set up at its first
    gradient. CVODES reports through an error handler that keeps
    the message for ours: nothing is printed. */
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -56,7 +57,6 @@ typedef struct cv_backend {
   cv_slot full, other;   /* the size created for; the most recent other size */
   cv_slot *cur;          /* the slot of the current size */
   nf_problem *p;         /* problem of the running integrate or gradient */
-  int nonfinite;         /* a derivative was not finite (reported to CVODES as recoverable) */
   char msg[256];         /* last CVODES error message */
 } cv_backend;
 
@@ -70,34 +70,32 @@ static void cv_error_handler(int code, const char *module, const char *function,
            function ? function : "", msg ? msg : "");
 }
 
-/* Maps a callback result to CVODES: failure stops (-1), a non-finite output
-   asks for a smaller step (+1), else 0. */
-static int cv_result(cv_backend *be, int rc, size_t m, const double *out)
+/* Maps an nf_problem_eval code to CVODES: failure stops (-1), a non-finite output
+   asks for a smaller step (+1, recoverable), else 0. */
+static int cv_code(int eval)
+{
+  return eval == NF_EVAL_FAILED ? -1 : eval == NF_EVAL_NONFINITE ? 1 : 0;
+}
+
+/* cv_code of a callback's result rc with its m outputs at t (checked through the problem). */
+static int cv_result(cv_backend *be, int rc, double t, size_t m, const double *out)
 {
   if (rc) return -1;
-  if (nf_first_nonfinite(m, out) < m) {
-    be->nonfinite = 1;
-    return 1;
-  }
-  return 0;
+  return cv_code(nf_problem_check(be->p, t, m, out) ? NF_EVAL_NONFINITE : NF_EVAL_OK);
 }
 
 /* CVODES rhs: the problem's state derivative. */
 static int cv_rhs(realtype t, N_Vector y, N_Vector ydot, void *data)
 {
   cv_backend *be = data;
-  double *out = N_VGetArrayPointer(ydot);
-  int rc = be->p->f(be->p, t, N_VGetArrayPointer(y), out, NULL);
-  return cv_result(be, rc, be->cur->n, out);
+  return cv_code(nf_problem_eval(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(ydot), NULL));
 }
 
 /* CVODES quadrature rhs: the problem's quadrature derivative. */
 static int cv_rhs_quad(realtype t, N_Vector y, N_Vector qdot, void *data)
 {
   cv_backend *be = data;
-  double *out = N_VGetArrayPointer(qdot);
-  int rc = be->p->f(be->p, t, N_VGetArrayPointer(y), NULL, out);
-  return cv_result(be, rc, be->cur->nq, out);
+  return cv_code(nf_problem_eval(be->p, t, N_VGetArrayPointer(y), NULL, N_VGetArrayPointer(qdot)));
 }
 
 /* CVODES Jacobian-times-vector: Jv = (df/dy) v from the problem's jvp. */
@@ -109,7 +107,7 @@ static int cv_jtimes(N_Vector v, N_Vector Jv, realtype t, N_Vector y, N_Vector f
   cv_backend *be = data;
   double *out = N_VGetArrayPointer(Jv);
   int rc = be->p->jvp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), out);
-  return cv_result(be, rc, be->cur->n, out);
+  return cv_result(be, rc, t, be->cur->n, out);
 }
 
 /* out = -(df/dy)^T v at (t, y): the backward rhs and the backward Jacobian's product. */
@@ -118,7 +116,7 @@ static int cv_minus_vjp(cv_backend *be, double t, N_Vector y, N_Vector v, N_Vect
   double *o = N_VGetArrayPointer(out);
   int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), o, NULL, NULL);
   for (size_t i = 0; i < be->cur->n; i++) o[i] = -o[i];
-  return cv_result(be, rc, be->cur->n, o);
+  return cv_result(be, rc, t, be->cur->n, o);
 }
 
 /* Backward rhs: lambda' = -(df/dy)^T lambda. */
@@ -137,7 +135,7 @@ static int cv_rhs_quad_b(realtype t, N_Vector y, N_Vector yB, N_Vector qBdot, vo
   int rc = nf_problem_vjp(be->p, t, N_VGetArrayPointer(y), N_VGetArrayPointer(yB),
                           be->p->ode->g_y, out, NULL);
   for (size_t k = 0; k < nt; k++) out[k] = -out[k];
-  return cv_result(be, rc, nt, out);
+  return cv_result(be, rc, t, nt, out);
 }
 
 /* Backward Jacobian-times-vector: the backward Jacobian is -(df/dy)^T. */
@@ -291,13 +289,20 @@ static nf_status cv_resize(void *backend, size_t n, size_t nq, size_t n_theta, i
   return NF_OK;
 }
 
-/* The failure of a CVODES call (flag < 0) at time t as a status with a clear cause. */
-static nf_status cv_failure(const cv_backend *be, const nf_problem *p, int flag, double t)
+/* The failure of a CVODES call (flag < 0) at time t, after steps of size h, as a
+   status with a clear cause. A non-finite evaluation within 16 |h| (and a few
+   ulps) of t caused it: CVODES answers a NaN wall with ever smaller steps, down
+   to steps that no longer move t, until the step limit. */
+static nf_status cv_failure(const cv_backend *be, const nf_problem *p, int flag, double t,
+                            double h)
 {
   char cause[512];
   const char *what;
   nf_status status = NF_ESOLVER;
   if (p->failed) return nf_problem_callback_error(p, t);
+  if (p->nonfinite &&
+      !(fabs(p->nonfinite_t - t) > 16 * fabs(h) + 16 * DBL_EPSILON * fmax(1, fabs(t))))
+    return nf_problem_eval_error(p, NF_EVAL_NONFINITE, t);
   switch (flag) {
   case CV_TOO_MUCH_WORK:
     snprintf(cause, sizeof cause, "step limit (max_steps = %zu) reached", be->opts.max_steps);
@@ -319,16 +324,14 @@ static nf_status cv_failure(const cv_backend *be, const nf_problem *p, int flag,
   case CV_FIRST_QRHSFUNC_ERR:
   case CV_REPTD_QRHSFUNC_ERR:
   case CV_UNREC_QRHSFUNC_ERR:
-    what = "the derivative is not finite";
-    status = NF_ENONFINITE;
+    what = "the right-hand side failed";
     break;
   case CV_MEM_FAIL: what = "out of memory"; status = NF_ENOMEM; break;
   default: what = "CVODES failed"; break;
   }
-  if (be->nonfinite && status == NF_ESOLVER) what = "the state or its derivative became non-finite";
   snprintf(cause, sizeof cause, "%s (CVODES flag %d%s%s)", what, flag, be->msg[0] ? ": " : "",
            be->msg);
-  return nf_problem_error(p, be->nonfinite ? NF_ENONFINITE : status, t, cause);
+  return nf_problem_error(p, status, t, cause);
 }
 
 /* Per-solve settings: initial step (signed as t1 - t0), stop time, J v. */
@@ -351,7 +354,6 @@ static nf_status cv_integrate(void *backend, nf_problem *p, double t0, double t1
   cv_slot *sl = be->cur;
   double *y = N_VGetArrayPointer(sl->y), tret = t0;
   be->p = p;
-  be->nonfinite = 0;
   be->msg[0] = '\0';
   memcpy(y, z, sl->n * sizeof *z);
   int f = CVodeReInit(sl->mem, t0, sl->y);
@@ -373,9 +375,11 @@ static nf_status cv_integrate(void *backend, nf_problem *p, double t0, double t1
   run->steps = (size_t)steps;
   run->rejected = (size_t)(netf + nncf);
   if (f < 0) {
+    double h = INFINITY;
     CVodeGetCurrentTime(sl->mem, &tret);
+    CVodeGetCurrentStep(sl->mem, &h);
     run->t_reached = tret;
-    return cv_failure(be, p, f, tret);
+    return cv_failure(be, p, f, tret, h);
   }
   memcpy(z, y, sl->n * sizeof *z);
   if (sl->nq) {
@@ -432,7 +436,6 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
   const nf_ode *ode = p->ode;
   double t0 = ode->t0, t1 = ode->t1, tret = t1, d1, d0;
   be->p = p;
-  be->nonfinite = 0;
   be->msg[0] = '\0';
   run->t_reached = t1;
   if (nf_problem_dot_f(p, t1, ode->y1, g_y1, &d1)) return nf_problem_callback_error(p, t1);
@@ -450,13 +453,15 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
     run->rejected = (size_t)(netf + nncf);
   }
   if (f < 0) {
+    double h = INFINITY;
     if (bmem) CVodeGetCurrentTime(bmem, &tret);
+    if (bmem) CVodeGetCurrentStep(bmem, &h);
     run->t_reached = tret;
-    return cv_failure(be, p, f, tret);
+    return cv_failure(be, p, f, tret, h);
   }
   f = CVodeGetB(sl->mem, sl->which, &tret, sl->yB);
   if (!f && sl->qB) f = CVodeGetQuadB(sl->mem, sl->which, &tret, sl->qB);
-  if (f < 0) return cv_failure(be, p, f, tret);
+  if (f < 0) return cv_failure(be, p, f, tret, INFINITY);
   run->t_reached = t0;
   const double *lambda = N_VGetArrayPointer(sl->yB);
   if (nf_problem_dot_f(p, t0, ode->y0, lambda, &d0)) return nf_problem_callback_error(p, t0);
@@ -470,4 +475,19 @@ static nf_status cv_gradient(void *backend, nf_problem *p, const double *g_y1, d
   return NF_OK;
 }
 
-const nf_solver_ops nf_cvodes_ops = {cv_create, cv_destroy, cv_resize, cv_integrate, cv_gradient};
+/* CHECKPOINT's interpolation store for n states: CVodeAdjInit sets up
+   checkpoint_steps + 1 Hermite data points of 2 n doubles each (with some
+   bookkeeping, counted as 128 bytes). The checkpoints themselves grow with
+   the solve inside CVODES and are not estimated. */
+static size_t cv_record_bytes(size_t n, const nf_ode_opts *o, char *what, size_t len)
+{
+  size_t points = o->checkpoint_steps > (size_t)LONG_MAX ? (size_t)LONG_MAX : o->checkpoint_steps;
+  size_t bytes;
+  snprintf(what, len, "the CVODES interpolation store (checkpoint_steps = %zu steps of %zu states)",
+           o->checkpoint_steps, n);
+  if (nf_size_mul(points + 1, 2 * n * sizeof(double) + 128, &bytes)) return SIZE_MAX;
+  return bytes;
+}
+
+const nf_solver_ops nf_cvodes_ops = {cv_create,   cv_destroy,  cv_resize,
+                                     cv_integrate, cv_gradient, cv_record_bytes};

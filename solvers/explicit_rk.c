@@ -136,23 +136,45 @@ static nf_status rk_resize(void *backend, size_t n, size_t nq, size_t n_theta, i
   return NF_OK;
 }
 
-/* Appends the accepted step (t, h) from state y (n values) to the tape, doubling
-   its capacity; a tape row holds ncap states, so it serves every size. */
-static nf_status tape_push(rk_backend *be, double t, double h, const double *y)
+/* Bytes of a tape of `steps` rows (t, h and n states); SIZE_MAX if that overflows. */
+static size_t tape_bytes(size_t steps, size_t n)
 {
-  if (be->len == be->cap) {
-    size_t cap = be->cap ? 2 * be->cap : 64;
-    double *tt = realloc(be->tape_t, cap * sizeof *tt);
-    if (tt) be->tape_t = tt;
-    double *th = realloc(be->tape_h, cap * sizeof *th);
-    if (th) be->tape_h = th;
-    double *ty = cap <= (size_t)-1 / (be->ncap * sizeof *ty)
-                     ? realloc(be->tape_y, cap * be->ncap * sizeof *ty)
-                     : NULL;
-    if (ty) be->tape_y = ty;
-    if (!tt || !th || !ty) return NF_ENOMEM;
-    be->cap = cap;
+  size_t row, bytes;
+  if (nf_size_mul(n + 2, sizeof(double), &row) || nf_size_mul(steps, row, &bytes)) return SIZE_MAX;
+  return bytes;
+}
+
+/* Makes room for at least `want` steps on the tape (up to twice as many, within
+   the memory limit); NF_ENOMEM with the cause at t if the limit or the
+   allocator refuses. A row holds ncap states, so the tape serves every size. */
+static nf_status tape_reserve(rk_backend *be, nf_problem *p, double t, size_t want)
+{
+  char what[96], cause[320];
+  if (want <= be->cap) return NF_OK;
+  size_t cap = want > SIZE_MAX / 2 ? want : 2 * want, limit = nf_ode_memory_limit(&be->opts);
+  size_t bytes = tape_bytes(cap, be->ncap);
+  if (bytes == SIZE_MAX || bytes > limit) cap = limit / tape_bytes(1, be->ncap);
+  if (cap < want) {
+    snprintf(what, sizeof what, "the step tape of %zu steps of %zu states", want, be->ncap);
+    nf_ode_memory_exceeded(&be->opts, tape_bytes(want, be->ncap), what, cause, sizeof cause);
+    return nf_problem_error(p, NF_ENOMEM, t, cause);
   }
+  double *tt = realloc(be->tape_t, cap * sizeof *tt);
+  if (tt) be->tape_t = tt;
+  double *th = realloc(be->tape_h, cap * sizeof *th);
+  if (th) be->tape_h = th;
+  double *ty = realloc(be->tape_y, cap * be->ncap * sizeof *ty);
+  if (ty) be->tape_y = ty;
+  if (!tt || !th || !ty) return nf_problem_error(p, NF_ENOMEM, t, "out of memory for the step tape");
+  be->cap = cap;
+  return NF_OK;
+}
+
+/* Appends the accepted step (t, h) from state y (n values) to the tape. */
+static nf_status tape_push(rk_backend *be, nf_problem *p, double t, double h, const double *y)
+{
+  nf_status st = tape_reserve(be, p, t, be->len + 1);
+  if (st) return st;
   be->tape_t[be->len] = t;
   be->tape_h[be->len] = h;
   memcpy(be->tape_y + be->len * be->n, y, be->n * sizeof *y);
@@ -162,7 +184,8 @@ static nf_status tape_push(rk_backend *be, double t, double h, const double *y)
 
 /* Stages i = first..ns-1 of the step (t, h) from z: Y_i = z + h sum_j a_ij k_j,
    k_i = f(t + c_i h, Y_i) into row i of K. With keep, Y_i stays in row i of Y
-   (the reverse pass needs them); else row 0 is reused. Returns a callback's code. */
+   (the reverse pass needs them); else row 0 is reused. Returns the code of
+   nf_problem_eval (stopping at the first stage that is not NF_EVAL_OK). */
 static int rk_stages(rk_backend *be, nf_problem *p, int first, int ns, double t, double h,
                      const double *z, int keep)
 {
@@ -178,10 +201,10 @@ static int rk_stages(rk_backend *be, nf_problem *p, int first, int ns, double t,
         for (size_t k = 0; k < n; k++) Yi[k] += ha * Kj[k];
     }
     double *Ki = be->K + (size_t)i * N;
-    int rc = p->f(p, t + tab->c[i] * h, Yi, Ki, p->nq ? Ki + n : NULL);
+    int rc = nf_problem_eval(p, t + tab->c[i] * h, Yi, Ki, p->nq ? Ki + n : NULL);
     if (rc) return rc;
   }
-  return 0;
+  return NF_EVAL_OK;
 }
 
 /* out = base + h sum_{i<ns} w_i k_i over all N components (base NULL: zero). */
@@ -220,7 +243,8 @@ static double rk_error_norm(const rk_backend *be, size_t m, const double *y)
 static nf_status rk_fixed_step(rk_backend *be, nf_problem *p, double t, double h, double *z)
 {
   const rk_tableau *tab = be->tab;
-  if (rk_stages(be, p, 0, tab->s_sol, t, h, z, 0)) return nf_problem_callback_error(p, t);
+  int rc = rk_stages(be, p, 0, tab->s_sol, t, h, z, 0);
+  if (rc) return nf_problem_eval_error(p, rc, t);
   rk_combine(be, tab->s_sol, tab->b, h, z, be->ynew);
   if (nf_first_nonfinite(be->N, be->ynew) < be->N)
     return nf_problem_error(p, NF_ENONFINITE, t + h, "the state became non-finite");
@@ -238,14 +262,17 @@ static nf_status rk_run_schedule(rk_backend *be, nf_problem *p, double t0, doubl
   double scale = replay ? (t1 - t0) / (ode->t1 - ode->t0) : 0;
   double H = (t1 - t0) / (double)steps;
   int record = be->record && !replay;
-  if (record) be->len = 0;
+  nf_status st;
+  if (record) {
+    be->len = 0;
+    if ((st = tape_reserve(be, p, t0, steps))) return st;
+  }
   for (size_t k = 0; k < steps; k++) {
     double t = replay ? t0 + (be->tape_t[k] - ode->t0) * scale : t0 + (double)k * H;
     double h = replay ? be->tape_h[k] * scale : H;
     run->t_reached = t;
-    if (record && tape_push(be, t, h, z))
-      return nf_problem_error(p, NF_ENOMEM, t, "out of memory for the step tape");
-    nf_status st = rk_fixed_step(be, p, t, h, z);
+    if (record && (st = tape_push(be, p, t, h, z))) return st;
+    st = rk_fixed_step(be, p, t, h, z);
     if (st) return st;
     run->steps++;
   }
@@ -254,7 +281,8 @@ static nf_status rk_run_schedule(rk_backend *be, nf_problem *p, double t0, doubl
 }
 
 /* Starting step size (Hairer, Nørsett & Wanner I, II.4): balances an Euler step's
-   change of f against the tolerance; uses one extra evaluation (K row 1). */
+   change of f against the tolerance; uses one extra evaluation (K row 1).
+   Returns NF_EVAL_FAILED if a callback failed, else NF_EVAL_OK. */
 static int rk_initial_step(rk_backend *be, nf_problem *p, size_t m, double t0, double t1,
                            const double *z, double *habs)
 {
@@ -272,8 +300,8 @@ static int rk_initial_step(rk_backend *be, nf_problem *p, size_t m, double t0, d
   double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
   h0 = fmin(h0, T);
   for (size_t i = 0; i < p->n; i++) Y[i] = z[i] + dir * h0 * f0[i];
-  int rc = p->f(p, t0 + dir * h0, Y, f1, p->nq ? f1 + p->n : NULL);
-  if (rc) return rc;
+  int rc = nf_problem_eval(p, t0 + dir * h0, Y, f1, p->nq ? f1 + p->n : NULL);
+  if (rc == NF_EVAL_FAILED) return rc; /* non-finite: d2 is too, and the fallback size is used */
   for (size_t i = 0; i < m; i++) {
     double sc = be->opts.atol + be->opts.rtol * fabs(z[i]);
     double r = (f1[i] - f0[i]) / sc;
@@ -305,9 +333,8 @@ static nf_status rk_run_adaptive(rk_backend *be, nf_problem *p, double t0, doubl
   char cause[128];
   run->t_reached = t0;
   if (be->record) be->len = 0;
-  if (p->f(p, t0, z, be->K, p->nq ? be->K + p->n : NULL)) return nf_problem_callback_error(p, t0);
-  if (nf_first_nonfinite(N, be->K) < N)
-    return nf_problem_error(p, NF_ENONFINITE, t0, "the derivative is not finite");
+  int rc = nf_problem_eval(p, t0, z, be->K, p->nq ? be->K + p->n : NULL);
+  if (rc) return nf_problem_eval_error(p, rc, t0);
   if (be->opts.h0 > 0)
     habs = fmin(be->opts.h0, fabs(t1 - t0));
   else if (rk_initial_step(be, p, m, t0, t1, z, &habs))
@@ -316,23 +343,29 @@ static nf_status rk_run_adaptive(rk_backend *be, nf_problem *p, double t0, doubl
   int after_reject = 0, nonfinite = 0;
   while (t != t1) {
     if (run->steps >= be->opts.max_steps) {
+      if (p->nonfinite) return nf_problem_eval_error(p, NF_EVAL_NONFINITE, t);
       snprintf(cause, sizeof cause, "step limit (max_steps = %zu) reached", be->opts.max_steps);
       return nf_problem_error(p, NF_ESOLVER, t, cause);
     }
     int last = fabs(t1 - t) <= 1.01 * habs;
     double h = last ? t1 - t : dir * habs;
     if (fabs(h) < fmax(hmin_scale, 16 * DBL_EPSILON * fabs(t))) {
+      if (p->nonfinite) return nf_problem_eval_error(p, NF_EVAL_NONFINITE, t);
       snprintf(cause, sizeof cause, "step size underflow (|h| = %.3g)%s", fabs(h),
                nonfinite ? " after the state became non-finite" : "");
       return nf_problem_error(p, nonfinite ? NF_ENONFINITE : NF_ESOLVER, t, cause);
     }
-    if (rk_stages(be, p, 1, tab->s, t, h, z, 0)) return nf_problem_callback_error(p, t);
-    rk_combine(be, tab->s_sol, tab->b, h, z, be->ynew);
-    rk_combine(be, tab->s, tab->e, h, NULL, be->err);
-    double e = rk_error_norm(be, m, z);
+    rc = rk_stages(be, p, 1, tab->s, t, h, z, 0);
+    if (rc == NF_EVAL_FAILED) return nf_problem_callback_error(p, t);
+    double e = INFINITY; /* a non-finite stage rejects the step */
+    if (rc == NF_EVAL_OK) {
+      rk_combine(be, tab->s_sol, tab->b, h, z, be->ynew);
+      rk_combine(be, tab->s, tab->e, h, NULL, be->err);
+      e = rk_error_norm(be, m, z);
+    }
     if (e <= 1 && nf_first_nonfinite(N, be->ynew) == N) {
-      if (be->record && tape_push(be, t, h, z))
-        return nf_problem_error(p, NF_ENOMEM, t, "out of memory for the step tape");
+      nf_status st = be->record ? tape_push(be, p, t, h, z) : NF_OK;
+      if (st) return st;
       t = last ? t1 : t + h;
       memcpy(z, be->ynew, N * sizeof *z);
       memcpy(be->K, be->K + (size_t)(tab->s - 1) * N, N * sizeof *z); /* FSAL */
@@ -340,7 +373,7 @@ static nf_status rk_run_adaptive(rk_backend *be, nf_problem *p, double t0, doubl
       run->t_reached = t;
       habs = fabs(h) * rk_accept_factor(e, e_prev, after_reject);
       e_prev = fmax(e, 1e-4);
-      after_reject = nonfinite = 0;
+      after_reject = nonfinite = p->nonfinite = 0;
     } else {
       run->rejected++;
       nonfinite = !isfinite(e);
@@ -368,7 +401,8 @@ nf_status nf_rk_replay(void *backend, nf_problem *p, double t0, double t1, doubl
 
 /* Reverse of one step y_{n+1} = y_n + h sum b_i k_i: recomputes the stages from
    y_n, then with ybar = dL/dy_{n+1} sets ybar <- dL/dy_n, adds dL/dtheta into
-   g_theta and returns dL/dt_n (*tbar) and dL/dh_n (*hbar). */
+   g_theta and returns dL/dt_n (*tbar) and dL/dh_n (*hbar). Returns NF_EVAL_OK or
+   what went wrong (nf_problem_eval's codes). */
 static int rk_step_vjp(rk_backend *be, nf_problem *p, double t, double h, const double *y,
                        double *g_theta, double *tbar, double *hbar)
 {
@@ -392,7 +426,7 @@ static int rk_step_vjp(rk_backend *be, nf_problem *p, double t, double h, const 
     double gt = 0;
     rc = nf_problem_vjp(p, t + tab->c[i] * h, be->Y + (size_t)i * N, be->kbar + (size_t)i * n,
                         be->ysc, p->ode->n_theta ? g_theta : NULL, &gt);
-    if (rc) return rc;
+    if (rc) return NF_EVAL_FAILED;
     for (size_t k = 0; k < n; k++) be->acc[k] += be->ysc[k];
     for (int j = 0; j < i; j++) {
       double a = tab->a[i][j], d = 0;
@@ -425,8 +459,8 @@ static nf_status rk_gradient(void *backend, nf_problem *p, const double *g_y1, d
   for (size_t k = be->len; k-- > 0;) {
     double t = be->tape_t[k], h = be->tape_h[k], tbar, hbar;
     run->t_reached = t + h;
-    if (rk_step_vjp(be, p, t, h, be->tape_y + k * be->n, g_theta, &tbar, &hbar))
-      return nf_problem_callback_error(p, t);
+    int rc = rk_step_vjp(be, p, t, h, be->tape_y + k * be->n, g_theta, &tbar, &hbar);
+    if (rc) return nf_problem_eval_error(p, rc, t);
     double s = (t - ode->t0) / T, phi = h / T;
     gt0 += tbar * (1 - s) - hbar * phi;
     gt1 += tbar * s + hbar * phi;
@@ -439,4 +473,14 @@ static nf_status rk_gradient(void *backend, nf_problem *p, const double *g_y1, d
   return NF_OK;
 }
 
-const nf_solver_ops nf_rk_ops = {rk_create, rk_destroy, rk_resize, rk_integrate, rk_gradient};
+/* DISCRETE's tape for n states: EULER and RK4 keep fixed_steps rows; DOPRI5's
+   grows with the accepted steps (tape_reserve checks it as it grows). */
+static size_t rk_record_bytes(size_t n, const nf_ode_opts *o, char *what, size_t len)
+{
+  snprintf(what, len, "the step tape of %s (fixed_steps = %zu steps of %zu states)",
+           nf_ode_method_name(o->method), o->fixed_steps, n);
+  return o->method == NF_ODE_DOPRI5 ? 0 : tape_bytes(o->fixed_steps, n);
+}
+
+const nf_solver_ops nf_rk_ops = {rk_create,   rk_destroy,  rk_resize,
+                                 rk_integrate, rk_gradient, rk_record_bytes};

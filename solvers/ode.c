@@ -1,9 +1,13 @@
 /* solvers/ode.c — nf_ode: options, creation, the checked solve and gradient,
    and the dispatch to the backends (solver.h). */
+#define _POSIX_C_SOURCE 200809L /* sysconf */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "solver.h"
@@ -55,6 +59,31 @@ nf_status nf_ode_grad_parse(const char *name, nf_ode_grad *grad)
   return st;
 }
 
+double nf_ode_tolerance_floor(double precision) { return 100 * precision; }
+
+size_t nf_ode_memory_limit(const nf_ode_opts *o)
+{
+  if (o->max_memory) return o->max_memory;
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  size_t bytes;
+  if (pages > 0 && page > 0 && !nf_size_mul((size_t)pages, (size_t)page, &bytes)) return bytes;
+#endif
+  return SIZE_MAX;
+}
+
+int nf_ode_memory_exceeded(const nf_ode_opts *o, size_t bytes, const char *what, char *cause,
+                           size_t len)
+{
+  size_t limit = nf_ode_memory_limit(o);
+  if (bytes <= limit) return 0;
+  snprintf(cause, len, "%s would take %s%.3g GB, more than %s (%.3g GB)", what,
+           bytes == SIZE_MAX ? "at least " : "", (double)bytes / 1e9,
+           o->max_memory ? "the limit max_memory" : "the machine's physical memory",
+           (double)limit / 1e9);
+  return 1;
+}
+
 /* NF_OK if opts describe a valid integrator for n states, else NF_EINVAL with the reason. */
 static nf_status check_opts(size_t n, size_t n_theta, const nf_ode_opts *o)
 {
@@ -67,11 +96,22 @@ static nf_status check_opts(size_t n, size_t n_theta, const nf_ode_opts *o)
     return nf_fail(NF_EINVAL, "%s: unknown method %d", fn, (int)o->method);
   if ((unsigned)o->grad > NF_GRAD_DISCRETE)
     return nf_fail(NF_EINVAL, "%s: unknown gradient mode %d", fn, (int)o->grad);
-  if (!(o->rtol > 0 && isfinite(o->rtol)) || !(o->atol > 0 && isfinite(o->atol)))
-    return nf_fail(NF_EINVAL, "%s: tolerances must be finite and > 0 (rtol = %g, atol = %g)", fn,
-                   o->rtol, o->atol);
+  double floor = nf_ode_tolerance_floor(DBL_EPSILON);
+  if (!(o->rtol >= floor && isfinite(o->rtol)))
+    return nf_fail(NF_EINVAL,
+                   "%s: relative tolerance rtol = %g must be finite and >= %.3g (100 x the "
+                   "precision of double arithmetic; smaller tolerances cannot be met)",
+                   fn, o->rtol, floor);
+  if (!(o->atol >= DBL_MIN && isfinite(o->atol)))
+    return nf_fail(NF_EINVAL,
+                   "%s: absolute tolerance atol = %g must be finite and >= %.3g (> 0 and not "
+                   "subnormal)",
+                   fn, o->atol, DBL_MIN);
   if (!(o->h0 >= 0 && isfinite(o->h0)))
-    return nf_fail(NF_EINVAL, "%s: h0 = %g must be finite and >= 0", fn, o->h0);
+    return nf_fail(NF_EINVAL,
+                   "%s: h0 = %g must be finite and >= 0 (0: automatic; the direction follows "
+                   "t1 - t0)",
+                   fn, o->h0);
   if (o->max_steps == 0) return nf_fail(NF_EINVAL, "%s: max_steps = 0", fn);
   if (o->fixed_steps == 0) return nf_fail(NF_EINVAL, "%s: fixed_steps = 0", fn);
   int cvodes = o->method == NF_ODE_ADAMS || o->method == NF_ODE_BDF;
@@ -85,6 +125,17 @@ static nf_status check_opts(size_t n, size_t n_theta, const nf_ode_opts *o)
                    "%s: gradient mode discrete needs method euler, rk4 or dopri5, not %s", fn,
                    method_names[o->method]);
   return NF_OK;
+}
+
+/* NF_ENOMEM if what a recording solve keeps would, by the backend's estimate
+   for n states, exceed the memory limit; else NF_OK. Allocates nothing. */
+static nf_status check_record_memory(const nf_solver_ops *ops, size_t n, const nf_ode_opts *o)
+{
+  char what[160], cause[320];
+  if (o->grad != NF_GRAD_DISCRETE && o->grad != NF_GRAD_CHECKPOINT) return NF_OK;
+  size_t bytes = ops->record_bytes(n, o, what, sizeof what);
+  if (!nf_ode_memory_exceeded(o, bytes, what, cause, sizeof cause)) return NF_OK;
+  return nf_fail(NF_ENOMEM, "nf_ode_new: %s", cause);
 }
 
 /* The problem a backend integrates for n states and n_theta parameters: the
@@ -122,6 +173,8 @@ static nf_status backend_resize(nf_ode *ode, size_t n, size_t n_theta, int backs
 nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts)
 {
   if (check_opts(n, n_theta, opts)) return NULL;
+  int cvodes = opts->method == NF_ODE_ADAMS || opts->method == NF_ODE_BDF;
+  if (check_record_memory(cvodes ? &nf_cvodes_ops : &nf_rk_ops, n, opts)) return NULL;
   nf_ode *ode = calloc(1, sizeof *ode);
   if (!ode) {
     nf_fail(NF_ENOMEM, "nf_ode_new: out of memory");
@@ -130,7 +183,6 @@ nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts)
   ode->n = ode->cap_n = n;
   ode->n_theta = ode->cap_theta = n_theta;
   ode->opts = *opts;
-  int cvodes = opts->method == NF_ODE_ADAMS || opts->method == NF_ODE_BDF;
   int backsolve = opts->grad == NF_GRAD_BACKSOLVE;
   ode->ops = cvodes ? &nf_cvodes_ops : &nf_rk_ops;
   ode->y = nf_dalloc(n);
@@ -269,6 +321,28 @@ nf_status nf_problem_error(const nf_problem *p, nf_status status, double t, cons
                  p->t_from, p->t_to);
 }
 
+int nf_problem_check(nf_problem *p, double t, size_t m, const double *out)
+{
+  if (nf_first_nonfinite(m, out) == m) return 0;
+  p->nonfinite = 1;
+  p->nonfinite_t = t;
+  return 1;
+}
+
+int nf_problem_eval(nf_problem *p, double t, const double *z, double *dz, double *dq)
+{
+  if (p->f(p, t, z, dz, dq)) return NF_EVAL_FAILED;
+  int bad = dz ? nf_problem_check(p, t, p->n, dz) : 0;
+  if (dq && p->nq) bad |= nf_problem_check(p, t, p->nq, dq);
+  return bad ? NF_EVAL_NONFINITE : NF_EVAL_OK;
+}
+
+nf_status nf_problem_eval_error(const nf_problem *p, int code, double t)
+{
+  if (code == NF_EVAL_FAILED || !p->nonfinite) return nf_problem_callback_error(p, t);
+  return nf_problem_error(p, NF_ENONFINITE, p->nonfinite_t, "the right-hand side became non-finite");
+}
+
 nf_status nf_problem_callback_error(const nf_problem *p, double t)
 {
   return nf_fail(NF_ESOLVER,
@@ -307,6 +381,15 @@ static nf_problem plain_problem(nf_ode *ode, const nf_ode_system *sys, size_t *c
   return p;
 }
 
+/* Whether [t0, t1] is too short for double arithmetic to resolve a step in it:
+   |t1 - t0| <= 4 DBL_EPSILON max(|t0|, |t1|), or subnormal (0 included). Every
+   method and gradient mode treats such a solve as the identity. */
+static int span_is_empty(double t0, double t1)
+{
+  double span = fabs(t1 - t0);
+  return span < DBL_MIN || span <= 4 * DBL_EPSILON * fmax(fabs(t0), fabs(t1));
+}
+
 /* Checks the arguments shared by solve and replay. */
 static nf_status check_solve(const char *fn, const nf_ode *ode, const nf_ode_system *sys,
                              double t0, double t1, const double *y)
@@ -315,6 +398,9 @@ static nf_status check_solve(const char *fn, const nf_ode *ode, const nf_ode_sys
   if (!sys->rhs) return nf_fail(NF_EINVAL, "%s: the system has no rhs", fn);
   if (!isfinite(t0) || !isfinite(t1))
     return nf_fail(NF_ENONFINITE, "%s: t0 = %g, t1 = %g must be finite", fn, t0, t1);
+  if (!isfinite(t1 - t0))
+    return nf_fail(NF_EINVAL, "%s: the span t1 - t0 (t0 = %g, t1 = %g) overflows a double", fn,
+                   t0, t1);
   size_t bad = nf_first_nonfinite(ode->n, y);
   if (bad < ode->n)
     return nf_fail(NF_ENONFINITE, "%s: y0[%zu] = %g is not finite", fn, bad, y[bad]);
@@ -332,7 +418,8 @@ nf_status nf_ode_solve(nf_ode *ode, const nf_ode_system *sys, double t0, double 
   ode->stats.t_reached = t0;
   memcpy(ode->y0, y, n * sizeof *y);
   memcpy(ode->y, y, n * sizeof *y);
-  if (t0 != t1) {
+  int empty = span_is_empty(t0, t1);
+  if (!empty) {
     nf_problem p = plain_problem(ode, sys, &ode->stats.nfe, fn, t0, t1);
     nf_run run = {0, 0, t0};
     st = ode->ops->integrate(ode->fwd, &p, t0, t1, ode->y, &run);
@@ -346,6 +433,7 @@ nf_status nf_ode_solve(nf_ode *ode, const nf_ode_system *sys, double t0, double 
   memcpy(y, ode->y, n * sizeof *y);
   ode->t0 = t0;
   ode->t1 = t1;
+  ode->empty = empty;
   ode->solved = 1;
   return NF_OK;
 }
@@ -383,7 +471,7 @@ nf_status nf_ode_gradient(nf_ode *ode, const nf_ode_system *sys, const double *g
   nf_run run = {0, 0, ode->t1};
   double gt0 = 0, gt1 = 0;
   nf_status st;
-  if (ode->t0 == ode->t1)
+  if (ode->empty)
     st = gradient_trivial(&p, g_y1, ode->g_y0, &gt0, &gt1);
   else if (ode->opts.grad == NF_GRAD_BACKSOLVE)
     st = nf_backsolve_gradient(&p, g_y1, ode->g_y0, ode->g_theta, &gt0, &gt1, &run);
@@ -405,7 +493,7 @@ nf_status nf_ode_replay(nf_ode *ode, const nf_ode_system *sys, double t0, double
   const char *fn = "nf_ode_replay";
   nf_status st = check_solve(fn, ode, sys, t0, t1, y);
   if (st) return st;
-  if (ode->opts.grad != NF_GRAD_DISCRETE || !ode->solved || ode->t0 == ode->t1)
+  if (ode->opts.grad != NF_GRAD_DISCRETE || !ode->solved || ode->empty)
     return nf_fail(NF_ESTATE, "%s: no successful discrete solve to replay", fn);
   memcpy(ode->y, y, ode->n * sizeof *y);
   nf_problem p = plain_problem(ode, sys, &ode->stats.nfe, fn, t0, t1);

@@ -36,7 +36,13 @@ struct nf_problem {
   double t_from, t_to;      /* interval of the integration, for messages */
   const char *failed;       /* callback that returned nonzero ("rhs", "vjp", "jvp"), or NULL */
   int failed_rc;            /* its return code */
+  int nonfinite;            /* an evaluation gave NaN/Inf (DOPRI5 clears it on accepting a
+                               step; CVODES keeps it and weighs nonfinite_t at a failure) */
+  double nonfinite_t;       /* time of the last such evaluation */
 };
+
+/* What nf_problem_eval found. */
+enum { NF_EVAL_OK = 0, NF_EVAL_FAILED, NF_EVAL_NONFINITE };
 
 /* What a backend run reports back. */
 typedef struct nf_run {
@@ -65,7 +71,24 @@ typedef struct nf_solver_ops {
      into g_theta (all non-NULL, internal buffers). */
   nf_status (*gradient)(void *backend, nf_problem *p, const double *g_y1, double *g_y0,
                         double *g_theta, double *g_t0, double *g_t1, nf_run *run);
+  /* Bytes a recording integrate of n states would keep, known before any solve
+     (SIZE_MAX if the product overflows; 0 if it only grows with the solve and is
+     checked as it grows), and in `what` (len bytes) what it is, naming the option. */
+  size_t (*record_bytes)(size_t n, const nf_ode_opts *opts, char *what, size_t len);
 } nf_solver_ops;
+
+/* The smallest rtol an integrator accepts when the states and derivatives are
+   computed with unit roundoff `precision`: 100 x precision (DBL_EPSILON: 2.2e-14). */
+double nf_ode_tolerance_floor(double precision);
+
+/* Bytes a solve may keep: opts->max_memory, or (0) the machine's physical memory
+   (SIZE_MAX if unknown). */
+size_t nf_ode_memory_limit(const nf_ode_opts *opts);
+
+/* 1 if bytes exceed nf_ode_memory_limit(opts), with the cause "<what> would take
+   X GB, more than <the limit> (Y GB)" in cause (len bytes); else 0. */
+int nf_ode_memory_exceeded(const nf_ode_opts *opts, size_t bytes, const char *what, char *cause,
+                           size_t len);
 
 extern const nf_solver_ops nf_rk_ops;     /* EULER, RK4, DOPRI5 (explicit_rk.c) */
 extern const nf_solver_ops nf_cvodes_ops; /* ADAMS, BDF (cvodes.c) */
@@ -88,6 +111,7 @@ struct nf_ode {
   double *g_theta; /* n_theta: dL/dtheta under construction */
   double *z;       /* BACKSOLVE: [y, a, g_theta, g_t], 2n + n_theta + 1 (at capacity) */
   double t0, t1;   /* interval of the last successful solve */
+  int empty;       /* its span was too short to resolve (ode.c's span_is_empty): the identity */
   int solved;      /* a successful solve is recorded */
   nf_ode_stats stats;
 };
@@ -101,6 +125,19 @@ int nf_problem_rhs_vjp(nf_problem *p, double t, const double *y, const double *a
 int nf_problem_vjp(nf_problem *p, double t, const double *y, const double *a, double *g_y,
                    double *g_theta, double *g_t);
 int nf_problem_jvp(nf_problem *p, double t, const double *y, const double *v, double *jv);
+
+/* p->f at (t, z), its outputs checked: NF_EVAL_FAILED if a callback returned
+   nonzero, NF_EVAL_NONFINITE (recorded in p) if dz or dq holds NaN/Inf, else
+   NF_EVAL_OK. Every backend evaluates the problem through it. */
+int nf_problem_eval(nf_problem *p, double t, const double *z, double *dz, double *dq);
+
+/* Records in p a NaN/Inf among the m values of an evaluation at t; 1 if there is one, else 0. */
+int nf_problem_check(nf_problem *p, double t, size_t m, const double *out);
+
+/* The failure of an evaluation (code of nf_problem_eval, not NF_EVAL_OK) at t:
+   the callback's error, or NF_ENONFINITE "the right-hand side became non-finite
+   at t = ...". */
+nf_status nf_problem_eval_error(const nf_problem *p, int code, double t);
 
 /* *out = a . f(t, y) (the derivative of a . y(t) along the flow); 0 or the rhs code. */
 int nf_problem_dot_f(nf_problem *p, double t, const double *y, const double *a, double *out);

@@ -1037,6 +1037,17 @@ START_TEST(bad_options)
     ck_assert_ptr_null(nf_cnf_new(2, 0, &o, &rng));                    \
     ck_assert_str_ne(nf_errmsg(), "");                                 \
   } while (0)
+  /* refused with a message naming the option, its value and the bound */
+#define REFUSED_SAYING(edit, w1, w2)                                                   \
+  do {                                                                                 \
+    REFUSED(edit);                                                                     \
+    ck_assert_int_eq(nf_last_status(), NF_EINVAL);                                     \
+    ck_assert_msg(strstr(nf_errmsg(), w1) && strstr(nf_errmsg(), w2), "%s", nf_errmsg()); \
+  } while (0)
+  REFUSED_SAYING(o.kinetic_weight = 1e300, "kinetic_weight = 1e+300", "1e+10");
+  REFUSED_SAYING(o.jacobian_weight = 2e10, "jacobian_weight = 2e+10", "NF_CNF_MAX_WEIGHT");
+  REFUSED_SAYING(o.ode.rtol = 1e-300, "rtol = 1e-300", "2.22e-14");
+  REFUSED_SAYING(o.ode.atol = 0.0, "atol = 0", "atol");
   REFUSED(o.end_time = 0.0);
   REFUSED(o.end_time = -1.0);
   REFUSED(o.end_time = NAN);
@@ -1054,6 +1065,7 @@ START_TEST(bad_options)
   REFUSED(o.hidden = zero_width);
   REFUSED(o.kind = (nf_odenet_kind)9);
   REFUSED(o.act = (nf_odenet_act)9);
+#undef REFUSED_SAYING
 #undef REFUSED
   ck_assert_ptr_null(nf_cnf_new(0, 0, &good, &rng));
   ck_assert_ptr_null(nf_cnf_new(2, 0, NULL, &rng));

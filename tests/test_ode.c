@@ -133,6 +133,28 @@ static int blow_vjp(double t, const double *y, const double *a, double *g_y, dou
   return 0;
 }
 
+/* y' = -y, except that the second component of the derivative is NaN for
+   t >= *(double *)u (a NaN wall in time). */
+static int nan_rhs(double t, const double *y, double *dy, void *u)
+{
+  for (int i = 0; i < 3; i++) dy[i] = -y[i];
+  if (t >= *(const double *)u) dy[1] = NAN;
+  return 0;
+}
+
+/* Its vjp away from the wall: g_y = -a. */
+static int nan_vjp(double t, const double *y, const double *a, double *g_y, double *g_theta,
+                   double *g_t, void *u)
+{
+  (void)t;
+  (void)y;
+  (void)g_theta;
+  (void)u;
+  for (int i = 0; i < 3; i++) g_y[i] = -a[i];
+  if (g_t) *g_t = 0;
+  return 0;
+}
+
 /* Parametrised network y' = tanh(W y + b + t u), theta = [W (3x3, row-major), b, u]. */
 #define NET_N 3
 #define NET_P 15
@@ -319,12 +341,33 @@ START_TEST(test_bad_options)
   expect_bad(3, NULL, "opts");
   expect_bad(0, &o, "n = 0");
   o.rtol = 0;
-  expect_bad(3, &o, "tolerances");
+  expect_bad(3, &o, "rtol = 0");
   o.rtol = -1e-6;
-  expect_bad(3, &o, "tolerances");
+  expect_bad(3, &o, "rtol = -1e-06");
+  /* below what double arithmetic can meet: the message names the value and the floor */
+  o.rtol = o.atol = 1e-300;
+  expect_bad(3, &o, "rtol = 1e-300");
+  expect_bad(3, &o, "2.22e-14");
+  o.rtol = 1e-14;
+  expect_bad(3, &o, "rtol = 1e-14");
+  o.rtol = 1e-13;
+  o.atol = 1e-320; /* subnormal */
+  expect_bad(3, &o, "atol = 9.99989e-321");
+  o.atol = 0;
+  expect_bad(3, &o, "atol = 0");
+  o.rtol = 1e-13; /* at the floors: accepted */
+  o.atol = 1e-300;
+  nf_ode *ok = nf_ode_new(3, 0, &o);
+  ck_assert_msg(ok != NULL, "%s", nf_errmsg());
+  nf_ode_free(ok);
   o = nf_ode_defaults(NF_ODE_ADAMS);
   o.atol = NAN;
-  expect_bad(3, &o, "tolerances");
+  expect_bad(3, &o, "atol = nan");
+  o.atol = INFINITY;
+  expect_bad(3, &o, "atol = inf");
+  o = nf_ode_defaults(NF_ODE_BDF);
+  o.rtol = INFINITY;
+  expect_bad(3, &o, "rtol = inf");
   o = nf_ode_defaults(NF_ODE_DOPRI5);
   o.grad = NF_GRAD_CHECKPOINT;
   expect_bad(3, &o, "checkpoint");
@@ -338,8 +381,20 @@ START_TEST(test_bad_options)
   o.max_steps = 0;
   expect_bad(3, &o, "max_steps");
   o = nf_ode_defaults(NF_ODE_DOPRI5);
-  o.h0 = -1;
-  expect_bad(3, &o, "h0");
+  o.h0 = -1; /* the wrong sign: the direction comes from t1 - t0 */
+  expect_bad(3, &o, "h0 = -1");
+  o.h0 = NAN;
+  expect_bad(3, &o, "h0 = nan");
+  o = nf_ode_defaults(NF_ODE_ADAMS);
+  o.h0 = INFINITY;
+  expect_bad(3, &o, "h0 = inf");
+  o = nf_ode_defaults(NF_ODE_DOPRI5);
+  o.max_steps = 0;
+  expect_bad(3, &o, "max_steps = 0");
+  o = nf_ode_defaults(NF_ODE_ADAMS);
+  o.grad = NF_GRAD_CHECKPOINT;
+  o.checkpoint_steps = 0;
+  expect_bad(3, &o, "checkpoint_steps = 0");
   o = nf_ode_defaults(NF_ODE_DOPRI5);
   o.method = (nf_ode_method)17;
   expect_bad(3, &o, "method");
@@ -834,6 +889,9 @@ START_TEST(test_failures)
   double bad[NET_N] = {0.1, NAN, 0.3};
   expect_fail(ode, &sys, 0, 1, NET_N, bad, NF_ENONFINITE, -1, "y0[1]", NULL);
   ck_assert_int_eq(nf_ode_solve(ode, &sys, 0, INFINITY, y), NF_ENONFINITE);
+  expect_fail(ode, &sys, NAN, 1, NET_N, net_y0, NF_ENONFINITE, -1, "t0 = nan", "finite");
+  expect_fail(ode, &sys, 0, -INFINITY, NET_N, net_y0, NF_ENONFINITE, -1, "t1 = -inf", "finite");
+  expect_fail(ode, &sys, -1e308, 1e308, NET_N, net_y0, NF_EINVAL, -1, "t1 - t0", "overflows");
   ck_assert_int_eq(nf_ode_solve(NULL, &sys, 0, 1, y), NF_EINVAL);
   ck_assert_int_eq(nf_ode_solve(ode, NULL, 0, 1, y), NF_EINVAL);
   ck_assert_int_eq(nf_ode_solve(ode, &sys, 0, 1, NULL), NF_EINVAL);
@@ -867,6 +925,146 @@ START_TEST(test_failures)
   ck_assert_int_eq(nf_ode_gradient(ode, &sys, net_c, g, NULL, NULL, NULL), NF_ESTATE);
   nf_ode_free(ode);
 
+  long printed = stderr_release(tmp, saved);
+  ck_assert_msg(printed == 0, "%s: %ld bytes printed to stderr", method_name[_i], printed);
+}
+END_TEST
+
+/* Every method and gradient mode: a span too short to resolve is the identity. */
+typedef struct span_case {
+  nf_ode_method method;
+  nf_ode_grad grad;
+} span_case;
+
+static const span_case span_cases[] = {
+    {NF_ODE_EULER, NF_GRAD_NONE},       {NF_ODE_RK4, NF_GRAD_NONE},
+    {NF_ODE_DOPRI5, NF_GRAD_NONE},      {NF_ODE_ADAMS, NF_GRAD_NONE},
+    {NF_ODE_BDF, NF_GRAD_NONE},         {NF_ODE_EULER, NF_GRAD_BACKSOLVE},
+    {NF_ODE_RK4, NF_GRAD_BACKSOLVE},    {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE},
+    {NF_ODE_ADAMS, NF_GRAD_BACKSOLVE},  {NF_ODE_BDF, NF_GRAD_BACKSOLVE},
+    {NF_ODE_ADAMS, NF_GRAD_CHECKPOINT}, {NF_ODE_BDF, NF_GRAD_CHECKPOINT},
+    {NF_ODE_EULER, NF_GRAD_DISCRETE},   {NF_ODE_RK4, NF_GRAD_DISCRETE},
+    {NF_ODE_DOPRI5, NF_GRAD_DISCRETE},
+};
+#define N_SPAN_CASES (sizeof span_cases / sizeof *span_cases)
+
+START_TEST(test_degenerate_spans)
+{
+  /* t0 = 1 with spans 0, 1e-320, 1e-17 (all round to t1 == t0), one and four ulps; t0 = 0
+     with 1e-320 (subnormal): y unchanged, no evaluation, the identity's gradient. A span of
+     1e-17 at t0 = 0 is resolvable and solved. */
+  const span_case *sc = &span_cases[_i];
+  net p = make_net();
+  nf_ode_system sys = {.rhs = net_rhs, .vjp = net_vjp, .jvp = net_jvp, .user = &p};
+  nf_ode_opts o = opts_of(sc->method, sc->grad, 1e-6, 20);
+  nf_ode *ode = nf_ode_new(NET_N, NET_P, &o);
+  ck_assert_msg(ode != NULL, "%s", nf_errmsg());
+  const double t0s[] = {1, 1, 1, 1, 1, 0, -3};
+  const double t1s[] = {1, 1 + 1e-320, 1 + 1e-17, 0x1.0000000000001p0, 1 + 4 * 0x1p-52, 1e-320,
+                        -3 - 8 * 0x1p-52};
+  for (int k = 0; k < 7; k++) {
+    double y[NET_N], f[NET_N], g0[NET_N], gth[NET_P] = {0}, gt0, gt1, dot = 0;
+    memcpy(y, net_y0, sizeof y);
+    nf_status st = nf_ode_solve(ode, &sys, t0s[k], t1s[k], y);
+    ck_assert_msg(st == NF_OK, "%s/%s, span %g at t0 = %g: %s", nf_ode_method_name(sc->method),
+                  nf_ode_grad_name(sc->grad), t1s[k] - t0s[k], t0s[k], nf_errmsg());
+    ck_assert(memcmp(y, net_y0, sizeof y) == 0);
+    ck_assert_uint_eq(nf_ode_get_stats(ode)->nfe, 0);
+    if (sc->grad == NF_GRAD_NONE) continue;
+    st = nf_ode_gradient(ode, &sys, net_c, g0, gth, &gt0, &gt1);
+    ck_assert_msg(st == NF_OK, "gradient: %s", nf_errmsg());
+    net_rhs(t1s[k], net_y0, f, &p);
+    for (int i = 0; i < NET_N; i++) dot += net_c[i] * f[i];
+    ck_assert(memcmp(g0, net_c, sizeof g0) == 0);
+    ck_assert(gt1 == dot && gt0 == -dot);
+    for (int j = 0; j < NET_P; j++) ck_assert(gth[j] == 0);
+  }
+  double y[NET_N];
+  memcpy(y, net_y0, sizeof y);
+  ck_assert_msg(nf_ode_solve(ode, &sys, 0, 1e-17, y) == NF_OK, "%s/%s, 1e-17 at 0: %s",
+                nf_ode_method_name(sc->method), nf_ode_grad_name(sc->grad), nf_errmsg());
+  ck_assert(th_max_abs_diff(NET_N, y, net_y0) < 1e-16);
+  ck_assert_uint_gt(nf_ode_get_stats(ode)->nfe, 0);
+  if (sc->grad != NF_GRAD_NONE) {
+    double g0[NET_N];
+    ck_assert_msg(nf_ode_gradient(ode, &sys, net_c, g0, NULL, NULL, NULL) == NF_OK, "%s",
+                  nf_errmsg());
+    ck_assert(th_max_abs_diff(NET_N, g0, net_c) < 1e-15);
+  }
+  nf_ode_free(ode);
+}
+END_TEST
+
+START_TEST(test_memory_limits)
+{
+  /* a record larger than the memory limit is refused by nf_ode_new, fast and without
+     allocating it: 10^9 RK4 steps of 1000 states (8 TB), against physical memory */
+  nf_ode_opts o = opts_of(NF_ODE_RK4, NF_GRAD_DISCRETE, 1e-6, 1000000000);
+  nf_ode *ode = nf_ode_new(1000, 0, &o);
+  ck_assert_ptr_null(ode);
+  ck_assert_int_eq(nf_last_status(), NF_ENOMEM);
+  ck_assert_msg(strstr(nf_errmsg(), "fixed_steps = 1000000000") && strstr(nf_errmsg(), "GB") &&
+                    strstr(nf_errmsg(), "physical memory"),
+                "%s", nf_errmsg());
+  /* without a record the same options are fine (the steps cost time, not memory) */
+  o.grad = NF_GRAD_BACKSOLVE;
+  ode = nf_ode_new(1000, 0, &o);
+  ck_assert_msg(ode != NULL, "%s", nf_errmsg());
+  nf_ode_free(ode);
+  /* a lower limit set by the caller: 10^6 Euler steps of 3 states take 40 MB */
+  o = opts_of(NF_ODE_EULER, NF_GRAD_DISCRETE, 1e-6, 1000000);
+  o.max_memory = 1000000;
+  ck_assert_ptr_null(nf_ode_new(3, 0, &o));
+  ck_assert_msg(strstr(nf_errmsg(), "max_memory") && strstr(nf_errmsg(), "0.04 GB"), "%s",
+                nf_errmsg());
+  o.max_memory = 100000000;
+  ode = nf_ode_new(3, 0, &o);
+  ck_assert_msg(ode != NULL, "%s", nf_errmsg());
+  nf_ode_free(ode);
+  /* CVODES's interpolation store: checkpoint_steps + 1 points of 2 n doubles */
+  o = opts_of(NF_ODE_BDF, NF_GRAD_CHECKPOINT, 1e-6, 1);
+  o.checkpoint_steps = 1000000000;
+  ck_assert_ptr_null(nf_ode_new(1000, 0, &o));
+  ck_assert_int_eq(nf_last_status(), NF_ENOMEM);
+  ck_assert_msg(strstr(nf_errmsg(), "checkpoint_steps = 1000000000"), "%s", nf_errmsg());
+  /* DOPRI5's tape grows with the solve: refused when it would pass the limit, y untouched */
+  o = opts_of(NF_ODE_DOPRI5, NF_GRAD_DISCRETE, 1e-10, 1);
+  o.max_memory = 4000; /* 100 rows of 3 + 2 doubles */
+  ode = nf_ode_new(3, 0, &o);
+  ck_assert_msg(ode != NULL, "%s", nf_errmsg());
+  nf_ode_system sys = {.rhs = lin_rhs, .vjp = lin_vjp, .jvp = lin_jvp, .user = NULL};
+  double y0[3] = {1, 0.5, -0.7};
+  expect_fail(ode, &sys, 0, 100, 3, y0, NF_ENOMEM, -1, "step tape", "max_memory");
+  nf_ode_free(ode);
+}
+END_TEST
+
+START_TEST(test_nonfinite_rhs)
+{
+  /* a NaN derivative is NF_ENONFINITE "the right-hand side became non-finite at t = ..." for
+     every method and recording mode, y untouched, t_reached at the wall (not a step limit) */
+  static const nf_ode_grad grads[3] = {NF_GRAD_NONE, NF_GRAD_BACKSOLVE, NF_GRAD_DISCRETE};
+  nf_ode_method m = all_methods[_i];
+  FILE *tmp;
+  int saved = stderr_capture(&tmp);
+  for (int k = 0; k < 6; k++) { /* tolerance 1e-8, then the default 1e-6 */
+    nf_ode_opts o = k < 3 ? accuracy_opts(m) : nf_ode_defaults(m);
+    o.grad = grads[k % 3] == NF_GRAD_DISCRETE && m >= NF_ODE_ADAMS ? NF_GRAD_CHECKPOINT : grads[k % 3];
+    nf_ode *ode = nf_ode_new(3, 0, &o);
+    ck_assert_msg(ode != NULL, "%s", nf_errmsg());
+    double wall = 0.5, y0[3] = {1, 0.5, -0.7};
+    nf_ode_system sys = {.rhs = nan_rhs, .vjp = nan_vjp, .jvp = NULL, .user = &wall};
+    expect_fail(ode, &sys, 0, 1, 3, y0, NF_ENONFINITE, -1, "right-hand side became non-finite",
+                "at t = ");
+    double tr = nf_ode_get_stats(ode)->t_reached;
+    ck_assert_msg(tr > 0.2 && tr <= 0.5, "%s: t_reached %g", method_name[_i], tr);
+    ck_assert_msg(strstr(nf_errmsg(), "step limit") == NULL, "%s", nf_errmsg());
+    /* non-finite at the start */
+    wall = -1;
+    expect_fail(ode, &sys, 0, 1, 3, y0, NF_ENONFINITE, -1, "right-hand side became non-finite",
+                "at t = 0 ");
+    nf_ode_free(ode);
+  }
   long printed = stderr_release(tmp, saved);
   ck_assert_msg(printed == 0, "%s: %ld bytes printed to stderr", method_name[_i], printed);
 }
@@ -1114,6 +1312,9 @@ int main(void)
   tcase_add_test(tc, test_gradient_repeat_and_seminorm);
   tcase_add_loop_test(tc, test_gradient_empty_interval, 0, (int)N_GRAD_CASES);
   tcase_add_loop_test(tc, test_failures, 0, N_METHODS);
+  tcase_add_loop_test(tc, test_degenerate_spans, 0, (int)N_SPAN_CASES);
+  tcase_add_test(tc, test_memory_limits);
+  tcase_add_loop_test(tc, test_nonfinite_rhs, 0, N_METHODS);
   tcase_add_test(tc, test_replay_state);
   tcase_add_loop_test(tc, test_resize_bit_identical, 0, (int)N_RESIZE_CASES);
   tcase_add_test(tc, test_resize_refuses);

@@ -54,6 +54,12 @@ typedef enum nf_trace_kind {
   NF_TRACE_RADEMACHER   /* Hutchinson, probe entries +-1 */
 } nf_trace_kind;
 
+/* Largest RNODE weight nf_cnf_new accepts. The weighted penalties enter the
+   loss and the adjoint's initial values; a weight beyond this swamps the
+   likelihood, and one near DBL_MAX makes weight x penalty overflow (the
+   solver then failed with a step size underflow rather than a clear error). */
+#define NF_CNF_MAX_WEIGHT 1e10
+
 typedef struct nf_cnf_opts {
   size_t n_hidden;          /* dynamics net hidden layers */
   const size_t *hidden;     /* their widths */
@@ -63,8 +69,8 @@ typedef struct nf_cnf_opts {
   int train_end_time;       /* nonzero: T is a parameter (theta_T = sqrt(T)) */
   nf_trace_kind trace;
   nf_ode_opts ode;          /* method, gradient mode, tolerances, step limits */
-  double kinetic_weight;    /* RNODE weight of int |f|^2 dt, >= 0 */
-  double jacobian_weight;   /* RNODE weight of int |df/dz|_F^2 dt, >= 0 */
+  double kinetic_weight;    /* RNODE weight of int |f|^2 dt, in [0, NF_CNF_MAX_WEIGHT] */
+  double jacobian_weight;   /* RNODE weight of int |df/dz|_F^2 dt, in [0, NF_CNF_MAX_WEIGHT] */
   uint64_t probe_seed;      /* Hutchinson probes: with the call's seed, the key of their stream */
 } nf_cnf_opts;
 
@@ -80,7 +86,8 @@ nf_status nf_cnf_trace_parse(const char *name, nf_trace_kind *trace);
 
 /* A CNF layer on R^dim with context width ctx_dim; the net's parameters are
    drawn from rng (nf_odenet_init), then theta_T. NULL (with nf_errmsg) on bad
-   options or no memory. Parameter layout: the net's (nf_odenet_n_params), then
+   options (NF_EINVAL naming the option and its bound: e.g. a weight outside
+   [0, NF_CNF_MAX_WEIGHT], or what nf_ode_new refuses in ode) or no memory. Parameter layout: the net's (nf_odenet_n_params), then
    theta_T if train_end_time. */
 nf_layer *nf_cnf_new(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng);
 

@@ -63,10 +63,12 @@ typedef struct nf_ode_system {
 typedef struct nf_ode_opts {
   nf_ode_method method;
   nf_ode_grad grad;        /* what nf_ode_solve records for */
-  double rtol, atol;       /* adaptive methods: local error tolerances; must be > 0 for
-                              every method (fixed-step methods ignore them) */
-  double h0;               /* adaptive methods: size of the first step (its sign follows
-                              t1 - t0); 0 = chosen by the method */
+  double rtol, atol;       /* adaptive methods: local error tolerances, checked for every
+                              method (fixed-step methods ignore them): rtol finite and
+                              >= 100 DBL_EPSILON (about 2.2e-14; double arithmetic cannot
+                              meet less), atol finite and >= DBL_MIN (> 0, not subnormal) */
+  double h0;               /* adaptive methods: size of the first step, finite and >= 0 (its
+                              sign follows t1 - t0); 0 = chosen by the method */
   size_t max_steps;        /* adaptive methods: accepted steps per integration (the solve,
                               and the backward integration of a gradient), >= 1 */
   size_t fixed_steps;      /* EULER and RK4: steps per integration (BACKSOLVE's backward
@@ -75,6 +77,14 @@ typedef struct nf_ode_opts {
                               (pure quadratures) out of the local error test of the backward
                               integration (Kidger et al. 2021) */
   size_t checkpoint_steps; /* CHECKPOINT: steps between CVODES checkpoints, >= 1 */
+  size_t max_memory;       /* bytes the record of a solve (DISCRETE's step tape, CHECKPOINT's
+                              interpolation store) may take; 0 = the machine's physical
+                              memory. nf_ode_new refuses (NF_ENOMEM) a record whose size is
+                              known in advance (EULER and RK4: fixed_steps rows of n + 2
+                              doubles; CHECKPOINT: checkpoint_steps + 1 points of 2 n
+                              doubles) and is over the limit; DOPRI5's tape, which grows
+                              with the accepted steps, fails the solve (NF_ENOMEM) when it
+                              would pass it. Not saved with a model. */
 } nf_ode_opts;
 
 /* Counters of the last solve and the last gradient. */
@@ -91,7 +101,8 @@ typedef struct nf_ode_stats {
 typedef struct nf_ode nf_ode;
 
 /* Defaults of a method: rtol = atol = 1e-6, automatic h0, 10^5 steps, 100 fixed
-   steps, grad NONE, seminorm on, 100 steps between checkpoints. */
+   steps, grad NONE, seminorm on, 100 steps between checkpoints, max_memory 0
+   (physical memory). */
 nf_ode_opts nf_ode_defaults(nf_ode_method method);
 
 /* Parses "euler", "rk4", "dopri5", "adams", "bdf" and "none", "backsolve", "checkpoint",
@@ -104,8 +115,11 @@ const char *nf_ode_method_name(nf_ode_method method);
 const char *nf_ode_grad_name(nf_ode_grad grad);
 
 /* An integrator for systems of n states and n_theta parameters. NULL (with
-   nf_errmsg) on n == 0, bad tolerances, or a gradient mode the method cannot
-   give (CHECKPOINT needs ADAMS or BDF; DISCRETE needs EULER, RK4 or DOPRI5). */
+   nf_errmsg naming the option, its value and its bound) on n == 0, bad
+   tolerances, h0, max_steps, fixed_steps or checkpoint_steps, or a gradient
+   mode the method cannot give (CHECKPOINT needs ADAMS or BDF; DISCRETE needs
+   EULER, RK4 or DOPRI5): NF_EINVAL; on a record over max_memory (see there,
+   nothing is allocated) or no memory: NF_ENOMEM. */
 nf_ode *nf_ode_new(size_t n, size_t n_theta, const nf_ode_opts *opts);
 void nf_ode_free(nf_ode *ode);
 
@@ -128,11 +142,17 @@ size_t nf_ode_size(const nf_ode *ode);
 /* The number of states it was created with, the largest n nf_ode_resize accepts; 0 for NULL. */
 size_t nf_ode_capacity(const nf_ode *ode);
 
-/* Integrates y in place from t0 to t1 (t1 < t0 integrates backwards; t1 == t0
-   leaves y unchanged) and records what the gradient mode needs. On failure y is
-   untouched and the status names the cause and the time reached: NF_ESOLVER
-   (step limit, step size underflow, a callback's failure, convergence), or
-   NF_ENONFINITE (the state became NaN/Inf; also NaN/Inf in y or t0, t1). Every call
+/* Integrates y in place from t0 to t1 (t1 < t0 integrates backwards) and
+   records what the gradient mode needs. A span too short for double arithmetic
+   to resolve, |t1 - t0| <= 4 DBL_EPSILON max(|t0|, |t1|) or subnormal (t1 == t0
+   included), is a zero-length solve in every method and gradient mode: y is
+   unchanged, and the gradient is that of the identity (g_y0 = g_y1, g_theta
+   unchanged, dL/dt1 = -dL/dt0 = g_y1 . f(t1, y)). On failure y is untouched and
+   the status names the cause and the time reached: NF_ESOLVER (step limit, step
+   size underflow, a callback's failure, convergence), NF_ENONFINITE ("the
+   right-hand side became non-finite at t = ..." when f gave NaN/Inf, in every
+   method; the state became NaN/Inf; NaN/Inf in y or t0, t1), NF_EINVAL (t1 - t0
+   overflows), NF_ENOMEM (DOPRI5's step tape would pass max_memory). Every call
    first ends the recording of the previous solve, so after a failure
    nf_ode_gradient returns NF_ESTATE. stats.t_reached tells where a failure
    stopped (about the start of the step that failed). */

@@ -455,9 +455,13 @@ static nf_status check_opts(size_t dim, const nf_cnf_opts *o)
     return nf_fail(NF_EINVAL, "%s: end_time %g is not a positive finite number", fn, o->end_time);
   if (o->trace != NF_TRACE_EXACT && o->trace != NF_TRACE_GAUSSIAN && o->trace != NF_TRACE_RADEMACHER)
     return nf_fail(NF_EINVAL, "%s: unknown trace estimator %d", fn, (int)o->trace);
-  if (!(o->kinetic_weight >= 0) || !(o->jacobian_weight >= 0) ||
-      !isfinite(o->kinetic_weight) || !isfinite(o->jacobian_weight))
-    return nf_fail(NF_EINVAL, "%s: regularisation weights must be finite and >= 0", fn);
+  const char *names[2] = {"kinetic_weight", "jacobian_weight"};
+  double w[2] = {o->kinetic_weight, o->jacobian_weight};
+  for (int i = 0; i < 2; i++)
+    if (!(w[i] >= 0 && w[i] <= NF_CNF_MAX_WEIGHT))
+      return nf_fail(NF_EINVAL,
+                     "%s: regularisation weight %s = %g must be in [0, %g] (NF_CNF_MAX_WEIGHT)",
+                     fn, names[i], w[i], NF_CNF_MAX_WEIGHT);
   if (o->n_hidden > 0 && !o->hidden) return nf_fail(NF_EINVAL, "%s: hidden is NULL", fn);
   return NF_OK;
 }
