@@ -66,7 +66,33 @@ expect_error "--hidden" train --data moons --hidden 64,,64
 expect_error "--lr" train --data moons --lr -1
 expect_error "--data is required" train
 expect_error "unknown option" train --data moons --bogus 1
-expect_error "missing value" train --data
+expect_error "--data needs a value" train --data
+# Every bad value gets a one-line refusal naming the option and its range.
+expect_error "--seed: expected an integer from 0 to" train --data moons --seed 1e3
+expect_error "--seed: expected an integer from 0 to" train --data moons --seed -1
+expect_error "--seed: expected an integer from 0 to" train --data moons --seed 18446744073709551616
+expect_error "--split-seed: expected an integer" train --data moons --split-seed 1e300
+expect_error "--iters: expected an integer from 1 to 1000000000" train --data moons --iters 1e3
+expect_error "--batch: expected an integer from 1 to" train --data moons --batch -1
+expect_error "--layers: expected an integer from 1 to 10000" train --data moons --layers 10001
+expect_error "--steps: expected an integer" train --data moons --flow cnf --steps 0
+expect_error "-n: expected an integer" sample --model m.safetensors -n 1.5
+expect_error "--eval-every: expected an integer" train --data moons --eval-every x
+expect_error "--patience: expected an integer" train --data moons --patience 99999999999999999999
+expect_error "--threads: expected an integer from 1 to 1024" train --data moons --threads 5000
+expect_error "--hidden: at most 16 widths, got 17" train --data moons --hidden 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
+expect_error "--hidden: expected widths from 1 to 100000" train --data moons --hidden 64,1e3
+expect_error "--data needs a value" train --data --iters 5
+expect_error "--iters needs a value" train --data moons --iters
+expect_error "unknown flow 'foo' (expected realnvp, nice, glow, planar, radial or cnf)" train --data moons --flow foo
+expect_error "--flows: unknown flow 'foo'" compare --data moons --flows realnvp,foo
+expect_error "--flows: at most 8 flows, got 9" compare --data moons --flows realnvp,nice,glow,planar,radial,cnf,realnvp,nice,glow
+expect_error "--flows: nice is given twice" compare --data moons --flows nice,nice
+expect_error "--lr: expected a positive number, got '0'" train --data moons --lr 0
+expect_error "--lr: expected a positive number" train --data moons --lr inf
+expect_error "--rtol: expected a positive number" train --data moons --flow cnf --rtol 0
+expect_error "--clip: expected a non-negative number" train --data moons --clip nan
+expect_error "--test-frac: expected a number strictly between 0 and 1" train --data moons --test-frac 1
 expect_error "unknown command" fly
 expect_error "--solver" train --data moons --flow cnf --solver nosuch
 expect_error "--grad-mode" train --data moons --flow cnf --grad-mode nosuch
@@ -285,7 +311,7 @@ expect_error "--context-cols needs a data file" train --data moons --context-col
 expect_error "--context-cols: column 7 is out of range" train --data "$tmp/ctx.csv" --context-cols 7
 expect_error "--model is required" eval --data moons
 expect_error "no-such-model" info --model "$tmp/no-such-model.safetensors"
-expect_error "--val-frac" train --data moons --val-frac 1.5
+expect_error "--val-frac: expected a number in \[0, 1)" train --data moons --val-frac 1.5
 "$nflow" compare --data moons --flows realnvp,cnf --iters 3 --layers 1 --hidden 8 --trace exact \
   >/dev/null 2>"$tmp/err" || fail "compare with a cnf-only option: $(cat "$tmp/err")"
 grep -q "note: --trace applies to cnf only; ignored by realnvp" "$tmp/err" || fail "compare: no note: $(cat "$tmp/err")"

@@ -44,9 +44,23 @@ typedef struct cfg {
   const char *bounds;
   double logit_alpha;
   size_t standardize, no_standardize, stop_after;
+  size_t max_memory; /* --max-memory in bytes; 0 = no limit */
 } cfg;
 
-typedef enum { OPT_STR, OPT_COUNT, OPT_REAL, OPT_WIDTHS, OPT_SEED, OPT_FLAG } opt_kind;
+/* Kinds of option values. Every count is an integer in [1, max] (the table's
+   max, COUNT_MAX if it gives none); the real kinds differ by their range. */
+typedef enum {
+  OPT_STR,
+  OPT_COUNT,
+  OPT_REAL,      /* a finite number >= 0 */
+  OPT_POSITIVE,  /* a finite number > 0 */
+  OPT_FRACTION,  /* a number in (0, 1) */
+  OPT_FRACTION0, /* a number in [0, 1) */
+  OPT_WIDTHS,
+  OPT_SEED,
+  OPT_BYTES,
+  OPT_FLAG
+} opt_kind;
 /* Which flows an option applies to. */
 typedef enum { ANY = 0, CNF_ONLY, DISCRETE_ONLY } opt_scope;
 typedef struct opt_spec {
@@ -55,43 +69,59 @@ typedef struct opt_spec {
   size_t offset;
   const char *help;
   opt_scope scope;
+  uint64_t max; /* OPT_COUNT: the largest value accepted; 0 means COUNT_MAX */
 } opt_spec;
 
-#define OPT(name, kind, field, help) {name, kind, offsetof(cfg, field), help, ANY}
-#define OPT_CNF(name, kind, field, help) {name, kind, offsetof(cfg, field), help, CNF_ONLY}
-#define OPT_DISC(name, kind, field, help) {name, kind, offsetof(cfg, field), help, DISCRETE_ONLY}
+#define COUNT_MAX 1000000000u /* the largest count an option takes unless the table says */
+#define MAX_WIDTH 100000u     /* the largest hidden width */
+#define MAX_LAYERS 10000u
+#define MAX_THREADS 1024u
+#define MAX_CONTEXT_COLS 64
+
+#define OPT(name_, kind_, field, help_) \
+  {.name = name_, .kind = kind_, .offset = offsetof(cfg, field), .help = help_, .scope = ANY}
+#define OPT_CNF(name_, kind_, field, help_) \
+  {.name = name_, .kind = kind_, .offset = offsetof(cfg, field), .help = help_, .scope = CNF_ONLY}
+#define OPT_DISC(name_, kind_, field, help_) \
+  {.name = name_, .kind = kind_, .offset = offsetof(cfg, field), .help = help_, \
+   .scope = DISCRETE_ONLY}
+/* A count of at most max_. */
+#define OPT_UPTO(name_, field, max_, help_) \
+  {.name = name_, .kind = OPT_COUNT, .offset = offsetof(cfg, field), .help = help_, \
+   .scope = ANY, .max = max_}
 static const opt_spec opt_specs[] = {
   OPT("--flow", OPT_STR, flow, "realnvp|nice|glow|planar|radial|cnf (default realnvp)"),
-  OPT("--flows", OPT_STR, flows, "compare: comma-separated flows (default realnvp,cnf)"),
+  OPT("--flows", OPT_STR, flows, "compare: up to 8 comma-separated flows (default realnvp,cnf)"),
   OPT("--data", OPT_STR, data, "toy set (8gaussians, moons, circles, rings, pinwheel, 2spirals,\n"
                                "                       checkerboard, swissroll), a CSV file of numbers or a\n"
                                "                       NumPy .npy file (float64/float32, shape (n, d) or (n,))"),
-  OPT("--iters", OPT_COUNT, iters, "training iterations (default 2000)"),
-  OPT("--batch", OPT_COUNT, batch, "batch size (default 256; cnf 100)"),
-  OPT("--lr", OPT_REAL, lr, "Adam learning rate (default 5e-3; cnf 1e-3)"),
+  OPT("--iters", OPT_COUNT, iters, "training iterations, 1 to 1e9 (default 2000)"),
+  OPT("--batch", OPT_COUNT, batch, "batch size, 1 to 1e9 (default 256; cnf 100)"),
+  OPT("--lr", OPT_POSITIVE, lr, "Adam learning rate, > 0 (default 5e-3; cnf 1e-3)"),
   OPT("--schedule", OPT_STR, schedule, "cosine|constant learning rate (default cosine; cnf constant)"),
-  OPT("--weight-decay", OPT_REAL, weight_decay, "L2 weight decay as torch.optim.Adam (default 0; cnf 1e-5)"),
-  OPT("--clip", OPT_REAL, clip, "gradient-norm clipping, 0 = off (default 5; cnf 0)"),
-  OPT("--layers", OPT_COUNT, layers, "couplings / blocks / layers (default 8; cnf 1)"),
-  OPT("--hidden", OPT_WIDTHS, n_hidden, "hidden widths (default 64,64; cnf 64,64,64)"),
+  OPT("--weight-decay", OPT_REAL, weight_decay, "L2 weight decay as torch.optim.Adam, >= 0 (default 0; cnf 1e-5)"),
+  OPT("--clip", OPT_REAL, clip, "gradient-norm clipping, >= 0, 0 = off (default 5; cnf 0)"),
+  OPT_UPTO("--layers", layers, MAX_LAYERS, "couplings / blocks / layers, 1 to 10000 (default 8; cnf 1)"),
+  OPT("--hidden", OPT_WIDTHS, n_hidden, "up to 16 hidden widths, each 1 to 100000 (default 64,64;\n"
+                               "                       cnf 64,64,64)"),
   OPT("--act", OPT_STR, act, "relu|tanh|elu|softplus (default relu); cnf: tanh|softplus|swish (tanh)"),
-  OPT_DISC("--scale-bound", OPT_REAL, scale_bound, "soft clamp of affine couplings' log-scale (default 3)"),
+  OPT_DISC("--scale-bound", OPT_POSITIVE, scale_bound, "soft clamp of affine couplings' log-scale, > 0 (default 3)"),
   OPT_CNF("--dynamics", OPT_STR, dynamics, "cnf: concatsquash|concat|sinusoidal (default concatsquash)"),
-  OPT_CNF("--end-time", OPT_REAL, end_time, "cnf: integration time T (default 0.5)"),
+  OPT_CNF("--end-time", OPT_POSITIVE, end_time, "cnf: integration time T, > 0 (default 0.5)"),
   OPT_CNF("--fixed-end-time", OPT_FLAG, fixed_T, "cnf: do not learn T"),
   OPT_CNF("--solver", OPT_STR, solver, "cnf: dopri5|rk4|euler|adams|bdf (default dopri5)"),
-  OPT_CNF("--rtol", OPT_REAL, rtol, "cnf: relative tolerance (default 1e-5)"),
-  OPT_CNF("--atol", OPT_REAL, atol, "cnf: absolute tolerance (default 1e-5)"),
-  OPT_CNF("--steps", OPT_COUNT, max_steps, "cnf: fixed steps of rk4/euler (default 100)"),
+  OPT_CNF("--rtol", OPT_POSITIVE, rtol, "cnf: relative tolerance, > 0 (default 1e-5)"),
+  OPT_CNF("--atol", OPT_POSITIVE, atol, "cnf: absolute tolerance, > 0 (default 1e-5)"),
+  OPT_CNF("--steps", OPT_COUNT, max_steps, "cnf: fixed steps of rk4/euler, 1 to 1e9 (default 100)"),
   OPT_CNF("--grad-mode", OPT_STR, grad_mode, "cnf: backsolve|checkpoint|discrete (default backsolve)"),
   OPT_CNF("--trace", OPT_STR, trace, "cnf: exact|rademacher|gaussian (default exact)"),
-  OPT_CNF("--kinetic", OPT_REAL, kinetic, "cnf: RNODE kinetic-energy weight (default 0)"),
-  OPT_CNF("--jacobian", OPT_REAL, jacobian, "cnf: RNODE Jacobian-norm weight (default 0)"),
-  OPT("--test-frac", OPT_REAL, test_frac, "held-out fraction of a CSV file (default 0.2)"),
-  OPT("--seed", OPT_SEED, seed_plus_one, "random seed of the flow and training (default 1)"),
+  OPT_CNF("--kinetic", OPT_REAL, kinetic, "cnf: RNODE kinetic-energy weight, >= 0 (default 0)"),
+  OPT_CNF("--jacobian", OPT_REAL, jacobian, "cnf: RNODE Jacobian-norm weight, >= 0 (default 0)"),
+  OPT("--test-frac", OPT_FRACTION, test_frac, "held-out fraction of a CSV file, in (0, 1) (default 0.2)"),
+  OPT("--seed", OPT_SEED, seed_plus_one, "random seed of the flow and training, 0 to 2^64-2 (default 1)"),
   OPT("--split-seed", OPT_SEED, split_seed_plus_one, "seed of the data split and toy streams (default: --seed)"),
-  OPT("--val-frac", OPT_REAL, val_frac, "validation fraction of the training rows (default 0.1;\n"
-                               "                       toy sets: a fresh stream; 0 = no validation)"),
+  OPT("--val-frac", OPT_FRACTION0, val_frac, "validation fraction of the training rows, in [0, 1) (default\n"
+                               "                       0.1; toy sets: a fresh stream; 0 = no validation)"),
   OPT("--test", OPT_STR, test_file, "a separate test file (CSV or .npy) instead of a split"),
   OPT("--eval-every", OPT_COUNT, eval_every, "validate (and record the curve) every K iterations (default iters/50)"),
   OPT("--patience", OPT_COUNT, patience, "stop after K validations without improvement (default off)"),
@@ -109,16 +139,19 @@ static const opt_spec opt_specs[] = {
   OPT("--bounds", OPT_STR, bounds, "a,b (every column) or a1,b1,a2,b2,... (one per column): the data\n"
                                "                       lie in [a, b], mapped onto R by a logit; rows outside are refused"),
   OPT("--logit", OPT_REAL, logit_alpha, "with --bounds: the logit's alpha in [0, 0.5) (default 0.05)"),
-  OPT("--context-cols", OPT_STR, context_cols, "comma-separated 0-based columns of the file that are the\n"
-                               "                       condition y of p(x|y)"),
+  OPT("--context-cols", OPT_STR, context_cols, "up to 64 comma-separated 0-based columns of the file that\n"
+                               "                       are the condition y of p(x|y)"),
   OPT("--out", OPT_STR, out, "train: model file (.safetensors); eval: log p per row (.npy|.csv);\n"
                                "                       sample: the samples (.npy|.csv; default CSV on stdout)"),
   OPT("--out-dir", OPT_STR, out_dir, "compare: save each flow as DIR/FLOW.safetensors"),
   OPT("--model", OPT_STR, model, "eval, sample, info: the model file"),
-  OPT("-n", OPT_COUNT, n_samples, "sample: number of samples (default 1000)"),
+  OPT("-n", OPT_COUNT, n_samples, "sample: number of samples, 1 to 1e9 (default 1000)"),
   OPT("--context", OPT_STR, context, "sample: a file of context rows, one per sample"),
   OPT("--context-row", OPT_STR, context_row, "sample: one context row for every sample, e.g. 0.5,1.2"),
-  OPT("--threads", OPT_COUNT, threads, "BLAS threads (default 1)"),
+  OPT_UPTO("--threads", threads, MAX_THREADS, "BLAS threads, 1 to 1024 (default 1)"),
+  OPT("--max-memory", OPT_BYTES, max_memory, "train, compare: refuse a flow whose estimated training memory\n"
+                               "                       (parameters, gradient, Adam moments, batch buffers)\n"
+                               "                       exceeds BYTES; suffixes K, M, G (powers of 1024)"),
 };
 #define N_OPTS (sizeof opt_specs / sizeof *opt_specs)
 
@@ -151,66 +184,167 @@ static void usage(FILE *out)
         "train_seconds, ms_per_iter, and for cnf nfe_forward and nfe_backward).\n", out);
 }
 
-/* Parses a positive integer option value. */
-static int parse_count(const char *opt, const char *s, size_t *out)
+/* Scans a decimal integer at s (digits only: no sign, space, exponent or
+   fraction) into *v, *end just past it; nonzero unless it lies in [lo, hi]. */
+static int scan_uint(const char *s, const char **end, uint64_t lo, uint64_t hi, uint64_t *v)
 {
-  char *end;
+  char *e;
+  *end = s;
+  if (*s < '0' || *s > '9') return -1;
   errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || v == 0 || s[0] == '-')
-    return die("%s: expected a positive integer, got '%s'", opt, s);
-  *out = (size_t)v;
+  unsigned long long u = strtoull(s, &e, 10);
+  *end = e;
+  if (errno == ERANGE || u < lo || u > hi) return -1;
+  *v = (uint64_t)u;
   return 0;
 }
 
-/* Parses a finite non-negative real option value. */
-static int parse_real(const char *opt, const char *s, double *out)
+/* Parses a whole option value as an integer in [lo, hi]. */
+static int parse_uint(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+  const char *end;
+  if (scan_uint(s, &end, lo, hi, out) || *end)
+    return die("%s: expected an integer from %" PRIu64 " to %" PRIu64 ", got '%s'", opt, lo,
+               hi, s);
+  return 0;
+}
+
+/* Parses a comma-separated list of at most max_n integers in [lo, hi] (what
+   names them, like an example) into v[0..*n). */
+static int parse_uint_list(const char *opt, const char *s, uint64_t lo, uint64_t hi,
+                           size_t max_n, const char *what, const char *like, size_t *v,
+                           size_t *n)
+{
+  size_t items = 1;
+  for (const char *p = s; *p; p++) items += *p == ',';
+  if (items > max_n) return die("%s: at most %zu %s, got %zu", opt, max_n, what, items);
+  const char *p = s;
+  for (*n = 0; *n < items; (*n)++) {
+    uint64_t x;
+    const char *end;
+    if (scan_uint(p, &end, lo, hi, &x) || (*end && *end != ','))
+      return die("%s: expected %s from %" PRIu64 " to %" PRIu64 " separated by commas (like "
+                 "%s), got '%s'", opt, what, lo, hi, like, s);
+    v[*n] = (size_t)x;
+    p = end + (*end == ',');
+  }
+  return 0;
+}
+
+/* Parses a finite number in the range of kind. */
+static int parse_real(const char *opt, opt_kind kind, const char *s, double *out)
 {
   char *end;
   double v = strtod(s, &end);
-  if (end == s || *end || !isfinite(v) || v < 0)
-    return die("%s: expected a non-negative number, got '%s'", opt, s);
+  int ok = end != s && !*end && isfinite(v);
+  const char *range;
+  switch (kind) {
+  case OPT_POSITIVE: range = "a positive number", ok = ok && v > 0; break;
+  case OPT_FRACTION: range = "a number strictly between 0 and 1", ok = ok && v > 0 && v < 1; break;
+  case OPT_FRACTION0: range = "a number in [0, 1)", ok = ok && v >= 0 && v < 1; break;
+  default: range = "a non-negative number", ok = ok && v >= 0; break;
+  }
+  if (!ok) return die("%s: expected %s, got '%s'", opt, range, s);
   *out = v;
   return 0;
 }
 
-/* Parses a comma-separated list of positive widths such as "64,64". */
-static int parse_widths(const char *opt, const char *s, size_t *n, size_t *w)
+/* Parses a byte count with an optional suffix K, M or G (powers of 1024). */
+static int parse_bytes(const char *opt, const char *s, size_t *out)
 {
-  const char *p = s;
-  for (*n = 0; *p; (*n)++) {
-    char *end;
-    unsigned long long v = strtoull(p, &end, 10);
-    if (end == p || v == 0 || *n == MAX_HIDDEN || (*end && *end != ',') || *p == '-' ||
-        (*end == ',' && !end[1]))
-      return die("%s: expected widths like 64,64, got '%s'", opt, s);
-    w[*n] = (size_t)v;
-    p = *end ? end + 1 : end;
+  static const char suffix[] = "KMG";
+  uint64_t v = 0, unit = 1;
+  const char *end;
+  int ok = !scan_uint(s, &end, 1, UINT64_MAX, &v);
+  if (ok && *end) {
+    const char *k = strchr(suffix, *end & ~0x20); /* K, M, G or k, m, g */
+    ok = k && *k && !end[1];
+    if (ok) unit = (uint64_t)1 << (10 * (k - suffix + 1));
   }
-  return *n ? 0 : die("%s: expected widths like 64,64, got '%s'", opt, s);
+  if (!ok || v > SIZE_MAX / unit)
+    return die("%s: expected a byte count from 1 to %zu, optionally with a suffix K, M or G "
+               "(like 512M), got '%s'", opt, (size_t)SIZE_MAX, s);
+  *out = (size_t)(v * unit);
+  return 0;
 }
 
 /* Stores one option value into c by its spec. */
 static int set_option(const opt_spec *o, const char *val, cfg *c)
 {
   char *field = (char *)c + o->offset;
+  uint64_t v = 0;
+  int rc = 0;
   switch (o->kind) {
-  case OPT_STR: *(const char **)field = val; return 0;
-  case OPT_COUNT: return parse_count(o->name, val, (size_t *)field);
-  case OPT_REAL: return parse_real(o->name, val, (double *)field);
-  case OPT_WIDTHS: return parse_widths(o->name, val, &c->n_hidden, c->hidden);
-  case OPT_SEED: {
-    double s = 0;
-    int rc = parse_real(o->name, val, &s);
-    if (rc) return rc;
-    if (s != floor(s))
-      return die("%s: expected a non-negative integer, got '%s'", o->name, val);
-    *(size_t *)field = (size_t)s + 1;
-    return 0;
-  }
+  case OPT_STR: *(const char **)field = val; break;
+  case OPT_COUNT:
+    if (!(rc = parse_uint(o->name, val, 1, o->max ? o->max : COUNT_MAX, &v))) *(size_t *)field = (size_t)v;
+    break;
+  case OPT_REAL: case OPT_POSITIVE: case OPT_FRACTION: case OPT_FRACTION0:
+    rc = parse_real(o->name, o->kind, val, (double *)field);
+    break;
+  case OPT_WIDTHS:
+    rc = parse_uint_list(o->name, val, 1, MAX_WIDTH, MAX_HIDDEN, "widths", "64,64", c->hidden,
+                         &c->n_hidden);
+    break;
+  case OPT_SEED: /* stored plus one, 0 meaning unset */
+    if (!(rc = parse_uint(o->name, val, 0, SIZE_MAX - 1, &v))) *(size_t *)field = (size_t)v + 1;
+    break;
+  case OPT_BYTES: rc = parse_bytes(o->name, val, (size_t *)field); break;
   case OPT_FLAG: break;
   }
+  return rc;
+}
+
+/* The spec of an option name; NULL if there is none. */
+static const opt_spec *find_option(const char *name)
+{
+  for (size_t k = 0; k < N_OPTS; k++)
+    if (!strcmp(name, opt_specs[k].name)) return &opt_specs[k];
+  return NULL;
+}
+
+/* 0 if name is a flow the tool builds, else a refusal blaming opt that lists them all. */
+static int check_flow(const char *opt, const char *name)
+{
+  nf_recipe_kind kind;
+  if (!strcmp(name, "cnf") || nf_recipe_parse(name, &kind) == NF_OK) return 0;
+  char list[256] = "";
+  for (int k = 0; strcmp(nf_recipe_name((nf_recipe_kind)k), "?"); k++) {
+    size_t len = strlen(list);
+    snprintf(list + len, sizeof list - len, "%s, ", nf_recipe_name((nf_recipe_kind)k));
+  }
+  if (strlen(list) >= 2) list[strlen(list) - 2] = '\0';
+  return die("%s: unknown flow '%s' (expected %s or cnf)", opt, name, list);
+}
+
+/* Splits the --flows list s into at most MAX_FLOWS distinct known names,
+   copied into buf (size bytes); 0 on success. */
+static int parse_flows(const char *s, char *buf, size_t size, const char **flow, size_t *k)
+{
+  size_t items = 1;
+  for (const char *p = s; *p; p++) items += *p == ',';
+  if (items > MAX_FLOWS) return die("--flows: at most %d flows, got %zu", MAX_FLOWS, items);
+  if (strlen(s) >= size) return die("--flows: the list is longer than %zu characters", size - 1);
+  memcpy(buf, s, strlen(s) + 1);
+  char *p = buf;
+  for (*k = 0; *k < items; (*k)++) {
+    char *comma = strchr(p, ',');
+    if (comma) *comma = '\0';
+    if (!*p) return die("--flows: expected names like realnvp,cnf, got '%s'", s);
+    int rc = check_flow("--flows", p);
+    if (rc) return rc;
+    for (size_t i = 0; i < *k; i++)
+      if (!strcmp(flow[i], p)) return die("--flows: %s is given twice", p);
+    flow[*k] = p;
+    p = comma ? comma + 1 : p + strlen(p);
+  }
   return 0;
+}
+
+/* Whether a command-line word is an option rather than an option's value. */
+static int is_option_word(const char *s)
+{
+  return find_option(s) || !strncmp(s, "--", 2) || !strcmp(s, "-h");
 }
 
 /* Which options the command line gave (by index in opt_specs). */
@@ -224,24 +358,20 @@ static int parse_args(int argc, char **argv, cfg *c, int need_data)
       usage(stdout);
       exit(0);
     }
-    const opt_spec *o = NULL;
-    for (size_t k = 0; k < N_OPTS && !o; k++)
-      if (!strcmp(argv[i], opt_specs[k].name)) o = &opt_specs[k];
+    const opt_spec *o = find_option(argv[i]);
     if (!o) return die("unknown option '%s' (see nflow --help)", argv[i]);
     given[o - opt_specs] = 1;
     if (o->kind == OPT_FLAG) {
       *(size_t *)((char *)c + o->offset) = 1;
       continue;
     }
-    if (i + 1 >= argc) return die("%s: missing value (see nflow --help)", argv[i]);
+    if (i + 1 >= argc || is_option_word(argv[i + 1]))
+      return die("%s needs a value (see nflow --help)", argv[i]);
     int rc = set_option(o, argv[++i], c);
     if (rc) return rc;
   }
   if (need_data && !c->data) return die("--data is required (a toy set name or a CSV file)");
-  if (!isnan(c->test_frac) && (c->test_frac <= 0 || c->test_frac >= 1))
-    return die("--test-frac: expected a number strictly between 0 and 1");
-  if (!isnan(c->val_frac) && c->val_frac >= 1)
-    return die("--val-frac: expected a number in [0, 1)");
+  if (c->flow) return check_flow("--flow", c->flow);
   return 0;
 }
 
@@ -413,28 +543,20 @@ static uint64_t split_seed(const cfg *c)
 /* Parses "--context-cols 2,3" into cols (at most max); 0 on success. */
 static int parse_cols(const char *s, size_t max, size_t *cols, size_t *n)
 {
-  const char *p = s;
-  for (*n = 0; *p; (*n)++) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(p, &end, 10);
-    if (errno || end == p || *n == max || *p == '-' || (*end && *end != ',') ||
-        (*end == ',' && !end[1]))
-      return die("--context-cols: expected 0-based column indices like 2,3, got '%s'", s);
-    for (size_t k = 0; k < *n; k++)
-      if (cols[k] == v) return die("--context-cols: column %llu given twice", v);
-    cols[*n] = (size_t)v;
-    p = *end ? end + 1 : end;
-  }
-  return *n ? 0 : die("--context-cols: expected 0-based column indices like 2,3");
+  int rc = parse_uint_list("--context-cols", s, 0, SIZE_MAX, max, "0-based column indices",
+                           "2,3", cols, n);
+  for (size_t i = 0; !rc && i < *n; i++)
+    for (size_t k = 0; k < i; k++)
+      if (cols[k] == cols[i]) return die("--context-cols: column %zu given twice", cols[i]);
+  return rc;
 }
 
 /* Splits the columns of all into x (the others) and y (the context columns
    cols, in the order given); all is freed. */
 static int split_columns(nf_dataset *all, const char *spec, const char *path, part *out)
 {
-  size_t cols[64], nc;
-  int rc = parse_cols(spec, 64, cols, &nc);
+  size_t cols[MAX_CONTEXT_COLS], nc;
+  int rc = parse_cols(spec, MAX_CONTEXT_COLS, cols, &nc);
   for (size_t k = 0; !rc && k < nc; k++)
     if (cols[k] >= all->dim)
       rc = die("--context-cols: column %zu is out of range: %s has %zu columns", cols[k],
@@ -556,9 +678,9 @@ static int parse_bounds(const char *s, size_t dim, double *lo, double *hi)
 /* The file columns (0-based) of the data x: all but --context-cols; *nx of them. */
 static int data_columns(const cfg *c, size_t ncols, size_t *cols, size_t *nx)
 {
-  size_t ctx[64], nc = 0;
+  size_t ctx[MAX_CONTEXT_COLS], nc = 0;
   if (c->context_cols) {
-    int rc = parse_cols(c->context_cols, 64, ctx, &nc);
+    int rc = parse_cols(c->context_cols, MAX_CONTEXT_COLS, ctx, &nc);
     if (rc) return rc;
   }
   *nx = 0;
@@ -1060,15 +1182,13 @@ static int cmd_compare(cfg *c)
   char names[256];
   const char *flow[MAX_FLOWS];
   size_t k = 0;
-  snprintf(names, sizeof names, "%s", c->flows ? c->flows : "realnvp,cnf");
-  for (char *tok = strtok(names, ","); tok; tok = strtok(NULL, ","))
-    if (k < MAX_FLOWS) flow[k++] = tok;
-  if (k == 0) return die("--flows: expected names like realnvp,cnf");
+  int rc = parse_flows(c->flows ? c->flows : "realnvp,cnf", names, sizeof names, flow, &k);
+  if (rc) return rc;
   if (c->out || c->resume || c->checkpoint || c->curve || c->stop_after)
     return die("%s does not apply to compare", c->out ? "--out (use --out-dir)" :
                c->resume ? "--resume" : c->checkpoint ? "--checkpoint" :
                c->curve ? "--curve" : "--stop-after");
-  int rc = check_run_options(c);
+  rc = check_run_options(c);
   if (rc) return rc;
   if (c->out_dir && mkdir(c->out_dir, 0777) && errno != EEXIST)
     return die("--out-dir %s: %s", c->out_dir, strerror(errno));
