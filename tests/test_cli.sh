@@ -66,7 +66,33 @@ expect_error "--hidden" train --data moons --hidden 64,,64
 expect_error "--lr" train --data moons --lr -1
 expect_error "--data is required" train
 expect_error "unknown option" train --data moons --bogus 1
-expect_error "missing value" train --data
+expect_error "--data needs a value" train --data
+# Every bad value gets a one-line refusal naming the option and its range.
+expect_error "--seed: expected an integer from 0 to" train --data moons --seed 1e3
+expect_error "--seed: expected an integer from 0 to" train --data moons --seed -1
+expect_error "--seed: expected an integer from 0 to" train --data moons --seed 18446744073709551616
+expect_error "--split-seed: expected an integer" train --data moons --split-seed 1e300
+expect_error "--iters: expected an integer from 1 to 1000000000" train --data moons --iters 1e3
+expect_error "--batch: expected an integer from 1 to" train --data moons --batch -1
+expect_error "--layers: expected an integer from 1 to 10000" train --data moons --layers 10001
+expect_error "--steps: expected an integer" train --data moons --flow cnf --steps 0
+expect_error "-n: expected an integer" sample --model m.safetensors -n 1.5
+expect_error "--eval-every: expected an integer" train --data moons --eval-every x
+expect_error "--patience: expected an integer" train --data moons --patience 99999999999999999999
+expect_error "--threads: expected an integer from 1 to 1024" train --data moons --threads 5000
+expect_error "--hidden: at most 16 widths, got 17" train --data moons --hidden 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
+expect_error "--hidden: expected widths from 1 to 100000" train --data moons --hidden 64,1e3
+expect_error "--data needs a value" train --data --iters 5
+expect_error "--iters needs a value" train --data moons --iters
+expect_error "unknown flow 'foo' (expected realnvp, nice, glow, planar, radial or cnf)" train --data moons --flow foo
+expect_error "--flows: unknown flow 'foo'" compare --data moons --flows realnvp,foo
+expect_error "--flows: at most 8 flows, got 9" compare --data moons --flows realnvp,nice,glow,planar,radial,cnf,realnvp,nice,glow
+expect_error "--flows: nice is given twice" compare --data moons --flows nice,nice
+expect_error "--lr: expected a positive number, got '0'" train --data moons --lr 0
+expect_error "--lr: expected a positive number" train --data moons --lr inf
+expect_error "--rtol: expected a positive number" train --data moons --flow cnf --rtol 0
+expect_error "--clip: expected a non-negative number" train --data moons --clip nan
+expect_error "--test-frac: expected a number strictly between 0 and 1" train --data moons --test-frac 1
 expect_error "unknown command" fly
 expect_error "--solver" train --data moons --flow cnf --solver nosuch
 expect_error "--grad-mode" train --data moons --flow cnf --grad-mode nosuch
@@ -137,13 +163,155 @@ grep -q '^test_nonfinite_rows=1$' "$tmp/out" && grep -q '^test_worst_row=20$' "$
   || fail "outlier count or row: $(cat "$tmp/out")"
 grep -q "non-finite" "$tmp/err" || fail "no message on stderr for the outlier"
 
+# ---- preprocessing: standardisation, bounds and the logit ----
+# Columns on very different scales: standardised by default for a file; the
+# saved model's eval on the --test file reproduces train's test_nll.
+awk 'BEGIN { srand(7); print "a,b,c"; for (i = 0; i < 500; i++) { u = rand();
+  printf "%.6f,%.3f,%.9f\n", 1000 * u + 5000, 0.001 * rand() - 3, 1e-4 * (u + rand()) } }' >"$tmp/scales.csv"
+head -401 "$tmp/scales.csv" >"$tmp/scales_train.csv"
+{ head -1 "$tmp/scales.csv"; tail -100 "$tmp/scales.csv"; } >"$tmp/scales_test.csv"
+if "$nflow" train --data "$tmp/scales_train.csv" --test "$tmp/scales_test.csv" --layers 2 --hidden 16 \
+     --iters 100 --batch 64 --out "$tmp/scales.safetensors" >"$tmp/train.out" 2>"$tmp/err" &&
+   "$nflow" eval --model "$tmp/scales.safetensors" --data "$tmp/scales_test.csv" >"$tmp/eval.out" 2>>"$tmp/err"; then
+  grep -q '^preprocess=standardize$' "$tmp/train.out" || fail "no preprocess=standardize for a file"
+  t=$(sed -n 's/^test_nll=//p' "$tmp/train.out"); e=$(sed -n 's/^test_nll=//p' "$tmp/eval.out")
+  [ -n "$t" ] && [ "$t" = "$e" ] || fail "standardised: eval test_nll=$e, train printed $t"
+  # log p in the data's units: the columns' spreads (about 290, 3e-4, 4e-5)
+  # make the NLL strongly negative; unstandardised 100 steps are far off.
+  awk -v v="$t" 'BEGIN { exit !(v < -5) }' || fail "standardised test_nll=$t is not < -5"
+  "$nflow" info --model "$tmp/scales.safetensors" | grep -q '^meta.preprocess=standardize$' \
+    || fail "info: no meta.preprocess=standardize"
+else
+  fail "standardised train/eval: $(cat "$tmp/err")"
+fi
+"$nflow" train --data "$tmp/scales_train.csv" --no-standardize --layers 1 --hidden 8 --iters 2 \
+  >"$tmp/out" 2>&1 && grep -q '^preprocess=none$' "$tmp/out" || fail "--no-standardize: $(cat "$tmp/out")"
+"$nflow" train --data moons --layers 1 --hidden 8 --iters 2 >"$tmp/out" 2>&1 &&
+  grep -q '^preprocess=none$' "$tmp/out" || fail "toy sets are standardised by default: $(cat "$tmp/out")"
+
+# Data in [0, 1]: --bounds 0,1 --logit 0.05 trains; eval reproduces test_nll;
+# samples land in the logit's image (-e, 1 + e), e = 0.05/0.9, and evaluate.
+awk 'BEGIN { srand(9); print "a,b"; for (i = 0; i < 400; i++) printf "%.6f,%.6f\n", rand(), rand() * rand() }' \
+  >"$tmp/unit.csv"
+head -301 "$tmp/unit.csv" >"$tmp/unit_train.csv"
+{ head -1 "$tmp/unit.csv"; tail -100 "$tmp/unit.csv"; } >"$tmp/unit_test.csv"
+if "$nflow" train --data "$tmp/unit_train.csv" --test "$tmp/unit_test.csv" --bounds 0,1 --logit 0.05 \
+     --layers 2 --hidden 16 --iters 100 --batch 64 --out "$tmp/unit.safetensors" >"$tmp/train.out" 2>"$tmp/err" &&
+   "$nflow" eval --model "$tmp/unit.safetensors" --data "$tmp/unit_test.csv" >"$tmp/eval.out" 2>>"$tmp/err" &&
+   "$nflow" sample --model "$tmp/unit.safetensors" -n 3000 --seed 4 --out "$tmp/unit_s.csv" >/dev/null 2>>"$tmp/err" &&
+   "$nflow" eval --model "$tmp/unit.safetensors" --data "$tmp/unit_s.csv" >/dev/null 2>>"$tmp/err"; then
+  grep -q '^preprocess=logit$' "$tmp/train.out" || fail "no preprocess=logit"
+  t=$(sed -n 's/^test_nll=//p' "$tmp/train.out"); e=$(sed -n 's/^test_nll=//p' "$tmp/eval.out")
+  [ -n "$t" ] && [ "$t" = "$e" ] || fail "logit: eval test_nll=$e, train printed $t"
+  awk -F, '{ for (j = 1; j <= NF; j++) if (!($j > -0.05 / 0.9 && $j < 1 + 0.05 / 0.9)) bad++ }
+    END { exit bad > 0 }' "$tmp/unit_s.csv" || fail "logit: samples outside the image"
+  [ "$(wc -l <"$tmp/unit_s.csv")" -eq 3000 ] || fail "logit: not 3000 samples"
+else
+  fail "--bounds 0,1 --logit 0.05: $(cat "$tmp/err")"
+fi
+# A row outside the bounds is refused before training, naming file, row (the
+# 30th data row), column and count; in a --test file too.
+{ head -30 "$tmp/unit.csv"; echo "0.5,1.5"; echo "-0.25,0.5"; tail -5 "$tmp/unit.csv"; } >"$tmp/unit_bad.csv"
+expect_error "unit_bad.csv: row 30, column 2 .* is 1.5, outside \[0, 1\]; 2 of its 36 rows" \
+  train --data "$tmp/unit_bad.csv" --bounds 0,1 --iters 5
+expect_error "unit_bad.csv: row 30, column 2" \
+  train --data "$tmp/unit_train.csv" --test "$tmp/unit_bad.csv" --bounds 0,1,0,1 --iters 5
+expect_error "column 2 .* outside \[0, 0.5\]" train --data "$tmp/unit.csv" --bounds 0,1,0,0.5 --iters 5
+expect_error "--bounds: expected a,b or one a,b pair" train --data "$tmp/unit.csv" --bounds 0,1,2 --iters 5
+expect_error "--logit needs --bounds" train --data "$tmp/unit.csv" --logit 0.1 --iters 5
+expect_error "--standardize does not apply with --bounds" train --data "$tmp/unit.csv" --bounds 0,1 --standardize
+
+# ---- resume equals uninterrupted ----
+# resume_pair NAME OPTIONS...: train --iters 80 straight, and stopped after 37
+# iterations then resumed; the two model files must be identical byte for
+# byte (tensors and metadata: nothing in them depends on the interruption).
+resume_pair() {
+  name=$1; shift
+  rm -f "$tmp/$name.ck"
+  if "$nflow" train "$@" --iters 80 --out "$tmp/$name.a.safetensors" >"$tmp/$name.a.out" 2>"$tmp/err" &&
+     "$nflow" train "$@" --iters 80 --stop-after 37 --checkpoint "$tmp/$name.ck" >"$tmp/$name.b1.out" 2>>"$tmp/err" &&
+     "$nflow" train "$@" --iters 80 --resume "$tmp/$name.ck" --out "$tmp/$name.b.safetensors" \
+       >"$tmp/$name.b.out" 2>>"$tmp/err"; then
+    grep -q '^iters=37$' "$tmp/$name.b1.out" && grep -q '^stopped_early=--stop-after 37' "$tmp/$name.b1.out" \
+      || fail "$name: --stop-after 37: $(cat "$tmp/$name.b1.out")"
+    cmp "$tmp/$name.a.safetensors" "$tmp/$name.b.safetensors" >/dev/null \
+      || fail "$name: the resumed model differs from the uninterrupted one"
+    for key in test_nll train_nll val_nll iters restored_iteration; do
+      [ "$(grep "^$key=" "$tmp/$name.a.out")" = "$(grep "^$key=" "$tmp/$name.b.out")" ] \
+        || fail "$name: $key differs: $(grep "^$key=" "$tmp/$name.a.out") vs $(grep "^$key=" "$tmp/$name.b.out")"
+    done
+  else
+    fail "$name: resume chain: $(cat "$tmp/err")"
+  fi
+}
+resume_pair toy --data moons --layers 2 --hidden 16
+resume_pair csv --data "$tmp/scales.csv" --layers 2 --hidden 16 --batch 64 --eval-every 15 --patience 100
+# ... and a checkpoint written at an --eval-every multiple by a run that went on
+"$nflow" train --data moons --layers 2 --hidden 16 --iters 80 --eval-every 20 --stop-after 50 \
+  --checkpoint "$tmp/every.ck" >/dev/null 2>"$tmp/err" || fail "--eval-every checkpoints: $(cat "$tmp/err")"
+"$nflow" train --data moons --layers 2 --hidden 16 --iters 80 --eval-every 20 \
+  --out "$tmp/every.a.safetensors" >/dev/null 2>"$tmp/err" || fail "--eval-every 20: $(cat "$tmp/err")"
+"$nflow" train --data moons --layers 2 --hidden 16 --iters 80 --eval-every 20 --resume "$tmp/every.ck" \
+  --out "$tmp/every.b.safetensors" >/dev/null 2>"$tmp/err" || fail "resume from 50: $(cat "$tmp/err")"
+cmp "$tmp/every.a.safetensors" "$tmp/every.b.safetensors" >/dev/null || fail "resumed at 50: models differ"
+if [ -n "${python:-}" ]; then
+  "$python" - "$tmp/toy.a.safetensors" "$tmp/toy.b.safetensors" "$top_srcdir/tests" <<'PY' || fail "tensors differ"
+import sys
+sys.path.insert(0, sys.argv[3])
+from read_safetensors import read
+(_, a), (_, b) = read(sys.argv[1]), read(sys.argv[2])
+assert [n for n, _ in a] == [n for n, _ in b]
+assert all(x.tobytes() == y.tobytes() for (_, x), (_, y) in zip(a, b))
+PY
+fi
+expect_error "saved by a run with 'act=relu', this trainer's tag has 'act=tanh'" \
+  train --data moons --layers 2 --hidden 16 --iters 80 --act tanh --resume "$tmp/toy.ck"
+expect_error "other training data" train --data circles --layers 2 --hidden 16 --iters 80 --resume "$tmp/toy.ck"
+expect_error "--stop-after needs --checkpoint" train --data moons --iters 80 --stop-after 5
+
+# ---- conditional models through files ----
+head -301 "$tmp/ctx.csv" >"$tmp/ctx_train.csv"
+{ head -1 "$tmp/ctx.csv"; tail -100 "$tmp/ctx.csv"; } >"$tmp/ctx_test.csv"
+if "$nflow" train --data "$tmp/ctx_train.csv" --test "$tmp/ctx_test.csv" --context-cols 0 --layers 2 \
+     --hidden 16 --iters 60 --batch 64 --out "$tmp/ctx.safetensors" >"$tmp/train.out" 2>"$tmp/err" &&
+   "$nflow" eval --model "$tmp/ctx.safetensors" --data "$tmp/ctx_test.csv" >"$tmp/eval.out" 2>>"$tmp/err" &&
+   "$nflow" sample --model "$tmp/ctx.safetensors" -n 7 --context-row 0.5 >"$tmp/s1.csv" 2>>"$tmp/err" &&
+   sed -n '2,5p' "$tmp/ctx_test.csv" | cut -d, -f1 >"$tmp/ctx_rows.csv" &&
+   "$nflow" sample --model "$tmp/ctx.safetensors" --context "$tmp/ctx_rows.csv" >"$tmp/s2.csv" 2>>"$tmp/err"; then
+  t=$(sed -n 's/^test_nll=//p' "$tmp/train.out"); e=$(sed -n 's/^test_nll=//p' "$tmp/eval.out")
+  [ -n "$t" ] && [ "$t" = "$e" ] || fail "conditional: eval test_nll=$e, train printed $t"
+  "$nflow" info --model "$tmp/ctx.safetensors" >"$tmp/info.out"
+  grep -q '^context_dim=1$' "$tmp/info.out" && grep -q '^meta.context_cols=0$' "$tmp/info.out" \
+    || fail "conditional info: $(cat "$tmp/info.out")"
+  [ "$(wc -l <"$tmp/s1.csv")" -eq 7 ] && [ "$(awk -F, 'NF != 2' "$tmp/s1.csv" | wc -l)" -eq 0 ] \
+    || fail "--context-row: $(cat "$tmp/s1.csv")"
+  [ "$(wc -l <"$tmp/s2.csv")" -eq 4 ] || fail "--context FILE: $(cat "$tmp/s2.csv")"
+else
+  fail "conditional train/eval/sample: $(cat "$tmp/err")"
+fi
+expect_error "the model is conditional" sample --model "$tmp/ctx.safetensors" -n 3
+expect_error "--context-row: expected 1" sample --model "$tmp/ctx.safetensors" --context-row 1,2
+
+# ---- compare --out-dir: every flow saved, each evaluating to its test_nll ----
+if "$nflow" compare --data "$tmp/unit_train.csv" --test "$tmp/unit_test.csv" --flows realnvp,nice,planar \
+     --iters 20 --layers 2 --hidden 8 --out-dir "$tmp/models" >"$tmp/cmp.out" 2>"$tmp/err"; then
+  for f in realnvp nice planar; do
+    [ -f "$tmp/models/$f.safetensors" ] || { fail "compare --out-dir: no $f.safetensors"; continue; }
+    t=$(sed -n "s/^$f.test_nll=//p" "$tmp/cmp.out")
+    e=$("$nflow" eval --model "$tmp/models/$f.safetensors" --data "$tmp/unit_test.csv" | sed -n 's/^test_nll=//p')
+    [ -n "$t" ] && [ "$t" = "$e" ] || fail "compare --out-dir: $f evals to $e, compare printed $t"
+  done
+else
+  fail "compare --out-dir: $(cat "$tmp/err")"
+fi
+
 # Refusals.
 expect_error "--trace does not apply to --flow realnvp" train --data moons --trace exact
 expect_error "--context-cols needs a data file" train --data moons --context-cols 0
 expect_error "--context-cols: column 7 is out of range" train --data "$tmp/ctx.csv" --context-cols 7
 expect_error "--model is required" eval --data moons
 expect_error "no-such-model" info --model "$tmp/no-such-model.safetensors"
-expect_error "--val-frac" train --data moons --val-frac 1.5
+expect_error "--val-frac: expected a number in \[0, 1)" train --data moons --val-frac 1.5
 "$nflow" compare --data moons --flows realnvp,cnf --iters 3 --layers 1 --hidden 8 --trace exact \
   >/dev/null 2>"$tmp/err" || fail "compare with a cnf-only option: $(cat "$tmp/err")"
 grep -q "note: --trace applies to cnf only; ignored by realnvp" "$tmp/err" || fail "compare: no note: $(cat "$tmp/err")"

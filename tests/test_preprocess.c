@@ -115,10 +115,31 @@ START_TEST(logit_refuses_values_outside_its_box)
   ck_assert_int_eq(nf_layer_apply(layer, NULL, NF_INVERSE, 3, x, NULL, z, ld, NULL, NULL),
                    NF_EDOMAIN);
   nf_layer_free(layer);
-  /* with alpha > 0 the ends are inside */
+  /* With alpha > 0 the domain is the forward map's image, (lo - e, hi + e),
+     e = alpha (hi - lo)/(1 - 2 alpha): the ends of [lo, hi] and points just
+     beyond them are inside, the image's own ends and beyond are refused. */
   layer = nf_logit_new(2, lo, hi, 0.01);
   ck_assert_int_eq(nf_layer_apply(layer, NULL, NF_INVERSE, 3, x, NULL, z, ld, NULL, NULL), NF_OK);
   ck_assert(isfinite(z[3]));
+  const double e1 = 0.01 * 2 / 0.98;
+  x[3] = -0.99 * e1;
+  x[4] = 1 + 0.99 * 0.01 / 0.98;
+  ck_assert_int_eq(nf_layer_apply(layer, NULL, NF_INVERSE, 3, x, NULL, z, ld, NULL, NULL), NF_OK);
+  ck_assert(isfinite(z[3]) && isfinite(z[4]) && isfinite(ld[1]) && isfinite(ld[2]));
+  for (size_t k = 0; k < 6; k++) z[k] = 7;
+  x[4] = 1 + 1.01 * 0.01 / 0.98;
+  ck_assert_int_eq(nf_layer_apply(layer, NULL, NF_INVERSE, 3, x, NULL, z, ld, NULL, NULL),
+                   NF_EDOMAIN);
+  ck_assert_msg(strstr(nf_errmsg(), "row 2, column 0") != NULL, "%s", nf_errmsg());
+  for (size_t k = 0; k < 6; k++) ck_assert_double_eq(z[k], 7);
+  x[4] = 0.5;
+  x[3] = -1.01 * e1;
+  ck_assert_int_eq(nf_layer_apply(layer, NULL, NF_INVERSE, 3, x, NULL, z, ld, NULL, NULL),
+                   NF_EDOMAIN);
+  ck_assert_msg(strstr(nf_errmsg(), "row 1, column 1") != NULL, "%s", nf_errmsg());
+  x[3] = NAN; /* refused too (as not finite, before the domain check) */
+  ck_assert_int_ne(nf_layer_apply(layer, NULL, NF_INVERSE, 3, x, NULL, z, ld, NULL, NULL), NF_OK);
+  x[3] = 0.0;
 
   /* Through a flow the row is the caller's, across chunks of the convenience calls. */
   nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
@@ -130,6 +151,57 @@ START_TEST(logit_refuses_values_outside_its_box)
   ck_assert_int_eq(nf_flow_log_prob(flow, N, xs, NULL, lp), NF_EDOMAIN);
   ck_assert_msg(strstr(nf_errmsg(), "row 2500, column 1") != NULL, "%s", nf_errmsg());
   free(xs);
+  free(lp);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* The density of z ~ N(0, 1) through a logit with alpha = 0.05 over [0, 1]
+   integrates to 1 over the map's image (-e, 1 + e), e = 0.05/0.9 (midpoint
+   rule; the density vanishes with all its derivatives at the ends), and
+   every sample, tails included, has a finite log-density. */
+START_TEST(logit_density_is_normalised_on_its_image)
+{
+  const double lo = 0, hi = 1, alpha = 0.05, e = alpha * (hi - lo) / (1 - 2 * alpha);
+  nf_flow *flow = nf_flow_new(1, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_logit_new(1, &lo, &hi, alpha)), NF_OK);
+  enum { M = 200000 };
+  double *x = malloc(M * sizeof *x), *lp = malloc(M * sizeof *lp);
+  const double a = lo - e, b = hi + e, h = (b - a) / M;
+  for (size_t i = 0; i < M; i++) x[i] = a + (i + 0.5) * h;
+  ck_assert_int_eq(nf_flow_log_prob(flow, M, x, NULL, lp), NF_OK);
+  double mass = 0, inside = 0;
+  for (size_t i = 0; i < M; i++) {
+    mass += exp(lp[i]) * h;
+    if (x[i] >= lo && x[i] <= hi) inside += exp(lp[i]) * h;
+  }
+  printf("logit alpha=0.05 on [0, 1]: mass over the image %.12f, over [0, 1] %.6f\n", mass,
+         inside);
+  ck_assert_msg(fabs(mass - 1) <= 1e-6, "mass over the image %.12f", mass);
+  ck_assert_msg(inside < 1 - 1e-3, "mass over [0, 1] %.12f: the tails should hold some", inside);
+
+  /* Samples, and the forward map far into both tails (where u or v rounds
+     to 0 unless x is moved inwards), always evaluate. */
+  nf_rng rng;
+  nf_rng_seed(&rng, 11);
+  ck_assert_int_eq(nf_flow_sample(flow, &rng, M, NULL, x, NULL), NF_OK);
+  ck_assert_int_eq(nf_flow_log_prob(flow, M, x, NULL, lp), NF_OK);
+  size_t outside = 0;
+  for (size_t i = 0; i < M; i++) {
+    ck_assert(isfinite(lp[i]) && x[i] > a && x[i] < b);
+    outside += x[i] < lo || x[i] > hi;
+  }
+  ck_assert_uint_gt(outside, 0); /* alpha = 0.05 puts about 1.7% of the samples there */
+  const double zs[] = {-800, -745, -200, -60, -40, -38, -37, -36, -30, 30, 36, 37, 38, 40, 60,
+                       200, 745, 800};
+  enum { NZ = sizeof zs / sizeof *zs };
+  double xz[NZ], lz[NZ];
+  ck_assert_int_eq(nf_flow_transform(flow, NF_FORWARD, NZ, zs, NULL, xz, NULL), NF_OK);
+  ck_assert_int_eq(nf_flow_log_prob(flow, NZ, xz, NULL, lz), NF_OK);
+  for (size_t k = 0; k < NZ; k++)
+    ck_assert_msg(!isnan(lz[k]) && xz[k] > a && xz[k] < b, "z = %g: x = %.17g, log p %g", zs[k],
+                  xz[k], lz[k]);
+  free(x);
   free(lp);
   nf_flow_free(flow);
 }
@@ -192,6 +264,7 @@ int main(void)
   const TTest *tests[] = {
     standardize_is_a_consistent_bijector, logit_is_a_consistent_bijector,
     logit_tails_are_exact, logit_refuses_values_outside_its_box,
+    logit_density_is_normalised_on_its_image,
     constructors_refuse_bad_constants, fit_gives_means_and_standard_deviations, NULL};
   return th_run_tests("preprocess", 0, tests);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -39,9 +40,27 @@ typedef struct cfg {
   const char *context, *context_row, *out_dir;
   double val_frac;
   size_t patience, eval_every, split_seed_plus_one, n_samples, no_restore_best;
+  /* preprocessing (appended last in sampling order) and interrupted runs */
+  const char *bounds;
+  double logit_alpha;
+  size_t standardize, no_standardize, stop_after;
+  size_t max_memory; /* --max-memory in bytes; 0 = no limit */
 } cfg;
 
-typedef enum { OPT_STR, OPT_COUNT, OPT_REAL, OPT_WIDTHS, OPT_SEED, OPT_FLAG } opt_kind;
+/* Kinds of option values. Every count is an integer in [1, max] (the table's
+   max, COUNT_MAX if it gives none); the real kinds differ by their range. */
+typedef enum {
+  OPT_STR,
+  OPT_COUNT,
+  OPT_REAL,      /* a finite number >= 0 */
+  OPT_POSITIVE,  /* a finite number > 0 */
+  OPT_FRACTION,  /* a number in (0, 1) */
+  OPT_FRACTION0, /* a number in [0, 1) */
+  OPT_WIDTHS,
+  OPT_SEED,
+  OPT_BYTES,
+  OPT_FLAG
+} opt_kind;
 /* Which flows an option applies to. */
 typedef enum { ANY = 0, CNF_ONLY, DISCRETE_ONLY } opt_scope;
 typedef struct opt_spec {
@@ -50,60 +69,89 @@ typedef struct opt_spec {
   size_t offset;
   const char *help;
   opt_scope scope;
+  uint64_t max; /* OPT_COUNT: the largest value accepted; 0 means COUNT_MAX */
 } opt_spec;
 
-#define OPT(name, kind, field, help) {name, kind, offsetof(cfg, field), help, ANY}
-#define OPT_CNF(name, kind, field, help) {name, kind, offsetof(cfg, field), help, CNF_ONLY}
-#define OPT_DISC(name, kind, field, help) {name, kind, offsetof(cfg, field), help, DISCRETE_ONLY}
+#define COUNT_MAX 1000000000u /* the largest count an option takes unless the table says */
+#define MAX_WIDTH 100000u     /* the largest hidden width */
+#define MAX_LAYERS 10000u
+#define MAX_THREADS 1024u
+#define MAX_CONTEXT_COLS 64
+
+#define OPT(name_, kind_, field, help_) \
+  {.name = name_, .kind = kind_, .offset = offsetof(cfg, field), .help = help_, .scope = ANY}
+#define OPT_CNF(name_, kind_, field, help_) \
+  {.name = name_, .kind = kind_, .offset = offsetof(cfg, field), .help = help_, .scope = CNF_ONLY}
+#define OPT_DISC(name_, kind_, field, help_) \
+  {.name = name_, .kind = kind_, .offset = offsetof(cfg, field), .help = help_, \
+   .scope = DISCRETE_ONLY}
+/* A count of at most max_. */
+#define OPT_UPTO(name_, field, max_, help_) \
+  {.name = name_, .kind = OPT_COUNT, .offset = offsetof(cfg, field), .help = help_, \
+   .scope = ANY, .max = max_}
 static const opt_spec opt_specs[] = {
   OPT("--flow", OPT_STR, flow, "realnvp|nice|glow|planar|radial|cnf (default realnvp)"),
-  OPT("--flows", OPT_STR, flows, "compare: comma-separated flows (default realnvp,cnf)"),
+  OPT("--flows", OPT_STR, flows, "compare: up to 8 comma-separated flows (default realnvp,cnf)"),
   OPT("--data", OPT_STR, data, "toy set (8gaussians, moons, circles, rings, pinwheel, 2spirals,\n"
                                "                       checkerboard, swissroll), a CSV file of numbers or a\n"
                                "                       NumPy .npy file (float64/float32, shape (n, d) or (n,))"),
-  OPT("--iters", OPT_COUNT, iters, "training iterations (default 2000)"),
-  OPT("--batch", OPT_COUNT, batch, "batch size (default 256; cnf 100)"),
-  OPT("--lr", OPT_REAL, lr, "Adam learning rate (default 5e-3; cnf 1e-3)"),
+  OPT("--iters", OPT_COUNT, iters, "training iterations, 1 to 1e9 (default 2000)"),
+  OPT("--batch", OPT_COUNT, batch, "batch size, 1 to 1e9 (default 256; cnf 100)"),
+  OPT("--lr", OPT_POSITIVE, lr, "Adam learning rate, > 0 (default 5e-3; cnf 1e-3)"),
   OPT("--schedule", OPT_STR, schedule, "cosine|constant learning rate (default cosine; cnf constant)"),
-  OPT("--weight-decay", OPT_REAL, weight_decay, "L2 weight decay as torch.optim.Adam (default 0; cnf 1e-5)"),
-  OPT("--clip", OPT_REAL, clip, "gradient-norm clipping, 0 = off (default 5; cnf 0)"),
-  OPT("--layers", OPT_COUNT, layers, "couplings / blocks / layers (default 8; cnf 1)"),
-  OPT("--hidden", OPT_WIDTHS, n_hidden, "hidden widths (default 64,64; cnf 64,64,64)"),
+  OPT("--weight-decay", OPT_REAL, weight_decay, "L2 weight decay as torch.optim.Adam, >= 0 (default 0; cnf 1e-5)"),
+  OPT("--clip", OPT_REAL, clip, "gradient-norm clipping, >= 0, 0 = off (default 5; cnf 0)"),
+  OPT_UPTO("--layers", layers, MAX_LAYERS, "couplings / blocks / layers, 1 to 10000 (default 8; cnf 1)"),
+  OPT("--hidden", OPT_WIDTHS, n_hidden, "up to 16 hidden widths, each 1 to 100000 (default 64,64;\n"
+                               "                       cnf 64,64,64)"),
   OPT("--act", OPT_STR, act, "relu|tanh|elu|softplus (default relu); cnf: tanh|softplus|swish (tanh)"),
-  OPT_DISC("--scale-bound", OPT_REAL, scale_bound, "soft clamp of affine couplings' log-scale (default 3)"),
+  OPT_DISC("--scale-bound", OPT_POSITIVE, scale_bound, "soft clamp of affine couplings' log-scale, > 0 (default 3)"),
   OPT_CNF("--dynamics", OPT_STR, dynamics, "cnf: concatsquash|concat|sinusoidal (default concatsquash)"),
-  OPT_CNF("--end-time", OPT_REAL, end_time, "cnf: integration time T (default 0.5)"),
+  OPT_CNF("--end-time", OPT_POSITIVE, end_time, "cnf: integration time T, > 0 (default 0.5)"),
   OPT_CNF("--fixed-end-time", OPT_FLAG, fixed_T, "cnf: do not learn T"),
   OPT_CNF("--solver", OPT_STR, solver, "cnf: dopri5|rk4|euler|adams|bdf (default dopri5)"),
-  OPT_CNF("--rtol", OPT_REAL, rtol, "cnf: relative tolerance (default 1e-5)"),
-  OPT_CNF("--atol", OPT_REAL, atol, "cnf: absolute tolerance (default 1e-5)"),
-  OPT_CNF("--steps", OPT_COUNT, max_steps, "cnf: fixed steps of rk4/euler (default 100)"),
+  OPT_CNF("--rtol", OPT_POSITIVE, rtol, "cnf: relative tolerance, > 0 (default 1e-5)"),
+  OPT_CNF("--atol", OPT_POSITIVE, atol, "cnf: absolute tolerance, > 0 (default 1e-5)"),
+  OPT_CNF("--steps", OPT_COUNT, max_steps, "cnf: fixed steps of rk4/euler, 1 to 1e9 (default 100)"),
   OPT_CNF("--grad-mode", OPT_STR, grad_mode, "cnf: backsolve|checkpoint|discrete (default backsolve)"),
   OPT_CNF("--trace", OPT_STR, trace, "cnf: exact|rademacher|gaussian (default exact)"),
-  OPT_CNF("--kinetic", OPT_REAL, kinetic, "cnf: RNODE kinetic-energy weight (default 0)"),
-  OPT_CNF("--jacobian", OPT_REAL, jacobian, "cnf: RNODE Jacobian-norm weight (default 0)"),
-  OPT("--test-frac", OPT_REAL, test_frac, "held-out fraction of a CSV file (default 0.2)"),
-  OPT("--seed", OPT_SEED, seed_plus_one, "random seed of the flow and training (default 1)"),
+  OPT_CNF("--kinetic", OPT_REAL, kinetic, "cnf: RNODE kinetic-energy weight, >= 0 (default 0)"),
+  OPT_CNF("--jacobian", OPT_REAL, jacobian, "cnf: RNODE Jacobian-norm weight, >= 0 (default 0)"),
+  OPT("--test-frac", OPT_FRACTION, test_frac, "held-out fraction of a CSV file, in (0, 1) (default 0.2)"),
+  OPT("--seed", OPT_SEED, seed_plus_one, "random seed of the flow and training, 0 to 2^64-2 (default 1)"),
   OPT("--split-seed", OPT_SEED, split_seed_plus_one, "seed of the data split and toy streams (default: --seed)"),
-  OPT("--val-frac", OPT_REAL, val_frac, "validation fraction of the training rows (default 0.1;\n"
-                               "                       toy sets: a fresh stream; 0 = no validation)"),
+  OPT("--val-frac", OPT_FRACTION0, val_frac, "validation fraction of the training rows, in [0, 1) (default\n"
+                               "                       0.1; toy sets: a fresh stream; 0 = no validation)"),
   OPT("--test", OPT_STR, test_file, "a separate test file (CSV or .npy) instead of a split"),
   OPT("--eval-every", OPT_COUNT, eval_every, "validate (and record the curve) every K iterations (default iters/50)"),
   OPT("--patience", OPT_COUNT, patience, "stop after K validations without improvement (default off)"),
   OPT("--no-restore-best", OPT_FLAG, no_restore_best, "keep the last parameters, not the best validated"),
   OPT("--curve", OPT_STR, curve, "write the training curve to FILE.csv (iter,seconds,train_loss,val_loss)"),
-  OPT("--checkpoint", OPT_STR, checkpoint, "write the whole training state to FILE at the end"),
-  OPT("--resume", OPT_STR, resume, "continue from a --checkpoint file (same data and options)"),
-  OPT("--context-cols", OPT_STR, context_cols, "comma-separated 0-based columns of the file that are the\n"
-                               "                       condition y of p(x|y)"),
+  OPT("--checkpoint", OPT_STR, checkpoint, "write the whole training state to FILE (atomically)\n"
+                               "                       every --eval-every iterations if given, and at the end"),
+  OPT("--resume", OPT_STR, resume, "continue from a --checkpoint file (same data and options): the\n"
+                               "                       result equals the uninterrupted run's bit for bit"),
+  OPT("--stop-after", OPT_COUNT, stop_after, "stop after N iterations of this invocation, writing\n"
+                               "                       --checkpoint (for batch queues with time limits)"),
+  OPT("--standardize", OPT_FLAG, standardize, "standardise the data columns, fitted on the training\n"
+                               "                       rows (default for files, not for toy sets)"),
+  OPT("--no-standardize", OPT_FLAG, no_standardize, "do not standardise"),
+  OPT("--bounds", OPT_STR, bounds, "a,b (every column) or a1,b1,a2,b2,... (one per column): the data\n"
+                               "                       lie in [a, b], mapped onto R by a logit; rows outside are refused"),
+  OPT("--logit", OPT_REAL, logit_alpha, "with --bounds: the logit's alpha in [0, 0.5) (default 0.05)"),
+  OPT("--context-cols", OPT_STR, context_cols, "up to 64 comma-separated 0-based columns of the file that\n"
+                               "                       are the condition y of p(x|y)"),
   OPT("--out", OPT_STR, out, "train: model file (.safetensors); eval: log p per row (.npy|.csv);\n"
                                "                       sample: the samples (.npy|.csv; default CSV on stdout)"),
   OPT("--out-dir", OPT_STR, out_dir, "compare: save each flow as DIR/FLOW.safetensors"),
   OPT("--model", OPT_STR, model, "eval, sample, info: the model file"),
-  OPT("-n", OPT_COUNT, n_samples, "sample: number of samples (default 1000)"),
+  OPT("-n", OPT_COUNT, n_samples, "sample: number of samples, 1 to 1e9 (default 1000)"),
   OPT("--context", OPT_STR, context, "sample: a file of context rows, one per sample"),
   OPT("--context-row", OPT_STR, context_row, "sample: one context row for every sample, e.g. 0.5,1.2"),
-  OPT("--threads", OPT_COUNT, threads, "BLAS threads (default 1)"),
+  OPT_UPTO("--threads", threads, MAX_THREADS, "BLAS threads, 1 to 1024 (default 1)"),
+  OPT("--max-memory", OPT_BYTES, max_memory, "train, compare: refuse a flow whose estimated training memory\n"
+                               "                       (parameters, gradient, Adam moments, batch buffers)\n"
+                               "                       exceeds BYTES; suffixes K, M, G (powers of 1024)"),
 };
 #define N_OPTS (sizeof opt_specs / sizeof *opt_specs)
 
@@ -136,66 +184,167 @@ static void usage(FILE *out)
         "train_seconds, ms_per_iter, and for cnf nfe_forward and nfe_backward).\n", out);
 }
 
-/* Parses a positive integer option value. */
-static int parse_count(const char *opt, const char *s, size_t *out)
+/* Scans a decimal integer at s (digits only: no sign, space, exponent or
+   fraction) into *v, *end just past it; nonzero unless it lies in [lo, hi]. */
+static int scan_uint(const char *s, const char **end, uint64_t lo, uint64_t hi, uint64_t *v)
 {
-  char *end;
+  char *e;
+  *end = s;
+  if (*s < '0' || *s > '9') return -1;
   errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || v == 0 || s[0] == '-')
-    return die("%s: expected a positive integer, got '%s'", opt, s);
-  *out = (size_t)v;
+  unsigned long long u = strtoull(s, &e, 10);
+  *end = e;
+  if (errno == ERANGE || u < lo || u > hi) return -1;
+  *v = (uint64_t)u;
   return 0;
 }
 
-/* Parses a finite non-negative real option value. */
-static int parse_real(const char *opt, const char *s, double *out)
+/* Parses a whole option value as an integer in [lo, hi]. */
+static int parse_uint(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+  const char *end;
+  if (scan_uint(s, &end, lo, hi, out) || *end)
+    return die("%s: expected an integer from %" PRIu64 " to %" PRIu64 ", got '%s'", opt, lo,
+               hi, s);
+  return 0;
+}
+
+/* Parses a comma-separated list of at most max_n integers in [lo, hi] (what
+   names them, like an example) into v[0..*n). */
+static int parse_uint_list(const char *opt, const char *s, uint64_t lo, uint64_t hi,
+                           size_t max_n, const char *what, const char *like, size_t *v,
+                           size_t *n)
+{
+  size_t items = 1;
+  for (const char *p = s; *p; p++) items += *p == ',';
+  if (items > max_n) return die("%s: at most %zu %s, got %zu", opt, max_n, what, items);
+  const char *p = s;
+  for (*n = 0; *n < items; (*n)++) {
+    uint64_t x;
+    const char *end;
+    if (scan_uint(p, &end, lo, hi, &x) || (*end && *end != ','))
+      return die("%s: expected %s from %" PRIu64 " to %" PRIu64 " separated by commas (like "
+                 "%s), got '%s'", opt, what, lo, hi, like, s);
+    v[*n] = (size_t)x;
+    p = end + (*end == ',');
+  }
+  return 0;
+}
+
+/* Parses a finite number in the range of kind. */
+static int parse_real(const char *opt, opt_kind kind, const char *s, double *out)
 {
   char *end;
   double v = strtod(s, &end);
-  if (end == s || *end || !isfinite(v) || v < 0)
-    return die("%s: expected a non-negative number, got '%s'", opt, s);
+  int ok = end != s && !*end && isfinite(v);
+  const char *range;
+  switch (kind) {
+  case OPT_POSITIVE: range = "a positive number", ok = ok && v > 0; break;
+  case OPT_FRACTION: range = "a number strictly between 0 and 1", ok = ok && v > 0 && v < 1; break;
+  case OPT_FRACTION0: range = "a number in [0, 1)", ok = ok && v >= 0 && v < 1; break;
+  default: range = "a non-negative number", ok = ok && v >= 0; break;
+  }
+  if (!ok) return die("%s: expected %s, got '%s'", opt, range, s);
   *out = v;
   return 0;
 }
 
-/* Parses a comma-separated list of positive widths such as "64,64". */
-static int parse_widths(const char *opt, const char *s, size_t *n, size_t *w)
+/* Parses a byte count with an optional suffix K, M or G (powers of 1024). */
+static int parse_bytes(const char *opt, const char *s, size_t *out)
 {
-  const char *p = s;
-  for (*n = 0; *p; (*n)++) {
-    char *end;
-    unsigned long long v = strtoull(p, &end, 10);
-    if (end == p || v == 0 || *n == MAX_HIDDEN || (*end && *end != ',') || *p == '-' ||
-        (*end == ',' && !end[1]))
-      return die("%s: expected widths like 64,64, got '%s'", opt, s);
-    w[*n] = (size_t)v;
-    p = *end ? end + 1 : end;
+  static const char suffix[] = "KMG";
+  uint64_t v = 0, unit = 1;
+  const char *end;
+  int ok = !scan_uint(s, &end, 1, UINT64_MAX, &v);
+  if (ok && *end) {
+    const char *k = strchr(suffix, *end & ~0x20); /* K, M, G or k, m, g */
+    ok = k && *k && !end[1];
+    if (ok) unit = (uint64_t)1 << (10 * (k - suffix + 1));
   }
-  return *n ? 0 : die("%s: expected widths like 64,64, got '%s'", opt, s);
+  if (!ok || v > SIZE_MAX / unit)
+    return die("%s: expected a byte count from 1 to %zu, optionally with a suffix K, M or G "
+               "(like 512M), got '%s'", opt, (size_t)SIZE_MAX, s);
+  *out = (size_t)(v * unit);
+  return 0;
 }
 
 /* Stores one option value into c by its spec. */
 static int set_option(const opt_spec *o, const char *val, cfg *c)
 {
   char *field = (char *)c + o->offset;
+  uint64_t v = 0;
+  int rc = 0;
   switch (o->kind) {
-  case OPT_STR: *(const char **)field = val; return 0;
-  case OPT_COUNT: return parse_count(o->name, val, (size_t *)field);
-  case OPT_REAL: return parse_real(o->name, val, (double *)field);
-  case OPT_WIDTHS: return parse_widths(o->name, val, &c->n_hidden, c->hidden);
-  case OPT_SEED: {
-    double s = 0;
-    int rc = parse_real(o->name, val, &s);
-    if (rc) return rc;
-    if (s != floor(s))
-      return die("%s: expected a non-negative integer, got '%s'", o->name, val);
-    *(size_t *)field = (size_t)s + 1;
-    return 0;
-  }
+  case OPT_STR: *(const char **)field = val; break;
+  case OPT_COUNT:
+    if (!(rc = parse_uint(o->name, val, 1, o->max ? o->max : COUNT_MAX, &v))) *(size_t *)field = (size_t)v;
+    break;
+  case OPT_REAL: case OPT_POSITIVE: case OPT_FRACTION: case OPT_FRACTION0:
+    rc = parse_real(o->name, o->kind, val, (double *)field);
+    break;
+  case OPT_WIDTHS:
+    rc = parse_uint_list(o->name, val, 1, MAX_WIDTH, MAX_HIDDEN, "widths", "64,64", c->hidden,
+                         &c->n_hidden);
+    break;
+  case OPT_SEED: /* stored plus one, 0 meaning unset */
+    if (!(rc = parse_uint(o->name, val, 0, SIZE_MAX - 1, &v))) *(size_t *)field = (size_t)v + 1;
+    break;
+  case OPT_BYTES: rc = parse_bytes(o->name, val, (size_t *)field); break;
   case OPT_FLAG: break;
   }
+  return rc;
+}
+
+/* The spec of an option name; NULL if there is none. */
+static const opt_spec *find_option(const char *name)
+{
+  for (size_t k = 0; k < N_OPTS; k++)
+    if (!strcmp(name, opt_specs[k].name)) return &opt_specs[k];
+  return NULL;
+}
+
+/* 0 if name is a flow the tool builds, else a refusal blaming opt that lists them all. */
+static int check_flow(const char *opt, const char *name)
+{
+  nf_recipe_kind kind;
+  if (!strcmp(name, "cnf") || nf_recipe_parse(name, &kind) == NF_OK) return 0;
+  char list[256] = "";
+  for (int k = 0; strcmp(nf_recipe_name((nf_recipe_kind)k), "?"); k++) {
+    size_t len = strlen(list);
+    snprintf(list + len, sizeof list - len, "%s, ", nf_recipe_name((nf_recipe_kind)k));
+  }
+  if (strlen(list) >= 2) list[strlen(list) - 2] = '\0';
+  return die("%s: unknown flow '%s' (expected %s or cnf)", opt, name, list);
+}
+
+/* Splits the --flows list s into at most MAX_FLOWS distinct known names,
+   copied into buf (size bytes); 0 on success. */
+static int parse_flows(const char *s, char *buf, size_t size, const char **flow, size_t *k)
+{
+  size_t items = 1;
+  for (const char *p = s; *p; p++) items += *p == ',';
+  if (items > MAX_FLOWS) return die("--flows: at most %d flows, got %zu", MAX_FLOWS, items);
+  if (strlen(s) >= size) return die("--flows: the list is longer than %zu characters", size - 1);
+  memcpy(buf, s, strlen(s) + 1);
+  char *p = buf;
+  for (*k = 0; *k < items; (*k)++) {
+    char *comma = strchr(p, ',');
+    if (comma) *comma = '\0';
+    if (!*p) return die("--flows: expected names like realnvp,cnf, got '%s'", s);
+    int rc = check_flow("--flows", p);
+    if (rc) return rc;
+    for (size_t i = 0; i < *k; i++)
+      if (!strcmp(flow[i], p)) return die("--flows: %s is given twice", p);
+    flow[*k] = p;
+    p = comma ? comma + 1 : p + strlen(p);
+  }
   return 0;
+}
+
+/* Whether a command-line word is an option rather than an option's value. */
+static int is_option_word(const char *s)
+{
+  return find_option(s) || !strncmp(s, "--", 2) || !strcmp(s, "-h");
 }
 
 /* Which options the command line gave (by index in opt_specs). */
@@ -209,24 +358,20 @@ static int parse_args(int argc, char **argv, cfg *c, int need_data)
       usage(stdout);
       exit(0);
     }
-    const opt_spec *o = NULL;
-    for (size_t k = 0; k < N_OPTS && !o; k++)
-      if (!strcmp(argv[i], opt_specs[k].name)) o = &opt_specs[k];
+    const opt_spec *o = find_option(argv[i]);
     if (!o) return die("unknown option '%s' (see nflow --help)", argv[i]);
     given[o - opt_specs] = 1;
     if (o->kind == OPT_FLAG) {
       *(size_t *)((char *)c + o->offset) = 1;
       continue;
     }
-    if (i + 1 >= argc) return die("%s: missing value (see nflow --help)", argv[i]);
+    if (i + 1 >= argc || is_option_word(argv[i + 1]))
+      return die("%s needs a value (see nflow --help)", argv[i]);
     int rc = set_option(o, argv[++i], c);
     if (rc) return rc;
   }
   if (need_data && !c->data) return die("--data is required (a toy set name or a CSV file)");
-  if (!isnan(c->test_frac) && (c->test_frac <= 0 || c->test_frac >= 1))
-    return die("--test-frac: expected a number strictly between 0 and 1");
-  if (!isnan(c->val_frac) && c->val_frac >= 1)
-    return die("--val-frac: expected a number in [0, 1)");
+  if (c->flow) return check_flow("--flow", c->flow);
   return 0;
 }
 
@@ -398,28 +543,20 @@ static uint64_t split_seed(const cfg *c)
 /* Parses "--context-cols 2,3" into cols (at most max); 0 on success. */
 static int parse_cols(const char *s, size_t max, size_t *cols, size_t *n)
 {
-  const char *p = s;
-  for (*n = 0; *p; (*n)++) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(p, &end, 10);
-    if (errno || end == p || *n == max || *p == '-' || (*end && *end != ',') ||
-        (*end == ',' && !end[1]))
-      return die("--context-cols: expected 0-based column indices like 2,3, got '%s'", s);
-    for (size_t k = 0; k < *n; k++)
-      if (cols[k] == v) return die("--context-cols: column %llu given twice", v);
-    cols[*n] = (size_t)v;
-    p = *end ? end + 1 : end;
-  }
-  return *n ? 0 : die("--context-cols: expected 0-based column indices like 2,3");
+  int rc = parse_uint_list("--context-cols", s, 0, SIZE_MAX, max, "0-based column indices",
+                           "2,3", cols, n);
+  for (size_t i = 0; !rc && i < *n; i++)
+    for (size_t k = 0; k < i; k++)
+      if (cols[k] == cols[i]) return die("--context-cols: column %zu given twice", cols[i]);
+  return rc;
 }
 
 /* Splits the columns of all into x (the others) and y (the context columns
    cols, in the order given); all is freed. */
 static int split_columns(nf_dataset *all, const char *spec, const char *path, part *out)
 {
-  size_t cols[64], nc;
-  int rc = parse_cols(spec, 64, cols, &nc);
+  size_t cols[MAX_CONTEXT_COLS], nc;
+  int rc = parse_cols(spec, MAX_CONTEXT_COLS, cols, &nc);
   for (size_t k = 0; !rc && k < nc; k++)
     if (cols[k] >= all->dim)
       rc = die("--context-cols: column %zu is out of range: %s has %zu columns", cols[k],
@@ -470,6 +607,121 @@ static nf_status toy_test(const char *name, uint64_t seed, nf_dataset **out)
   return nf_toy_sample(name, TOY_TEST_POINTS, &rng, out);
 }
 
+/* ---- preprocessing ---- */
+
+/* "logit", "standardize" or "none": the fixed layer c appends after the
+   learned ones (last in sampling order, so log p is in the data's units). */
+static const char *preprocess_kind(const cfg *c)
+{
+  if (c->bounds) return "logit";
+  if (c->standardize || (!c->no_standardize && !is_toy(c->data))) return "standardize";
+  return "none";
+}
+
+/* The logit's alpha: --logit, or 0.05. */
+static double logit_alpha(const cfg *c)
+{
+  return isnan(c->logit_alpha) ? 0.05 : c->logit_alpha;
+}
+
+/* Refuses contradictory preprocessing and checkpoint options (train, compare). */
+static int check_run_options(const cfg *c)
+{
+  if (c->standardize && c->no_standardize)
+    return die("--standardize and --no-standardize exclude each other");
+  if (c->bounds && c->standardize)
+    return die("--standardize does not apply with --bounds (the logit maps the box onto R)");
+  if (!isnan(c->logit_alpha) && !c->bounds) return die("--logit needs --bounds a,b");
+  if (!isnan(c->logit_alpha) && !(c->logit_alpha < 0.5))
+    return die("--logit: expected alpha in [0, 0.5), got %g", c->logit_alpha);
+  if (c->stop_after && !c->checkpoint)
+    return die("--stop-after needs --checkpoint FILE (to resume from)");
+  return 0;
+}
+
+/* Parses --bounds for dim data columns into lo and hi (dim values each):
+   "a,b" for every column or one "a,b" pair per column. */
+static int parse_bounds(const char *s, size_t dim, double *lo, double *hi)
+{
+  double *v = malloc(2 * dim * sizeof *v);
+  if (!v) return die("out of memory");
+  size_t k = 0;
+  int rc = 0;
+  for (const char *p = s; !rc && *p;) {
+    char *end;
+    double x = strtod(p, &end);
+    if (end == p || !isfinite(x) || (*end && *end != ',') || (*end == ',' && !end[1]) ||
+        k == 2 * dim)
+      rc = 1;
+    else
+      v[k++] = x;
+    p = *end ? end + 1 : end;
+  }
+  if (rc || (k != 2 && k != 2 * dim)) {
+    free(v);
+    return die("--bounds: expected a,b or one a,b pair for each of the %zu data columns, got '%s'",
+               dim, s);
+  }
+  for (size_t j = 0; j < dim; j++) {
+    lo[j] = k == 2 ? v[0] : v[2 * j];
+    hi[j] = k == 2 ? v[1] : v[2 * j + 1];
+    if (!(lo[j] < hi[j]) || !isfinite(hi[j] - lo[j])) {
+      double a = lo[j], b = hi[j];
+      free(v);
+      return die("--bounds: [%g, %g] (data column %zu) is not an interval a < b", a, b, j + 1);
+    }
+  }
+  free(v);
+  return 0;
+}
+
+/* The file columns (0-based) of the data x: all but --context-cols; *nx of them. */
+static int data_columns(const cfg *c, size_t ncols, size_t *cols, size_t *nx)
+{
+  size_t ctx[MAX_CONTEXT_COLS], nc = 0;
+  if (c->context_cols) {
+    int rc = parse_cols(c->context_cols, MAX_CONTEXT_COLS, ctx, &nc);
+    if (rc) return rc;
+  }
+  *nx = 0;
+  for (size_t j = 0; j < ncols; j++) {
+    size_t k = 0;
+    while (k < nc && ctx[k] != j) k++;
+    if (k == nc) cols[(*nx)++] = j;
+  }
+  return 0;
+}
+
+/* Refuses rows of ds (the data file `what`, or a toy stream) with a data
+   value outside --bounds (or on an end when --logit 0), naming the first
+   such row and column (1-based, a header not counted) and the count. */
+static int check_bounds(const cfg *c, const nf_dataset *ds, const char *what)
+{
+  size_t nx = 0, *cols = malloc(ds->dim * sizeof *cols);
+  double *lo = malloc(ds->dim * sizeof *lo), *hi = malloc(ds->dim * sizeof *hi);
+  int rc = cols && lo && hi ? data_columns(c, ds->dim, cols, &nx) : die("out of memory");
+  if (!rc && nx) rc = parse_bounds(c->bounds, nx, lo, hi);
+  int open_ends = logit_alpha(c) == 0;
+  size_t bad = 0, bi = 0, bj = 0;
+  for (size_t i = 0; !rc && nx && i < ds->n; i++) {
+    for (size_t k = 0; k < nx; k++) {
+      double v = ds->x[i * ds->dim + cols[k]];
+      if (open_ends ? (v > lo[k] && v < hi[k]) : (v >= lo[k] && v <= hi[k])) continue;
+      if (bad++ == 0) bi = i, bj = k;
+      break;
+    }
+  }
+  if (!rc && bad)
+    rc = die("--bounds: %s: row %zu, column %zu (1-based, a header not counted) is %.17g, "
+             "outside %s%g, %g%s; %zu of its %zu rows are outside", what, bi + 1, cols[bj] + 1,
+             ds->x[bi * ds->dim + cols[bj]], open_ends ? "(" : "[", lo[bj], hi[bj],
+             open_ends ? ") (--logit 0 excludes the ends)" : "]", bad, ds->n);
+  free(cols);
+  free(lo);
+  free(hi);
+  return rc;
+}
+
 /* Training, validation and test parts: fresh toy points from three streams,
    or splits of a data file (test: --test FILE or a --test-frac split;
    validation: a --val-frac split of the training rows). */
@@ -492,10 +744,24 @@ static int load_data(const cfg *c, split *s)
     if (!st) st = toy_test(c->data, split_seed(c), &s->test.x);
     if (!st && vf > 0) st = nf_toy_sample(c->data, TOY_VAL_POINTS, &val_rng, &s->val.x);
     if (st) split_free(s);
-    return st ? die("--data %s: %s", c->data, nf_errmsg()) : 0;
+    if (st) return die("--data %s: %s", c->data, nf_errmsg());
+    char what[3][96];
+    snprintf(what[0], sizeof what[0], "%s (training points)", c->data);
+    snprintf(what[1], sizeof what[1], "%s (validation points)", c->data);
+    snprintf(what[2], sizeof what[2], "%s (test points)", c->data);
+    int rc = 0;
+    if (c->bounds) rc = check_bounds(c, s->train.x, what[0]);
+    if (!rc && c->bounds && s->val.x) rc = check_bounds(c, s->val.x, what[1]);
+    if (!rc && c->bounds) rc = check_bounds(c, s->test.x, what[2]);
+    if (rc) split_free(s);
+    return rc;
   }
   nf_dataset *all = NULL, *trainval = NULL, *test = NULL, *train = NULL, *val = NULL;
   if ((st = read_file(c->data, &all))) return die("--data %s: %s", c->data, nf_errmsg());
+  if (c->bounds && check_bounds(c, all, c->data)) {
+    nf_dataset_free(all);
+    return 2;
+  }
   if (c->test_file) {
     if (!isnan(c->test_frac)) {
       nf_dataset_free(all);
@@ -507,10 +773,13 @@ static int load_data(const cfg *c, split *s)
       return die("--test %s: %s", c->test_file, nf_errmsg());
     }
     if (test->dim != all->dim) {
-      size_t d = test->dim;
+      size_t d = test->dim, d_all = all->dim;
       nf_dataset_free(all), nf_dataset_free(test);
-      return die("--test %s: %zu columns, but %s has %zu", c->test_file, d, c->data,
-                 all->dim);
+      return die("--test %s: %zu columns, but %s has %zu", c->test_file, d, c->data, d_all);
+    }
+    if (c->bounds && check_bounds(c, test, c->test_file)) {
+      nf_dataset_free(all), nf_dataset_free(test);
+      return 2;
     }
   } else {
     double frac = isnan(c->test_frac) ? 0.2 : c->test_frac;
@@ -665,6 +934,8 @@ static nf_meta *provenance(const cfg *c, const result *r)
   if (c->test_file) nf_meta_set(m, "test_data", c->test_file);
   if (c->context_cols) nf_meta_set(m, "context_cols", c->context_cols);
   nf_meta_set(m, "flow", c->flow);
+  nf_meta_set(m, "preprocess", preprocess_kind(c));
+  if (c->bounds) nf_meta_set(m, "bounds", c->bounds);
 #define META(key, fmt, v) (snprintf(buf, sizeof buf, fmt, v), nf_meta_set(m, key, buf))
   META("iterations", "%zu", r->iters);
   META("seed", "%zu", c->seed_plus_one - 1);
@@ -674,8 +945,63 @@ static nf_meta *provenance(const cfg *c, const result *r)
   META("val_nll", "%.17g", r->val_nll);
   META("test_nll", "%.17g", r->test.nonfinite ? NAN : r->test.mean);
   META("restored_iteration", "%zu", r->restored);
+  if (c->bounds) META("logit_alpha", "%.17g", logit_alpha(c));
 #undef META
   return m;
+}
+
+/* What the trainer's progress callback does for a run of the command: the
+   progress bar (on a terminal), whole-state checkpoints every --eval-every
+   iterations and at the end, and --stop-after. */
+typedef struct run_ctl {
+  const cfg *c;
+  nf_trainer *trainer;
+  size_t every;   /* checkpoint period; 0: at the end (and at --stop-after) only */
+  size_t stop_at; /* iteration at which --stop-after stops; 0: never */
+  size_t saved_at; /* iteration of the last checkpoint written; 0: none */
+  int tty, failed, stopped_after;
+} run_ctl;
+
+static int on_progress(const nf_train_progress *p, void *user)
+{
+  run_ctl *ctl = user;
+  if (ctl->tty) draw_progress(p, (void *)ctl->c->flow);
+  int stop = ctl->stop_at && p->iteration >= ctl->stop_at;
+  if (ctl->c->checkpoint &&
+      ((ctl->every && p->iteration % ctl->every == 0) || p->iteration == p->total || stop)) {
+    if (nf_trainer_save_state(ctl->trainer, ctl->c->checkpoint)) {
+      ctl->failed = 1;
+      return 1;
+    }
+    ctl->saved_at = p->iteration;
+  }
+  ctl->stopped_after = stop;
+  return stop;
+}
+
+/* The options a --resume must share with the run that wrote the checkpoint
+   (all but the length and bookkeeping of the run), as the state's tag. */
+static void state_tag(const cfg *c, char *buf, size_t size)
+{
+  char hidden[MAX_HIDDEN * 12] = "";
+  for (size_t k = 0; k < c->n_hidden; k++) {
+    size_t len = strlen(hidden);
+    snprintf(hidden + len, sizeof hidden - len, "%s%zu", k ? "," : "", c->hidden[k]);
+  }
+  snprintf(buf, size,
+           "flow=%s layers=%zu hidden=%s act=%s batch=%zu lr=%.17g schedule=%s "
+           "weight_decay=%.17g clip=%.17g scale_bound=%.17g seed=%zu split_seed=%" PRIu64 " "
+           "data=%s test=%s test_frac=%.17g val_frac=%.17g context_cols=%s preprocess=%s "
+           "bounds=%s alpha=%.17g dynamics=%s end_time=%.17g fixed_end_time=%zu solver=%s "
+           "rtol=%.17g atol=%.17g steps=%zu grad_mode=%s trace=%s kinetic=%.17g jacobian=%.17g",
+           c->flow, c->layers, hidden, c->act, c->batch, c->lr, c->schedule, c->weight_decay,
+           c->clip, c->scale_bound, c->seed_plus_one - 1, split_seed(c), c->data,
+           c->test_file ? c->test_file : "-", c->test_frac, c->val_frac,
+           c->context_cols ? c->context_cols : "-", preprocess_kind(c),
+           c->bounds ? c->bounds : "-", c->bounds ? logit_alpha(c) : NAN,
+           c->dynamics ? c->dynamics : "-", c->end_time, c->fixed_T,
+           c->solver ? c->solver : "-", c->rtol, c->atol, c->max_steps,
+           c->grad_mode ? c->grad_mode : "-", c->trace ? c->trace : "-", c->kinetic, c->jacobian);
 }
 
 /* Trains flow per c on the split, evaluates on its test part, fills r. */
@@ -688,11 +1014,15 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   if (strcmp(c->schedule, "constant") && strcmp(c->schedule, "cosine"))
     return die("--schedule: expected cosine or constant, got '%s'", c->schedule);
   nf_adam *adam = nf_adam_new(nf_flow_n_params(flow), &aopts);
+  char tag[2048];
+  state_tag(c, tag, sizeof tag);
+  run_ctl ctl = {.c = c, .every = c->eval_every, .tty = isatty(STDERR_FILENO)};
   nf_trainer_opts topts = nf_trainer_defaults();
   topts.batch_size = c->batch;
   topts.iterations = c->iters;
-  topts.callback = isatty(STDERR_FILENO) ? draw_progress : NULL;
-  topts.user = (void *)c->flow;
+  topts.callback = on_progress;
+  topts.user = &ctl;
+  topts.state_tag = tag;
   topts.schedule = strcmp(c->schedule, "constant") ? NF_LR_COSINE : NF_LR_CONSTANT;
   size_t every = c->eval_every ? c->eval_every : (c->iters / 50 ? c->iters / 50 : 1);
   topts.val_every = s->val.x ? every : 0;
@@ -709,16 +1039,29 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
     topts.curve_csv = curve;
   }
   nf_trainer *trainer = adam ? nf_trainer_new(flow, adam, s->train.x, s->val.x, &topts, rng) : NULL;
+  ctl.trainer = trainer;
   int rc = trainer ? 0 : die("train %s: %s", c->flow, nf_errmsg());
   if (!rc && s->train.y && nf_trainer_set_context(trainer, s->train.y, s->val.y))
     rc = die("train %s: %s", c->flow, nf_errmsg());
   if (!rc && c->resume && nf_trainer_load_state(trainer, c->resume))
-    rc = die("--resume: %s", nf_errmsg());
+    rc = die("--resume: %s (resume with the options and data of the run that wrote it)",
+             nf_errmsg());
+  size_t start = trainer ? nf_trainer_iterations(trainer) : 0;
+  if (!rc && c->stop_after) ctl.stop_at = start + c->stop_after;
   nf_train_report report;
-  if (!rc && nf_trainer_run(trainer, &report)) rc = die("train %s: %s", c->flow, nf_errmsg());
+  if (!rc && nf_trainer_run(trainer, &report) && !ctl.failed)
+    rc = die("train %s: %s", c->flow, nf_errmsg());
+  if (!rc && ctl.failed) rc = die("--checkpoint: %s", nf_errmsg());
   if (curve && fclose(curve) && !rc) rc = die("--curve %s: %s", c->curve, strerror(errno));
-  if (!rc && c->checkpoint && nf_trainer_save_state(trainer, c->checkpoint))
+  /* a run that ended otherwise (patience, a resumed run already complete)
+     leaves its state too */
+  if (!rc && c->checkpoint && ctl.saved_at != report.iterations &&
+      nf_trainer_save_state(trainer, c->checkpoint))
     rc = die("--checkpoint: %s", nf_errmsg());
+  if (!rc && ctl.stopped_after)
+    snprintf(report.stop_reason, sizeof report.stop_reason,
+             "--stop-after %zu at iteration %zu (continue with --resume %s)", c->stop_after,
+             report.iterations, c->checkpoint);
   if (!rc) {
     nf_cnf_counters counters;
     r->continuous = cnf_totals(flow, &counters);
@@ -728,7 +1071,8 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
     snprintf(r->stop_reason, sizeof r->stop_reason, "%s", report.stop_reason);
     r->seconds = report.seconds;
     r->val_nll = report.val_nll_best;
-    double it = report.iterations ? (double)report.iterations : 1.0;
+    /* per iteration of this invocation (a resumed run did the others before) */
+    double it = report.iterations > start ? (double)(report.iterations - start) : 1.0;
     r->ms_per_iter = 1e3 * report.seconds / it;
     r->nfe_forward = (double)counters.nfe / it;
     r->nfe_backward = (double)counters.nfe_adjoint / it;
@@ -748,6 +1092,30 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   return rc;
 }
 
+/* Appends c's preprocessing to flow, last in sampling order: a logit over
+   --bounds, or a standardisation fitted on the training rows only. */
+static int add_preprocess(const cfg *c, const part *train, nf_flow *flow)
+{
+  const char *kind = preprocess_kind(c);
+  size_t d = train->x->dim;
+  if (!strcmp(kind, "none")) return 0;
+  double *a = malloc(d * sizeof *a), *b = malloc(d * sizeof *b);
+  nf_layer *layer = NULL;
+  int rc = a && b ? 0 : die("out of memory");
+  if (!rc && !strcmp(kind, "logit")) {
+    rc = parse_bounds(c->bounds, d, a, b);
+    if (!rc && !(layer = nf_logit_new(d, a, b, logit_alpha(c))))
+      rc = die("--bounds: %s", nf_errmsg());
+  } else if (!rc && (nf_standardize_fit(train->x->n, d, train->x->x, a, b) ||
+                     !(layer = nf_standardize_new(d, a, b)))) {
+    rc = die("--standardize: %s", nf_errmsg());
+  }
+  if (!rc && nf_flow_push(flow, layer)) rc = die("%s: %s", kind, nf_errmsg());
+  free(a);
+  free(b);
+  return rc;
+}
+
 /* Builds, trains and tests one flow on the given split; saves it to out if not NULL. */
 static int run_flow(cfg c, const split *s, const char *out, result *r)
 {
@@ -756,6 +1124,7 @@ static int run_flow(cfg c, const split *s, const char *out, result *r)
   nf_rng_seed(&rng, c.seed_plus_one - 1);
   nf_flow *flow = NULL;
   int rc = build_flow(&c, s->train.x->dim, s->train.y ? s->train.y->dim : 0, &rng, &flow);
+  if (!rc) rc = add_preprocess(&c, &s->train, flow);
   if (!rc) rc = train_and_test(&c, flow, s, &rng, r);
   if (!rc && out) {
     nf_meta *meta = provenance(&c, r);
@@ -787,6 +1156,7 @@ static int cmd_train(cfg *c)
 {
   if (!c->flow) c->flow = "realnvp";
   int rc = check_scope(c->flow);
+  if (!rc) rc = check_run_options(c);
   if (rc) return rc;
   cfg filled = *c;
   fill_defaults(&filled);
@@ -795,7 +1165,8 @@ static int cmd_train(cfg *c)
   result r;
   if (!rc && !(rc = run_flow(*c, &s, c->out, &r))) {
     size_t batch = filled.batch < s.train.x->n ? filled.batch : s.train.x->n;
-    printf("flow=%s\ndata=%s\ndim=%zu\n", filled.flow, c->data, s.train.x->dim);
+    printf("flow=%s\ndata=%s\ndim=%zu\npreprocess=%s\n", filled.flow, c->data, s.train.x->dim,
+           preprocess_kind(c));
     if (s.train.y) printf("context_dim=%zu\n", s.train.y->dim);
     printf("train_rows=%zu\nval_rows=%zu\nbatch=%zu\nseed=%zu\nsplit_seed=%" PRIu64 "\n",
            s.train.x->n, s.val.x ? s.val.x->n : 0, batch, c->seed_plus_one - 1, split_seed(c));
@@ -811,19 +1182,22 @@ static int cmd_compare(cfg *c)
   char names[256];
   const char *flow[MAX_FLOWS];
   size_t k = 0;
-  snprintf(names, sizeof names, "%s", c->flows ? c->flows : "realnvp,cnf");
-  for (char *tok = strtok(names, ","); tok; tok = strtok(NULL, ","))
-    if (k < MAX_FLOWS) flow[k++] = tok;
-  if (k == 0) return die("--flows: expected names like realnvp,cnf");
-  if (c->out || c->resume || c->checkpoint || c->curve)
+  int rc = parse_flows(c->flows ? c->flows : "realnvp,cnf", names, sizeof names, flow, &k);
+  if (rc) return rc;
+  if (c->out || c->resume || c->checkpoint || c->curve || c->stop_after)
     return die("%s does not apply to compare", c->out ? "--out (use --out-dir)" :
-               c->resume ? "--resume" : c->checkpoint ? "--checkpoint" : "--curve");
+               c->resume ? "--resume" : c->checkpoint ? "--checkpoint" :
+               c->curve ? "--curve" : "--stop-after");
+  rc = check_run_options(c);
+  if (rc) return rc;
+  if (c->out_dir && mkdir(c->out_dir, 0777) && errno != EEXIST)
+    return die("--out-dir %s: %s", c->out_dir, strerror(errno));
   note_scope(k, flow);
   cfg first = *c;
   first.flow = flow[0];
   fill_defaults(&first); /* the split follows the first flow's batch and iterations */
   split s;
-  int rc = load_data(&first, &s);
+  rc = load_data(&first, &s);
   result r[MAX_FLOWS];
   for (size_t i = 0; !rc && i < k; i++) {
     cfg one = *c;
@@ -833,8 +1207,9 @@ static int cmd_compare(cfg *c)
     rc = run_flow(one, &s, c->out_dir ? path : NULL, &r[i]);
   }
   if (!rc) {
-    printf("data=%s  dim=%zu  train=%zu  val=%zu  test=%zu\n", c->data, s.train.x->dim,
-           s.train.x->n, s.val.x ? s.val.x->n : 0, s.test.x->n);
+    printf("data=%s  dim=%zu  train=%zu  val=%zu  test=%zu  preprocess=%s\n", c->data,
+           s.train.x->dim, s.train.x->n, s.val.x ? s.val.x->n : 0, s.test.x->n,
+           preprocess_kind(c));
     printf("%-10s %9s %10s %10s %10s %8s %8s\n", "flow", "params", "test_nll", "train_s",
            "ms/iter", "nfe_fwd", "nfe_bwd");
     for (size_t i = 0; i < k; i++) {
@@ -843,6 +1218,7 @@ static int cmd_compare(cfg *c)
       if (r[i].continuous) printf(" %8.1f %8.1f\n", r[i].nfe_forward, r[i].nfe_backward);
       else printf(" %8s %8s\n", "-", "-");
     }
+    printf("preprocess=%s\n", preprocess_kind(c));
     for (size_t i = 0; i < k; i++) {
       char prefix[64];
       snprintf(prefix, sizeof prefix, "%s.", r[i].flow);
@@ -1030,7 +1406,8 @@ int main(int argc, char **argv)
     return die("unknown command '%s' (expected train, compare, eval, sample or info)", argv[1]);
   cfg c = {.iters = 2000, .threads = 1, .seed_plus_one = 2, .lr = NAN, .test_frac = NAN,
            .weight_decay = NAN, .clip = NAN, .scale_bound = NAN, .end_time = NAN,
-           .rtol = NAN, .atol = NAN, .kinetic = NAN, .jacobian = NAN, .val_frac = NAN};
+           .rtol = NAN, .atol = NAN, .kinetic = NAN, .jacobian = NAN, .val_frac = NAN,
+           .logit_alpha = NAN};
   int rc = parse_args(argc - 2, argv + 2, &c, cmd <= 2);
   if (rc) return rc;
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS

@@ -43,12 +43,15 @@ nf_status nf_standardize_fit(size_t n, size_t dim, const double *x, double *shif
    log sigmoid(-z_j) - log c_j, c_j = (1 - 2 alpha)/(hi_j - lo_j), the
    log-sigmoids as -softplus(-+z) (stable far into the tails; 1 - u is formed
    from hi - x, never by cancellation).
-   The inverse refuses (NF_EDOMAIN naming the row, counted from the caller's
-   first row, and column; out and logdet untouched) a value outside [lo, hi],
-   or at lo or hi when alpha = 0 (where z is infinite). With alpha > 0 the
-   forward map's range is wider than [lo, hi] by alpha (hi - lo)/(1 - 2 alpha)
-   on each side: samples may fall there, and the density the inverse reports
-   on [lo, hi] then integrates to slightly less than 1.
+   The inverse's domain is the forward map's whole image, the open interval
+     (lo - alpha (hi - lo)/(1 - 2 alpha), hi + alpha (hi - lo)/(1 - 2 alpha))
+   per column, which is (lo, hi) when alpha = 0: on it the density is
+   normalised (it integrates to 1 over the image, not over [lo, hi]), and
+   every sample the forward map returns has a density (in the far tails,
+   |z| > ~37, x is moved inwards by the few ulps it takes). Outside it the
+   inverse refuses with NF_EDOMAIN naming the row (counted from the caller's
+   first row) and column, out and logdet untouched. Checking that data lie in
+   [lo, hi] is the caller's business (nflow train --bounds does).
    lo, hi: dim finite values each (copied) with lo < hi and hi - lo finite;
    alpha in [0, 0.5). NULL (with nf_errmsg) otherwise, on dim == 0 or no memory. */
 nf_layer *nf_logit_new(size_t dim, const double *lo, const double *hi, double alpha);

@@ -104,6 +104,10 @@ typedef struct nf_trainer_opts {
   FILE *curve_csv;            /* may be NULL: a header line "iter,seconds,train_loss,val_loss"
                                  (",nfe_forward,nfe_backward" for a CNF flow) at the first
                                  point of a trainer, then one line per point, %.17g */
+  const char *state_tag;      /* may be NULL: a caller's description of the run (options,
+                                 architecture) saved in nf_trainer_save_state files and
+                                 required equal by nf_trainer_load_state (NULL equals "");
+                                 borrowed: it must outlive the trainer */
 } nf_trainer_opts;
 
 /* Why a run ended before opts.iterations. */
@@ -198,7 +202,9 @@ nf_status nf_trainer_save_state(const nf_trainer *trainer, const char *path);
    have the same parameter count and context width and whose data sets the
    same sizes and training values (a CRC-32 of them) as the saver's. NF_EIO or
    NF_EFORMAT (unreadable or malformed file), NF_EDIM naming what does not fit
-   (parameter count, rows, dim, validation rows, training data), or the check
+   (parameter count, rows, dim, validation rows, training data, opts.state_tag,
+   checked in that order; for the tags, the first space-separated word that
+   differs, from each), or the check
    of theta's status; the trainer, flow and optimizer are unchanged on failure.
    The options (iterations, schedule, patience, ...) stay this trainer's. */
 nf_status nf_trainer_load_state(nf_trainer *trainer, const char *path);

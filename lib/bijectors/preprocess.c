@@ -221,7 +221,9 @@ static void logit_uv(const pre_data *p, size_t j, double x, double *u, double *v
 }
 
 /* NF_EDOMAIN for the first entry of the n x d batch outside the inverse's
-   domain (global row row0 + i). */
+   domain (global row row0 + i): the forward map's image, the open interval
+   where u > 0 and v > 0, i.e. (lo - alpha/c, hi + alpha/c), which is (lo, hi)
+   when alpha = 0. A NaN fails both tests. */
 static nf_status logit_check_domain(const nf_layer *layer, size_t n, const double *x, size_t row0)
 {
   const pre_data *p = layer->data;
@@ -230,12 +232,30 @@ static nf_status logit_check_domain(const nf_layer *layer, size_t n, const doubl
     for (size_t j = 0; j < d; j++) {
       double xv = x[i * d + j], u, v;
       logit_uv(p, j, xv, &u, &v);
-      if (!(xv >= p->a[j] && xv <= p->b[j] && u > 0 && v > 0))
+      if (!(u > 0 && v > 0 && isfinite(u) && isfinite(v)))
         return nf_fail(NF_EDOMAIN, "logit: row %zu, column %zu: x = %.17g is outside the "
-                       "domain [%.17g, %.17g]%s", row0 + i, j, xv, p->a[j], p->b[j],
-                       p->alpha == 0 ? " (its ends excluded when alpha = 0)" : "");
+                       "image (%.17g, %.17g) of the map on [%.17g, %.17g] with alpha = %g",
+                       row0 + i, j, xv, p->a[j] - p->alpha / p->c[j],
+                       p->b[j] + p->alpha / p->c[j], p->a[j], p->b[j], p->alpha);
     }
   return NF_OK;
+}
+
+/* x = lo + (u - alpha)/c (z <= 0) or hi - (v - alpha)/c, moved inwards by
+   as many ulps as it takes for the inverse's u and v to be positive: where
+   sigmoid(z) is below alpha's rounding (|z| > ~37) the formula can land on
+   the image's end, and every sample must have a density. */
+static double logit_forward_x(const pre_data *p, size_t j, double z)
+{
+  double x = z <= 0 ? p->a[j] + (nf_sigmoid(z) - p->alpha) / p->c[j]
+                    : p->b[j] - (nf_sigmoid(-z) - p->alpha) / p->c[j];
+  double u, v, mid = 0.5 * p->a[j] + 0.5 * p->b[j];
+  logit_uv(p, j, x, &u, &v);
+  for (int k = 0; k < 256 && !(u > 0 && v > 0); k++) {
+    x = nextafter(x, mid);
+    logit_uv(p, j, x, &u, &v);
+  }
+  return x;
 }
 
 static nf_status logit_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
@@ -267,9 +287,7 @@ static nf_status logit_apply(const nf_layer *layer, const double *theta, nf_dir 
     double ld = p->ld; /* -sum log c */
     for (size_t j = 0; j < d; j++) {
       double z = in[i * d + j];
-      double x = z <= 0 ? p->a[j] + (nf_sigmoid(z) - p->alpha) / p->c[j]
-                        : p->b[j] - (nf_sigmoid(-z) - p->alpha) / p->c[j];
-      out[i * d + j] = x;
+      out[i * d + j] = logit_forward_x(p, j, z);
       ld -= nf_softplus(-z) + nf_softplus(z);
     }
     if (logdet) logdet[i] += ld;

@@ -65,7 +65,7 @@ nf_trainer_opts nf_trainer_defaults(void)
                        .callback = NULL, .user = NULL, .schedule = NF_LR_CONSTANT,
                        .lr_min = 0.0, .restore_best = 0, .patience = 0,
                        .curve_every = 0, .curve = NULL, .curve_user = NULL,
-                       .curve_csv = NULL};
+                       .curve_csv = NULL, .state_tag = NULL};
   return o;
 }
 
@@ -512,6 +512,7 @@ static nf_status state_meta(const nf_trainer *tr, nf_meta *m)
   };
   nf_status st = nf_meta_set(m, "format", STATE_FORMAT);
   if (st == NF_OK) st = nf_meta_set(m, "version", STATE_VERSION);
+  if (st == NF_OK && tr->opts.state_tag) st = nf_meta_set(m, "tag", tr->opts.state_tag);
   for (size_t i = 0; st == NF_OK && i < sizeof kv / sizeof *kv; i++)
     st = put_u64(m, kv[i].key, kv[i].v, kv[i].hex);
   return st;
@@ -633,6 +634,17 @@ static nf_status read_scalars(const nf_trainer *tr, const nf_meta *m, const char
   if (s->crc != data_crc(tr))
     return nf_fail(NF_EDIM, "%s: the state was saved with other training data (CRC-32 "
                    "%08" PRIx64 ", this trainer's %08" PRIx32 ")", path, s->crc, data_crc(tr));
+  const char *tag = nf_meta_get(m, "tag"), *mine = tr->opts.state_tag;
+  tag = tag ? tag : "";
+  mine = mine ? mine : "";
+  if (strcmp(tag, mine)) { /* name the first space-separated word that differs */
+    size_t i = 0;
+    while (tag[i] && tag[i] == mine[i]) i++;
+    while (i > 0 && tag[i - 1] != ' ') i--;
+    int a = (int)strcspn(tag + i, " "), b = (int)strcspn(mine + i, " ");
+    return nf_fail(NF_EDIM, "%s: the state was saved by a run with '%.*s', this trainer's tag "
+                   "has '%.*s'", path, a, tag + i, b, mine + i);
+  }
   if (s->cursor >= s->train_rows || s->epoch_rows > s->iterations * s->train_rows ||
       s->have_best > 1)
     return nf_fail(NF_EFORMAT, "%s: trainer state: inconsistent counters", path);
