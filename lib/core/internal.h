@@ -86,7 +86,8 @@ static inline double nf_exp_nonpositive(double y)
 /* tanh(x) to a few ulp, branch-free (vectorisable): for |x| < 1/4 the odd Taylor
    series x sum_k a_k x^2k to k = 11 (a_k from tanh' = 1 - tanh^2; truncation
    < 1e-18), else (1 - e) / (1 + e) with e = exp(-2|x|), |x| capped at 20 where
-   tanh is 1 in double precision. */
+   tanh is 1 in double precision. NaN propagates: the final select takes the
+   series unless |x| >= 1/4, a comparison NaN fails (tanh(+-Inf) = +-1). */
 static inline double nf_tanh(double x)
 {
   double ax = x < 0 ? -x : x, x2 = x * x;
@@ -104,7 +105,7 @@ static inline double nf_tanh(double x)
   p = p * x2 + 1.33333333333333331e-01;         /* 2/15 */
   p = p * x2 - 3.33333333333333315e-01;         /* -1/3 */
   double small = ax + ax * x2 * p;
-  double t = ax < 0.25 ? small : big;
+  double t = ax >= 0.25 ? big : small;
   return x < 0 ? -t : t;
 }
 

