@@ -93,8 +93,43 @@ START_TEST(tanh_mlp_nan_propagates)
 }
 END_TEST
 
+/* Radial at |x| = 1e200: the scaled norm keeps r, the log-det finite and the round trip exact. */
+START_TEST(radial_huge_radius)
+{
+  enum { D = 3 };
+  nf_rng rng;
+  nf_rng_seed(&rng, 3);
+  nf_layer *layer = nf_radial_new(D, 1e-12, &rng);
+  ck_assert_ptr_nonnull(layer);
+  const double *theta = nf_layer_init_params(layer);
+  double work[2 * D + 2], z[D] = {1e200, -6e199, 3e199}, x[D], back[D];
+  double ld_f = 0, ld_i = 0;
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, 1, z, NULL, x, &ld_f, NULL, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_INVERSE, 1, x, NULL, back, &ld_i, NULL, work), NF_OK);
+  ck_assert(isfinite(ld_f) && isfinite(ld_i));
+  ck_assert(fabs(ld_f + ld_i) < 1e-12);
+  for (int j = 0; j < D; j++) {
+    ck_assert(isfinite(x[j]));
+    ck_assert_msg(fabs(back[j] - z[j]) <= 1e-14 * fabs(z[j]), "z[%d] %g came back %g", j, z[j], back[j]);
+  }
+  /* tiny radii too: squares of 1e-200 would underflow */
+  double zs[D] = {theta[0] + 1e-200, theta[1] - 2e-200, theta[2]}, xs[D], bs[D];
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, 1, zs, NULL, xs, NULL, NULL, work), NF_OK);
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_INVERSE, 1, xs, NULL, bs, NULL, NULL, work), NF_OK);
+  for (int j = 0; j < D; j++) ck_assert(fabs(bs[j] - zs[j]) <= 1e-14 * fabs(zs[j]) + 1e-300);
+  /* vjp at the huge radius stays finite */
+  double g_out[D] = {1, 1, 1}, g_in[D], g_ld = 1, g_theta[D + 2] = {0};
+  ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, 1, z, NULL, x, NULL, NULL, work), NF_OK);
+  ck_assert_int_eq(nf_layer_vjp(layer, theta, NF_FORWARD, 1, z, NULL, x, g_out, &g_ld, g_in, NULL,
+                                g_theta, work), NF_OK);
+  for (int j = 0; j < D; j++) ck_assert(isfinite(g_in[j]));
+  for (int j = 0; j < D + 2; j++) ck_assert(isfinite(g_theta[j]));
+  nf_layer_free(layer);
+}
+END_TEST
+
 int main(void)
 {
-  const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, NULL};
+  const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, radial_huge_radius, NULL};
   return th_run_tests("bad_input", 60, tests);
 }
