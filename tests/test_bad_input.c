@@ -128,8 +128,73 @@ START_TEST(radial_huge_radius)
 }
 END_TEST
 
+
+/* Absurd widths: every constructor refuses with "overflows" before reading
+   the caller's arrays or allocating. */
+START_TEST(sizes_overflow)
+{
+  static const size_t widths[] = {HUGE_N, SIZE_MAX, SIZE_MAX / 2 + 1};
+  nf_rng rng;
+  nf_rng_seed(&rng, 4);
+  size_t small_perm[2] = {1, 0}, hidden[2] = {8, 8};
+  unsigned char mask[2] = {1, 0};
+  for (size_t k = 0; k < sizeof widths / sizeof *widths; k++) {
+    size_t w = widths[k];
+    EXPECT_NULL(nf_affine_new(w), NF_EINVAL, "nf_affine_new", "overflows");
+    EXPECT_NULL(nf_linear_lu_new(w, NULL, NF_DIAG_EXP, &rng), NF_EINVAL, "nf_linear_lu_new", "overflows");
+    EXPECT_NULL(nf_planar_new(w, 1e-12, &rng), NF_EINVAL, "nf_planar_new", "overflows");
+    EXPECT_NULL(nf_radial_new(w, 1e-12, &rng), NF_EINVAL, "nf_radial_new", "overflows");
+    EXPECT_NULL(nf_permute_new(w, small_perm), NF_EINVAL, "nf_permute_new", "overflows");
+    EXPECT_NULL(nf_reverse_new(w), NF_EINVAL, "overflows");
+    nf_coupling_opts co = {NF_COUPLING_AFFINE, mask, 2, hidden, NF_ACT_RELU, 3.0};
+    EXPECT_NULL(nf_coupling_new(w, 0, &co, &rng), NF_EINVAL, "nf_coupling_new", "overflows");
+    size_t wide[2] = {w, w};
+    co.hidden = wide;
+    EXPECT_NULL(nf_coupling_new(2, 0, &co, &rng), NF_EINVAL, "nf_coupling_new", "overflows");
+    EXPECT_NULL(nf_coupling_new(2, w, &(nf_coupling_opts){NF_COUPLING_AFFINE, mask, 2, hidden,
+                                                         NF_ACT_RELU, 3.0}, &rng),
+                NF_EINVAL, "nf_coupling_new", "overflows");
+    EXPECT_NULL(nf_mlp_new(w, 2, hidden, 1, NF_ACT_TANH), NF_EINVAL, "nf_mlp_new", "overflows");
+    EXPECT_NULL(nf_mlp_new(2, 2, wide, 1, NF_ACT_TANH), NF_EINVAL, "nf_mlp_new", "overflows");
+    EXPECT_NULL(nf_mlp_new(2, 0, NULL, w, NF_ACT_TANH), NF_EINVAL, "nf_mlp_new", "overflows");
+    EXPECT_NULL(nf_odenet_new(w, 0, 2, hidden, NF_ODENET_CONCATSQUASH, NF_ODENET_TANH),
+                NF_EINVAL, "nf_odenet_new", "overflows");
+    EXPECT_NULL(nf_odenet_new(2, 0, 2, wide, NF_ODENET_CONCATSQUASH, NF_ODENET_TANH),
+                NF_EINVAL, "nf_odenet_new", "overflows");
+    EXPECT_NULL(nf_odenet_new(2, w, 2, hidden, NF_ODENET_CONCAT, NF_ODENET_TANH),
+                NF_EINVAL, "nf_odenet_new", "overflows");
+    EXPECT_NULL(nf_dataset_new(w, 3), NF_EINVAL, "nf_dataset_new", "overflows");
+  }
+  /* a mask or perm array of a small flow is never read past its end */
+  nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_affine_new(2)), NF_OK);
+  ck_assert_int_eq(nf_flow_push(flow, nf_linear_lu_new(2, NULL, NF_DIAG_EXP, &rng)), NF_OK);
+  ck_assert_int_eq(nf_flow_push(flow, nf_planar_new(2, 1e-12, &rng)), NF_OK);
+  EXPECT_NULL(nf_flow_ws_new(flow, SIZE_MAX / 2), NF_EINVAL, "nf_flow_ws_new", "overflows");
+  EXPECT_NULL(nf_flow_ws_new(flow, SIZE_MAX / 16), NF_EINVAL, "nf_flow_ws_new", "overflows");
+  EXPECT(nf_flow_reserve(flow, SIZE_MAX), NF_EINVAL, "overflows");
+  for (size_t k = 0; k < nf_flow_n_layers(flow); k++) {
+    const nf_layer *layer = nf_flow_layer(flow, k);
+    ck_assert_msg(nf_layer_work_size(layer, SIZE_MAX) == 0 ||
+                  nf_layer_work_size(layer, SIZE_MAX) == nf_layer_work_size(layer, 1),
+                  "layer %zu: work size of SIZE_MAX rows wrapped", k);
+    if (nf_layer_work_size(layer, SIZE_MAX) == 0)
+      EXPECT_NULL(nf_layer_work_new(layer, SIZE_MAX), NF_EINVAL, "nf_layer_work_new", "overflows");
+  }
+  double x[2] = {0.5, 0.25}, logp = 7.0;
+  EXPECT(nf_flow_log_prob(flow, SIZE_MAX, x, NULL, &logp), NF_EINVAL, "nf_flow_log_prob", "overflows");
+  ck_assert(logp == 7.0);
+  nf_flow_free(flow);
+  /* the MLP's work size saturates instead of wrapping */
+  nf_mlp *mlp = nf_mlp_new(2, 2, hidden, 1, NF_ACT_TANH);
+  ck_assert(nf_mlp_work_size(mlp, SIZE_MAX) == SIZE_MAX);
+  nf_mlp_free(mlp);
+}
+END_TEST
+
 int main(void)
 {
-  const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, radial_huge_radius, NULL};
+  const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, radial_huge_radius,
+                          sizes_overflow, NULL};
   return th_run_tests("bad_input", 60, tests);
 }

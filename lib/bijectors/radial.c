@@ -233,7 +233,7 @@ nf_layer *nf_radial_new(size_t dim, double inv_tol, nf_rng *rng)
 {
   if (nf_check_dim("nf_radial_new", dim) || nf_check_positive("nf_radial_new", "inv_tol", inv_tol))
     return NULL;
-  nf_layer *layer = nf_layer_create(&nf_radial_type, dim, 0, dim + 2, NULL);
+  nf_layer *layer = nf_layer_create(&nf_radial_type, dim, 0, dim + 2, NULL); /* nf_check_dim */
   if (layer && rng) { /* NULL rng: zeroed parameters, the identity */
     for (size_t j = 0; j < dim; j++) layer->init[j] = nf_rng_normal(rng);
     layer->init[dim + 1] = 0.1 * nf_rng_normal(rng);

@@ -113,6 +113,21 @@ static inline double nf_tanh(double x)
    size_t. Every size product of the library goes through it. */
 int nf_size_mul(size_t a, size_t b, size_t *out);
 
+/* *out = a * b * c; nonzero (and *out left) on overflow of size_t. */
+int nf_size_mul3(size_t a, size_t b, size_t c, size_t *out);
+
+/* *out = a + b; nonzero (and *out left) on overflow of size_t. */
+int nf_size_add(size_t a, size_t b, size_t *out);
+
+/* NF_EINVAL with "fn: <what> (a x b) overflows" if a * b * sizeof(double)
+   overflows size_t, else NF_OK with *out = a * b: the check of a count of
+   doubles before it is allocated. */
+nf_status nf_count_doubles(const char *fn, const char *what, size_t a, size_t b, size_t *out);
+
+/* malloc of n objects of `size` bytes (at least one byte); NULL if n * size
+   overflows size_t or on no memory. */
+void *nf_alloc_n(size_t n, size_t size);
+
 /* Largest |log-scale| whose exp stays a normal double both ways (exp(+-700)). */
 #define NF_MAX_LOG_SCALE 700.0
 
@@ -129,7 +144,13 @@ double *nf_dalloc(size_t n);
    error of a part reported as the whole's). */
 nf_status nf_fail_prefixed(nf_status status, const char *prefix);
 
-/* NF_EINVAL with "fn: dimension is 0" if dim is 0, else NF_OK. */
+/* Doubles per coordinate a layer's parameters may take (planar: 2 dim + 1). */
+#define NF_MAX_DOUBLES_PER_COORD 4
+
+/* NF_EINVAL with "fn: dimension is 0" if dim is 0, or "fn: dimension D
+   overflows the address space" if dim x NF_MAX_DOUBLES_PER_COORD doubles
+   overflow size_t (checked before any caller's array of dim entries is
+   read), else NF_OK. */
 nf_status nf_check_dim(const char *fn, size_t dim);
 
 /* NF_EINVAL with "fn: name must be finite and > 0, got value" unless it is, else NF_OK. */
