@@ -192,9 +192,56 @@ START_TEST(sizes_overflow)
 }
 END_TEST
 
+/* Recipes estimate their training memory before allocating: 10^9 layers
+   refuse at once, a caller's max_memory is honoured, and the estimate bounds
+   the built flow's parameters x 40 bytes (exactly, for even dimensions). */
+START_TEST(recipe_memory_refused_before_allocating)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, 5);
+  for (int kind = NF_RECIPE_REALNVP; kind <= NF_RECIPE_RADIAL; kind++) {
+    nf_recipe r = nf_recipe_defaults((nf_recipe_kind)kind);
+    ck_assert(r.max_memory == 0);
+    for (size_t dim = 2; dim <= 5; dim += 3) {
+      nf_flow *flow = nf_recipe_build(dim, 0, &r, &rng);
+      ck_assert_ptr_nonnull(flow);
+      size_t est = nf_recipe_memory(dim, 0, &r), real = nf_flow_n_params(flow) * 40;
+      ck_assert_msg(est >= real && (dim % 2 || est == real), "%s on R^%zu: estimate %zu, real %zu",
+                    nf_recipe_name(r.kind), dim, est, real);
+      nf_flow_free(flow);
+      r.max_memory = est - 1; /* one byte short */
+      EXPECT_NULL(nf_recipe_build(dim, 0, &r, &rng), NF_ENOMEM, "nf_recipe_build",
+                  nf_recipe_name(r.kind), "GB", "max_memory");
+      r.max_memory = 0;
+    }
+    r.layers = 1000000000;
+    EXPECT_NULL(nf_recipe_build(4, 0, &r, &rng), NF_ENOMEM, "nf_recipe_build", "1000000000 layers",
+                "GB", "physical memory");
+    r.layers = SIZE_MAX;
+    ck_assert(nf_recipe_memory(4, 0, &r) == SIZE_MAX);
+    EXPECT_NULL(nf_recipe_build(4, 0, &r, &rng), NF_ENOMEM, "nf_recipe_build", "GB");
+  }
+  nf_recipe r = nf_recipe_defaults(NF_RECIPE_REALNVP);
+  size_t wide[2] = {SIZE_MAX / 4, 2};
+  r.hidden = wide;
+  ck_assert(nf_recipe_memory(4, 0, &r) == SIZE_MAX);
+  EXPECT_NULL(nf_recipe_build(4, 0, &r, &rng), NF_ENOMEM, "nf_recipe_build", "GB");
+  r.hidden = NULL;
+  ck_assert(nf_recipe_memory(4, 0, &r) == 0);
+  EXPECT_NULL(nf_recipe_build(4, 0, &r, &rng), NF_EINVAL, "nf_recipe_build", "hidden");
+  ck_assert(nf_recipe_memory(4, 0, NULL) == 0);
+  ck_assert(nf_recipe_memory(0, 0, &r) == 0);
+  r = nf_recipe_defaults(NF_RECIPE_REALNVP);
+  EXPECT_NULL(nf_recipe_build(0, 0, &r, &rng), NF_EINVAL, "nf_recipe_build", "dimension is 0");
+  EXPECT_NULL(nf_recipe_build(HUGE_N, 0, &r, &rng), NF_EINVAL, "nf_recipe_build", "overflows");
+  EXPECT_NULL(nf_recipe_build(4, 0, NULL, &rng), NF_EINVAL, "nf_recipe_build", "NULL");
+  EXPECT_NULL(nf_recipe_build(4, 0, &r, NULL), NF_EINVAL, "nf_recipe_build", "NULL");
+}
+END_TEST
+
 int main(void)
 {
   const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, radial_huge_radius,
-                          sizes_overflow, NULL};
+                          sizes_overflow, recipe_memory_refused_before_allocating, NULL};
   return th_run_tests("bad_input", 60, tests);
 }
