@@ -27,6 +27,8 @@ tests_test_coupling_LDFLAGS = -static
 tests_test_io_LDFLAGS = -static
 # test_model writes damaged files through the internal safetensors writer.
 tests_test_model_LDFLAGS = -static
+# test_bad_input builds layers of an internal type through nf_layer_create.
+tests_test_bad_input_LDFLAGS = -static
 # io_fixtures writes the files test_io_python.sh reads with NumPy.
 check_PROGRAMS += tests/io_fixtures
 tests_io_fixtures_LDFLAGS = -static

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "helpers.h"
-#include "internal.h" /* nf_tanh: static inline, nothing to link */
+#include "internal.h" /* nf_tanh (static inline); nf_affine_type for nf_layer_create */
 
 #define HUGE_N (1ull << 62)
 
@@ -239,9 +239,267 @@ START_TEST(recipe_memory_refused_before_allocating)
 }
 END_TEST
 
+/* The flow calls: NULLs, n = 0, a NaN deep in a chunked batch (row 5000 named,
+   logp untouched), a NaN context; nll_grad zeroes the gradient on bad input. */
+START_TEST(flow_calls_refuse_bad_input)
+{
+  enum { N = 6000, D = 2 };
+  nf_rng rng;
+  nf_rng_seed(&rng, 6);
+  nf_flow *flow = nf_flow_new(D, 0, NF_BASE_DIAG_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_affine_new(D)), NF_OK);
+  ck_assert_int_eq(nf_flow_push(flow, nf_linear_lu_new(D, NULL, NF_DIAG_EXP, &rng)), NF_OK);
+  double *x = th_random_points(N, D, 7, 1.0), *logp = malloc(N * sizeof *logp), nll = -3.0;
+  for (size_t i = 0; i < N; i++) logp[i] = -1.0;
+  x[5000 * D + 1] = NAN;
+  EXPECT(nf_flow_log_prob(flow, N, x, NULL, logp), NF_ENONFINITE, "nf_flow_log_prob", "row 5000",
+         "column 1");
+  expect_untouched(N, logp, -1.0);
+  EXPECT(nf_flow_nll(flow, N, x, NULL, &nll), NF_ENONFINITE, "row 5000");
+  ck_assert(nll == -3.0);
+  double *grad = nf_flow_grad(flow);
+  size_t np = nf_flow_n_params(flow);
+  for (size_t p = 0; p < np; p++) grad[p] = 9.0;
+  EXPECT(nf_flow_nll_grad(flow, 5001, x, NULL, &nll), NF_ENONFINITE, "nf_flow_nll_grad", "row 5000");
+  expect_untouched(np, grad, 0.0);
+  ck_assert(nll == -3.0);
+  for (size_t p = 0; p < np; p++) grad[p] = 9.0;
+  EXPECT(nf_flow_nll_grad(flow, 0, x, NULL, &nll), NF_EINVAL, "n is 0");
+  expect_untouched(np, grad, 0.0);
+  x[5000 * D + 1] = 0.5;
+  x[1] = INFINITY;
+  EXPECT(nf_flow_transform(flow, NF_INVERSE, 4, x, NULL, logp + 10, logp), NF_ENONFINITE, "row 0");
+  expect_untouched(N, logp, -1.0);
+  x[1] = 0.5;
+  EXPECT(nf_flow_log_prob(NULL, 4, x, NULL, logp), NF_EINVAL, "NULL");
+  EXPECT(nf_flow_log_prob(flow, 4, NULL, NULL, logp), NF_EINVAL, "NULL");
+  EXPECT(nf_flow_log_prob(flow, 4, x, NULL, NULL), NF_EINVAL, "logp is NULL");
+  EXPECT(nf_flow_log_prob(flow, 0, x, NULL, logp), NF_EINVAL, "n is 0");
+  EXPECT(nf_flow_sample(flow, NULL, 4, NULL, x, logp), NF_EINVAL, "rng is NULL");
+  EXPECT(nf_flow_sample(flow, &rng, 4, NULL, NULL, logp), NF_EINVAL, "NULL");
+  EXPECT(nf_flow_transform(flow, (nf_dir)7, 4, x, NULL, logp + 10, NULL), NF_EINVAL, "direction 7");
+  EXPECT(nf_flow_transform(flow, NF_FORWARD, 4, x, NULL, x, NULL), NF_EINVAL, "aliases");
+  EXPECT(nf_flow_log_prob_grad(flow, 4, x, NULL, logp, NULL, NULL), NF_EINVAL, "g_x is NULL");
+  EXPECT(nf_flow_log_prob_vjp_ws(flow, NULL, 0, 4, x, NULL, NULL, logp, NULL, NULL, NULL),
+         NF_EINVAL, "g_logp is NULL");
+  EXPECT(nf_flow_reserve(NULL, 4), NF_EINVAL, "NULL");
+  EXPECT(nf_flow_reserve(flow, 0), NF_EINVAL, "0");
+  EXPECT_NULL(nf_flow_ws_new(NULL, 4), NF_EINVAL, "nf_flow_ws_new", "NULL");
+  EXPECT_NULL(nf_flow_ws_new(flow, 0), NF_EINVAL, "nf_flow_ws_new", "0");
+  EXPECT_NULL(nf_flow_new(0, 0, NF_BASE_STD_NORMAL), NF_EINVAL, "nf_flow_new", "0");
+  EXPECT_NULL(nf_flow_new(2, 0, (nf_base)9), NF_EINVAL, "nf_flow_new", "base");
+  EXPECT(nf_flow_push(NULL, nf_affine_new(2)), NF_EINVAL, "NULL"); /* the layer is freed */
+  EXPECT(nf_flow_push(flow, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_flow_push(flow, nf_affine_new(3)), NF_EDIM, "nf_flow_push");
+  EXPECT(nf_flow_set_params(NULL, x), NF_EINVAL, "NULL");
+  EXPECT(nf_flow_set_params(flow, NULL), NF_EINVAL, "NULL");
+  ck_assert(nf_flow_dim(NULL) == 0 && nf_flow_n_params(NULL) == 0 && nf_flow_layer(flow, 99) == NULL);
+  nf_flow_free(flow);
+  free(x);
+  free(logp);
+}
+END_TEST
+
+/* nf_flow_set_params with NaN, Inf and -800 log-scales for affine, linear_lu
+   and the diag_normal base: NF_ENONFINITE / NF_EDOMAIN naming layer and index,
+   theta unchanged. */
+START_TEST(set_params_refuses_bad_log_scales)
+{
+  enum { D = 2 };
+  nf_rng rng;
+  nf_rng_seed(&rng, 8);
+  nf_flow *flow = nf_flow_new(D, 0, NF_BASE_DIAG_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_affine_new(D)), NF_OK);
+  ck_assert_int_eq(nf_flow_push(flow, nf_linear_lu_new(D, NULL, NF_DIAG_EXP, &rng)), NF_OK);
+  size_t np = nf_flow_n_params(flow);
+  double *theta = malloc(np * sizeof *theta), *before = malloc(np * sizeof *before);
+  memcpy(before, nf_flow_params(flow), np * sizeof *before);
+  /* log_sigma[1] of the base; the affine's log-scale a[1] (layer 0: shift then
+     log-scale); the LU diagonal W[1][1] of layer 1 */
+  size_t off0 = nf_flow_param_offset(flow, 0), off1 = nf_flow_param_offset(flow, 1);
+  struct { size_t k; const char *who; } cases[] = {
+    {D + 1, "base"}, {off0 + D + 1, "layer 0"}, {off1 + D + D * D - 1, "layer 1"}};
+  const double bad[] = {NAN, INFINITY, -800.0};
+  const nf_status want[] = {NF_ENONFINITE, NF_ENONFINITE, NF_EDOMAIN};
+  for (size_t c = 0; c < 3; c++)
+    for (size_t b = 0; b < 3; b++) {
+      memcpy(theta, before, np * sizeof *theta);
+      theta[cases[c].k] = bad[b];
+      EXPECT(nf_flow_set_params(flow, theta), want[b], cases[c].who, "parameter");
+      ck_assert(memcmp(nf_flow_params(flow), before, np * sizeof *before) == 0);
+    }
+  free(theta);
+  free(before);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* A layer type without apply or name, dim 0, NULL layers at the entry points. */
+START_TEST(layer_interface_refuses_bad_input)
+{
+  static const nf_layer_type no_apply = {.name = "broken"};
+  EXPECT_NULL(nf_layer_create(NULL, 2, 0, 0, NULL), NF_EINVAL, "nf_layer_create", "NULL");
+  EXPECT_NULL(nf_layer_create(&no_apply, 2, 0, 0, NULL), NF_EINVAL, "nf_layer_create", "apply");
+  EXPECT_NULL(nf_layer_create(&nf_affine_type, 0, 0, 0, NULL), NF_EINVAL, "nf_layer_create", "dimension 0");
+  EXPECT_NULL(nf_layer_create(&nf_affine_type, 2, 0, SIZE_MAX, NULL), NF_EINVAL, "nf_layer_create", "overflows");
+  double in[2] = {0, 0}, out[2] = {5, 5}, work[4];
+  EXPECT(nf_layer_apply(NULL, NULL, NF_FORWARD, 1, in, NULL, out, NULL, NULL, work), NF_EINVAL, "layer is NULL");
+  expect_untouched(2, out, 5.0);
+  EXPECT(nf_layer_check_params(NULL, in), NF_EINVAL, "NULL");
+  EXPECT_NULL(nf_layer_work_new(NULL, 4), NF_EINVAL, "nf_layer_work_new", "NULL");
+  EXPECT(nf_layer_register(NULL), NF_EINVAL, "nf_layer_register");
+  ck_assert_ptr_null(nf_layer_type_find(NULL));
+  ck_assert_str_eq(nf_layer_name(NULL), "");
+  nf_layer_free(NULL);
+  nf_layer_work_free(NULL, 1, NULL);
+}
+END_TEST
+
+/* nf_rng_* on NULL: no-ops returning 0, outputs untouched. */
+START_TEST(rng_null_is_a_no_op)
+{
+  double v[3] = {4, 4, 4};
+  size_t idx[3] = {0, 1, 2};
+  nf_rng_seed(NULL, 1);
+  nf_rng_jump(NULL);
+  ck_assert(nf_rng_u64(NULL) == 0 && nf_rng_uniform(NULL) == 0 && nf_rng_normal(NULL) == 0);
+  ck_assert(nf_rng_rademacher(NULL) == 0 && nf_rng_below(NULL, 5) == 0);
+  nf_rng_normal_fill(NULL, 3, v);
+  nf_rng_rademacher_fill(NULL, 3, v);
+  expect_untouched(3, v, 4.0);
+  nf_rng_shuffle(NULL, 3, idx);
+  ck_assert(idx[0] == 0 && idx[1] == 1 && idx[2] == 2);
+  nf_rng rng;
+  nf_rng_seed(&rng, 1);
+  nf_rng_normal_fill(&rng, 3, NULL);
+  nf_rng_shuffle(&rng, 3, NULL);
+  ck_assert(nf_rng_below(&rng, 0) == 0);
+}
+END_TEST
+
+/* Datasets, metadata, configs, Adam and the trainer with NULLs and bad options. */
+START_TEST(containers_and_training_refuse_bad_input)
+{
+  nf_dataset *a = NULL, *b = NULL;
+  nf_rng rng;
+  nf_rng_seed(&rng, 9);
+  EXPECT_NULL(nf_dataset_new(0, 2), NF_EINVAL, "nf_dataset_new");
+  EXPECT_NULL(nf_dataset_new(2, 0), NF_EINVAL, "nf_dataset_new");
+  EXPECT_NULL(nf_dataset_view(2, 2, NULL), NF_EINVAL, "nf_dataset_view");
+  EXPECT(nf_dataset_split(NULL, 0.5, &rng, &a, &b), NF_EINVAL, "nf_dataset_split");
+  ck_assert(a == NULL && b == NULL);
+  nf_dataset *ds = nf_dataset_new(10, 2);
+  EXPECT(nf_dataset_split(ds, NAN, &rng, &a, &b), NF_EINVAL, "nf_dataset_split");
+  EXPECT(nf_dataset_split(ds, 0.5, NULL, &a, &b), NF_EINVAL, "nf_dataset_split");
+  EXPECT(nf_dataset_split(ds, 0.5, &rng, NULL, &b), NF_EINVAL, "nf_dataset_split");
+  ck_assert(a == NULL && b == NULL);
+  EXPECT(nf_dataset_write_csv(NULL, "x.csv"), NF_EINVAL, "NULL");
+  EXPECT(nf_dataset_write_npy(ds, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_dataset_read_csv(NULL, &a), NF_EINVAL, "NULL");
+  EXPECT(nf_dataset_read_npy("x.npy", NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_write_column_csv(NULL, 1, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_toy_sample(NULL, 4, &rng, &a), NF_EINVAL, "");
+  EXPECT(nf_toy_sample("moons", 4, NULL, &a), NF_EINVAL, "");
+  EXPECT(nf_toy_sample("moons", 0, &rng, &a), NF_EINVAL, "");
+  ck_assert(a == NULL);
+  nf_dataset_free(NULL);
+
+  EXPECT(nf_meta_set(NULL, "k", "v"), NF_EINVAL, "nf_meta_set");
+  nf_meta *m = nf_meta_new();
+  EXPECT(nf_meta_set(m, NULL, "v"), NF_EINVAL, "nf_meta_set");
+  EXPECT(nf_meta_set(m, "k", NULL), NF_EINVAL, "nf_meta_set");
+  ck_assert(nf_meta_count(m) == 0 && nf_meta_count(NULL) == 0);
+  ck_assert_ptr_null(nf_meta_get(NULL, "k"));
+  ck_assert_ptr_null(nf_meta_get(m, NULL));
+  ck_assert_ptr_null(nf_meta_key(m, 0));
+  ck_assert_ptr_null(nf_meta_value(NULL, 0));
+  nf_meta_free(m);
+  nf_meta_free(NULL);
+
+  long long iv = 3;
+  double rv = 3;
+  const char *sv = "keep";
+  size_t zv = 3;
+  EXPECT(nf_config_set_int(NULL, "k", 1), NF_EINVAL, "NULL");
+  EXPECT(nf_config_set_real(NULL, "k", 1), NF_EINVAL, "NULL");
+  EXPECT(nf_config_set_string(NULL, "k", "v"), NF_EINVAL, "NULL");
+  EXPECT(nf_config_set_sizes(NULL, "k", 1, &zv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_set_tensor(NULL, "k", 1, &rv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_get_int(NULL, "k", &iv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_get_real(NULL, "k", &rv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_get_string(NULL, "k", &sv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_get_size(NULL, "k", &zv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_get_len(NULL, "k", &zv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_get_sizes(NULL, "k", 1, &zv), NF_EINVAL, "NULL");
+  EXPECT(nf_config_get_tensor(NULL, "k", 1, &rv), NF_EINVAL, "NULL");
+  ck_assert(iv == 3 && rv == 3 && zv == 3 && strcmp(sv, "keep") == 0);
+  ck_assert(!nf_config_has(NULL, "k"));
+
+  nf_adam_opts o = nf_adam_defaults();
+  EXPECT_NULL(nf_adam_new(0, &o), NF_EINVAL, "nf_adam_new");
+  EXPECT_NULL(nf_adam_new(SIZE_MAX, &o), NF_EINVAL, "nf_adam_new");
+  const double bad_lr[] = {0, -1, NAN, INFINITY};
+  for (size_t i = 0; i < 4; i++) {
+    nf_adam_opts q = o;
+    q.lr = bad_lr[i];
+    EXPECT_NULL(nf_adam_new(4, &q), NF_EINVAL, "nf_adam_new", "lr");
+    q = o;
+    q.beta1 = i ? bad_lr[i] : 1.0;
+    EXPECT_NULL(nf_adam_new(4, &q), NF_EINVAL, "nf_adam_new", "beta1");
+  }
+  nf_adam *adam = nf_adam_new(4, &o);
+  double th[4] = {1, 1, 1, 1}, g[4] = {0, NAN, 0, 0};
+  EXPECT(nf_adam_step(NULL, th, g), NF_EINVAL, "NULL");
+  EXPECT(nf_adam_step(adam, NULL, g), NF_EINVAL, "NULL");
+  EXPECT(nf_adam_step(adam, th, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_adam_step(adam, th, g), NF_ENONFINITE, "1");
+  expect_untouched(4, th, 1.0);
+  ck_assert(nf_adam_steps(adam) == 0);
+  EXPECT(nf_adam_set_lr(NULL, 1e-3), NF_EINVAL, "NULL");
+  EXPECT(nf_adam_set_lr(adam, NAN), NF_EINVAL, "lr");
+  EXPECT(nf_adam_set_state(NULL, 1, th, th), NF_EINVAL, "NULL");
+  EXPECT(nf_adam_set_state(adam, 1, NULL, th), NF_EINVAL, "NULL");
+  ck_assert(nf_adam_size(NULL) == 0 && nf_adam_steps(NULL) == 0);
+  nf_adam_reset(NULL);
+  nf_adam_free(NULL);
+
+  nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_affine_new(2)), NF_OK);
+  nf_adam *ad4 = nf_adam_new(nf_flow_n_params(flow), &o);
+  EXPECT_NULL(nf_trainer_new(NULL, ad4, ds, NULL, NULL, &rng), NF_EINVAL, "nf_trainer_new");
+  EXPECT_NULL(nf_trainer_new(flow, NULL, ds, NULL, NULL, &rng), NF_EINVAL, "nf_trainer_new");
+  EXPECT_NULL(nf_trainer_new(flow, ad4, NULL, NULL, NULL, &rng), NF_EINVAL, "nf_trainer_new");
+  EXPECT_NULL(nf_trainer_new(flow, ad4, ds, NULL, NULL, NULL), NF_EINVAL, "nf_trainer_new");
+  nf_adam *ad5 = nf_adam_new(5, &o); /* the flow has 4 parameters */
+  EXPECT_NULL(nf_trainer_new(flow, ad5, ds, NULL, NULL, &rng), NF_EDIM, "nf_trainer_new");
+  nf_adam_free(ad5);
+  nf_trainer_opts to = nf_trainer_defaults();
+  to.batch_size = 0;
+  EXPECT_NULL(nf_trainer_new(flow, ad4, ds, NULL, &to, &rng), NF_EINVAL, "nf_trainer_new", "batch");
+  double loss = 5.0;
+  EXPECT(nf_trainer_step(NULL, &loss), NF_EINVAL, "NULL");
+  EXPECT(nf_trainer_validate(NULL, &loss), NF_EINVAL, "NULL");
+  EXPECT(nf_trainer_run(NULL, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_trainer_set_context(NULL, ds, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_trainer_save_state(NULL, "x"), NF_EINVAL, "NULL");
+  EXPECT(nf_trainer_load_state(NULL, "x"), NF_EINVAL, "NULL");
+  ck_assert(loss == 5.0 && nf_trainer_iterations(NULL) == 0);
+  ds->x[3] = NAN;
+  EXPECT_NULL(nf_trainer_new(flow, ad4, ds, NULL, NULL, &rng), NF_ENONFINITE, "nf_trainer_new", "row 1");
+  nf_trainer_free(NULL);
+  nf_adam_free(ad4);
+  nf_adam_free(adam);
+  nf_flow_free(flow);
+  nf_dataset_free(ds);
+}
+END_TEST
+
 int main(void)
 {
   const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, radial_huge_radius,
-                          sizes_overflow, recipe_memory_refused_before_allocating, NULL};
+                          sizes_overflow, recipe_memory_refused_before_allocating,
+                          flow_calls_refuse_bad_input, set_params_refuses_bad_log_scales,
+                          layer_interface_refuses_bad_input, rng_null_is_a_no_op,
+                          containers_and_training_refuse_bad_input, NULL};
   return th_run_tests("bad_input", 60, tests);
 }
