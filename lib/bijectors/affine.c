@@ -115,5 +115,5 @@ const nf_layer_type nf_affine_type = {
 nf_layer *nf_affine_new(size_t dim)
 {
   if (nf_check_dim("nf_affine_new", dim)) return NULL;
-  return nf_layer_create(&nf_affine_type, dim, 0, 2 * dim, NULL);
+  return nf_layer_create(&nf_affine_type, dim, 0, 2 * dim, NULL); /* 2 dim: nf_check_dim */
 }

@@ -74,10 +74,12 @@ static coupling_ws ws_layout(const coupling *cp, size_t n, double *work)
 static size_t coupling_work_size(const nf_layer *layer, size_t n)
 {
   const coupling *cp = layer->data;
-  size_t per_row = 2 * (cp->da + cp->c) + cp->db * (2 * cp->nr + cp->nrec + 4), own, total;
-  if (nf_size_mul(n, per_row, &own)) return 0;
-  total = own + nf_mlp_work_size(cp->net, n);
-  return total < own ? 0 : total;
+  size_t per_row, own, total, net = nf_mlp_work_size(cp->net, n);
+  if (nf_size_add(cp->da, cp->c, &per_row) || nf_size_mul(2, per_row, &per_row) ||
+      nf_size_add(per_row, cp->db * (2 * cp->nr + cp->nrec + 4), &per_row) || /* db: checked dim */
+      nf_size_mul(n, per_row, &own) || nf_size_add(own, net, &total))
+    return 0;
+  return total;
 }
 
 /* cond_in[i] = [in[i, idx_a], ctx[i]]; xb[i] = in[i, idx_b]. */
@@ -171,7 +173,7 @@ static void coupling_destroy(void *data)
 static nf_status coupling_save(const nf_layer *layer, nf_config *cfg)
 {
   const coupling *cp = layer->data;
-  size_t *mask = malloc(layer->dim * sizeof *mask);
+  size_t *mask = nf_alloc_n(layer->dim, sizeof *mask);
   if (!mask) return nf_fail(NF_ENOMEM, "coupling: out of memory");
   for (size_t j = 0; j < layer->dim; j++) mask[j] = cp->mask[j];
   nf_status st = nf_config_set_string(cfg, "transformer", cp->tf->name);
@@ -192,7 +194,7 @@ static nf_status get_sizes(const nf_config *cfg, const char *key, size_t max, si
   nf_status st = nf_config_get_len(cfg, key, n);
   if (st) return st;
   if (*n > max) return nf_fail(NF_EFORMAT, "config key '%s': %zu entries, at most %zu", key, *n, max);
-  if (!(*v = malloc((*n ? *n : 1) * sizeof **v))) return nf_fail(NF_ENOMEM, "out of memory");
+  if (!(*v = nf_alloc_n(*n, sizeof **v))) return nf_fail(NF_ENOMEM, "out of memory");
   st = nf_config_get_sizes(cfg, key, *n, *v);
   if (st) {
     free(*v);
@@ -325,10 +327,16 @@ nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *op
 {
   size_t da = 0;
   if (check_opts(dim, opts, &da)) return NULL;
+  if (nf_check_dim("nf_coupling_new: conditioner input (passed coordinates + context)",
+                   da + ctx_dim) || da + ctx_dim < da) {
+    if (da + ctx_dim < da)
+      nf_fail(NF_EINVAL, "nf_coupling_new: context width %zu overflows", ctx_dim);
+    return NULL;
+  }
   coupling *cp = calloc(1, sizeof *cp);
   size_t nh = opts->hidden ? opts->n_hidden : 0;
-  if (!cp || !(cp->idx = malloc(dim * sizeof *cp->idx)) || !(cp->mask = malloc(dim)) ||
-      !(cp->hidden = malloc((nh ? nh : 1) * sizeof *cp->hidden))) {
+  if (!cp || !(cp->idx = nf_alloc_n(dim, sizeof *cp->idx)) || !(cp->mask = malloc(dim)) ||
+      !(cp->hidden = nf_alloc_n(nh, sizeof *cp->hidden))) {
     coupling_destroy(cp);
     nf_fail(NF_ENOMEM, "nf_coupling_new: out of memory");
     return NULL;

@@ -125,8 +125,10 @@ static void factor_right(const nf_layer *layer, size_t n, const double *m, doubl
    d x d product and two n x d batches. */
 static size_t lu_work_size(const nf_layer *layer, size_t n)
 {
-  size_t d = layer->dim;
-  return 2 * d * d + 2 * n * d;
+  size_t d = layer->dim, dd, nd, total;
+  if (nf_size_mul3(2, d, d, &dd) || nf_size_mul3(2, n, d, &nd) || nf_size_add(dd, nd, &total))
+    return 0;
+  return total;
 }
 
 /* CBLAS takes int sizes: a batch must have at most INT_MAX rows. */
@@ -307,7 +309,7 @@ static nf_layer *lu_load(size_t dim, size_t ctx_dim, const nf_config *cfg, const
   nf_diag_map diag;
   if (nf_config_get_string(cfg, "diag", &name) || nf_diag_map_parse(name, &diag)) return NULL;
   if (!nf_config_has(cfg, "perm")) return nf_linear_lu_new(dim, NULL, diag, NULL);
-  size_t *perm = malloc(dim * sizeof *perm);
+  size_t *perm = nf_alloc_n(dim, sizeof *perm);
   if (!perm) {
     nf_fail(NF_ENOMEM, "linear_lu: out of memory");
     return NULL;
@@ -361,8 +363,10 @@ nf_layer *nf_linear_lu_new(size_t dim, const size_t *perm, nf_diag_map diag, nf_
     nf_fail(NF_EINVAL, "nf_linear_lu_new: unknown diagonal map %d", (int)diag);
     return NULL;
   }
-  if (dim > INT_MAX || dim > SIZE_MAX / 4 / dim) {
-    nf_fail(NF_ENOMEM, "nf_linear_lu_new: dimension %zu is too large", dim);
+  size_t np;
+  if (nf_count_doubles("nf_linear_lu_new", "the weights", dim + 1, dim, &np)) return NULL;
+  if (dim > INT_MAX) { /* CBLAS and LAPACK take int sizes */
+    nf_fail(NF_EINVAL, "nf_linear_lu_new: dimension %zu overflows BLAS's int", dim);
     return NULL;
   }
   lu_data *lu = calloc(1, sizeof *lu);
@@ -375,7 +379,7 @@ nf_layer *nf_linear_lu_new(size_t dim, const size_t *perm, nf_diag_map diag, nf_
     lu_destroy(lu);
     return NULL;
   }
-  nf_layer *layer = nf_layer_create(&nf_linear_lu_type, dim, 0, dim + dim * dim, lu);
+  nf_layer *layer = nf_layer_create(&nf_linear_lu_type, dim, 0, np, lu);
   if (layer) init_params(layer, diag, rng);
   return layer;
 }

@@ -74,7 +74,7 @@ static nf_layer *permute_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
 {
   (void)ctx_dim;
   (void)res;
-  size_t *perm = malloc(dim * sizeof *perm);
+  size_t *perm = nf_alloc_n(dim, sizeof *perm);
   if (!perm) {
     nf_fail(NF_ENOMEM, "permute: out of memory");
     return NULL;
@@ -119,8 +119,8 @@ nf_layer *nf_permute_new(size_t dim, const size_t *perm)
   }
   permute_data *p = calloc(1, sizeof *p);
   if (p) {
-    p->perm = malloc(dim * sizeof *p->perm);
-    p->inv = malloc(dim * sizeof *p->inv);
+    p->perm = nf_alloc_n(dim, sizeof *p->perm);
+    p->inv = nf_alloc_n(dim, sizeof *p->inv);
   }
   if (!p || !p->perm || !p->inv) {
     permute_destroy(p);
@@ -139,7 +139,7 @@ nf_layer *nf_permute_new(size_t dim, const size_t *perm)
 static nf_layer *new_from_order(const char *fn, size_t dim, nf_rng *rng)
 {
   if (nf_check_dim(fn, dim)) return NULL;
-  size_t *perm = malloc(dim * sizeof *perm);
+  size_t *perm = nf_alloc_n(dim, sizeof *perm);
   if (!perm) {
     nf_fail(NF_ENOMEM, "%s: out of memory", fn);
     return NULL;

@@ -177,7 +177,8 @@ static void planar_pull_coef(const nf_layer *layer, const planar_coef *pc,
    cotangent [2d + 1] for when the caller wants none, roots[n]. */
 static size_t planar_work_size(const nf_layer *layer, size_t n)
 {
-  return 5 * layer->dim + 1 + n;
+  size_t total;
+  return nf_size_add(5 * layer->dim + 1, n, &total) ? 0 : total; /* 5 dim: nf_check_dim */
 }
 
 /* Forward x = z + u_hat tanh(w.z + b), logdet += log(1 + s sech^2). */
@@ -332,7 +333,7 @@ nf_layer *nf_planar_new(size_t dim, double inv_tol, nf_rng *rng)
   }
   pd->inv_tol = inv_tol;
   pd->max_iter = NF_PLANAR_MAX_ITER;
-  nf_layer *layer = nf_layer_create(&nf_planar_type, dim, 0, 2 * dim + 1, pd);
+  nf_layer *layer = nf_layer_create(&nf_planar_type, dim, 0, 2 * dim + 1, pd); /* nf_check_dim */
   if (layer) planar_init(layer, rng);
   return layer;
 }

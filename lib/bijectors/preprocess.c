@@ -44,9 +44,9 @@ static pre_data *pre_new(const char *fn, size_t d, const double *a, const double
 {
   pre_data *p = calloc(1, sizeof *p);
   if (p) {
-    p->a = malloc(d * sizeof *p->a);
-    p->b = malloc(d * sizeof *p->b);
-    p->c = with_c ? malloc(d * sizeof *p->c) : NULL;
+    p->a = nf_alloc_n(d, sizeof *p->a);
+    p->b = nf_alloc_n(d, sizeof *p->b);
+    p->c = with_c ? nf_alloc_n(d, sizeof *p->c) : NULL;
   }
   if (!p || !p->a || !p->b || (with_c && !p->c)) {
     pre_destroy(p);
@@ -124,7 +124,7 @@ static nf_layer *load_pair(const char *family, size_t dim, const nf_config *cfg,
                            const char *kb, double alpha,
                            nf_layer *(*make)(size_t, const double *, const double *, double))
 {
-  double *a = malloc(dim * sizeof *a), *b = malloc(dim * sizeof *b);
+  double *a = nf_alloc_n(dim, sizeof *a), *b = nf_alloc_n(dim, sizeof *b);
   nf_layer *layer = NULL;
   if (!a || !b)
     nf_fail(NF_ENOMEM, "%s: out of memory", family);

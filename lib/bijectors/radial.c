@@ -39,12 +39,20 @@ typedef struct radial_row {
   double dl_dalpha, dl_dbeta; /* d logdet / d alpha, d beta at fixed r */
 } radial_row;
 
-/* Euclidean distance |z - z0| of a row. */
+/* Euclidean distance |z - z0| = m sqrt(sum ((z_j - z0_j)/m)^2), scaled as
+   LAPACK's dnrm2 does so that the squares neither overflow (|z| up to
+   DBL_MAX) nor underflow: m = 2^-600 or 2^600 (exact) when max |z_j - z0_j|
+   is above 2^500 or below 2^-500, else 1 (bit for bit the unscaled sum). */
 static double radius(size_t d, const double *z, const double *z0)
 {
-  double s = 0;
-  for (size_t j = 0; j < d; j++) s += (z[j] - z0[j]) * (z[j] - z0[j]);
-  return sqrt(s);
+  double big = 0, s = 0;
+  for (size_t j = 0; j < d; j++) big = fmax(big, fabs(z[j] - z0[j]));
+  double scale = big > 0x1p500 ? 0x1p-600 : big < 0x1p-500 ? 0x1p600 : 1.0;
+  for (size_t j = 0; j < d; j++) {
+    double u = (z[j] - z0[j]) * scale;
+    s += u * u;
+  }
+  return sqrt(s) / scale;
 }
 
 /* alpha, beta and their derivatives from the (checked, finite) parameters. */
@@ -70,7 +78,8 @@ static radial_row radial_at(const radial_coef *rc, size_t d, double r)
   w.n_rho = rc->s_b + r;
   w.n_kappa = al * (rc->s_b + 2.0 * r) + r * r;
   w.rho = w.n_rho / w.A;
-  w.kappa = w.n_kappa / (w.A * w.A);
+  /* (alpha (s_b + 2r)/A + r (r/A))/A: n_kappa and A^2 overflow for r > 1e154 */
+  w.kappa = (al * (rc->s_b + 2.0 * r) / w.A + r * (r / w.A)) / w.A;
   w.logdet = dm1 * nf_log1p_or_ratio(be / w.A, w.rho)
              + nf_log1p_or_ratio(al * be / (w.A * w.A), w.kappa);
   w.dl_dr = -dm1 * be / (w.A * w.n_rho) - 2.0 * al * be / (w.A * w.n_kappa);
@@ -224,7 +233,7 @@ nf_layer *nf_radial_new(size_t dim, double inv_tol, nf_rng *rng)
 {
   if (nf_check_dim("nf_radial_new", dim) || nf_check_positive("nf_radial_new", "inv_tol", inv_tol))
     return NULL;
-  nf_layer *layer = nf_layer_create(&nf_radial_type, dim, 0, dim + 2, NULL);
+  nf_layer *layer = nf_layer_create(&nf_radial_type, dim, 0, dim + 2, NULL); /* nf_check_dim */
   if (layer && rng) { /* NULL rng: zeroed parameters, the identity */
     for (size_t j = 0; j < dim; j++) layer->init[j] = nf_rng_normal(rng);
     layer->init[dim + 1] = 0.1 * nf_rng_normal(rng);

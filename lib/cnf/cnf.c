@@ -78,11 +78,15 @@ static cnf_layout cnf_layout_of(const nf_layer *layer, size_t n, double *work)
 static size_t cnf_work_size(const nf_layer *layer, size_t n)
 {
   const cnf *c = cnf_of(layer);
-  size_t d = layer->dim, m = d + 1 + c->n_reg;
-  size_t probe = c->opts.trace == NF_TRACE_EXACT ? 0 : n * d;
-  size_t dyn_work = c->net ? nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT)
-                           : 3 * n * d; /* a shifted z and two f for the divergence */
-  return N_SLOTS + 3 * n * m + probe + 2 * n + c->n_dyn + n * layer->ctx_dim + dyn_work;
+  /* N_SLOTS + n (3m + probe + 2 + c) + n_dyn + dynamics scratch, 0 on overflow */
+  size_t d = layer->dim, m = d + 1 + c->n_reg; /* d: nf_check_dim */
+  size_t per_row = 3 * m + (c->opts.trace == NF_TRACE_EXACT ? 0 : d) + 2, rows, dyn, total;
+  if (nf_size_add(per_row, layer->ctx_dim, &per_row) || nf_size_mul(n, per_row, &rows))
+    return 0;
+  if (c->net) dyn = nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT);
+  else if (nf_size_mul3(3, n, d, &dyn)) return 0; /* a shifted z and two f for the divergence */
+  if (nf_size_add(rows, dyn, &total) || nf_size_add(total, N_SLOTS + c->n_dyn, &total)) return 0;
+  return total;
 }
 
 /* The integrator kept in the workspace's first slot (NULL before the first apply). */

@@ -256,12 +256,16 @@ void nf_flow_ws_free(nf_flow_ws *ws)
   free(ws);
 }
 
-/* Doubles of each buffer of a workspace of `rows` rows; nonzero on overflow. */
-static int ws_sizes(const nf_flow *flow, size_t rows, size_t *states, size_t *nd, size_t *nc)
+/* Doubles of each buffer of a workspace of `rows` rows: states (K + 1) rows d,
+   nd = rows d, nc = rows c; NF_EINVAL "fn: ... overflows" if one overflows. */
+static nf_status ws_sizes(const char *fn, const nf_flow *flow, size_t rows, size_t *states,
+                          size_t *nd, size_t *nc)
 {
-  size_t K1 = flow->n_layers + 1;
-  return nf_size_mul(rows, flow->dim, nd) || nf_size_mul(*nd, K1, states) ||
-         nf_size_mul(rows, flow->ctx_dim ? flow->ctx_dim : 1, nc);
+  if (nf_count_doubles(fn, "the rows", rows, flow->dim, nd) ||
+      nf_count_doubles(fn, "the layers' states", *nd, flow->n_layers + 1, states) ||
+      nf_count_doubles(fn, "the contexts", rows, flow->ctx_dim ? flow->ctx_dim : 1, nc))
+    return NF_EINVAL;
+  return NF_OK;
 }
 
 nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows)
@@ -272,16 +276,14 @@ nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows)
     nf_fail(NF_EINVAL, "%s: flow is NULL or max_rows is 0", fn);
     return NULL;
   }
-  if (ws_sizes(flow, max_rows, &n_states, &nd, &nc)) {
-    nf_fail(NF_ENOMEM, "%s: %zu rows overflow the address space", fn, max_rows);
-    return NULL;
-  }
+  if (ws_sizes(fn, flow, max_rows, &n_states, &nd, &nc)) return NULL;
   nf_flow_ws *ws = calloc(1, sizeof *ws);
-  size_t *off = ws ? malloc((K + 1) * sizeof *off) : NULL;
+  size_t *off = ws ? nf_alloc_n(K + 1, sizeof *off) : NULL;
   for (size_t k = 0; off && k < K; k++) {
     off[k] = total;
     size_t need = nf_layer_work_size(flow->layers[k], max_rows);
-    total = total + need < total ? SIZE_MAX : total + need;
+    if ((need == 0 && flow->layers[k]->type->work_size) || nf_size_add(total, need, &total))
+      total = SIZE_MAX; /* a layer's workspace overflows */
   }
   if (ws) {
     ws->flow = flow;
@@ -289,7 +291,14 @@ nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows)
     ws->rows = max_rows;
     ws->work_off = off;
   }
-  if (off && total != SIZE_MAX) {
+  if (off && total == SIZE_MAX) {
+    ws->generation = flow->generation + 1; /* nothing for the layers to release */
+    nf_flow_ws_free(ws);
+    nf_fail(NF_EINVAL, "%s: the layers' workspaces for %zu rows overflow the address space", fn,
+            max_rows);
+    return NULL;
+  }
+  if (off) {
     off[K] = total;
     ws->states = nf_dalloc(n_states);
     ws->work = nf_dalloc(total);
@@ -318,7 +327,7 @@ static nf_status own_ws(nf_flow *flow, size_t rows)
   if (flow->own && flow->own->rows >= rows) return NF_OK;
   nf_flow_ws_free(flow->own);
   flow->own = nf_flow_ws_new(flow, rows);
-  return flow->own ? NF_OK : NF_ENOMEM;
+  return flow->own ? NF_OK : nf_last_status();
 }
 
 nf_status nf_flow_reserve(nf_flow *flow, size_t n)
@@ -351,8 +360,7 @@ static nf_status check_call(const char *fn, const nf_flow *flow, const nf_flow_w
     return nf_fail(NF_ESTATE, "%s: the workspace was made for another flow, or before the "
                    "last nf_flow_push", fn);
   if (n == 0) return nf_fail(NF_EINVAL, "%s: batch size n is 0", fn);
-  if (ws_sizes(flow, n, &n_states, &nd, &nc))
-    return nf_fail(NF_EINVAL, "%s: %zu rows overflow the address space", fn, n);
+  if (ws_sizes(fn, flow, n, &n_states, &nd, &nc)) return NF_EINVAL;
   if (!x) return nf_fail(NF_EINVAL, "%s: %s is NULL", fn, x_is_input ? "input" : "output");
   if (flow->ctx_dim > 0 && !ctx)
     return nf_fail(NF_EINVAL, "%s: the flow is conditional (context width %zu) but ctx is NULL",
@@ -489,7 +497,7 @@ static nf_status forward_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
 static double *staging(size_t n, size_t rows, size_t width, double *final)
 {
   if (!final || n <= rows) return final;
-  double *s = malloc(n * width * sizeof *s);
+  double *s = nf_alloc_n(n, width * sizeof *s); /* n x width: checked by check_call */
   if (!s) nf_fail(NF_ENOMEM, "nf_flow: out of memory staging %zu rows", n);
   return s;
 }

@@ -86,7 +86,8 @@ static inline double nf_exp_nonpositive(double y)
 /* tanh(x) to a few ulp, branch-free (vectorisable): for |x| < 1/4 the odd Taylor
    series x sum_k a_k x^2k to k = 11 (a_k from tanh' = 1 - tanh^2; truncation
    < 1e-18), else (1 - e) / (1 + e) with e = exp(-2|x|), |x| capped at 20 where
-   tanh is 1 in double precision. */
+   tanh is 1 in double precision. NaN propagates: the final select takes the
+   series unless |x| >= 1/4, a comparison NaN fails (tanh(+-Inf) = +-1). */
 static inline double nf_tanh(double x)
 {
   double ax = x < 0 ? -x : x, x2 = x * x;
@@ -104,13 +105,28 @@ static inline double nf_tanh(double x)
   p = p * x2 + 1.33333333333333331e-01;         /* 2/15 */
   p = p * x2 - 3.33333333333333315e-01;         /* -1/3 */
   double small = ax + ax * x2 * p;
-  double t = ax < 0.25 ? small : big;
+  double t = ax >= 0.25 ? big : small;
   return x < 0 ? -t : t;
 }
 
 /* *out = a * b; returns nonzero (and leaves *out) if the product overflows
    size_t. Every size product of the library goes through it. */
 int nf_size_mul(size_t a, size_t b, size_t *out);
+
+/* *out = a * b * c; nonzero (and *out left) on overflow of size_t. */
+int nf_size_mul3(size_t a, size_t b, size_t c, size_t *out);
+
+/* *out = a + b; nonzero (and *out left) on overflow of size_t. */
+int nf_size_add(size_t a, size_t b, size_t *out);
+
+/* NF_EINVAL with "fn: <what> (a x b) overflows" if a * b * sizeof(double)
+   overflows size_t, else NF_OK with *out = a * b: the check of a count of
+   doubles before it is allocated. */
+nf_status nf_count_doubles(const char *fn, const char *what, size_t a, size_t b, size_t *out);
+
+/* malloc of n objects of `size` bytes (at least one byte); NULL if n * size
+   overflows size_t or on no memory. */
+void *nf_alloc_n(size_t n, size_t size);
 
 /* Largest |log-scale| whose exp stays a normal double both ways (exp(+-700)). */
 #define NF_MAX_LOG_SCALE 700.0
@@ -128,7 +144,13 @@ double *nf_dalloc(size_t n);
    error of a part reported as the whole's). */
 nf_status nf_fail_prefixed(nf_status status, const char *prefix);
 
-/* NF_EINVAL with "fn: dimension is 0" if dim is 0, else NF_OK. */
+/* Doubles per coordinate a layer's parameters may take (planar: 2 dim + 1). */
+#define NF_MAX_DOUBLES_PER_COORD 4
+
+/* NF_EINVAL with "fn: dimension is 0" if dim is 0, or "fn: dimension D
+   overflows the address space" if dim x NF_MAX_DOUBLES_PER_COORD doubles
+   overflow size_t (checked before any caller's array of dim entries is
+   read), else NF_OK. */
 nf_status nf_check_dim(const char *fn, size_t dim);
 
 /* NF_EINVAL with "fn: name must be finite and > 0, got value" unless it is, else NF_OK. */

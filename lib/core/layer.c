@@ -16,6 +16,9 @@ nf_layer *nf_layer_create(const nf_layer_type *type, size_t dim, size_t ctx_dim,
     st = nf_fail(NF_EINVAL, "%s: the layer type is NULL or has no name or apply", fn);
   else if (dim == 0)
     st = nf_fail(NF_EINVAL, "%s: layer '%s' has dimension 0", fn, type->name);
+  else if (nf_size_mul(n_params, sizeof(double), &(size_t){0}))
+    st = nf_fail(NF_EINVAL, "%s: layer '%s' with %zu parameters overflows the address space",
+                 fn, type->name, n_params);
   nf_layer *layer = st ? NULL : calloc(1, sizeof *layer);
   double *init = layer ? nf_dalloc(n_params) : NULL;
   if (!layer || !init) {
@@ -71,7 +74,12 @@ size_t nf_layer_work_size(const nf_layer *layer, size_t n)
 
 double *nf_layer_work_new(const nf_layer *layer, size_t n)
 {
-  double *work = layer ? nf_dalloc(nf_layer_work_size(layer, n)) : NULL;
+  size_t size = nf_layer_work_size(layer, n);
+  if (!layer || (layer->type->work_size && size == 0)) {
+    nf_fail(NF_EINVAL, "nf_layer_work_new: layer is NULL or the workspace of %zu rows overflows", n);
+    return NULL;
+  }
+  double *work = nf_dalloc(size);
   if (!work) nf_fail(NF_ENOMEM, "nf_layer_work_new: out of memory for %zu rows", n);
   return work;
 }
@@ -87,8 +95,9 @@ void nf_layer_work_free(const nf_layer *layer, size_t n, double *work)
 static nf_status check_finite_rows(const char *fn, const char *what, size_t n, size_t w,
                                    const double *v)
 {
-  size_t bad = nf_first_nonfinite(n * w, v);
-  if (bad < n * w)
+  size_t nw = n * w; /* checked by check_call */
+  size_t bad = nf_first_nonfinite(nw, v);
+  if (bad < nw)
     return nf_fail(NF_ENONFINITE, "%s: %s row %zu, column %zu is not finite", fn, what,
                    bad / w, bad % w);
   return NF_OK;
@@ -105,9 +114,9 @@ static nf_status check_call(const char *fn, const nf_layer *layer, const double 
   if (dir != NF_FORWARD && dir != NF_INVERSE)
     return nf_fail(NF_EINVAL, "%s: direction %d is neither NF_FORWARD nor NF_INVERSE", fn, (int)dir);
   if (n == 0) return nf_fail(NF_EINVAL, "%s: batch size n is 0", fn);
-  if (nf_size_mul(n, layer->dim, &nd) || nf_size_mul(nd, sizeof(double), &nd))
-    return nf_fail(NF_EINVAL, "%s: %zu rows of width %zu overflow the address space", fn, n,
-                   layer->dim);
+  if (nf_count_doubles(fn, "the input", n, layer->dim, &nd) ||
+      nf_count_doubles(fn, "the context", n, layer->ctx_dim, &nd))
+    return NF_EINVAL;
   if (!in) return nf_fail(NF_EINVAL, "%s: input array is NULL", fn);
   if (layer->ctx_dim > 0 && !ctx)
     return nf_fail(NF_EINVAL, "%s: layer '%s' needs a context of width %zu, got NULL", fn,

@@ -76,6 +76,36 @@ int nf_size_mul(size_t a, size_t b, size_t *out)
   return 0;
 }
 
+int nf_size_mul3(size_t a, size_t b, size_t c, size_t *out)
+{
+  size_t ab;
+  return nf_size_mul(a, b, &ab) || nf_size_mul(ab, c, out);
+}
+
+int nf_size_add(size_t a, size_t b, size_t *out)
+{
+  if (a > SIZE_MAX - b) return 1;
+  *out = a + b;
+  return 0;
+}
+
+nf_status nf_count_doubles(const char *fn, const char *what, size_t a, size_t b, size_t *out)
+{
+  size_t n, bytes;
+  if (nf_size_mul(a, b, &n) || nf_size_mul(n, sizeof(double), &bytes))
+    return nf_fail(NF_EINVAL, "%s: %s (%zu x %zu doubles) overflows the address space", fn,
+                   what, a, b);
+  *out = n;
+  return NF_OK;
+}
+
+void *nf_alloc_n(size_t n, size_t size)
+{
+  size_t bytes;
+  if (nf_size_mul(n, size, &bytes)) return NULL;
+  return malloc(bytes ? bytes : 1);
+}
+
 nf_status nf_parse_choice(const char *what, const char *name, const char *const *table,
                           size_t k, int *index)
 {
@@ -124,7 +154,11 @@ nf_status nf_fail_prefixed(nf_status status, const char *prefix)
 
 nf_status nf_check_dim(const char *fn, size_t dim)
 {
-  return dim == 0 ? nf_fail(NF_EINVAL, "%s: dimension is 0", fn) : NF_OK;
+  size_t bytes;
+  if (dim == 0) return nf_fail(NF_EINVAL, "%s: dimension is 0", fn);
+  if (nf_size_mul3(dim, NF_MAX_DOUBLES_PER_COORD, sizeof(double), &bytes))
+    return nf_fail(NF_EINVAL, "%s: dimension %zu overflows the address space", fn, dim);
+  return NF_OK;
 }
 
 nf_status nf_check_positive(const char *fn, const char *name, double value)

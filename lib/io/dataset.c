@@ -13,12 +13,10 @@ nf_dataset *nf_dataset_new(size_t n, size_t dim)
     nf_fail(NF_EINVAL, "nf_dataset_new: n = %zu and dim = %zu must both be positive", n, dim);
     return NULL;
   }
-  if (n > SIZE_MAX / sizeof(double) / dim) {
-    nf_fail(NF_ENOMEM, "nf_dataset_new: %zu x %zu values overflow the address space", n, dim);
-    return NULL;
-  }
+  size_t nd;
+  if (nf_count_doubles("nf_dataset_new", "the values", n, dim, &nd)) return NULL;
   nf_dataset *ds = malloc(sizeof *ds);
-  double *x = nf_dalloc(n * dim);
+  double *x = nf_dalloc(nd);
   if (!ds || !x) {
     free(ds);
     free(x);

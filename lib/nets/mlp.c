@@ -47,7 +47,7 @@ nf_mlp *nf_mlp_new(size_t n_in, size_t n_hidden, const size_t *hidden,
     return NULL;
   }
   nf_mlp *mlp = calloc(1, sizeof *mlp);
-  size_t *width = calloc(n_hidden + 2, sizeof *width);
+  size_t *width = n_hidden < SIZE_MAX - 2 ? calloc(n_hidden + 2, sizeof *width) : NULL;
   if (!mlp || !width) {
     free(mlp);
     free(width);
@@ -60,16 +60,22 @@ nf_mlp *nf_mlp_new(size_t n_in, size_t n_hidden, const size_t *hidden,
   mlp->n_layers = n_hidden + 1;
   mlp->width = width;
   mlp->act = act;
-  for (size_t l = 0; l < mlp->n_layers; l++) {
-    if (width[l] > (SIZE_MAX / 2 - mlp->n_params) / (width[l + 1] + 1)) {
+  size_t fan_in, np, bytes;
+  for (size_t l = 0; l < mlp->n_layers; l++)
+    if (nf_size_add(width[l], 1, &fan_in) || nf_size_mul(fan_in, width[l + 1], &np) ||
+        nf_size_add(mlp->n_params, np, &mlp->n_params) ||
+        nf_size_mul(mlp->n_params, sizeof(double), &bytes)) {
+      nf_fail(NF_EINVAL, "nf_mlp_new: the parameter count (widths %zu -> %zu at layer %zu) "
+              "overflows", width[l], width[l + 1], l);
       nf_mlp_free(mlp);
-      nf_fail(NF_EINVAL, "nf_mlp_new: parameter count overflows size_t");
       return NULL;
     }
-    mlp->n_params += (width[l] + 1) * width[l + 1];
-  }
   for (size_t l = 0; l < n_hidden; l++) {
-    mlp->sum_hidden += hidden[l];
+    if (nf_size_add(mlp->sum_hidden, hidden[l], &mlp->sum_hidden)) {
+      nf_fail(NF_EINVAL, "nf_mlp_new: the sum of the hidden widths overflows");
+      nf_mlp_free(mlp);
+      return NULL;
+    }
     if (hidden[l] > mlp->max_hidden) mlp->max_hidden = hidden[l];
   }
   return mlp;
@@ -131,7 +137,12 @@ void nf_mlp_init(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *param
 
 size_t nf_mlp_work_size(const nf_mlp *mlp, size_t n)
 {
-  return mlp ? n * (mlp->sum_hidden + 2 * mlp->max_hidden) : 0;
+  size_t per_row, total;
+  if (!mlp) return 0;
+  if (nf_size_mul(2, mlp->max_hidden, &per_row) || nf_size_add(per_row, mlp->sum_hidden, &per_row) ||
+      nf_size_mul(n, per_row, &total))
+    return SIZE_MAX; /* no allocation holds it; adding to it overflows too */
+  return total;
 }
 
 double nf_mlp_flops_per_row(const nf_mlp *mlp)

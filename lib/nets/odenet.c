@@ -76,19 +76,23 @@ static size_t time_param_count(nf_odenet_kind kind, size_t q)
   return 0;
 }
 
-/* Fills the offset tables and n_params; NF_EINVAL if the count overflows. */
+/* Fills the offset tables and n_params (sum over layers of p q + time
+   parameters); NF_EINVAL if a count or its bytes overflow size_t. */
 static nf_status set_offsets(nf_odenet *net)
 {
-  net->max_width = net->dim + net->ctx_dim;
+  size_t bytes, pq, size, p;
+  if (nf_size_add(net->dim, net->ctx_dim, &net->max_width)) return NF_EINVAL;
   for (size_t l = 0; l < net->n_layers; l++) {
-    size_t p = in_width(net, l), q = net->width[l + 1];
-    size_t size = time_param_count(net->kind, q);
-    if (p > (SIZE_MAX / 4 - size) / q || p * q + size > SIZE_MAX / 4 - net->n_params)
+    size_t q = net->width[l + 1];
+    if (nf_size_add(net->width[l], l == 0 ? net->ctx_dim : 0, &p) ||
+        nf_size_mul(2 * NF_ODENET_N_FREQ + 1, q, &size) || nf_size_mul(p, q, &pq) ||
+        nf_size_add(pq, time_param_count(net->kind, q), &pq) ||
+        nf_size_add(net->n_params, pq, &net->n_params) ||
+        nf_size_mul(net->n_params, 4 * sizeof(double), &bytes) ||
+        nf_size_add(net->xu_off[l], net->width[l] + q, &net->xu_off[l + 1]) ||
+        nf_size_add(net->q_off[l], q, &net->q_off[l + 1]))
       return NF_EINVAL;
-    net->param_off[l] = net->n_params;
-    net->n_params += p * q + size;
-    net->xu_off[l + 1] = net->xu_off[l] + net->width[l] + q;
-    net->q_off[l + 1] = net->q_off[l] + q;
+    net->param_off[l] = net->n_params - pq;
     if (q > net->max_width) net->max_width = q;
   }
   return NF_OK;
@@ -97,10 +101,7 @@ static nf_status set_offsets(nf_odenet *net)
 nf_odenet *nf_odenet_new(size_t dim, size_t ctx_dim, size_t n_hidden, const size_t *hidden,
                          nf_odenet_kind kind, nf_odenet_act act)
 {
-  if (dim == 0) {
-    nf_fail(NF_EINVAL, "nf_odenet_new: dim must be > 0");
-    return NULL;
-  }
+  if (nf_check_dim("nf_odenet_new", dim)) return NULL;
   if (n_hidden > 0 && !hidden) {
     nf_fail(NF_EINVAL, "nf_odenet_new: %zu hidden layers but hidden widths are NULL", n_hidden);
     return NULL;
@@ -117,7 +118,7 @@ nf_odenet *nf_odenet_new(size_t dim, size_t ctx_dim, size_t n_hidden, const size
   }
   nf_odenet *net = calloc(1, sizeof *net);
   size_t n_layers = n_hidden + 1;
-  if (net) {
+  if (net && n_hidden < SIZE_MAX / sizeof(size_t) - 1) {
     net->width = calloc(n_layers + 1, sizeof *net->width);
     net->param_off = calloc(n_layers, sizeof *net->param_off);
     net->xu_off = calloc(n_layers + 1, sizeof *net->xu_off);
@@ -217,12 +218,17 @@ nf_status nf_odenet_init(const nf_odenet *net, nf_rng *rng, double *params)
   return NF_OK;
 }
 
-/* Workspace doubles for n samples carrying m tangent directions each. */
+/* Workspace doubles for n samples carrying m tangent directions each:
+   n (1 + m) (xu + dim + 2 max_width) + 2 n sum_q + 2 sum_q + 2 max_width;
+   SIZE_MAX if that overflows (no allocation holds it; sums with it overflow). */
 static size_t work_doubles(const nf_odenet *net, size_t n, size_t m)
 {
-  size_t rows = n * (1 + m), sum_q = net->q_off[net->n_layers];
-  return rows * (net->xu_off[net->n_layers] + net->dim + 2 * net->max_width) +
-         2 * n * sum_q + 2 * sum_q + 2 * net->max_width;
+  size_t rows, per_row, a, b, c, sum_q = net->q_off[net->n_layers], w2 = 2 * net->max_width;
+  if (nf_size_mul(n, m + 1, &rows) || nf_size_add(net->xu_off[net->n_layers], net->dim, &per_row) ||
+      nf_size_add(per_row, w2, &per_row) || nf_size_mul(rows, per_row, &a) ||
+      nf_size_mul3(2, n, sum_q, &b) || nf_size_add(a, b, &c) || nf_size_add(c, 2 * sum_q + w2, &c))
+    return SIZE_MAX;
+  return c;
 }
 
 size_t nf_odenet_work_size(const nf_odenet *net, size_t n, int exact_trace)

@@ -58,7 +58,9 @@ nf_adam *nf_adam_new(size_t n, const nf_adam_opts *opts)
     nf_fail(NF_EINVAL, "nf_adam_new: n must be >= 1");
     return NULL;
   }
-  if (check_opts(&o) != NF_OK) return NULL;
+  size_t count;
+  if (check_opts(&o) != NF_OK || nf_count_doubles("nf_adam_new", "the moments", n, 1, &count))
+    return NULL;
   nf_adam *adam = calloc(1, sizeof *adam);
   double *m = nf_dalloc(n), *v = nf_dalloc(n);
   if (!adam || !m || !v) {

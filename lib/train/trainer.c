@@ -525,7 +525,7 @@ nf_status nf_trainer_save_state(const nf_trainer *trainer, const char *path)
     return nf_fail(NF_EINVAL, "%s: NULL %s", fn, !trainer ? "trainer" : "path");
   const nf_trainer *tr = trainer;
   size_t np = nf_flow_n_params(tr->flow), n = tr->train->n;
-  double *buf = nf_dalloc(2 * np + n);
+  double *buf = nf_dalloc(2 * np + n); /* np x 8 and n x dim x 8 bytes fit: no overflow */
   nf_meta *m = nf_meta_new();
   nf_status st = buf && m ? NF_OK : nf_fail(NF_ENOMEM, "%s: out of memory", fn);
   if (st == NF_OK) st = state_meta(tr, m);
