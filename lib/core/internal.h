@@ -112,6 +112,14 @@ static inline double nf_tanh(double x)
    size_t. Every size product of the library goes through it. */
 int nf_size_mul(size_t a, size_t b, size_t *out);
 
+/* The readers' allocation cap (nf_set_alloc_limit), or SIZE_MAX if there is none. */
+size_t nf_alloc_room(void);
+
+/* NF_ENOMEM "path: needs bytes bytes, more than the allocation limit of L bytes"
+   if bytes exceeds the cap set by nf_set_alloc_limit, else NF_OK (a reader calls
+   it with the total it is about to hold for the file, before allocating). */
+nf_status nf_check_alloc(const char *path, size_t bytes);
+
 /* Largest |log-scale| whose exp stays a normal double both ways (exp(+-700)). */
 #define NF_MAX_LOG_SCALE 700.0
 
