@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include "nflow/status.h"
+#include "nflow/limits.h"
 #include "nflow/rng.h"
 
 #ifdef __cplusplus
@@ -52,11 +53,17 @@ nf_status nf_dataset_read_csv(const char *path, nf_dataset **out);
 /* Reads a NumPy .npy file (NEP 1 format, versions 1.0, 2.0 and 3.0, as written by
    numpy.save) holding a little-endian float64 ('<f8') or float32 ('<f4', converted)
    array of shape (n, d), or (n,) read as d = 1, in C or Fortran order (both give
-   the row-major n x d set). NF_EIO if it cannot be opened or read; NF_EFORMAT with
-   "path: what" in nf_errmsg on a missing magic string, another version, a malformed
-   header, another dtype (big-endian, integer, ...), another number of dimensions,
-   n == 0 or d == 0, data shorter or longer than the shape says, or a non-finite
-   value ("path: row i, column j is not finite", 1-based). *out is set only on success. */
+   the row-major n x d set). The size of the data is checked against the shape
+   before anything is reserved for it (a pipe's, as it arrives), and the
+   reader's memory (the raw values and the set) against nf_set_alloc_limit
+   (NF_ENOMEM "path: needs N bytes, more than the allocation limit of L
+   bytes"). NF_EIO "path: what" if it cannot be opened or read, or is a
+   directory; NF_EFORMAT with "path: what" in nf_errmsg on a missing magic
+   string, another version, a malformed header, another dtype (big-endian,
+   integer, ...), another number of dimensions, n == 0 or d == 0, data shorter
+   or longer than the shape says ("path: data ends after k of N values",
+   "path: bytes left after the N values"), or a non-finite value ("path: row
+   i, column j is not finite", 1-based). *out is set only on success. */
 nf_status nf_dataset_read_npy(const char *path, nf_dataset **out);
 
 /* Writes ds atomically (a temporary renamed over path) as CSV: no header, one row
