@@ -1,10 +1,13 @@
 /* tests/test_npy.c — the NumPy .npy reader on fixed fixtures in tests/data (written
    byte by byte from the NEP 1 format): values compared exactly, every malformed
    file with its exact message. */
+#define _POSIX_C_SOURCE 200809L /* mkfifo, fork */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -117,6 +120,46 @@ START_TEST(checks_the_size_before_reserving_memory)
 }
 END_TEST
 
+/* The path of a new FIFO that a child process fills with fixture name's bytes. */
+static const char *fifo_of(const char *name)
+{
+  static char path[64];
+  snprintf(path, sizeof path, "npy_fifo_%ld", (long)getpid());
+  unlink(path);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    FILE *in = fopen(th_data_path(name), "rb"), *out = fopen(path, "wb");
+    int c;
+    while (in && out && (c = fgetc(in)) != EOF) fputc(c, out);
+    _exit(out && fclose(out) == 0 ? 0 : 1); /* _exit does not flush */
+  }
+  return path;
+}
+
+START_TEST(reads_a_pipe_as_it_arrives)
+{
+  const char *path = fifo_of("npy_f8_c.npy");
+  nf_dataset *ds = NULL;
+  nf_status st = nf_dataset_read_npy(path, &ds);
+  wait(NULL);
+  unlink(path);
+  ck_assert_msg(st == NF_OK, "%s", nf_errmsg());
+  ck_assert_mem_eq(ds->x, matrix32, sizeof matrix32);
+  nf_dataset_free(ds);
+  /* 10.7 GB claimed, 48 bytes sent: refused without reserving the claim */
+  path = fifo_of("npy_huge_shape.npy");
+  ds = SENTINEL;
+  st = nf_dataset_read_npy(path, &ds);
+  wait(NULL);
+  unlink(path);
+  ck_assert_int_eq(st, NF_EFORMAT);
+  ck_assert_ptr_eq(ds, SENTINEL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), ": data ends after 6 of 1337000000 values"));
+}
+END_TEST
+
 /* nf_dataset_read_npy under an allocation limit of 95 bytes. */
 static nf_status read_npy_limit95(const char *path, nf_dataset **out)
 {
@@ -156,6 +199,6 @@ int main(void)
                           rejects_other_dtypes_and_shapes, rejects_bad_data,
                           rejects_malformed_headers, rejects_null_arguments,
                           checks_the_size_before_reserving_memory, honours_the_allocation_limit,
-                          NULL};
+                          reads_a_pipe_as_it_arrives, NULL};
   return th_run_tests("npy", 10, tests);
 }
