@@ -480,6 +480,108 @@ START_TEST(csv_reads_good_files)
   const double crlf[] = {1, 2, 3, 4};
   ck_assert_mem_eq(ds->x, crlf, sizeof crlf);
   nf_dataset_free(ds);
+  ds = read_ok("csv_comments.csv", 2, 2); /* '#' lines before the header, between rows, at the end */
+  ck_assert_mem_eq(ds->x, crlf, sizeof crlf);
+  nf_dataset_free(ds);
+  ds = read_ok("csv_bom_comment.csv", 1, 2); /* a comment right after the UTF-8 byte order mark */
+  const double bom[] = {5, 6};
+  ck_assert_mem_eq(ds->x, bom, sizeof bom);
+  nf_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(csv_refuses_other_encodings_and_line_ends)
+{
+  const char *utf16 = ": looks like UTF-16; save as UTF-8";
+  th_assert_read_error(nf_dataset_read_csv, "csv_utf16le.csv", NF_EFORMAT, utf16);
+  th_assert_read_error(nf_dataset_read_csv, "csv_utf16be.csv", NF_EFORMAT, utf16);
+  th_assert_read_error(nf_dataset_read_csv, "csv_utf16_nobom.csv", NF_EFORMAT, utf16); /* NUL bytes */
+  th_assert_read_error(nf_dataset_read_csv, "csv_cr_only.csv", NF_EFORMAT,
+                       ": lines end in CR only (classic Mac); convert to LF or CRLF");
+  th_assert_read_error(nf_dataset_read_csv, ".", NF_EIO, ": is a directory");
+  nf_dataset *ds = SENTINEL;
+  if (access("/dev/zero", R_OK) == 0) { /* endless NUL bytes: refused at the first */
+    ck_assert_int_eq(nf_dataset_read_csv("/dev/zero", &ds), NF_EFORMAT);
+    ck_assert_str_eq(nf_errmsg(), "/dev/zero: looks like UTF-16; save as UTF-8");
+  }
+  ck_assert_ptr_eq(ds, SENTINEL);
+}
+END_TEST
+
+/* nf_dataset_read_csv_opts with lines of at most 32 bytes. */
+static nf_status read_csv_max32(const char *path, nf_dataset **out)
+{
+  const nf_csv_opts opts = {.max_line_bytes = 32};
+  return nf_dataset_read_csv_opts(path, &opts, out);
+}
+
+/* A temporary file of one line of `len` digits '0' (CRLF after it unless
+   bare), its path in path (a mkstemp template). */
+static void write_one_line(char *path, size_t len, int bare)
+{
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  FILE *f = fdopen(fd, "w");
+  ck_assert_ptr_nonnull(f);
+  for (size_t i = 0; i < len; i++) fputc('0', f);
+  if (!bare) fputs("\r\n", f);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(csv_caps_the_line_length)
+{
+  th_assert_read_error(read_csv_max32, "csv_long_line.csv", NF_EFORMAT,
+                       ":2: line longer than 32 bytes (the limit, nf_csv_opts.max_line_bytes)");
+  nf_dataset *ds = NULL;
+  ck_assert_int_eq(read_csv_max32(th_data_path("csv_plain.csv"), &ds), NF_OK); /* short lines */
+  nf_dataset_free(ds);
+  ck_assert_int_eq(nf_dataset_read_csv_opts(th_data_path("csv_long_line.csv"), NULL, &ds), NF_EFORMAT);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), ":2:3: expected 2 fields, found 20"));
+  /* the default limit, 1 MiB: a line of exactly that many bytes (CRLF after it) is read */
+  char path[] = "csv_line_XXXXXX";
+  write_one_line(path, NF_CSV_MAX_LINE_DEFAULT, 0);
+  ds = NULL;
+  nf_status st = nf_dataset_read_csv(path, &ds);
+  unlink(path);
+  ck_assert_msg(st == NF_OK, "%s", nf_errmsg());
+  ck_assert_uint_eq(ds->n * ds->dim, 1);
+  ck_assert_double_eq(ds->x[0], 0.0);
+  nf_dataset_free(ds);
+  char over[] = "csv_line_XXXXXX"; /* one byte more, and no line end */
+  write_one_line(over, NF_CSV_MAX_LINE_DEFAULT + 1, 1);
+  ds = SENTINEL;
+  st = nf_dataset_read_csv(over, &ds);
+  unlink(over);
+  ck_assert_int_eq(st, NF_EFORMAT);
+  ck_assert_ptr_eq(ds, SENTINEL);
+  char want[160];
+  snprintf(want, sizeof want, "%s:1: line longer than 1048576 bytes (the limit, "
+           "nf_csv_opts.max_line_bytes)", over);
+  ck_assert_str_eq(nf_errmsg(), want);
+}
+END_TEST
+
+/* nf_dataset_read_csv under an allocation limit of 64 bytes. */
+static nf_status read_csv_limit64(const char *path, nf_dataset **out)
+{
+  nf_set_alloc_limit(64);
+  nf_status st = nf_dataset_read_csv(path, out);
+  nf_set_alloc_limit(0);
+  return st;
+}
+
+START_TEST(csv_honours_the_allocation_limit)
+{
+  ck_assert_uint_eq(nf_alloc_limit(), 0); /* the default: none */
+  /* the first row: 64 bytes of line buffer + 2 values */
+  th_assert_read_error(read_csv_limit64, "csv_plain.csv", NF_ENOMEM,
+                       ": needs 80 bytes, more than the allocation limit of 64 bytes");
+  nf_set_alloc_limit(80); /* 64 bytes of line buffer, then 2 values */
+  ck_assert_uint_eq(nf_alloc_limit(), 80);
+  nf_dataset *ds = NULL;
+  nf_status st = nf_dataset_read_csv(th_data_path("csv_header.csv"), &ds);
+  nf_set_alloc_limit(0);
+  ck_assert_int_eq(st, NF_ENOMEM);
 }
 END_TEST
 
@@ -563,6 +665,8 @@ int main(void)
                           toy_seeded_and_deterministic, toy_8gaussians, toy_moons, toy_circles,
                           toy_rings, toy_pinwheel, toy_2spirals, toy_checkerboard,
                           toy_swissroll, csv_reads_good_files, csv_reports_line_and_column,
-                          csv_missing_file_and_bad_arguments, csv_long_lines, NULL};
+                          csv_missing_file_and_bad_arguments, csv_long_lines,
+                          csv_refuses_other_encodings_and_line_ends, csv_caps_the_line_length,
+                          csv_honours_the_allocation_limit, NULL};
   return th_run_tests("dataset", 60, tests);
 }

@@ -637,7 +637,7 @@ START_TEST(safetensors_length_field_defences)
   expect_read_fails(p, NF_EFORMAT, "header length 150000000", "limit");
   remove(p);
   expect_read_fails(p, NF_EIO, "cannot open", NULL);
-  expect_read_fails(tmp_dir, NF_EIO, "folder", NULL);
+  expect_read_fails(tmp_dir, NF_EIO, "is a directory", NULL);
 }
 END_TEST
 

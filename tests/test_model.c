@@ -424,6 +424,12 @@ START_TEST(inconsistent_files_are_refused)
   write_edited(ref, path, &total);
   EXPECT_LOAD_FAILS(path, NF_EFORMAT, "parameter count");
 
+  /* a claim of 10^12 parameters is not believed before the layers are read */
+  const edit claim = {"architecture", "\"n_params\":19", "\"n_params\":1000000000000", NULL,
+                      NULL, 0, 0};
+  write_edited(ref, path, &claim);
+  EXPECT_LOAD_FAILS(path, NF_EFORMAT, "the layers hold 19, the architecture says 1000000000000");
+
   const edit future = {"format_version", "1", "2", NULL, NULL, 0, 0};
   write_edited(ref, path, &future);
   EXPECT_LOAD_FAILS(path, NF_EFORMAT, "format version 2 is newer than this library's 1");
@@ -463,6 +469,28 @@ START_TEST(inconsistent_files_are_refused)
   const edit scale = {NULL, NULL, NULL, NULL, "layers.3.scale", 0, -1.0};
   write_edited(ref, path, &scale);
   EXPECT_LOAD_FAILS(path, NF_EFORMAT, "layer 3 ('standardize')", "scale[0]");
+}
+END_TEST
+
+START_TEST(loading_honours_the_allocation_limit)
+{
+  const char *ref = write_reference();
+  size_t len;
+  free(get_file(ref, &len));
+  nf_set_alloc_limit(len - 9); /* one byte short of the header and the data section */
+  nf_flow *f = NULL;
+  nf_status st = nf_flow_load(ref, NULL, &f, NULL);
+  nf_set_alloc_limit(len - 8);
+  nf_flow *g = NULL;
+  nf_status st2 = nf_flow_load(ref, NULL, &g, NULL);
+  nf_set_alloc_limit(0);
+  char want[64];
+  snprintf(want, sizeof want, "needs %zu bytes", len - 8);
+  expect_fail(st, NF_ENOMEM, ref, want, "allocation limit", NULL);
+  ck_assert_ptr_null(f);
+  ck_assert_int_eq(st2, NF_OK);
+  nf_flow_free(g);
+  EXPECT_LOAD_FAILS(tpath(""), NF_EIO, "is a directory");
 }
 END_TEST
 
@@ -567,7 +595,8 @@ int main(void)
   const TTest *tests[] = {every_family_round_trips_bit_for_bit, mixed_and_empty_flows_round_trip,
                           truncated_files_are_refused, corrupted_bytes_fail_the_checksum,
                           inconsistent_files_are_refused, saving_refuses_what_it_cannot_write,
-                          a_registered_user_family_round_trips, NULL};
+                          a_registered_user_family_round_trips,
+                          loading_honours_the_allocation_limit, NULL};
   int rc = th_run_tests("model", 0, tests);
   remove_tmp_dir();
   return rc;

@@ -1,10 +1,14 @@
 /* tests/test_npy.c — the NumPy .npy reader on fixed fixtures in tests/data (written
    byte by byte from the NEP 1 format): values compared exactly, every malformed
    file with its exact message. */
+#define _POSIX_C_SOURCE 200809L /* mkfifo, fork */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -101,6 +105,82 @@ START_TEST(rejects_malformed_headers)
 }
 END_TEST
 
+START_TEST(checks_the_size_before_reserving_memory)
+{
+  /* 176 bytes claiming 1337 x 1000000 float64 values (10.7 GB) */
+  th_assert_read_error(nf_dataset_read_npy, "npy_huge_shape.npy", NF_EFORMAT,
+                       ": data ends after 6 of 1337000000 values");
+  th_assert_read_error(nf_dataset_read_npy, ".", NF_EIO, ": is a directory");
+  nf_dataset *ds = SENTINEL;
+  if (access("/dev/zero", R_OK) == 0) { /* not a regular file: read as it comes */
+    ck_assert_int_eq(nf_dataset_read_npy("/dev/zero", &ds), NF_EFORMAT);
+    ck_assert_str_eq(nf_errmsg(), "/dev/zero: not a .npy file (no \\x93NUMPY magic string)");
+  }
+  ck_assert_ptr_eq(ds, SENTINEL);
+}
+END_TEST
+
+/* The path of a new FIFO that a child process fills with fixture name's bytes. */
+static const char *fifo_of(const char *name)
+{
+  static char path[64];
+  snprintf(path, sizeof path, "npy_fifo_%ld", (long)getpid());
+  unlink(path);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    FILE *in = fopen(th_data_path(name), "rb"), *out = fopen(path, "wb");
+    int c;
+    while (in && out && (c = fgetc(in)) != EOF) fputc(c, out);
+    _exit(out && fclose(out) == 0 ? 0 : 1); /* _exit does not flush */
+  }
+  return path;
+}
+
+START_TEST(reads_a_pipe_as_it_arrives)
+{
+  const char *path = fifo_of("npy_f8_c.npy");
+  nf_dataset *ds = NULL;
+  nf_status st = nf_dataset_read_npy(path, &ds);
+  wait(NULL);
+  unlink(path);
+  ck_assert_msg(st == NF_OK, "%s", nf_errmsg());
+  ck_assert_mem_eq(ds->x, matrix32, sizeof matrix32);
+  nf_dataset_free(ds);
+  /* 10.7 GB claimed, 48 bytes sent: refused without reserving the claim */
+  path = fifo_of("npy_huge_shape.npy");
+  ds = SENTINEL;
+  st = nf_dataset_read_npy(path, &ds);
+  wait(NULL);
+  unlink(path);
+  ck_assert_int_eq(st, NF_EFORMAT);
+  ck_assert_ptr_eq(ds, SENTINEL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), ": data ends after 6 of 1337000000 values"));
+}
+END_TEST
+
+/* nf_dataset_read_npy under an allocation limit of 95 bytes. */
+static nf_status read_npy_limit95(const char *path, nf_dataset **out)
+{
+  nf_set_alloc_limit(95);
+  nf_status st = nf_dataset_read_npy(path, out);
+  nf_set_alloc_limit(0);
+  return st;
+}
+
+START_TEST(honours_the_allocation_limit)
+{
+  /* 6 float64 values: 48 raw bytes and 48 for the set */
+  th_assert_read_error(read_npy_limit95, "npy_f8_c.npy", NF_ENOMEM,
+                       ": needs 96 bytes, more than the allocation limit of 95 bytes");
+  ck_assert_uint_eq(nf_alloc_limit(), 0);
+  nf_set_alloc_limit(96);
+  assert_reads("npy_f8_c.npy", 3, 2, matrix32);
+  nf_set_alloc_limit(0);
+}
+END_TEST
+
 START_TEST(rejects_null_arguments)
 {
   nf_dataset *ds = SENTINEL;
@@ -117,6 +197,8 @@ int main(void)
                           reads_float32_converted, reads_one_dimensional_as_a_column,
                           reads_versions_2_and_3, reads_keys_in_any_order,
                           rejects_other_dtypes_and_shapes, rejects_bad_data,
-                          rejects_malformed_headers, rejects_null_arguments, NULL};
+                          rejects_malformed_headers, rejects_null_arguments,
+                          checks_the_size_before_reserving_memory, honours_the_allocation_limit,
+                          reads_a_pipe_as_it_arrives, NULL};
   return th_run_tests("npy", 10, tests);
 }

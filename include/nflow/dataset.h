@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include "nflow/status.h"
+#include "nflow/limits.h"
 #include "nflow/rng.h"
 
 #ifdef __cplusplus
@@ -39,24 +40,50 @@ const char *const *nf_toy_names(void);
    NF_EINVAL on an unknown name, n == 0 or a NULL argument; *out is set only on success. */
 nf_status nf_toy_sample(const char *name, size_t n, nf_rng *rng, nf_dataset **out);
 
+/* Default longest CSV line: 1 MiB. */
+#define NF_CSV_MAX_LINE_DEFAULT ((size_t)1 << 20)
+
+/* Options of nf_dataset_read_csv_opts; a zero field takes its default. */
+typedef struct nf_csv_opts {
+  size_t max_line_bytes; /* longest line, its end excluded (0: NF_CSV_MAX_LINE_DEFAULT) */
+} nf_csv_opts;
+
 /* Reads a CSV file of numbers (comma separated, parsed with strtod, blanks around
-   a number allowed; a first line with a non-numeric field is a header; blank lines
-   ignored; LF or CRLF; every row as wide as the first row and the header). NF_EIO if
-   it cannot be opened or read; NF_EFORMAT on a ragged row, an empty, non-numeric or
-   non-finite field, or no data rows, with "path:line:column: what" in nf_errmsg
-   (column = 1-based field number). *out is set only on success. The decimal
-   point is the C locale's: a program that calls setlocale with a comma-decimal
-   locale must restore LC_NUMERIC to "C" around this call. */
+   a number allowed; a first line with a non-numeric field is a header; blank
+   lines and comment lines, whose first non-blank character is '#', skipped
+   anywhere; LF or CRLF line ends; UTF-8 or ASCII, a UTF-8 byte order mark
+   skipped; every row as wide as the first row and the header). Memory grows
+   with the data read, within nf_set_alloc_limit (NF_ENOMEM "path: needs N
+   bytes, more than the allocation limit of L bytes"). opts NULL: the defaults.
+   NF_EIO "path: what" if it cannot be opened or read, or is a directory;
+   NF_EFORMAT on a ragged row, an empty, non-numeric or non-finite field, or no
+   data rows, with "path:line:column: what" in nf_errmsg (column = 1-based
+   field number); on a line longer than opts->max_line_bytes ("path:line: line
+   longer than N bytes"); on CR-only line ends ("path: lines end in CR only
+   (classic Mac); convert to LF or CRLF"); on UTF-16 text, a UTF-16 byte order
+   mark or any NUL byte ("path: looks like UTF-16; save as UTF-8"). *out is set
+   only on success. The decimal point is the C locale's: a program that calls
+   setlocale with a comma-decimal locale must restore LC_NUMERIC to "C" around
+   this call. */
+nf_status nf_dataset_read_csv_opts(const char *path, const nf_csv_opts *opts, nf_dataset **out);
+
+/* nf_dataset_read_csv_opts with the default options. */
 nf_status nf_dataset_read_csv(const char *path, nf_dataset **out);
 
 /* Reads a NumPy .npy file (NEP 1 format, versions 1.0, 2.0 and 3.0, as written by
    numpy.save) holding a little-endian float64 ('<f8') or float32 ('<f4', converted)
    array of shape (n, d), or (n,) read as d = 1, in C or Fortran order (both give
-   the row-major n x d set). NF_EIO if it cannot be opened or read; NF_EFORMAT with
-   "path: what" in nf_errmsg on a missing magic string, another version, a malformed
-   header, another dtype (big-endian, integer, ...), another number of dimensions,
-   n == 0 or d == 0, data shorter or longer than the shape says, or a non-finite
-   value ("path: row i, column j is not finite", 1-based). *out is set only on success. */
+   the row-major n x d set). The size of the data is checked against the shape
+   before anything is reserved for it (a pipe's, as it arrives), and the
+   reader's memory (the raw values and the set) against nf_set_alloc_limit
+   (NF_ENOMEM "path: needs N bytes, more than the allocation limit of L
+   bytes"). NF_EIO "path: what" if it cannot be opened or read, or is a
+   directory; NF_EFORMAT with "path: what" in nf_errmsg on a missing magic
+   string, another version, a malformed header, another dtype (big-endian,
+   integer, ...), another number of dimensions, n == 0 or d == 0, data shorter
+   or longer than the shape says ("path: data ends after k of N values",
+   "path: bytes left after the N values"), or a non-finite value ("path: row
+   i, column j is not finite", 1-based). *out is set only on success. */
 nf_status nf_dataset_read_npy(const char *path, nf_dataset **out);
 
 /* Writes ds atomically (a temporary renamed over path) as CSV: no header, one row

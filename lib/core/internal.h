@@ -128,6 +128,14 @@ nf_status nf_count_doubles(const char *fn, const char *what, size_t a, size_t b,
    overflows size_t or on no memory. */
 void *nf_alloc_n(size_t n, size_t size);
 
+/* The readers' allocation cap (nf_set_alloc_limit), or SIZE_MAX if there is none. */
+size_t nf_alloc_room(void);
+
+/* NF_ENOMEM "path: needs bytes bytes, more than the allocation limit of L bytes"
+   if bytes exceeds the cap set by nf_set_alloc_limit, else NF_OK (a reader calls
+   it with the total it is about to hold for the file, before allocating). */
+nf_status nf_check_alloc(const char *path, size_t bytes);
+
 /* Largest |log-scale| whose exp stays a normal double both ways (exp(+-700)). */
 #define NF_MAX_LOG_SCALE 700.0
 

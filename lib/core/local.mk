@@ -1,5 +1,6 @@
 # Core: status, rng, the layer interface, flows and their workspaces.
 nflowinclude_HEADERS += include/nflow/status.h include/nflow/rng.h include/nflow/layer.h \
-  include/nflow/layer_impl.h include/nflow/flow.h include/nflow/version.h
+  include/nflow/layer_impl.h include/nflow/flow.h include/nflow/version.h \
+  include/nflow/limits.h
 noinst_HEADERS += lib/core/internal.h
-libnflow_la_SOURCES += lib/core/status.c lib/core/rng.c lib/core/layer.c lib/core/flow.c
+libnflow_la_SOURCES += lib/core/status.c lib/core/rng.c lib/core/layer.c lib/core/flow.c lib/core/limits.c

@@ -1,5 +1,5 @@
 /* lib/csv.c — a reader for CSV files of numbers into an nf_dataset. */
-#define _POSIX_C_SOURCE 200809L /* getline */
+#define _POSIX_C_SOURCE 200809L /* getc_unlocked */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "io/io_internal.h"
 #include "nflow/dataset.h"
 
 /* Longest excerpt of a bad field quoted in an error message. */
@@ -17,7 +18,8 @@
 typedef struct csv_reader {
   const char *path;
   FILE *file;
-  char *line;        /* current line, without its end of line; getline's buffer */
+  size_t max_line;   /* longest line accepted, in bytes, its end excluded */
+  char *line;        /* current line, NUL-terminated, without its end of line */
   size_t line_cap;
   size_t line_len;
   size_t line_no;    /* 1-based physical line number */
@@ -31,23 +33,91 @@ typedef struct csv_reader {
 /* The outcome of parsing one field. */
 typedef enum field_kind { FIELD_NUMBER, FIELD_EMPTY, FIELD_TEXT, FIELD_NONFINITE } field_kind;
 
-/* Reads the next line into r->line without its "\n" or "\r\n"; 0 at end of file,
-   -1 on a read error. */
-static int next_line(csv_reader *r)
+/* Grows *buf, of *cap items of unit bytes, to hold need items (need <= max):
+   doubling (at least 64 items), at most max items and what the allocation
+   limit leaves beside the other bytes the reader holds. NF_ENOMEM naming path. */
+static nf_status grow(const char *path, void **buf, size_t *cap, size_t need, size_t max,
+                      size_t unit, size_t other)
 {
-  errno = 0;
-  ssize_t len = getline(&r->line, &r->line_cap, r->file);
-  if (len < 0) return ferror(r->file) || errno == ENOMEM ? -1 : 0;
-  r->line_no++;
-  if (len > 0 && r->line[len - 1] == '\n') len--;
-  if (len > 0 && r->line[len - 1] == '\r') len--;
-  r->line[len] = '\0';
-  if (r->line_no == 1 && len >= 3 && memcmp(r->line, "\xEF\xBB\xBF", 3) == 0) {
-    memmove(r->line, r->line + 3, (size_t)len - 2); /* UTF-8 byte order mark */
-    len -= 3;
+  size_t room = nf_alloc_room(), fit = room > other ? (room - other) / unit : 0;
+  size_t c = *cap > SIZE_MAX / 2 ? SIZE_MAX : 2 * *cap, bytes;
+  if (c < 64) c = 64;
+  if (c > max) c = max;
+  if (c > fit) c = fit;
+  if (c < need) c = need;
+  if (nf_size_mul(c, unit, &bytes) || bytes > SIZE_MAX - other)
+    return nf_fail(NF_ENOMEM, "%s: %zu items of %zu bytes overflow the address space", path, c,
+                   unit);
+  nf_status st = nf_check_alloc(path, bytes + other);
+  if (st) return st;
+  void *b = realloc(*buf, bytes);
+  if (!b) return nf_fail(NF_ENOMEM, "%s: out of memory for %zu bytes", path, bytes);
+  *buf = b;
+  *cap = c;
+  return NF_OK;
+}
+
+/* Appends byte c to the current line; NF_EFORMAT past the line limit. */
+static nf_status push_byte(csv_reader *r, char c)
+{
+  if (r->line_len == r->max_line)
+    return nf_fail(NF_EFORMAT, "%s:%zu: line longer than %zu bytes (the limit, "
+                   "nf_csv_opts.max_line_bytes)", r->path, r->line_no + 1, r->max_line);
+  if (r->line_len + 2 > r->line_cap) { /* the byte and the final NUL */
+    void *b = r->line;
+    nf_status st = grow(r->path, &b, &r->line_cap, r->line_len + 2, r->max_line + 1, 1,
+                        r->x_cap * sizeof(double));
+    r->line = b;
+    if (st) return st;
   }
-  r->line_len = (size_t)len;
-  return 1;
+  r->line[r->line_len++] = c;
+  return NF_OK;
+}
+
+/* NF_EFORMAT "path: looks like UTF-16; save as UTF-8". */
+static nf_status utf16_error(const csv_reader *r)
+{
+  return nf_fail(NF_EFORMAT, "%s: looks like UTF-16; save as UTF-8", r->path);
+}
+
+/* Checks the start of the first line for a byte order mark: UTF-16 ones are
+   refused, a UTF-8 one is dropped. */
+static nf_status check_bom(csv_reader *r)
+{
+  const unsigned char *b = (const unsigned char *)r->line;
+  if (r->line_len >= 2 && ((b[0] == 0xFF && b[1] == 0xFE) || (b[0] == 0xFE && b[1] == 0xFF)))
+    return utf16_error(r);
+  if (r->line_len >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0) {
+    memmove(r->line, r->line + 3, r->line_len - 2); /* with the NUL */
+    r->line_len -= 3;
+  }
+  return NF_OK;
+}
+
+/* Reads the next line into r->line without its "\n" or "\r\n"; *got = 0 at the
+   end of the file. NF_EFORMAT on a NUL byte (UTF-16), a CR not followed by LF
+   (classic Mac line ends) or a line over the limit; NF_EIO on a read error. */
+static nf_status next_line(csv_reader *r, int *got)
+{
+  int c = EOF, any = 0;
+  nf_status st = NF_OK;
+  r->line_len = 0;
+  while (!st && (c = getc_unlocked(r->file)) != EOF && c != '\n') {
+    any = 1;
+    if (c == '\r' && (c = getc_unlocked(r->file)) != '\n' && c != EOF)
+      return nf_fail(NF_EFORMAT, "%s: lines end in CR only (classic Mac); convert to LF or "
+                     "CRLF", r->path);
+    if (c == '\n' || c == EOF) break;
+    st = c == '\0' ? utf16_error(r) : push_byte(r, (char)c);
+  }
+  if (st) return st;
+  if (c == EOF && ferror(r->file))
+    return nf_fail(NF_EIO, "%s:%zu: read error: %s", r->path, r->line_no + 1, strerror(errno));
+  *got = any || c == '\n';
+  if (!*got) return NF_OK;
+  r->line_no++;
+  r->line[r->line_len] = '\0'; /* room kept by push_byte and read_all */
+  return r->line_no == 1 ? check_bom(r) : NF_OK;
 }
 
 static int is_blank_char(char c) { return c == ' ' || c == '\t'; }
@@ -58,6 +128,14 @@ static int is_blank(const char *s, size_t len)
   for (size_t i = 0; i < len; i++)
     if (!is_blank_char(s[i])) return 0;
   return 1;
+}
+
+/* True if the current line is a comment: '#' after optional blanks. */
+static int is_comment(const csv_reader *r)
+{
+  size_t i = 0;
+  while (i < r->line_len && is_blank_char(r->line[i])) i++;
+  return i < r->line_len && r->line[i] == '#';
 }
 
 /* Parses s[0..len) (surrounding blanks allowed) as one number with strtod. */
@@ -133,17 +211,14 @@ static int store_field(csv_reader *r, size_t k, char *field, size_t len, void *a
 /* Makes room for one more row of r->width values in r->x. */
 static nf_status reserve_row(csv_reader *r)
 {
-  size_t need = (r->rows + 1) * r->width;
+  size_t need;
+  if (nf_size_mul(r->rows + 1, r->width, &need))
+    return nf_fail(NF_ENOMEM, "%s: too many values", r->path);
   if (need <= r->x_cap) return NF_OK;
-  if (r->rows + 1 > SIZE_MAX / sizeof(double) / 2 / r->width)
-    return nf_fail(NF_ENOMEM, "nf_dataset_read_csv: %s: too many values", r->path);
-  size_t cap = r->x_cap ? 2 * r->x_cap : 64 * r->width;
-  if (cap < need) cap = need;
-  double *x = realloc(r->x, cap * sizeof *x);
-  if (!x) return nf_fail(NF_ENOMEM, "nf_dataset_read_csv: %s: out of memory", r->path);
+  void *x = r->x;
+  nf_status st = grow(r->path, &x, &r->x_cap, need, SIZE_MAX, sizeof(double), r->line_cap);
   r->x = x;
-  r->x_cap = cap;
-  return NF_OK;
+  return st;
 }
 
 /* Checks the width of the current data line against the first row (or the header). */
@@ -170,38 +245,42 @@ static nf_status read_row(csv_reader *r)
   return st;
 }
 
-/* Reads every line of the open file: an optional header, then the data rows. */
+/* Reads every line of the open file: an optional header, then the data rows;
+   blank and comment lines skipped. */
 static nf_status read_all(csv_reader *r)
 {
-  int got;
-  while ((got = next_line(r)) > 0) {
-    if (is_blank(r->line, r->line_len)) continue;
+  int got = 0;
+  void *line = NULL;
+  nf_status st = grow(r->path, &line, &r->line_cap, 1, r->max_line + 1, 1, 0);
+  r->line = line;
+  while (st == NF_OK && (st = next_line(r, &got)) == NF_OK && got) {
+    if (is_blank(r->line, r->line_len) || is_comment(r)) continue;
     if (r->rows == 0 && r->header_width == 0 && for_each_field(r, field_is_text, NULL)) {
       r->header_width = count_fields(r);
       continue;
     }
-    nf_status st = read_row(r);
-    if (st != NF_OK) return st;
+    if ((st = read_row(r)) != NF_OK) return st;
   }
-  if (got < 0)
-    return nf_fail(NF_EIO, "%s:%zu: read error: %s", r->path, r->line_no + 1, strerror(errno));
+  if (st) return st;
   if (r->rows == 0)
     return nf_fail(NF_EFORMAT, "%s: no data rows (%s)", r->path,
                    r->header_width ? "only a header" : "empty file");
   return NF_OK;
 }
 
-nf_status nf_dataset_read_csv(const char *path, nf_dataset **out)
+nf_status nf_dataset_read_csv_opts(const char *path, const nf_csv_opts *opts, nf_dataset **out)
 {
   if (!path || !out) return nf_fail(NF_EINVAL, "nf_dataset_read_csv: NULL argument");
-  csv_reader r = {.path = path, .file = fopen(path, "r")};
-  if (!r.file)
-    return nf_fail(NF_EIO, "nf_dataset_read_csv: cannot open '%s': %s", path, strerror(errno));
-  nf_status st = read_all(&r);
+  size_t max_line = opts && opts->max_line_bytes ? opts->max_line_bytes : NF_CSV_MAX_LINE_DEFAULT;
+  csv_reader r = {.path = path, .max_line = max_line < SIZE_MAX / 2 ? max_line : SIZE_MAX / 2};
+  uint64_t size;
+  nf_status st = nf_open_input(path, &r.file, &size);
+  if (st) return st;
+  st = read_all(&r);
   fclose(r.file);
   free(r.line);
   nf_dataset *ds = st == NF_OK ? malloc(sizeof *ds) : NULL;
-  if (st == NF_OK && !ds) st = nf_fail(NF_ENOMEM, "nf_dataset_read_csv: out of memory");
+  if (st == NF_OK && !ds) st = nf_fail(NF_ENOMEM, "%s: out of memory", path);
   if (st != NF_OK) {
     free(r.x);
     return st;
@@ -210,4 +289,9 @@ nf_status nf_dataset_read_csv(const char *path, nf_dataset **out)
   *ds = (nf_dataset){.n = r.rows, .dim = r.width, .x = fit ? fit : r.x};
   *out = ds;
   return NF_OK;
+}
+
+nf_status nf_dataset_read_csv(const char *path, nf_dataset **out)
+{
+  return nf_dataset_read_csv_opts(path, NULL, out);
 }

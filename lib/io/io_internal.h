@@ -28,6 +28,14 @@ uint32_t nf_crc32(uint32_t crc, const void *buf, size_t len);
    is returned. The callback may ignore fwrite's result: ferror is checked after it. */
 nf_status nf_atomic_write(const char *path, nf_status (*write)(FILE *f, void *user), void *user);
 
+/* *size for a file that is not a regular one (a pipe, a device): size unknown. */
+#define NF_SIZE_UNKNOWN UINT64_MAX
+
+/* Opens path to read (binary mode) into *f and sets *size to its size in bytes,
+   NF_SIZE_UNKNOWN unless it is a regular file. NF_EIO "path: cannot open:
+   strerror" or "path: is a directory" (nothing left open). */
+nf_status nf_open_input(const char *path, FILE **f, uint64_t *size);
+
 /* Stores v as 8 little-endian bytes at b (IEEE 754 binary64, any host byte order). */
 static inline void nf_put_f64le(unsigned char *b, double v)
 {

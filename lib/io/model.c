@@ -403,6 +403,17 @@ static nf_status load_layer(load_state *s, size_t k, const json_t *entry,
   return NF_OK;
 }
 
+/* Number of values in all the file's tensors together. */
+static size_t file_values(const nf_safetensors *st)
+{
+  size_t total = 0, n = 0;
+  for (size_t i = 0; i < nf_safetensors_count(st); i++) {
+    nf_safetensors_find(st, nf_safetensors_name(st, i), &n);
+    total += n; /* no overflow: they are all in memory */
+  }
+  return total;
+}
+
 /* The flow of the architecture, with theta gathered in s->theta. */
 static nf_status build_flow(load_state *s, const nf_resolver *res)
 {
@@ -418,7 +429,11 @@ static nf_status build_flow(load_state *s, const nf_resolver *res)
     return bad_file(path, "architecture: unknown base distribution '%s'",
                     bname ? bname : "(none)");
   if (!(s->flow = nf_flow_new(dim, cd, base))) return nf_fail_prefixed(nf_last_status(), path);
-  if (!(s->theta = nf_dalloc(total)) ||
+  /* theta is copied from the file's tensors, each used once: it never holds
+     more than they do, whatever n_params claims (checked against the layers
+     at the end). */
+  size_t held = file_values(s->st);
+  if (!(s->theta = nf_dalloc(total < held ? total : held)) ||
       !(s->used = calloc(nf_safetensors_count(s->st) + 1, 1)))
     return nf_fail(NF_ENOMEM, "nf_flow_load: out of memory for %zu parameters", total);
   size_t off = nf_flow_base_n_params(s->flow), n = 0;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "io/io_internal.h"
 #include "nflow/dataset.h"
 
 /* Longest header dictionary accepted (NumPy itself refuses more than 10000 bytes
@@ -173,8 +174,8 @@ static nf_status parse_header(npy_cursor *c, npy_header *h)
 }
 
 /* Reads the magic string, the version and the header length; leaves the file at
-   the header dictionary. */
-static nf_status read_preamble(const char *path, FILE *f, size_t *header_len)
+   the header dictionary, which ends *data_at bytes into the file. */
+static nf_status read_preamble(const char *path, FILE *f, size_t *header_len, uint64_t *data_at)
 {
   unsigned char pre[12];
   if (fread(pre, 1, 8, f) != 8 || memcmp(pre, "\x93NUMPY", 6) != 0)
@@ -186,6 +187,7 @@ static nf_status read_preamble(const char *path, FILE *f, size_t *header_len)
   if (fread(pre + 8, 1, width, f) != width)
     return nf_fail(NF_EFORMAT, "%s: file ends inside the header length", path);
   *header_len = (size_t)load_le(pre + 8, width);
+  *data_at = 8 + width + load_le(pre + 8, width);
   return NF_OK;
 }
 
@@ -226,9 +228,22 @@ static nf_status check_array(const char *path, const npy_header *h, size_t *item
   *d = h->ndim == 2 ? h->shape[1] : 1;
   if (*n == 0 || *d == 0)
     return nf_fail(NF_EFORMAT, "%s: array of shape %zu x %zu is empty", path, *n, *d);
-  if (*n > SIZE_MAX / 8 / *d)
+  size_t count, bytes;
+  if (nf_size_mul(*n, *d, &count) || nf_size_mul(count, 8 + *item_size, &bytes))
     return nf_fail(NF_EFORMAT, "%s: array of shape %zu x %zu is too large", path, *n, *d);
   return NF_OK;
+}
+
+/* Checks that the data_bytes after the header hold exactly the count values of
+   item_size bytes (data_bytes NF_SIZE_UNKNOWN: a pipe, checked while reading). */
+static nf_status check_data_size(const char *path, uint64_t data_bytes, size_t count,
+                                 size_t item_size)
+{
+  if (data_bytes == NF_SIZE_UNKNOWN || data_bytes == (uint64_t)count * item_size) return NF_OK;
+  if (data_bytes > (uint64_t)count * item_size)
+    return nf_fail(NF_EFORMAT, "%s: bytes left after the %zu values", path, count);
+  return nf_fail(NF_EFORMAT, "%s: data ends after %zu of %zu values", path,
+                 (size_t)(data_bytes / item_size), count);
 }
 
 /* Value k of the raw little-endian float64 or float32 array. */
@@ -246,45 +261,77 @@ static double raw_value(const unsigned char *raw, size_t item_size, size_t k)
   return v;
 }
 
-/* Reads the n x d values that follow the header (row-major, or column-major if
-   fortran) into the row-major ds->x. */
-static nf_status read_values(const char *path, FILE *f, size_t item_size, int fortran,
-                             nf_dataset *ds)
+/* Reads the bytes raw values that follow the header into a new buffer *raw,
+   grown geometrically from at most `first` bytes as they arrive (so that a pipe
+   claiming a huge shape costs only what it sends), and checks that nothing follows. */
+static nf_status read_raw(const char *path, FILE *f, size_t bytes, size_t first, size_t item_size,
+                          unsigned char **raw)
 {
-  size_t n = ds->n, d = ds->dim, count = n * d;
-  unsigned char *raw = malloc(count * item_size);
-  if (!raw) return nf_fail(NF_ENOMEM, "%s: out of memory for %zu values", path, count);
-  size_t got = fread(raw, item_size, count, f);
-  nf_status st = NF_OK;
-  if (got < count && ferror(f))
-    st = nf_fail(NF_EIO, "%s: read error: %s", path, strerror(errno));
-  else if (got < count)
-    st = nf_fail(NF_EFORMAT, "%s: data ends after %zu of %zu values", path, got, count);
-  else if (fgetc(f) != EOF)
-    st = nf_fail(NF_EFORMAT, "%s: bytes left after the %zu values", path, count);
-  for (size_t i = 0; !st && i < n; i++)
-    for (size_t j = 0; j < d; j++)
-      ds->x[i * d + j] = raw_value(raw, item_size, fortran ? j * n + i : i * d + j);
-  free(raw);
-  size_t bad = st ? count : nf_first_nonfinite(count, ds->x);
-  if (bad < count)
-    st = nf_fail(NF_EFORMAT, "%s: row %zu, column %zu is not finite", path, bad / d + 1,
-                 bad % d + 1);
+  size_t cap = first < bytes ? first : bytes, got = 0;
+  unsigned char *buf = malloc(cap), *grown;
+  nf_status st = buf ? NF_OK : nf_fail(NF_ENOMEM, "%s: out of memory for %zu bytes", path, cap);
+  while (!st && got < bytes) {
+    if (got == cap) {
+      cap = cap > bytes / 2 ? bytes : 2 * cap;
+      if (!(grown = realloc(buf, cap))) {
+        st = nf_fail(NF_ENOMEM, "%s: out of memory for %zu bytes", path, cap);
+        break;
+      }
+      buf = grown;
+    }
+    size_t k = fread(buf + got, 1, cap - got, f);
+    got += k;
+    if (k == 0 && ferror(f))
+      st = nf_fail(NF_EIO, "%s: read error: %s", path, strerror(errno));
+    else if (k == 0)
+      st = nf_fail(NF_EFORMAT, "%s: data ends after %zu of %zu values", path, got / item_size,
+                   bytes / item_size);
+  }
+  if (!st && fgetc(f) != EOF)
+    st = nf_fail(NF_EFORMAT, "%s: bytes left after the %zu values", path, bytes / item_size);
+  if (st) free(buf);
+  else *raw = buf;
   return st;
 }
 
-/* Reads the whole open file: preamble, header, values. */
-static nf_status read_npy(const char *path, FILE *f, nf_dataset **out)
+/* Converts the count raw values (row-major, or column-major if fortran) into
+   the row-major ds->x and checks that they are finite. */
+static nf_status convert_values(const char *path, const unsigned char *raw, size_t item_size,
+                                int fortran, nf_dataset *ds)
+{
+  size_t n = ds->n, d = ds->dim, count = n * d;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < d; j++)
+      ds->x[i * d + j] = raw_value(raw, item_size, fortran ? j * n + i : i * d + j);
+  size_t bad = nf_first_nonfinite(count, ds->x);
+  if (bad < count)
+    return nf_fail(NF_EFORMAT, "%s: row %zu, column %zu is not finite", path, bad / d + 1,
+                   bad % d + 1);
+  return NF_OK;
+}
+
+/* Reads the whole open file of size bytes (NF_SIZE_UNKNOWN for a pipe):
+   preamble, header, then the values, once the file is known to hold them and
+   the allocation limit allows them. */
+static nf_status read_npy(const char *path, FILE *f, uint64_t size, nf_dataset **out)
 {
   size_t header_len = 0, item_size = 0, n = 0, d = 0;
+  uint64_t data_at = 0;
   npy_header h = {0};
-  nf_status st = read_preamble(path, f, &header_len);
+  nf_status st = read_preamble(path, f, &header_len, &data_at);
   if (!st) st = read_header(path, f, header_len, &h);
   if (!st) st = check_array(path, &h, &item_size, &n, &d);
-  if (st) return st;
-  nf_dataset *ds = nf_dataset_new(n, d);
-  if (!ds) return NF_ENOMEM;
-  st = read_values(path, f, item_size, h.fortran_order, ds);
+  size_t count = n * d, bytes = count * item_size; /* no overflow: check_array */
+  uint64_t data_bytes = size == NF_SIZE_UNKNOWN ? size : size > data_at ? size - data_at : 0;
+  if (!st) st = check_data_size(path, data_bytes, count, item_size);
+  if (!st) st = nf_check_alloc(path, bytes + count * sizeof(double));
+  unsigned char *raw = NULL;
+  if (!st) st = read_raw(path, f, bytes, size == NF_SIZE_UNKNOWN ? (size_t)1 << 20 : bytes,
+                         item_size, &raw);
+  nf_dataset *ds = NULL;
+  if (!st && !(ds = nf_dataset_new(n, d))) st = nf_fail_prefixed(nf_last_status(), path);
+  if (!st) st = convert_values(path, raw, item_size, h.fortran_order, ds);
+  free(raw);
   if (st) {
     nf_dataset_free(ds);
     return st;
@@ -296,9 +343,11 @@ static nf_status read_npy(const char *path, FILE *f, nf_dataset **out)
 nf_status nf_dataset_read_npy(const char *path, nf_dataset **out)
 {
   if (!path || !out) return nf_fail(NF_EINVAL, "nf_dataset_read_npy: NULL argument");
-  FILE *f = fopen(path, "rb");
-  if (!f) return nf_fail(NF_EIO, "%s: cannot open: %s", path, strerror(errno));
-  nf_status st = read_npy(path, f, out);
+  FILE *f = NULL;
+  uint64_t size = 0;
+  nf_status st = nf_open_input(path, &f, &size);
+  if (st) return st;
+  st = read_npy(path, f, size, out);
   fclose(f);
   return st;
 }

@@ -374,23 +374,12 @@ static nf_status read_bytes(const char *path, FILE *f, size_t n, unsigned char *
 /* Opens path and finds its size; NF_EIO "path: what" unless it is a readable regular file. */
 static nf_status open_regular(const char *path, FILE **f, uint64_t *size)
 {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return nf_fail(NF_EIO, "%s: cannot open: %s", path, strerror(errno));
-  struct stat sb;
-  nf_status s = NF_OK;
-  if (fstat(fileno(fp), &sb) != 0)
-    s = nf_fail(NF_EIO, "%s: cannot stat: %s", path, strerror(errno));
-  else if (S_ISDIR(sb.st_mode))
-    s = nf_fail(NF_EIO, "%s: is a folder, not a file", path);
-  else if (!S_ISREG(sb.st_mode))
+  nf_status s = nf_open_input(path, f, size);
+  if (s == NF_OK && *size == NF_SIZE_UNKNOWN) {
+    fclose(*f);
     s = nf_fail(NF_EIO, "%s: is not a regular file", path);
-  if (s != NF_OK) {
-    fclose(fp);
-    return s;
   }
-  *f = fp;
-  *size = (uint64_t)sb.st_size;
-  return NF_OK;
+  return s;
 }
 
 /* Reads the length field and checks it against the file size; the header length in *n. */
@@ -412,7 +401,8 @@ static nf_status read_header_length(const char *path, FILE *f, uint64_t size, si
     return nf_fail(NF_EFORMAT, "%s: header length %" PRIu64 " exceeds the limit of %zu bytes", path,
                    len, NF_SAFETENSORS_HEADER_MAX);
   *n = (size_t)len;
-  return NF_OK;
+  /* the header, then the data section */
+  return nf_check_alloc(path, size - 8 > SIZE_MAX ? SIZE_MAX : (size_t)(size - 8));
 }
 
 /* Reads and parses the JSON header of n bytes. */

@@ -38,9 +38,10 @@ nf_status nf_safetensors_write(const char *path, const nf_meta *metadata, size_t
 
 /* Reads and checks a safetensors file of float64 tensors (any shape, read
    flattened) with nflow's "crc32" metadata entry. NF_EIO "path: what" if it
-   cannot be opened or read (or is not a regular file); NF_EFORMAT "path: what"
-   on any malformed or inconsistent header, layout or checksum. *out is set only
-   on success. */
+   cannot be opened or read (or is a directory, or not a regular file);
+   NF_ENOMEM if the header and data section exceed nf_set_alloc_limit;
+   NF_EFORMAT "path: what" on any malformed or inconsistent header, layout or
+   checksum. *out is set only on success. */
 nf_status nf_safetensors_read(const char *path, nf_safetensors **out);
 
 /* Frees st (NULL is a no-op). */
