@@ -93,6 +93,10 @@ expect_error "--lr: expected a positive number" train --data moons --lr inf
 expect_error "--rtol: expected a positive number" train --data moons --flow cnf --rtol 0
 expect_error "--clip: expected a non-negative number" train --data moons --clip nan
 expect_error "--test-frac: expected a number strictly between 0 and 1" train --data moons --test-frac 1
+expect_error "--max-memory: expected a byte count" train --data moons --max-memory 12X
+expect_error "--max-memory 1048576: training realnvp needs an estimated" train --data moons --max-memory 1M
+"$nflow" train --data moons --iters 2 --layers 1 --hidden 8 --max-memory 1G >/dev/null 2>"$tmp/err" \
+  || fail "--max-memory 1G refused a small flow: $(cat "$tmp/err")"
 expect_error "unknown command" fly
 expect_error "--solver" train --data moons --flow cnf --solver nosuch
 expect_error "--grad-mode" train --data moons --flow cnf --grad-mode nosuch

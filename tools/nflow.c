@@ -167,6 +167,14 @@ static int die(const char *fmt, ...)
   return 2;
 }
 
+/* a * b into *out; nonzero (and *out untouched) if the product overflows size_t. */
+static int mul_overflows(size_t a, size_t b, size_t *out)
+{
+  if (b && a > SIZE_MAX / b) return 1;
+  *out = a * b;
+  return 0;
+}
+
 static void usage(FILE *out)
 {
   fputs("usage: nflow train --data NAME|FILE.csv|FILE.npy [options]\n"
@@ -736,7 +744,10 @@ static int load_data(const cfg *c, split *s)
   if (is_toy(c->data)) {
     if (c->context_cols) return die("--context-cols needs a data file, not a toy set");
     if (c->test_file) return die("--test needs a data file, not a toy set");
-    size_t n = c->iters * c->batch;
+    size_t n;
+    if (mul_overflows(c->iters, c->batch, &n))
+      return die("--iters %zu x --batch %zu training points overflow a size_t", c->iters,
+                 c->batch);
     nf_rng val_rng = rng;
     for (int k = 0; k < 3; k++) nf_rng_jump(&val_rng);
     st = nf_toy_sample(c->data, n < TOY_MAX_TRAIN_POINTS ? n : TOY_MAX_TRAIN_POINTS, &rng,
@@ -1116,6 +1127,30 @@ static int add_preprocess(const cfg *c, const part *train, nf_flow *flow)
   return rc;
 }
 
+/* --max-memory: refuses (naming the estimate) a flow whose training would hold
+   more than c->max_memory bytes of doubles in theta, its gradient, the Adam
+   moments, the trainer's copies (candidate, live, best) and batch buffers:
+   the gathered rows and, per layer, the hidden activations (of the
+   conditioner or ODE net; planar and radial have none) and their gradients. A CNF's solver workspace comes on top and is not counted. */
+static int check_memory(const cfg *c, const nf_flow *flow, const split *s)
+{
+  if (!c->max_memory) return 0;
+  size_t np = nf_flow_n_params(flow), dim = s->train.x->dim, ctx = s->train.y ? s->train.y->dim : 0;
+  size_t b = c->batch < s->train.x->n ? c->batch : s->train.x->n, width = 2 * dim + ctx;
+  int no_net = !strcmp(c->flow, "planar") || !strcmp(c->flow, "radial");
+  for (size_t k = 0; !no_net && k < c->n_hidden; k++) width += c->hidden[k];
+  size_t copies = c->no_restore_best ? 6 : 7, p_bytes, act, b_bytes = 0, total = 0;
+  int over = mul_overflows(np, copies * sizeof(double), &p_bytes) ||
+             mul_overflows(b, width, &act) || mul_overflows(act, 2 * c->layers, &act) ||
+             mul_overflows(act + b * (dim + ctx), sizeof(double), &b_bytes) ||
+             (total = p_bytes + b_bytes) < p_bytes;
+  if (!over && total <= c->max_memory) return 0;
+  return die("--max-memory %zu: training %s needs an estimated %s%zu bytes (%zu parameters x "
+             "%zu copies: theta, gradient, Adam moments, trainer; %zu bytes of batch buffers)",
+             c->max_memory, c->flow, over ? "more than " : "", over ? (size_t)SIZE_MAX : total,
+             np, copies, b_bytes);
+}
+
 /* Builds, trains and tests one flow on the given split; saves it to out if not NULL. */
 static int run_flow(cfg c, const split *s, const char *out, result *r)
 {
@@ -1125,6 +1160,7 @@ static int run_flow(cfg c, const split *s, const char *out, result *r)
   nf_flow *flow = NULL;
   int rc = build_flow(&c, s->train.x->dim, s->train.y ? s->train.y->dim : 0, &rng, &flow);
   if (!rc) rc = add_preprocess(&c, &s->train, flow);
+  if (!rc) rc = check_memory(&c, flow, s);
   if (!rc) rc = train_and_test(&c, flow, s, &rng, r);
   if (!rc && out) {
     nf_meta *meta = provenance(&c, r);
@@ -1345,9 +1381,13 @@ static int cmd_sample(cfg *c)
     }
     if (!rc) n = cf->n;
   }
-  if (!rc && (x = malloc(n * d * sizeof *x)) == NULL) rc = die("out of memory");
+  size_t nd = 0, ncd = 0;
+  if (!rc && (mul_overflows(n, d * sizeof *x, &nd) || mul_overflows(n, cd * sizeof *ctx, &ncd)))
+    rc = die("-n %zu: %zu samples of dimension %zu (context %zu) overflow a size_t of bytes", n,
+             n, d, cd);
+  if (!rc && (x = malloc(nd)) == NULL) rc = die("out of memory");
   if (!rc && c->context_row) {
-    ctx = malloc(n * cd * sizeof *ctx);
+    ctx = malloc(ncd);
     if (!ctx || parse_row(c->context_row, cd, ctx)) rc = ctx ? 2 : die("out of memory");
     for (size_t i = 1; !rc && i < n; i++) memcpy(ctx + i * cd, ctx, cd * sizeof *ctx);
   }
