@@ -32,8 +32,9 @@
 #define NF_VECTOR_LOOP
 #endif
 
-/* Records a printf-style detail for nf_errmsg() and returns status. */
-nf_status nf_fail(nf_status status, const char *fmt, ...) NF_PRINTF(2, 3);
+/* Records a printf-style detail for nf_errmsg() and status for
+   nf_last_status(), and returns status: the public nf_set_error (layer_impl.h). */
+#define nf_fail nf_set_error
 
 /* *index = position of name in table[0..k); else NF_EINVAL with
    "unknown <what> '<name>' (expected a, b, ...)" (also for a NULL name or index). */

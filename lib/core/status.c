@@ -44,15 +44,6 @@ static nf_status record_failure(nf_status status, const char *fmt, va_list ap)
   return status;
 }
 
-nf_status nf_fail(nf_status status, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  record_failure(status, fmt, ap);
-  va_end(ap);
-  return status;
-}
-
 nf_status nf_set_error(nf_status status, const char *fmt, ...)
 {
   va_list ap;

@@ -31,45 +31,43 @@ static nf_status affine_check_opts(const nf_transformer_opts *o, const char *fn)
   return nf_check_positive(fn, "scale_bound", o->scale_bound);
 }
 
-/* y = x exp(s) + t with s = B tanh(s_raw / B); logdet += sum_j s_j. */
+/* The map of direction sigma (+1 forward, -1 inverse) with s = B tanh(s_raw / B):
+   forward out = in exp(s) + t, inverse out = (in - t) exp(-s); logdet += sigma sum_j s_j;
+   rec keeps exp(sigma s) and 1 - (s/B)^2 for backward. */
+static void affine_map(const nf_transformer_opts *o, double sigma, size_t n, size_t db,
+                       const double *h, const double *in, double *out, double *logdet,
+                       double *rec)
+{
+  const double B = o->scale_bound, inv_b = 1.0 / B;
+  for (size_t i = 0; i < n; i++) {
+    double sum_s = 0;
+    for (size_t j = 0; j < db; j++) {
+      size_t k = i * db + j;
+      double s = B * tanh(h[2 * k] / B), q = s * inv_b, e = exp(sigma * s), t = h[2 * k + 1];
+      out[k] = sigma > 0 ? in[k] * e + t : (in[k] - t) * e;
+      rec[2 * k] = e;
+      rec[2 * k + 1] = 1.0 - q * q;
+      sum_s += s;
+    }
+    if (logdet) logdet[i] += sigma * sum_s;
+  }
+}
+
+/* y = x exp(s) + t; logdet += sum_j s_j. */
 static nf_status affine_forward(const nf_transformer_opts *o, size_t n, size_t db,
                                 const double *h, const double *x, double *y, double *logdet,
                                 double *rec)
 {
-  const double B = o->scale_bound, inv_b = 1.0 / B;
-  for (size_t i = 0; i < n; i++) {
-    double sum_s = 0;
-    for (size_t j = 0; j < db; j++) {
-      size_t k = i * db + j;
-      double s = B * tanh(h[2 * k] / B), q = s * inv_b, e = exp(s);
-      y[k] = x[k] * e + h[2 * k + 1];
-      rec[2 * k] = e;
-      rec[2 * k + 1] = 1.0 - q * q;
-      sum_s += s;
-    }
-    if (logdet) logdet[i] += sum_s;
-  }
+  affine_map(o, 1.0, n, db, h, x, y, logdet, rec);
   return NF_OK;
 }
 
-/* x = (y - t) exp(-s) with s = B tanh(s_raw / B); logdet -= sum_j s_j. */
+/* x = (y - t) exp(-s); logdet -= sum_j s_j. */
 static nf_status affine_inverse(const nf_transformer_opts *o, size_t n, size_t db,
                                 const double *h, const double *y, double *x, double *logdet,
                                 double *rec)
 {
-  const double B = o->scale_bound, inv_b = 1.0 / B;
-  for (size_t i = 0; i < n; i++) {
-    double sum_s = 0;
-    for (size_t j = 0; j < db; j++) {
-      size_t k = i * db + j;
-      double s = B * tanh(h[2 * k] / B), q = s * inv_b, e = exp(-s);
-      x[k] = (y[k] - h[2 * k + 1]) * e;
-      rec[2 * k] = e;
-      rec[2 * k + 1] = 1.0 - q * q;
-      sum_s += s;
-    }
-    if (logdet) logdet[i] -= sum_s;
-  }
+  affine_map(o, -1.0, n, db, h, y, x, logdet, rec);
   return NF_OK;
 }
 
