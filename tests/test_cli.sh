@@ -27,6 +27,13 @@ done
 nll=$(sed -n 's/^test_nll=//p' "$tmp/out")
 awk -v v="$nll" 'BEGIN { exit !(v <= 3.00) }' || fail "test_nll=$nll > 3.00"
 [ -s "$tmp/err" ] && fail "progress bar drawn on a non-terminal stderr"
+grep -q '^diverged=0$' "$tmp/out" || fail "a normal run did not print diverged=0"
+
+# --lr 10 diverges: one warning on stderr naming the iteration, and diverged=1.
+"$nflow" train --data moons --lr 10 --iters 300 --batch 64 >"$tmp/out" 2>"$tmp/err"
+grep -q '^diverged=1$' "$tmp/out" || fail "--lr 10: no diverged=1: $(grep diverged "$tmp/out")"
+[ "$(grep -c '^nflow: warning: training diverged at iteration [0-9]*: smoothed loss .* above its best .*; lower --lr' "$tmp/err")" -eq 1 ] \
+  || fail "--lr 10: not one divergence warning: $(cat "$tmp/err")"
 
 # FFJORD's toy CNF reaches test_nll <= 2.95 in 2000 iterations (about 1.5 min;
 # skipped in the sanitizer build, where it would take ten times longer).

@@ -965,6 +965,44 @@ START_TEST(test_checkpoint_resume)
 }
 END_TEST
 
+/* Divergence: 1000 steps of the coupling flow on the Gaussian data at lr lr;
+   the report out. The batch losses are printed every 100 steps. */
+static nf_train_report train_at_lr(double lr)
+{
+  nf_dataset train = gaussian_data(2000, 61);
+  nf_flow *flow = coupling_flow(0);
+  nf_adam *adam = adam_lr(flow, lr);
+  nf_trainer_opts o = {.batch_size = 50, .iterations = 1000};
+  nf_rng rng = seeded(62);
+  nf_trainer *tr = nf_trainer_new(flow, adam, &train, NULL, &o, &rng);
+  ck_assert_msg(tr != NULL, "nf_trainer_new: %s", nf_errmsg());
+  nf_train_report rep;
+  ck_assert_msg(nf_trainer_run(tr, &rep) == NF_OK, "lr %g: %s", lr, nf_errmsg());
+  printf("lr %g: smoothed loss %.6g (best %.6g), diverged %d at %zu (%.6g vs %.6g)\n", lr,
+         rep.loss_smoothed, rep.loss_smoothed_best, rep.diverged, rep.diverged_iteration,
+         rep.diverged_loss, rep.diverged_best);
+  nf_trainer_free(tr);
+  nf_adam_free(adam);
+  nf_flow_free(flow);
+  free(train.x);
+  return rep;
+}
+
+/* lr 10 drives the smoothed loss far above its best and the report says so;
+   lr 0.01 does not. */
+START_TEST(test_divergence_flag)
+{
+  nf_train_report bad = train_at_lr(10.0), good = train_at_lr(0.01);
+  ck_assert_int_eq(bad.diverged, 1);
+  ck_assert_uint_ge(bad.diverged_iteration, NF_TRAIN_DIVERGE_STEPS);
+  ck_assert(bad.diverged_loss > bad.diverged_best + NF_TRAIN_DIVERGE_NATS * D);
+  ck_assert_int_eq(good.diverged, 0);
+  ck_assert_uint_eq(good.diverged_iteration, 0);
+  ck_assert(isnan(good.diverged_loss));
+  ck_assert(good.loss_smoothed_best <= good.loss_smoothed);
+}
+END_TEST
+
 /* Loading refuses a state saved for other data or another flow, naming what
    differs, and leaves the trainer as it was. */
 START_TEST(test_checkpoint_refusals)
@@ -1020,6 +1058,7 @@ int main(void)
   tcase_add_test(tc, test_curve_csv);
   tcase_add_test(tc, test_checkpoint_resume);
   tcase_add_test(tc, test_checkpoint_refusals);
+  tcase_add_test(tc, test_divergence_flag);
   tcase_add_test(tc, test_bad_arguments);
   tcase_add_test(tc, test_cosine_schedule);
   tcase_add_test(tc, test_conditional_fit);

@@ -189,7 +189,9 @@ static void usage(FILE *out)
         "the split seed, which eval reproduces; eval on a file evaluates all its rows.\n"
         "--resume continues the saved state; the cosine schedule spans this run's --iters.\n"
         "CSV files are split. Output ends with key=value lines (test_nll, params,\n"
-        "train_seconds, ms_per_iter, and for cnf nfe_forward and nfe_backward).\n", out);
+        "train_seconds, ms_per_iter, diverged, and for cnf nfe_forward and nfe_backward);\n"
+        "diverged=1 (with a warning) when the smoothed training loss stayed more than\n"
+        "10 nats per dimension above its best for 200 iterations.\n", out);
 }
 
 /* Scans a decimal integer at s (digits only: no sign, space, exponent or
@@ -931,6 +933,7 @@ typedef struct result {
   size_t params, iters, restored;
   double train_nll, val_nll, seconds, ms_per_iter, nfe_forward, nfe_backward, end_time;
   int continuous, stop;
+  int diverged; /* the trainer's divergence mark (warned on stderr once) */
   char stop_reason[160];
   nll_summary test;
 } result;
@@ -1082,6 +1085,12 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
     snprintf(r->stop_reason, sizeof r->stop_reason, "%s", report.stop_reason);
     r->seconds = report.seconds;
     r->val_nll = report.val_nll_best;
+    r->diverged = report.diverged;
+    if (report.diverged)
+      fprintf(stderr, "nflow: warning: training diverged at iteration %zu: smoothed loss %.6g "
+              "is more than %g*d = %g nats above its best %.6g; lower --lr (flow %s)\n",
+              report.diverged_iteration, report.diverged_loss, NF_TRAIN_DIVERGE_NATS,
+              NF_TRAIN_DIVERGE_NATS * (double)s->train.x->dim, report.diverged_best, c->flow);
     /* per iteration of this invocation (a resumed run did the others before) */
     double it = report.iterations > start ? (double)(report.iterations - start) : 1.0;
     r->ms_per_iter = 1e3 * report.seconds / it;
@@ -1180,6 +1189,7 @@ static int print_keys(const char *prefix, const result *r)
   if (!isnan(r->val_nll)) printf("%sval_nll=%.6f\n", prefix, r->val_nll);
   if (r->restored) printf("%srestored_iteration=%zu\n", prefix, r->restored);
   if (r->stop) printf("%sstopped_early=%s\n", prefix, r->stop_reason);
+  printf("%sdiverged=%d\n", prefix, r->diverged);
   int rc = print_summary(prefix, &r->test);
   printf("%strain_seconds=%.3f\n%sms_per_iter=%.4f\n", prefix, r->seconds, prefix, r->ms_per_iter);
   if (r->continuous)

@@ -27,6 +27,17 @@
    validation NLL, CNF evaluation counts per step) for a callback and/or a CSV
    file. Validations and curve points are not counted in the seconds.
 
+   Divergence: the trainer smooths the batch losses with an exponential moving
+   average, s <- s + NF_TRAIN_EMA_WEIGHT (loss - s) (the first loss starts it;
+   a time constant of about 50 steps), and keeps the lowest s seen, b. With
+   m = NF_TRAIN_DIVERGE_NATS x dim nats, each loss enters the average capped
+   at b + 2m, so that a single outlier batch (healthy runs have them) moves s
+   by at most 2m NF_TRAIN_EMA_WEIGHT, while a sustained climb still takes s
+   past b + m. When s stays more than m above b for NF_TRAIN_DIVERGE_STEPS
+   steps in a row, the trainer marks the run diverged (the progress and the
+   report say so, with the iteration and both values); training goes on, and
+   the library prints nothing. Saved states carry the average.
+
    Whole-state checkpoints (nf_trainer_save_state / nf_trainer_load_state):
    theta, the optimizer's moments and step count, the shuffling rng, the
    counters, this epoch's order and position, the best parameters and the
@@ -52,6 +63,10 @@
 extern "C" {
 #endif
 
+#define NF_TRAIN_EMA_WEIGHT 0.02    /* weight of the newest batch loss in the smoothed loss */
+#define NF_TRAIN_DIVERGE_NATS 10.0  /* per dimension: how far above its best the smoothed loss ... */
+#define NF_TRAIN_DIVERGE_STEPS 200  /* ... must stay, for this many steps, to mark divergence */
+
 /* What the progress callback sees after every step of nf_trainer_run. */
 typedef struct nf_train_progress {
   size_t iteration; /* steps done so far by this trainer (1 after the first) */
@@ -60,6 +75,8 @@ typedef struct nf_train_progress {
   double loss;      /* mean NLL of this step's batch (before the update) */
   double val_nll;   /* latest validation mean NLL; NaN if none yet */
   double seconds;   /* wall time since this nf_trainer_run began */
+  double loss_smoothed; /* the moving average of the batch losses (see Divergence) */
+  int diverged;     /* 1 once the trainer has marked the run diverged */
 } nf_train_progress;
 
 /* Progress callback: return 0 to continue, nonzero to stop the run early. */
@@ -134,6 +151,12 @@ typedef struct nf_train_report {
   double val_nll_best; /* lowest validation NLL seen; NaN if never */
   size_t val_best_iteration; /* iteration of val_nll_best (0 if never) */
   double seconds;      /* wall time of this nf_trainer_run */
+  double loss_smoothed;      /* moving average of the batch losses; NaN before a step */
+  double loss_smoothed_best; /* its lowest value; NaN before a step */
+  int diverged;              /* 1 if the smoothed loss stayed NF_TRAIN_DIVERGE_NATS x dim
+                                above its best for NF_TRAIN_DIVERGE_STEPS steps (sticky) */
+  size_t diverged_iteration; /* the step at which it was marked; 0 if not diverged */
+  double diverged_loss, diverged_best; /* the smoothed loss and its best then; NaN if not */
 } nf_train_report;
 
 typedef struct nf_trainer nf_trainer;

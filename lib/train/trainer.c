@@ -57,6 +57,12 @@ struct nf_trainer {
   double win_nfe, win_nfe_adjoint; /* and CNF evaluations of the steps */
   int curve_header;    /* the CSV header has been written */
   size_t val_at;       /* iteration of the latest validation + 1; 0 if none */
+  /* divergence of the smoothed batch loss */
+  double ema, ema_best; /* the moving average and its lowest value; NaN before a step */
+  size_t ema_above;     /* steps in a row with ema above ema_best by the margin */
+  int diverged;
+  size_t diverged_iteration;
+  double diverged_loss, diverged_best;
 };
 
 nf_trainer_opts nf_trainer_defaults(void)
@@ -143,6 +149,7 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
                      .order = calloc(train->n, sizeof *tr->order),
                      .xb = nf_dalloc(batch * train->dim), .cb = c ? nf_dalloc(batch * c) : NULL,
                      .last_epoch_loss = NAN, .val_last = NAN, .val_best = NAN,
+                     .ema = NAN, .ema_best = NAN, .diverged_loss = NAN, .diverged_best = NAN,
                      .lr0 = nf_adam_options(adam).lr,
                      .theta_next = nf_dalloc(nf_flow_n_params(flow)),
                      .theta_live = nf_dalloc(nf_flow_n_params(flow)),
@@ -230,11 +237,29 @@ static void gather_batch(nf_trainer *tr, size_t m)
   if (tr->train_ctx) gather_rows(m, idx, tr->train_ctx->dim, tr->train_ctx->x, tr->cb);
 }
 
+/* Updates the smoothed loss with the batch loss of the step just booked and
+   marks divergence (see trainer.h). */
+static void track_divergence(nf_trainer *tr, double loss)
+{
+  double margin = NF_TRAIN_DIVERGE_NATS * (double)nf_flow_dim(tr->flow);
+  if (loss > tr->ema_best + 2 * margin) loss = tr->ema_best + 2 * margin; /* one outlier batch */
+  tr->ema = isnan(tr->ema) ? loss : tr->ema + NF_TRAIN_EMA_WEIGHT * (loss - tr->ema);
+  if (!(tr->ema >= tr->ema_best)) tr->ema_best = tr->ema; /* also while ema_best is NaN */
+  tr->ema_above = tr->ema > tr->ema_best + margin ? tr->ema_above + 1 : 0;
+  if (!tr->diverged && tr->ema_above >= NF_TRAIN_DIVERGE_STEPS) {
+    tr->diverged = 1;
+    tr->diverged_iteration = tr->iterations;
+    tr->diverged_loss = tr->ema;
+    tr->diverged_best = tr->ema_best;
+  }
+}
+
 /* Books a finished step of m rows with batch NLL loss; closes and reshuffles
    the epoch when every row has been visited. */
 static void record_step(nf_trainer *tr, size_t m, double loss)
 {
   tr->iterations++;
+  track_divergence(tr, loss);
   tr->cursor += m;
   tr->epoch_sum += (double)m * loss;
   tr->epoch_rows += m;
@@ -374,7 +399,10 @@ static nf_train_report make_report(const nf_trainer *tr, nf_train_stop stop, dou
                        .train_loss = tr->epochs ? tr->last_epoch_loss : partial,
                        .val_nll_last = tr->val_last, .val_nll_best = tr->val_best,
                        .val_best_iteration = tr->val_best_iteration,
-                       .seconds = now_seconds() - t0};
+                       .seconds = now_seconds() - t0,
+                       .loss_smoothed = tr->ema, .loss_smoothed_best = tr->ema_best,
+                       .diverged = tr->diverged, .diverged_iteration = tr->diverged_iteration,
+                       .diverged_loss = tr->diverged_loss, .diverged_best = tr->diverged_best};
   if (stop == NF_STOP_CALLBACK)
     snprintf(r.stop_reason, sizeof r.stop_reason, "the callback asked to stop at iteration %zu",
              tr->iterations);
@@ -441,7 +469,8 @@ nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report)
     if (tr->opts.callback) {
       nf_train_progress p = {.iteration = tr->iterations, .total = tr->opts.iterations,
                              .epoch = tr->epochs, .loss = loss, .val_nll = tr->val_last,
-                             .seconds = now_seconds() - t0};
+                             .seconds = now_seconds() - t0,
+                             .loss_smoothed = tr->ema, .diverged = tr->diverged};
       if (tr->opts.callback(&p, tr->opts.user) && stop == NF_STOP_NONE) stop = NF_STOP_CALLBACK;
     }
   }
@@ -509,6 +538,11 @@ static nf_status state_meta(const nf_trainer *tr, nf_meta *m)
     {"win_sum", f64_bits(tr->win_sum), 1}, {"win_rows", tr->win_rows, 0},
     {"win_steps", tr->win_steps, 0}, {"win_nfe", f64_bits(tr->win_nfe), 1},
     {"win_nfe_adjoint", f64_bits(tr->win_nfe_adjoint), 1},
+    {"ema", f64_bits(tr->ema), 1}, {"ema_best", f64_bits(tr->ema_best), 1},
+    {"ema_above", tr->ema_above, 0}, {"diverged", (uint64_t)tr->diverged, 0},
+    {"diverged_iteration", tr->diverged_iteration, 0},
+    {"diverged_loss", f64_bits(tr->diverged_loss), 1},
+    {"diverged_best", f64_bits(tr->diverged_best), 1},
   };
   nf_status st = nf_meta_set(m, "format", STATE_FORMAT);
   if (st == NF_OK) st = nf_meta_set(m, "version", STATE_VERSION);
@@ -581,6 +615,9 @@ typedef struct state_scalars {
       epoch_rows, epoch_sum, last_epoch_loss, val_last, val_best, val_best_iteration,
       since_best, have_best, rng[4], noise_seed, adam_steps, step_seconds, win_sum,
       win_rows, win_steps, win_nfe, win_nfe_adjoint;
+  /* optional (states saved before divergence tracking lack them: it restarts) */
+  uint64_t ema, ema_best, ema_above, diverged, diverged_iteration, diverged_loss,
+      diverged_best;
 } state_scalars;
 
 static double bits_f64(uint64_t u)
@@ -620,6 +657,19 @@ static nf_status read_scalars(const nf_trainer *tr, const nf_meta *m, const char
     nf_status st = get_u64(m, path, kv[i].key, kv[i].hex, kv[i].v);
     if (st != NF_OK) return st;
   }
+  struct { const char *key; uint64_t *v; int hex; uint64_t absent; } opt[] = {
+    {"ema", &s->ema, 1, f64_bits(NAN)}, {"ema_best", &s->ema_best, 1, f64_bits(NAN)},
+    {"ema_above", &s->ema_above, 0, 0}, {"diverged", &s->diverged, 0, 0},
+    {"diverged_iteration", &s->diverged_iteration, 0, 0},
+    {"diverged_loss", &s->diverged_loss, 1, f64_bits(NAN)},
+    {"diverged_best", &s->diverged_best, 1, f64_bits(NAN)},
+  };
+  for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) {
+    *opt[i].v = opt[i].absent;
+    nf_status st = nf_meta_get(m, opt[i].key) ? get_u64(m, path, opt[i].key, opt[i].hex, opt[i].v)
+                                              : NF_OK;
+    if (st != NF_OK) return st;
+  }
   struct { const char *what; uint64_t saved, here; } fit[] = {
     {"parameters", s->n_params, nf_flow_n_params(tr->flow)},
     {"context columns", s->ctx_dim, nf_flow_ctx_dim(tr->flow)},
@@ -646,7 +696,7 @@ static nf_status read_scalars(const nf_trainer *tr, const nf_meta *m, const char
                    "has '%.*s'", path, a, tag + i, b, mine + i);
   }
   if (s->cursor >= s->train_rows || s->epoch_rows > s->iterations * s->train_rows ||
-      s->have_best > 1)
+      s->have_best > 1 || s->diverged > 1)
     return nf_fail(NF_EFORMAT, "%s: trainer state: inconsistent counters", path);
   return NF_OK;
 }
@@ -721,6 +771,13 @@ nf_status nf_trainer_load_state(nf_trainer *trainer, const char *path)
   tr->win_nfe = bits_f64(s.win_nfe);
   tr->win_nfe_adjoint = bits_f64(s.win_nfe_adjoint);
   tr->val_at = 0;
+  tr->ema = bits_f64(s.ema);
+  tr->ema_best = bits_f64(s.ema_best);
+  tr->ema_above = (size_t)s.ema_above;
+  tr->diverged = (int)s.diverged;
+  tr->diverged_iteration = (size_t)s.diverged_iteration;
+  tr->diverged_loss = bits_f64(s.diverged_loss);
+  tr->diverged_best = bits_f64(s.diverged_best);
   free(idx);
   nf_safetensors_free(f);
   return NF_OK;
