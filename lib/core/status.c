@@ -100,7 +100,9 @@ void *nf_alloc_n(size_t n, size_t size)
 nf_status nf_parse_choice(const char *what, const char *name, const char *const *table,
                           size_t k, int *index)
 {
-  for (size_t i = 0; name && index && i < k; i++)
+  if (!name) return nf_fail(NF_EINVAL, "the %s name is NULL", what);
+  if (!index) return nf_fail(NF_EINVAL, "the output for the %s '%s' is NULL", what, name);
+  for (size_t i = 0; i < k; i++)
     if (strcmp(name, table[i]) == 0) {
       *index = (int)i;
       return NF_OK;
@@ -108,7 +110,7 @@ nf_status nf_parse_choice(const char *what, const char *name, const char *const 
   char choices[256] = "";
   for (size_t i = 0, len = 0; i < k && len < sizeof choices; i++)
     len += (size_t)snprintf(choices + len, sizeof choices - len, "%s%s", i ? ", " : "", table[i]);
-  return nf_fail(NF_EINVAL, "unknown %s '%s' (expected %s)", what, name ? name : "(null)", choices);
+  return nf_fail(NF_EINVAL, "unknown %s '%s' (expected %s)", what, name, choices);
 }
 
 size_t nf_first_nonfinite(size_t n, const double *v)
