@@ -451,10 +451,12 @@ nf_status nf_cnf_trace_parse(const char *name, nf_trace_kind *trace)
 }
 
 /* Checks the options nf_cnf_new cannot build from. */
-static nf_status check_opts(size_t dim, const nf_cnf_opts *o)
+static nf_status check_opts(const char *fn, size_t dim, size_t ctx_dim, const nf_cnf_opts *o)
 {
-  const char *fn = "nf_cnf_new";
-  if (dim == 0 || !o) return nf_fail(NF_EINVAL, "%s: dim is 0 or opts is NULL", fn);
+  if (!o) return nf_fail(NF_EINVAL, "%s: opts is NULL", fn);
+  nf_status st = nf_check_dim(fn, dim);
+  if (!st && ctx_dim) st = nf_check_dim(fn, ctx_dim);
+  if (st) return st;
   if (!(o->end_time > 0) || !isfinite(o->end_time))
     return nf_fail(NF_EINVAL, "%s: end_time %g is not a positive finite number", fn, o->end_time);
   if (o->trace != NF_TRACE_EXACT && o->trace != NF_TRACE_GAUSSIAN && o->trace != NF_TRACE_RADEMACHER)
@@ -473,7 +475,7 @@ static nf_status check_opts(size_t dim, const nf_cnf_opts *o)
 /* nf_cnf_new's body; rng NULL leaves the net's parameters zero (the loader's case). */
 static nf_layer *cnf_build(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, nf_rng *rng)
 {
-  if (check_opts(dim, opts)) return NULL;
+  if (check_opts("nf_cnf_new", dim, ctx_dim, opts)) return NULL;
   cnf *c = calloc(1, sizeof *c);
   size_t *hidden = malloc((opts->n_hidden + 1) * sizeof *hidden);
   if (!c || !hidden) {
@@ -519,7 +521,12 @@ nf_layer *nf_cnf_field_new(size_t dim, size_t ctx_dim, const nf_field *field,
     nf_fail(NF_EINVAL, "%s: the field or its f callback is NULL", fn);
     return NULL;
   }
-  if (check_opts(dim, opts)) return NULL;
+  if (check_opts(fn, dim, ctx_dim, opts)) return NULL;
+  if (field->n_params > SIZE_MAX / sizeof(double) - 1) {
+    nf_fail(NF_EINVAL, "%s: field '%s' with %zu parameters overflows the address space", fn,
+            field->name ? field->name : "", field->n_params);
+    return NULL;
+  }
   if (opts->trace != NF_TRACE_EXACT || opts->kinetic_weight > 0 || opts->jacobian_weight > 0) {
     nf_fail(NF_EINVAL, "%s: a user field takes the exact trace (its divergence) and no RNODE regularisation", fn);
     return NULL;
