@@ -494,12 +494,157 @@ START_TEST(containers_and_training_refuse_bad_input)
 }
 END_TEST
 
+
+/* A user field: f = -z (n_params 0), divergence -dim. */
+static int neg_f(double t, size_t n, const double *z, const double *ctx, const double *theta,
+                 double *f, void *user)
+{
+  (void)t, (void)ctx, (void)theta, (void)user;
+  for (size_t i = 0; i < 2 * n; i++) f[i] = -z[i];
+  return 0;
+}
+
+/* The dynamics net: NULLs, n = 0, zero and overflowing sizes, NaN z / ctx / t / params. */
+START_TEST(odenet_refuses_bad_input)
+{
+  size_t hidden[1] = {4};
+  EXPECT_NULL(nf_odenet_new(0, 0, 1, hidden, NF_ODENET_CONCATSQUASH, NF_ODENET_TANH), NF_EINVAL,
+              "nf_odenet_new", "0");
+  EXPECT_NULL(nf_odenet_new(2, 0, 1, NULL, NF_ODENET_CONCATSQUASH, NF_ODENET_TANH), NF_EINVAL,
+              "nf_odenet_new", "NULL");
+  EXPECT_NULL(nf_odenet_new(2, 0, 1, hidden, (nf_odenet_kind)99, NF_ODENET_TANH), NF_EINVAL,
+              "nf_odenet_new", "kind");
+  EXPECT_NULL(nf_odenet_new(2, 0, HUGE_N, hidden, NF_ODENET_CONCAT, NF_ODENET_TANH), NF_EINVAL,
+              "nf_odenet_new");
+  nf_odenet_kind kind = NF_ODENET_CONCAT;
+  nf_odenet_act act = NF_ODENET_TANH;
+  EXPECT(nf_odenet_kind_parse("bogus", &kind), NF_EINVAL, "bogus");
+  EXPECT(nf_odenet_kind_parse(NULL, &kind), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_act_parse("bogus", &act), NF_EINVAL, "bogus");
+  EXPECT(nf_odenet_act_parse("tanh", NULL), NF_EINVAL, "NULL");
+  ck_assert(kind == NF_ODENET_CONCAT && act == NF_ODENET_TANH);
+  ck_assert(nf_odenet_n_params(NULL) == 0 && nf_odenet_dim(NULL) == 0);
+  ck_assert(nf_odenet_work_size(NULL, 4, 1) == 0);
+
+  nf_odenet *net = nf_odenet_new(2, 1, 1, hidden, NF_ODENET_CONCATSQUASH, NF_ODENET_TANH);
+  ck_assert_ptr_nonnull(net);
+  size_t np = nf_odenet_n_params(net);
+  double *params = calloc(np, sizeof *params);
+  nf_rng rng;
+  nf_rng_seed(&rng, 11);
+  EXPECT(nf_odenet_init(NULL, &rng, params), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_init(net, NULL, params), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_init(net, &rng, NULL), NF_EINVAL, "NULL");
+  ck_assert_int_eq(nf_odenet_init(net, &rng, params), NF_OK);
+  ck_assert(nf_odenet_work_size(net, SIZE_MAX, 1) == 0 || nf_odenet_work_size(net, SIZE_MAX, 1) == SIZE_MAX);
+  double *work = calloc(nf_odenet_work_size(net, 2, 1), sizeof *work);
+  double z[4] = {0.1, 0.2, 0.3, 0.4}, ctx[2] = {1, -1}, f[4] = {7, 7, 7, 7}, u[4] = {1, 1, 1, 1};
+  double g_z[4] = {7, 7, 7, 7};
+  EXPECT(nf_odenet_eval(NULL, params, 2, 0.5, z, ctx, f, work), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_eval(net, NULL, 2, 0.5, z, ctx, f, work), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_eval(net, params, 2, 0.5, NULL, ctx, f, work), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_eval(net, params, 2, 0.5, z, NULL, f, work), NF_EINVAL, "ctx");
+  EXPECT(nf_odenet_eval(net, params, 2, 0.5, z, ctx, NULL, work), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_eval(net, params, 2, 0.5, z, ctx, f, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_eval(net, params, 0, 0.5, z, ctx, f, work), NF_EINVAL, "0");
+  EXPECT(nf_odenet_eval(net, params, SIZE_MAX, 0.5, z, ctx, f, work), NF_EINVAL, "too large");
+  EXPECT(nf_odenet_eval(net, params, 2, NAN, z, ctx, f, work), NF_ENONFINITE, "t");
+  z[3] = NAN;
+  EXPECT(nf_odenet_eval(net, params, 2, 0.5, z, ctx, f, work), NF_ENONFINITE, "z[3]");
+  z[3] = 0.4;
+  ctx[1] = INFINITY;
+  EXPECT(nf_odenet_eval(net, params, 2, 0.5, z, ctx, f, work), NF_ENONFINITE, "ctx[1]");
+  ctx[1] = -1;
+  expect_untouched(4, f, 7.0);
+  EXPECT(nf_odenet_jvp(net, params, 2, 0.5, z, ctx, NULL, f, g_z, work), NF_EINVAL, "NULL");
+  EXPECT(nf_odenet_vjp(net, params, 2, 0.5, z, ctx, NULL, f, g_z, NULL, NULL, NULL, work),
+         NF_EINVAL, "NULL");
+  z[0] = NAN;
+  EXPECT(nf_odenet_jvp(net, params, 2, 0.5, z, ctx, u, f, g_z, work), NF_ENONFINITE, "z[0]");
+  EXPECT(nf_odenet_vjp(net, params, 2, 0.5, z, ctx, u, f, g_z, NULL, NULL, NULL, work),
+         NF_ENONFINITE, "z[0]");
+  double tr[2] = {7, 7};
+  EXPECT(nf_odenet_trace(net, params, 2, 0.5, z, ctx, NULL, f, tr, NULL, NULL, work),
+         NF_ENONFINITE, "z[0]");
+  expect_untouched(4, f, 7.0);
+  expect_untouched(4, g_z, 7.0);
+  expect_untouched(2, tr, 7.0);
+  free(work);
+  free(params);
+  nf_odenet_free(net);
+  nf_odenet_free(NULL);
+}
+END_TEST
+
+/* CNF constructors and queries: bad options, NULL fields, foreign layers. */
+START_TEST(cnf_refuses_bad_input)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, 12);
+  size_t hidden[2] = {8, 8};
+  nf_cnf_opts o = nf_cnf_defaults();
+  o.n_hidden = 2;
+  o.hidden = hidden;
+  EXPECT_NULL(nf_cnf_new(0, 0, &o, &rng), NF_EINVAL, "nf_cnf_new", "0");
+  EXPECT_NULL(nf_cnf_new(HUGE_N, 0, &o, &rng), NF_EINVAL, "overflows");
+  EXPECT_NULL(nf_cnf_new(SIZE_MAX, 0, &o, &rng), NF_EINVAL, "overflows");
+  EXPECT_NULL(nf_cnf_new(2, 0, NULL, &rng), NF_EINVAL, "nf_cnf_new", "NULL");
+  EXPECT_NULL(nf_cnf_new(2, 0, &o, NULL), NF_EINVAL, "nf_cnf_new", "NULL");
+  nf_cnf_opts q = o;
+  q.end_time = NAN;
+  EXPECT_NULL(nf_cnf_new(2, 0, &q, &rng), NF_EINVAL, "nf_cnf_new", "end_time");
+  q = o;
+  q.end_time = -1;
+  EXPECT_NULL(nf_cnf_new(2, 0, &q, &rng), NF_EINVAL, "nf_cnf_new", "end_time");
+  q = o;
+  q.kinetic_weight = INFINITY;
+  EXPECT_NULL(nf_cnf_new(2, 0, &q, &rng), NF_EINVAL, "nf_cnf_new", "kinetic_weight");
+  q = o;
+  q.trace = (nf_trace_kind)9;
+  EXPECT_NULL(nf_cnf_new(2, 0, &q, &rng), NF_EINVAL, "nf_cnf_new", "trace");
+  q = o;
+  q.hidden = NULL;
+  EXPECT_NULL(nf_cnf_new(2, 0, &q, &rng), NF_EINVAL, "nf_cnf_new", "hidden");
+  nf_field fd = {.name = "neg", .f = neg_f};
+  EXPECT_NULL(nf_cnf_field_new(2, 0, NULL, &o), NF_EINVAL, "nf_cnf_field_new", "NULL");
+  EXPECT_NULL(nf_cnf_field_new(0, 0, &fd, &o), NF_EINVAL, "nf_cnf_field_new", "0");
+  EXPECT_NULL(nf_cnf_field_new(SIZE_MAX, 0, &fd, &o), NF_EINVAL, "nf_cnf_field_new", "overflows");
+  nf_field nof = {.name = "nof"};
+  EXPECT_NULL(nf_cnf_field_new(2, 0, &nof, &o), NF_EINVAL, "nf_cnf_field_new", "f");
+  nf_field hugep = {.name = "huge", .f = neg_f, .n_params = SIZE_MAX};
+  EXPECT_NULL(nf_cnf_field_new(2, 0, &hugep, &o), NF_EINVAL, "nf_cnf_field_new", "overflows");
+  EXPECT_NULL(nf_cnf_field_new(2, SIZE_MAX, &fd, &o), NF_EINVAL, "nf_cnf_field_new", "overflows");
+  EXPECT_NULL(nf_cnf_field_new(2, 0, &fd, NULL), NF_EINVAL, "nf_cnf_field_new", "opts is NULL");
+  nf_trace_kind tk = NF_TRACE_EXACT;
+  EXPECT(nf_cnf_trace_parse("bogus", &tk), NF_EINVAL, "bogus");
+  EXPECT(nf_cnf_trace_parse(NULL, &tk), NF_EINVAL, "NULL");
+  ck_assert(tk == NF_TRACE_EXACT);
+  nf_cnf_counters c;
+  memset(&c, 0x5a, sizeof c);
+  unsigned char before[sizeof c];
+  memcpy(before, &c, sizeof c);
+  EXPECT(nf_cnf_get_counters(NULL, &c), NF_EINVAL, "NULL");
+  nf_layer *aff = nf_affine_new(2);
+  EXPECT(nf_cnf_get_counters(aff, &c), NF_EINVAL, "not a CNF layer");
+  ck_assert(memcmp(&c, before, sizeof c) == 0);
+  EXPECT(nf_cnf_reset_counters(aff), NF_EINVAL, "not a CNF layer");
+  EXPECT(nf_cnf_reset_counters(NULL), NF_EINVAL, "not a CNF layer");
+  ck_assert(nf_cnf_end_time(aff, NULL) == 0 && nf_cnf_end_time(NULL, NULL) == 0);
+  nf_layer *cnf = nf_cnf_field_new(2, 0, &fd, &o);
+  ck_assert_ptr_nonnull(cnf);
+  EXPECT(nf_cnf_get_counters(cnf, NULL), NF_EINVAL, "NULL");
+  nf_layer_free(cnf);
+  nf_layer_free(aff);
+}
+END_TEST
+
 int main(void)
 {
   const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, radial_huge_radius,
                           sizes_overflow, recipe_memory_refused_before_allocating,
                           flow_calls_refuse_bad_input, set_params_refuses_bad_log_scales,
                           layer_interface_refuses_bad_input, rng_null_is_a_no_op,
-                          containers_and_training_refuse_bad_input, NULL};
+                          containers_and_training_refuse_bad_input,
+                          odenet_refuses_bad_input, cnf_refuses_bad_input, NULL};
   return th_run_tests("bad_input", 60, tests);
 }
