@@ -102,6 +102,10 @@ nf_odenet *nf_odenet_new(size_t dim, size_t ctx_dim, size_t n_hidden, const size
                          nf_odenet_kind kind, nf_odenet_act act)
 {
   if (nf_check_dim("nf_odenet_new", dim)) return NULL;
+  if (n_hidden > SIZE_MAX / (4 * sizeof(double))) { /* before reading hidden[] */
+    nf_fail(NF_EINVAL, "nf_odenet_new: %zu hidden layers overflows the address space", n_hidden);
+    return NULL;
+  }
   if (n_hidden > 0 && !hidden) {
     nf_fail(NF_EINVAL, "nf_odenet_new: %zu hidden layers but hidden widths are NULL", n_hidden);
     return NULL;
