@@ -516,7 +516,7 @@ START_TEST(odenet_refuses_bad_input)
   EXPECT_NULL(nf_odenet_new(2, 0, 1, hidden, (nf_odenet_kind)99, NF_ODENET_TANH), NF_EINVAL,
               "nf_odenet_new", "kind");
   EXPECT_NULL(nf_odenet_new(2, 0, HUGE_N, hidden, NF_ODENET_CONCAT, NF_ODENET_TANH), NF_EINVAL,
-              "nf_odenet_new");
+              "nf_odenet_new", "overflows"); /* hidden[] (one entry) is not read past its end */
   nf_odenet_kind kind = NF_ODENET_CONCAT;
   nf_odenet_act act = NF_ODENET_TANH;
   EXPECT(nf_odenet_kind_parse("bogus", &kind), NF_EINVAL, "bogus");
