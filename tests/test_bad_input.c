@@ -727,10 +727,7 @@ START_TEST(model_files_refuse_bad_paths)
   nf_field fd = {.name = "decay_field", .f = neg_f};
   flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
   ck_assert_int_eq(nf_flow_push(flow, nf_cnf_field_new(2, 0, &fd, &o)), NF_OK);
-  char path[] = "bad_input_field_XXXXXX";
-  int fdsc = mkstemp(path);
-  ck_assert_int_ge(fdsc, 0);
-  close(fdsc);
+  const char *path = "bad_input_field.nfm";
   ck_assert_int_eq(nf_flow_save(flow, path, NULL), NF_OK);
   /* TODO: the brief wants NF_EINVAL (a caller's missing resolver); nf_flow_load
      turns every family refusal into NF_EFORMAT (lib/io/model.c), so this
@@ -860,6 +857,185 @@ START_TEST(preprocess_noise_mlp_coupling_refuse_bad_input)
 }
 END_TEST
 
+
+/* nf_layer_apply / nf_layer_vjp with NULL or non-finite theta, in and ctx on a
+   conditional coupling: refused, out / logdet / gradients untouched. */
+START_TEST(layer_apply_vjp_refuse_bad_input)
+{
+  enum { D = 2, C = 1, N = 2 };
+  nf_rng rng;
+  nf_rng_seed(&rng, 14);
+  size_t hidden[1] = {4};
+  unsigned char mask[D] = {1, 0};
+  nf_coupling_opts co = {NF_COUPLING_AFFINE, mask, 1, hidden, NF_ACT_TANH, 3.0};
+  nf_layer *layer = nf_coupling_new(D, C, &co, &rng);
+  ck_assert_ptr_nonnull(layer);
+  size_t np = nf_layer_n_params(layer);
+  double *theta = th_random_theta(layer, 15, 0.1);
+  double *work = nf_layer_work_new(layer, N);
+  double in[N * D] = {0.1, 0.2, 0.3, 0.4}, ctx[N * C] = {1, 2}, out[N * D], ld[N];
+  double g_out[N * D] = {1, 1, 1, 1}, g_ld[N] = {1, 1}, g_in[N * D], g_ctx[N * C];
+  double *g_theta = malloc(np * sizeof *g_theta);
+  for (int i = 0; i < N * D; i++) out[i] = g_in[i] = 8;
+  for (int i = 0; i < N; i++) ld[i] = g_ctx[i] = 8;
+  for (size_t p = 0; p < np; p++) g_theta[p] = 8;
+  for (int dir = NF_FORWARD; dir <= NF_INVERSE; dir++) {
+    EXPECT(nf_layer_apply(layer, NULL, dir, N, in, ctx, out, ld, NULL, work), NF_EINVAL, "NULL");
+    EXPECT(nf_layer_apply(layer, theta, dir, N, NULL, ctx, out, ld, NULL, work), NF_EINVAL, "NULL");
+    EXPECT(nf_layer_apply(layer, theta, dir, N, in, NULL, out, ld, NULL, work), NF_EINVAL, "context");
+    EXPECT(nf_layer_apply(layer, theta, dir, N, in, ctx, NULL, ld, NULL, work), NF_EINVAL, "NULL");
+    EXPECT(nf_layer_apply(layer, theta, dir, 0, in, ctx, out, ld, NULL, work), NF_EINVAL, "0");
+    EXPECT(nf_layer_apply(layer, theta, dir, SIZE_MAX, in, ctx, out, ld, NULL, work), NF_EINVAL,
+           "overflows");
+    in[3] = NAN;
+    EXPECT(nf_layer_apply(layer, theta, dir, N, in, ctx, out, ld, NULL, work), NF_ENONFINITE, "row 1");
+    in[3] = 0.4;
+    ctx[1] = INFINITY;
+    EXPECT(nf_layer_apply(layer, theta, dir, N, in, ctx, out, ld, NULL, work), NF_ENONFINITE, "context",
+           "row 1");
+    ctx[1] = 2;
+    /* apply and vjp take theta "as checked by nf_layer_check_params" (a
+       precondition, not re-checked on the hot path): the check refuses it */
+    theta[np - 1] = NAN;
+    EXPECT(nf_layer_check_params(layer, theta), NF_ENONFINITE, "parameter");
+    theta[np - 1] = 0;
+    EXPECT(nf_layer_vjp(layer, NULL, dir, N, in, ctx, in, g_out, g_ld, g_in, g_ctx, g_theta, work),
+           NF_EINVAL, "NULL");
+    EXPECT(nf_layer_vjp(layer, theta, dir, N, NULL, ctx, in, g_out, g_ld, g_in, g_ctx, g_theta, work),
+           NF_EINVAL, "NULL");
+    EXPECT(nf_layer_vjp(layer, theta, dir, N, in, NULL, in, g_out, g_ld, g_in, g_ctx, g_theta, work),
+           NF_EINVAL, "context");
+    EXPECT(nf_layer_vjp(layer, theta, dir, 0, in, ctx, in, g_out, g_ld, g_in, g_ctx, g_theta, work),
+           NF_EINVAL, "0");
+    in[0] = -INFINITY;
+    EXPECT(nf_layer_vjp(layer, theta, dir, N, in, ctx, in, g_out, g_ld, g_in, g_ctx, g_theta, work),
+           NF_ENONFINITE, "row 0");
+    in[0] = 0.1;
+    ctx[0] = NAN;
+    EXPECT(nf_layer_vjp(layer, theta, dir, N, in, ctx, in, g_out, g_ld, g_in, g_ctx, g_theta, work),
+           NF_ENONFINITE, "context", "row 0");
+    ctx[0] = 1;
+  }
+  expect_untouched(N * D, out, 8.0);
+  expect_untouched(N, ld, 8.0);
+  expect_untouched(N * D, g_in, 8.0);
+  expect_untouched(N * C, g_ctx, 8.0);
+  expect_untouched(np, g_theta, 8.0);
+  nf_layer_work_free(layer, N, work);
+  free(theta);
+  free(g_theta);
+  nf_layer_free(layer);
+}
+END_TEST
+
+/* The _ws calls with a NULL or foreign workspace, and a non-finite context on
+   a conditional flow; outputs untouched. */
+START_TEST(flow_ws_calls_refuse_bad_workspaces)
+{
+  enum { D = 2, C = 1, N = 3 };
+  nf_rng rng;
+  nf_rng_seed(&rng, 16);
+  size_t hidden[1] = {4};
+  unsigned char mask[D] = {1, 0};
+  nf_coupling_opts co = {NF_COUPLING_AFFINE, mask, 1, hidden, NF_ACT_TANH, 3.0};
+  nf_flow *flow = nf_flow_new(D, C, NF_BASE_STD_NORMAL), *other = nf_flow_new(D, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_coupling_new(D, C, &co, &rng)), NF_OK);
+  ck_assert_int_eq(nf_flow_push(other, nf_affine_new(D)), NF_OK);
+  nf_flow_ws *ws = nf_flow_ws_new(flow, N), *foreign = nf_flow_ws_new(other, N);
+  ck_assert(ws && foreign);
+  double x[N * D] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6}, ctx[N * C] = {1, 2, 3}, logp[N] = {8, 8, 8};
+  double out[N * D] = {8, 8, 8, 8, 8, 8}, nll = 8, g_x[N * D] = {8, 8, 8, 8, 8, 8};
+  size_t np = nf_flow_n_params(flow);
+  double *grad = malloc(np * sizeof *grad);
+  nf_flow_ws *bad[2] = {NULL, foreign};
+  for (int b = 0; b < 2; b++) {
+    /* a foreign workspace is NF_ESTATE ("made for another flow") */
+    const char *word = b ? "another flow" : "NULL";
+    nf_status want = b ? NF_ESTATE : NF_EINVAL;
+    EXPECT(nf_flow_log_prob_ws(flow, bad[b], 0, N, x, ctx, logp), want, word);
+    EXPECT(nf_flow_sample_ws(flow, bad[b], &rng, N, ctx, out, logp), want, word);
+    EXPECT(nf_flow_transform_ws(flow, bad[b], 0, NF_FORWARD, N, x, ctx, out, logp), want, word);
+    EXPECT(nf_flow_nll_ws(flow, bad[b], 0, N, x, ctx, &nll), want, word);
+    for (size_t p = 0; p < np; p++) grad[p] = 9;
+    EXPECT(nf_flow_nll_grad_ws(flow, bad[b], 0, N, x, ctx, &nll, grad, NULL), want, word);
+    expect_untouched(np, grad, 0.0);
+    EXPECT(nf_flow_log_prob_grad_ws(flow, bad[b], 0, N, x, ctx, logp, g_x, NULL), want, word);
+  }
+  ctx[2] = NAN;
+  EXPECT(nf_flow_log_prob_ws(flow, ws, 0, N, x, ctx, logp), NF_ENONFINITE, "ctx", "row 2");
+  EXPECT(nf_flow_sample_ws(flow, ws, &rng, N, ctx, out, logp), NF_ENONFINITE, "ctx", "row 2");
+  EXPECT(nf_flow_transform_ws(flow, ws, 0, NF_INVERSE, N, x, ctx, out, logp), NF_ENONFINITE, "row 2");
+  EXPECT(nf_flow_nll_ws(flow, ws, 0, N, x, ctx, &nll), NF_ENONFINITE, "row 2");
+  for (size_t p = 0; p < np; p++) grad[p] = 9;
+  EXPECT(nf_flow_nll_grad_ws(flow, ws, 0, N, x, ctx, &nll, grad, NULL), NF_ENONFINITE, "row 2");
+  expect_untouched(np, grad, 0.0);
+  EXPECT(nf_flow_log_prob_grad_ws(flow, ws, 0, N, x, ctx, logp, g_x, NULL), NF_ENONFINITE, "row 2");
+  ctx[2] = 3;
+  EXPECT(nf_flow_log_prob_ws(flow, ws, 0, N, x, NULL, logp), NF_EINVAL, "ctx");
+  EXPECT(nf_flow_nll_grad_ws(flow, ws, 0, SIZE_MAX, x, ctx, &nll, grad, NULL), NF_EINVAL, "");
+  expect_untouched(N, logp, 8.0);
+  expect_untouched(N * D, out, 8.0);
+  expect_untouched(N * D, g_x, 8.0);
+  ck_assert(nll == 8);
+  free(grad);
+  nf_flow_ws_free(ws);
+  nf_flow_ws_free(foreign);
+  nf_flow_free(flow);
+  nf_flow_free(other);
+}
+END_TEST
+
+/* Trainer states: a missing file, a directory, a path in a missing directory;
+   the trainer keeps its iteration count. */
+START_TEST(trainer_state_refuses_bad_paths)
+{
+  nf_rng rng;
+  nf_rng_seed(&rng, 17);
+  nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_affine_new(2)), NF_OK);
+  nf_adam_opts o = nf_adam_defaults();
+  nf_adam *adam = nf_adam_new(nf_flow_n_params(flow), &o);
+  nf_dataset *ds = nf_dataset_new(16, 2);
+  for (size_t i = 0; i < 32; i++) ds->x[i] = 0.1 * (double)i;
+  nf_trainer *tr = nf_trainer_new(flow, adam, ds, NULL, NULL, &rng);
+  ck_assert_ptr_nonnull(tr);
+  double loss;
+  ck_assert_int_eq(nf_trainer_step(tr, &loss), NF_OK);
+  EXPECT(nf_trainer_save_state(tr, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_trainer_save_state(tr, "."), NF_EIO, ".");
+  EXPECT(nf_trainer_save_state(tr, "no/such/dir/state.st"), NF_EIO, "no/such/dir");
+  EXPECT(nf_trainer_load_state(tr, NULL), NF_EINVAL, "NULL");
+  EXPECT(nf_trainer_load_state(tr, "no_such_state.st"), NF_EIO, "no_such_state.st");
+  EXPECT(nf_trainer_load_state(tr, "."), NF_EIO, ".");
+  ck_assert(nf_trainer_iterations(tr) == 1);
+  nf_trainer_free(tr);
+  nf_adam_free(adam);
+  nf_dataset_free(ds);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* The allocation cap: a model file larger than the cap is refused with
+   NF_ENOMEM naming the limit; the cap reads back and is reset. */
+START_TEST(alloc_limit_refuses_large_files)
+{
+  nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL), *out = NULL;
+  ck_assert_int_eq(nf_flow_push(flow, nf_affine_new(2)), NF_OK);
+  const char *path = "bad_input_limit.nfm";
+  ck_assert_int_eq(nf_flow_save(flow, path, NULL), NF_OK);
+  nf_set_alloc_limit(16);
+  ck_assert(nf_alloc_limit() == 16);
+  EXPECT(nf_flow_load(path, NULL, &out, NULL), NF_ENOMEM, path, "allocation limit");
+  ck_assert_ptr_null(out);
+  nf_set_alloc_limit(0);
+  ck_assert(nf_alloc_limit() == 0);
+  ck_assert_int_eq(nf_flow_load(path, NULL, &out, NULL), NF_OK);
+  remove(path);
+  nf_flow_free(out);
+  nf_flow_free(flow);
+}
+END_TEST
+
 int main(void)
 {
   const TTest *tests[] = {tanh_propagates_nan, tanh_mlp_nan_propagates, radial_huge_radius,
@@ -869,6 +1045,8 @@ int main(void)
                           containers_and_training_refuse_bad_input,
                           odenet_refuses_bad_input, cnf_refuses_bad_input, ode_refuses_bad_input,
                           model_files_refuse_bad_paths,
-                          preprocess_noise_mlp_coupling_refuse_bad_input, NULL};
+                          preprocess_noise_mlp_coupling_refuse_bad_input,
+                          layer_apply_vjp_refuse_bad_input, flow_ws_calls_refuse_bad_workspaces,
+                          trainer_state_refuses_bad_paths, alloc_limit_refuses_large_files, NULL};
   return th_run_tests("bad_input", 60, tests);
 }
