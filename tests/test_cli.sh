@@ -174,6 +174,17 @@ grep -q '^test_nonfinite_rows=1$' "$tmp/out" && grep -q '^test_worst_row=20$' "$
   || fail "outlier count or row: $(cat "$tmp/out")"
 grep -q "non-finite" "$tmp/err" || fail "no message on stderr for the outlier"
 
+# The same outlier for every flow family: exit non-zero, test_nll_finite= and
+# no bare test_nll= (inf or nan) line.
+for f in realnvp nice glow planar radial cnf; do
+  if "$nflow" train --flow "$f" --data "$tmp/data.csv" --test "$tmp/outlier.csv" --layers 2 \
+       --hidden 8,8 --iters 20 --batch 32 >"$tmp/out" 2>"$tmp/err"; then
+    fail "$f: an outlier in the test rows did not fail train"
+  fi
+  grep -q '^test_nll_finite=' "$tmp/out" || fail "$f: no test_nll_finite=: $(cat "$tmp/out" "$tmp/err")"
+  grep -q '^test_nll=' "$tmp/out" && fail "$f: a test_nll= line despite a non-finite row"
+done
+
 # ---- preprocessing: standardisation, bounds and the logit ----
 # Columns on very different scales: standardised by default for a file; the
 # saved model's eval on the --test file reproduces train's test_nll.
