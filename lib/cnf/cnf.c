@@ -750,16 +750,19 @@ static nf_layer *cnf_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
     if (!res || !res->field) {
       st = nf_fail(NF_EINVAL, "cnf load: the vector field '%s' needs a resolver, and none was "
                    "given", name);
+      nf_mark_caller_fault();
       goto fail;
     }
     if (res->field(name, &field, res->user) || !field.f) {
       st = nf_fail(NF_EINVAL, "cnf load: the resolver does not know the vector field '%s'", name);
+      nf_mark_caller_fault();
       goto fail;
     }
     if (field.n_params != n_params || (field.divergence_free != 0) != divergence_free) {
       st = nf_fail(NF_EINVAL, "cnf load: the resolver's vector field '%s' has %zu parameters "
                    "and divergence_free %d, the model file says %zu and %d", name,
                    field.n_params, field.divergence_free != 0, n_params, divergence_free);
+      nf_mark_caller_fault();
       goto fail;
     }
     field.name = name;

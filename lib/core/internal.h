@@ -153,6 +153,13 @@ double *nf_dalloc(size_t n);
    error of a part reported as the whole's). */
 nf_status nf_fail_prefixed(nf_status status, const char *prefix);
 
+/* A layer family's load marks a failure that is the caller's, not the file's
+   (a user field without a resolver, or one the resolver does not know), so
+   that nf_flow_load keeps its NF_EINVAL instead of reporting NF_EFORMAT.
+   nf_take_caller_fault returns the mark (per thread) and clears it. */
+void nf_mark_caller_fault(void);
+int nf_take_caller_fault(void);
+
 /* Doubles per coordinate a layer's parameters may take (planar: 2 dim + 1). */
 #define NF_MAX_DOUBLES_PER_COORD 4
 

@@ -138,6 +138,17 @@ double *nf_dalloc(size_t n)
   return calloc(n, sizeof(double));
 }
 
+static _Thread_local int nf_caller_fault;
+
+void nf_mark_caller_fault(void) { nf_caller_fault = 1; }
+
+int nf_take_caller_fault(void)
+{
+  int f = nf_caller_fault;
+  nf_caller_fault = 0;
+  return f;
+}
+
 nf_status nf_fail_prefixed(nf_status status, const char *prefix)
 {
   char detail[sizeof nf_last_error];

@@ -365,13 +365,17 @@ static nf_status load_layer(load_state *s, size_t k, const json_t *entry,
   nf_config *cfg = NULL;
   nf_status st = layer_config(s, k, entry, type, &cfg);
   if (st) return st;
+  nf_take_caller_fault();
   nf_layer *layer = lt->load(nf_flow_dim(s->flow), cd, cfg, res);
   nf_config_free(cfg);
+  int callers = nf_take_caller_fault();
   if (!layer) {
     nf_status why = nf_last_status();
     char prefix[128];
     snprintf(prefix, sizeof prefix, "%s: layer %zu ('%s')", path, k, type);
-    /* A configuration the family refuses is a malformed file. */
+    /* A configuration the family refuses is a malformed file; a missing or
+       unknowing resolver is the caller's NF_EINVAL. */
+    if (callers && why == NF_EINVAL) return nf_fail_prefixed(why, prefix);
     return nf_fail_prefixed(why == NF_ENOMEM || why == NF_ENONFINITE ? why : NF_EFORMAT, prefix);
   }
   if (layer->n_params != np || layer->ctx_dim != cd || layer->dim != nf_flow_dim(s->flow)) {
