@@ -729,15 +729,13 @@ START_TEST(model_files_refuse_bad_paths)
   ck_assert_int_eq(nf_flow_push(flow, nf_cnf_field_new(2, 0, &fd, &o)), NF_OK);
   const char *path = "bad_input_field.nfm";
   ck_assert_int_eq(nf_flow_save(flow, path, NULL), NF_OK);
-  /* TODO: the brief wants NF_EINVAL (a caller's missing resolver); nf_flow_load
-     turns every family refusal into NF_EFORMAT (lib/io/model.c), so this
-     asserts the status the library gives today. */
-  EXPECT(nf_flow_load(path, NULL, &out, &meta), NF_EFORMAT, "decay_field", "resolver");
+  /* the caller's fault, not the file's: NF_EINVAL naming the field */
+  EXPECT(nf_flow_load(path, NULL, &out, &meta), NF_EINVAL, "decay_field", "resolver");
   ck_assert(out == NULL && meta == NULL); /* "nothing is returned" */
   nf_resolver r = {.field = NULL};
-  EXPECT(nf_flow_load(path, &r, &out, &meta), NF_EFORMAT, "decay_field", "resolver");
+  EXPECT(nf_flow_load(path, &r, &out, &meta), NF_EINVAL, "decay_field", "resolver");
   r.field = no_fields;
-  EXPECT(nf_flow_load(path, &r, &out, &meta), NF_EFORMAT, "decay_field", "resolver");
+  EXPECT(nf_flow_load(path, &r, &out, &meta), NF_EINVAL, "decay_field", "resolver");
   ck_assert(out == NULL && meta == NULL); /* "nothing is returned" */
   remove(path);
   nf_flow_free(flow);
