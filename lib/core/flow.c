@@ -13,8 +13,10 @@
 #include "nflow/flow.h"
 
 /* Rows per chunk of the convenience inference calls: bounds their memory
-   whatever n is, and is large enough for dgemm to run at full speed. */
-#define NF_FLOW_CHUNK 1024
+   whatever n is; 256 rows keep a chunk's activations in cache while dgemm
+   still runs at full speed (RealNVP log_prob at batch 1e5, bench_realnvp:
+   0.49 M points/s at 256 rows against 0.38 at 4096 and 0.45 at 1024). */
+#define NF_FLOW_CHUNK 256
 
 static const double LOG_2PI = 1.83787706640934548356;
 
