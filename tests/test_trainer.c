@@ -1041,6 +1041,22 @@ START_TEST(test_checkpoint_refusals)
 }
 END_TEST
 
+/* The schedule and stop-reason enums have names, and the names parse back. */
+START_TEST(test_enum_names)
+{
+  nf_lr_schedule sch = NF_LR_CONSTANT;
+  ck_assert_str_eq(nf_lr_schedule_name(NF_LR_COSINE), "cosine");
+  ck_assert_int_eq(nf_lr_schedule_parse("cosine", &sch), NF_OK);
+  ck_assert_int_eq(sch, NF_LR_COSINE);
+  ck_assert_int_eq(nf_lr_schedule_parse("linear", &sch), NF_EINVAL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "expected constant, cosine"));
+  ck_assert_int_eq(sch, NF_LR_COSINE);
+  ck_assert_str_eq(nf_lr_schedule_name((nf_lr_schedule)7), "?");
+  ck_assert_str_eq(nf_train_stop_name(NF_STOP_PATIENCE), "patience");
+  ck_assert_str_eq(nf_train_stop_name((nf_train_stop)9), "?");
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("trainer");
@@ -1064,6 +1080,7 @@ int main(void)
   tcase_add_test(tc, test_conditional_fit);
   tcase_add_test(tc, test_conditional_rows_stay_paired);
   tcase_add_test(tc, test_conditional_context_errors);
+  tcase_add_test(tc, test_enum_names);
   suite_add_tcase(s, tc);
   return th_run_suite(s);
 }

@@ -1025,8 +1025,8 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   aopts.lr = c->lr;
   aopts.weight_decay = c->weight_decay;
   aopts.clip_norm = c->clip;
-  if (strcmp(c->schedule, "constant") && strcmp(c->schedule, "cosine"))
-    return die("--schedule: expected cosine or constant, got '%s'", c->schedule);
+  nf_lr_schedule schedule;
+  if (nf_lr_schedule_parse(c->schedule, &schedule)) return die("--schedule: %s", nf_errmsg());
   nf_adam *adam = nf_adam_new(nf_flow_n_params(flow), &aopts);
   char tag[2048];
   state_tag(c, tag, sizeof tag);
@@ -1037,7 +1037,7 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   topts.callback = on_progress;
   topts.user = &ctl;
   topts.state_tag = tag;
-  topts.schedule = strcmp(c->schedule, "constant") ? NF_LR_COSINE : NF_LR_CONSTANT;
+  topts.schedule = schedule;
   size_t every = c->eval_every ? c->eval_every : (c->iters / 50 ? c->iters / 50 : 1);
   topts.val_every = s->val.x ? every : 0;
   topts.restore_best = !c->no_restore_best;

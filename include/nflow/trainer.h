@@ -165,6 +165,14 @@ typedef struct nf_trainer nf_trainer;
    constant learning rate, no best restore, no early stopping, no curve. */
 nf_trainer_opts nf_trainer_defaults(void);
 
+/* "constant", "cosine"; nf_lr_schedule_parse reads them back (NF_EINVAL otherwise,
+   listing the choices; *schedule then untouched). */
+const char *nf_lr_schedule_name(nf_lr_schedule schedule);
+nf_status nf_lr_schedule_parse(const char *name, nf_lr_schedule *schedule);
+
+/* "none", "callback", "patience" ("?" for another value). */
+const char *nf_train_stop_name(nf_train_stop stop);
+
 /* A trainer of flow by adam on train, validated on val (may be NULL), with a
    copy of rng for the shuffles; opts == NULL means the defaults. Reserves the
    flow's workspaces for one batch. NULL (with nf_errmsg) on a NULL argument,

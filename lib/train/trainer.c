@@ -65,6 +65,28 @@ struct nf_trainer {
   double diverged_loss, diverged_best;
 };
 
+static const char *const schedule_names[] = {"constant", "cosine"};
+
+const char *nf_lr_schedule_name(nf_lr_schedule schedule)
+{
+  return (unsigned)schedule < 2 ? schedule_names[schedule] : "?";
+}
+
+nf_status nf_lr_schedule_parse(const char *name, nf_lr_schedule *schedule)
+{
+  int i = 0;
+  nf_status st = nf_parse_choice("learning-rate schedule", name, schedule_names, 2,
+                                 schedule ? &i : NULL);
+  if (st == NF_OK) *schedule = (nf_lr_schedule)i;
+  return st;
+}
+
+const char *nf_train_stop_name(nf_train_stop stop)
+{
+  static const char *const names[] = {"none", "callback", "patience"};
+  return (unsigned)stop < 3 ? names[stop] : "?";
+}
+
 nf_trainer_opts nf_trainer_defaults(void)
 {
   nf_trainer_opts o = {.batch_size = 128, .iterations = 1000, .val_every = 0,
