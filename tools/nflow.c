@@ -189,7 +189,8 @@ static void usage(FILE *out)
         "the split seed, which eval reproduces; eval on a file evaluates all its rows.\n"
         "--resume continues the saved state; the cosine schedule spans this run's --iters.\n"
         "CSV files are split. Output ends with key=value lines (test_nll, params,\n"
-        "train_seconds, ms_per_iter, diverged, and for cnf nfe_forward and nfe_backward);\n"
+        "train_seconds (validation included), ms_per_iter (per training step, validation\n"
+        "excluded), diverged, and for cnf nfe_forward and nfe_backward per step);\n"
         "diverged=1 (with a warning) when the smoothed training loss stayed more than\n"
         "10 nats per dimension above its best for 200 iterations.\n", out);
 }
@@ -1093,9 +1094,10 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
               NF_TRAIN_DIVERGE_NATS * (double)s->train.x->dim, report.diverged_best, c->flow);
     /* per iteration of this invocation (a resumed run did the others before) */
     double it = report.iterations > start ? (double)(report.iterations - start) : 1.0;
-    r->ms_per_iter = 1e3 * report.seconds / it;
-    r->nfe_forward = (double)counters.nfe / it;
-    r->nfe_backward = (double)counters.nfe_adjoint / it;
+    /* per training step: validation and curve points are not counted */
+    r->ms_per_iter = 1e3 * report.step_seconds / it;
+    r->nfe_forward = report.step_nfe / it;
+    r->nfe_backward = report.step_nfe_adjoint / it;
     r->end_time = r->continuous ? nf_cnf_end_time(nf_flow_layer(flow, 0), nf_flow_params(flow) + nf_flow_param_offset(flow, 0)) : NAN;
     size_t m = s->train.x->n < TRAIN_NLL_ROWS ? s->train.x->n : TRAIN_NLL_ROWS;
     nf_flow_set_seed(flow, 0);

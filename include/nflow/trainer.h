@@ -151,6 +151,10 @@ typedef struct nf_train_report {
   double val_nll_best; /* lowest validation NLL seen; NaN if never */
   size_t val_best_iteration; /* iteration of val_nll_best (0 if never) */
   double seconds;      /* wall time of this nf_trainer_run */
+  double step_seconds; /* the part of it spent in training steps (validation and
+                          curve points excluded) */
+  double step_nfe, step_nfe_adjoint; /* CNF right-hand-side evaluations of this
+                          run's steps, forward and adjoint (0 without a CNF) */
   double loss_smoothed;      /* moving average of the batch losses; NaN before a step */
   double loss_smoothed_best; /* its lowest value; NaN before a step */
   int diverged;              /* 1 if the smoothed loss stayed NF_TRAIN_DIVERGE_NATS x dim

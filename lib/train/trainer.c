@@ -55,6 +55,7 @@ struct nf_trainer {
   double win_sum;      /* since the last curve point: sum of rows * batch NLL, */
   size_t win_rows, win_steps; /* rows and steps, */
   double win_nfe, win_nfe_adjoint; /* and CNF evaluations of the steps */
+  double step_nfe, step_nfe_adjoint; /* CNF evaluations inside steps, over the trainer's life */
   int curve_header;    /* the CSV header has been written */
   size_t val_at;       /* iteration of the latest validation + 1; 0 if none */
   /* divergence of the smoothed batch loss */
@@ -339,6 +340,8 @@ nf_status nf_trainer_step(nf_trainer *trainer, double *loss)
     cnf_evaluations(tr->flow, &nfe1, &adj1);
     tr->win_nfe += nfe1 - nfe0;
     tr->win_nfe_adjoint += adj1 - adj0;
+    tr->step_nfe += nfe1 - nfe0;
+    tr->step_nfe_adjoint += adj1 - adj0;
   }
   if (loss) *loss = nll;
   return NF_OK;
@@ -411,8 +414,15 @@ static int validation_due(const nf_trainer *tr)
   return tr->iterations % k == 0 || tr->iterations == tr->opts.iterations;
 }
 
-/* The summary of the trainer's state after a run that began at time t0. */
-static nf_train_report make_report(const nf_trainer *tr, nf_train_stop stop, double t0)
+/* Where a run began: its wall time, and the trainer's step time and step
+   evaluations then (a report gives the run's share of each). */
+typedef struct run_start {
+  double t0, step_seconds, step_nfe, step_nfe_adjoint;
+} run_start;
+
+/* The summary of the trainer's state after a run that began at `start`. */
+static nf_train_report make_report(const nf_trainer *tr, nf_train_stop stop,
+                                   const run_start *start)
 {
   double partial = tr->epoch_rows ? tr->epoch_sum / (double)tr->epoch_rows : NAN;
   nf_train_report r = {.iterations = tr->iterations, .epochs = tr->epochs,
@@ -421,7 +431,10 @@ static nf_train_report make_report(const nf_trainer *tr, nf_train_stop stop, dou
                        .train_loss = tr->epochs ? tr->last_epoch_loss : partial,
                        .val_nll_last = tr->val_last, .val_nll_best = tr->val_best,
                        .val_best_iteration = tr->val_best_iteration,
-                       .seconds = now_seconds() - t0,
+                       .seconds = now_seconds() - start->t0,
+                       .step_seconds = tr->step_seconds - start->step_seconds,
+                       .step_nfe = tr->step_nfe - start->step_nfe,
+                       .step_nfe_adjoint = tr->step_nfe_adjoint - start->step_nfe_adjoint,
                        .loss_smoothed = tr->ema, .loss_smoothed_best = tr->ema_best,
                        .diverged = tr->diverged, .diverged_iteration = tr->diverged_iteration,
                        .diverged_loss = tr->diverged_loss, .diverged_best = tr->diverged_best};
@@ -472,6 +485,7 @@ nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report)
   if (!trainer) return nf_fail(NF_EINVAL, "nf_trainer_run: NULL trainer");
   nf_trainer *tr = trainer;
   double t0 = now_seconds();
+  run_start start = {t0, tr->step_seconds, tr->step_nfe, tr->step_nfe_adjoint};
   nf_status st = NF_OK;
   nf_train_stop stop = NF_STOP_NONE;
   size_t K = tr->opts.curve_every;
@@ -504,7 +518,7 @@ nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report)
     st = nf_flow_set_params(tr->flow, tr->best_theta);
     tr->restored = st == NF_OK;
   }
-  if (report) *report = make_report(tr, stop, t0);
+  if (report) *report = make_report(tr, stop, &start);
   return st;
 }
 
