@@ -12,7 +12,7 @@
    gradient: one thread at a time.
 
    Theta is written only through checked calls (nf_flow_set_params, the
-   optimizer step through nf_flow_step_params, the model loader), which refuse
+   trainer's optimizer step, which writes through it, and the model loader), which refuse
    non-finite values and values that make a map singular; evaluation never
    scans theta.
 
