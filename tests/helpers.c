@@ -831,3 +831,25 @@ int th_run_tests(const char *name, double timeout, const TTest *const *tests)
   suite_add_tcase(suite, tc);
   return th_run_suite(suite);
 }
+
+void th_write_file(const char *path, const void *bytes, size_t len)
+{
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+unsigned char *th_read_file(const char *path, size_t *len)
+{
+  FILE *f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  rewind(f);
+  unsigned char *b = malloc((size_t)n + 1);
+  ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *len = (size_t)n;
+  return b;
+}

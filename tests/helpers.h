@@ -178,6 +178,12 @@ const char *th_data_path(const char *name);
 void th_assert_read_error(nf_status (*reader)(const char *, nf_dataset **), const char *name,
                           nf_status status, const char *suffix);
 
+/* Writes len bytes to path (asserting success): fixtures of the file tests. */
+void th_write_file(const char *path, const void *bytes, size_t len);
+
+/* The bytes of path (asserting it reads; caller frees), its length in *len. */
+unsigned char *th_read_file(const char *path, size_t *len);
+
 /* Runs a suite in the normal fork mode; returns EXIT_SUCCESS or EXIT_FAILURE. */
 int th_run_suite(Suite *suite);
 

@@ -43,30 +43,6 @@ static void expect_fail(nf_status got, nf_status want, ...)
   va_end(ap);
 }
 
-/* Writes len bytes to path (plain, for fixtures). */
-static void put_file(const char *path, const void *bytes, size_t len)
-{
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
-  ck_assert_int_eq(fclose(f), 0);
-}
-
-/* The contents of path (caller frees), its length in *len. */
-static unsigned char *get_file(const char *path, size_t *len)
-{
-  FILE *f = fopen(path, "rb");
-  ck_assert_ptr_nonnull(f);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  unsigned char *b = malloc((size_t)n + 1);
-  ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *len = (size_t)n;
-  return b;
-}
-
 /* Number of entries of tmp_dir whose name starts with prefix. */
 static int count_prefixed(const char *prefix)
 {
@@ -126,7 +102,7 @@ START_TEST(atomic_write_replaces_the_file)
   ck_assert_int_eq(nf_atomic_write(p, write_text, "first"), NF_OK);
   ck_assert_int_eq(nf_atomic_write(p, write_text, "second"), NF_OK);
   size_t len;
-  unsigned char *b = get_file(p, &len);
+  unsigned char *b = th_read_file(p, &len);
   ck_assert_uint_eq(len, 6);
   ck_assert_mem_eq(b, "second", 6);
   free(b);
@@ -137,10 +113,10 @@ END_TEST
 START_TEST(atomic_write_failure_keeps_the_old_file)
 {
   const char *p = tpath("keep.txt");
-  put_file(p, "old contents\n", 13);
+  th_write_file(p, "old contents\n", 13);
   expect_fail(nf_atomic_write(p, write_then_fail, NULL), NF_EFORMAT, "gave up", NULL);
   size_t len;
-  unsigned char *b = get_file(p, &len);
+  unsigned char *b = th_read_file(p, &len);
   ck_assert_uint_eq(len, 13);
   ck_assert_mem_eq(b, "old contents\n", 13);
   free(b);
@@ -381,7 +357,7 @@ START_TEST(safetensors_round_trip)
   const char *p = tpath("model.safetensors");
   write_standard(p);
   size_t len;
-  unsigned char *b = get_file(p, &len);
+  unsigned char *b = th_read_file(p, &len);
   uint64_t hlen = 0;
   for (int i = 8; i-- > 0;) hlen = hlen << 8 | b[i];
   ck_assert_uint_eq((8 + hlen) % 8, 0);
@@ -459,12 +435,12 @@ static void expect_damaged(size_t len, size_t flip, unsigned char mask, size_t e
   const char *good = tpath("good.safetensors"), *bad = tpath("bad.safetensors");
   write_standard(good);
   size_t n;
-  unsigned char *b = get_file(good, &n);
+  unsigned char *b = th_read_file(good, &n);
   b = realloc(b, n + extra);
   memset(b + n, 0, extra);
   if (len > n) len = n + extra;
   if (flip < len) b[flip] ^= mask;
-  put_file(bad, b, len);
+  th_write_file(bad, b, len);
   free(b);
   expect_read_fails(bad, NF_EFORMAT, w1, w2);
 }
@@ -475,7 +451,7 @@ static size_t standard_header_len(void)
   const char *good = tpath("good.safetensors");
   write_standard(good);
   size_t n;
-  unsigned char *b = get_file(good, &n);
+  unsigned char *b = th_read_file(good, &n);
   size_t h = 0;
   for (int i = 8; i-- > 0;) h = h << 8 | b[i];
   free(b);
@@ -504,7 +480,7 @@ START_TEST(safetensors_flipped_bytes)
   expect_damaged(total, 8, 0x01, 0, "not valid JSON", "line 1"); /* '{' -> 'z' */
   const char *good = tpath("good.safetensors");
   size_t n;
-  unsigned char *b = get_file(good, &n);
+  unsigned char *b = th_read_file(good, &n);
   size_t at = (size_t)((unsigned char *)memmem(b, n, "moons", 5) - b);
   free(b);
   expect_damaged(total, at, 0x02, 0, "checksum mismatch", "corrupted"); /* "moons" -> "ooons" */
@@ -522,10 +498,10 @@ static void check_every_flip(int bit)
   const char *good = tpath("good.safetensors"), *bad = tpath("flipped.safetensors");
   write_standard(good);
   size_t n;
-  unsigned char *b = get_file(good, &n);
+  unsigned char *b = th_read_file(good, &n);
   for (size_t i = 0; i < n; i++) {
     b[i] ^= (unsigned char)(1u << bit);
-    put_file(bad, b, n);
+    th_write_file(bad, b, n);
     b[i] ^= (unsigned char)(1u << bit);
     nf_safetensors *st = NULL;
     nf_status s = nf_safetensors_read(bad, &st);
@@ -556,7 +532,7 @@ static void put_crafted(const char *path, const char *header, size_t data_len)
   unsigned char *b = calloc(total, 1);
   for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)h >> (8 * i));
   memcpy(b + 8, header, h);
-  put_file(path, b, total);
+  th_write_file(path, b, total);
   free(b);
 }
 
@@ -624,15 +600,15 @@ START_TEST(safetensors_length_field_defences)
 {
   const char *p = tpath("lengths.safetensors");
   unsigned char b[16] = {0};
-  put_file(p, b, 16);
+  th_write_file(p, b, 16);
   expect_read_fails(p, NF_EFORMAT, "header length is 0", NULL);
   b[7] = 0x40; /* 2^62 */
-  put_file(p, b, 16);
+  th_write_file(p, b, 16);
   expect_read_fails(p, NF_EFORMAT, "header length 4611686018427387904", "exceeds the file size 16");
   /* a sparse 200 MB file claiming a 150 MB header: refused before allocating it */
   uint64_t h = 150000000;
   for (int i = 0; i < 8; i++) b[i] = (unsigned char)(h >> (8 * i));
-  put_file(p, b, 8);
+  th_write_file(p, b, 8);
   ck_assert_int_eq(truncate(p, 200000000), 0);
   expect_read_fails(p, NF_EFORMAT, "header length 150000000", "limit");
   remove(p);
@@ -700,14 +676,14 @@ START_TEST(dataset_writers_round_trip_exactly)
   check_column_round_trip("col.csv", nf_write_column_csv, nf_dataset_read_csv);
   check_column_round_trip("col.npy", nf_write_column_npy, nf_dataset_read_npy);
   size_t n;
-  unsigned char *b = get_file(tpath("grid.npy"), &n);
+  unsigned char *b = th_read_file(tpath("grid.npy"), &n);
   size_t hlen = (size_t)b[8] | (size_t)b[9] << 8;
   ck_assert_uint_eq((10 + hlen) % 64, 0);
   ck_assert_int_eq(b[10 + hlen - 1], '\n');
   ck_assert_uint_eq(n, 10 + hlen + sizeof grid);
   ck_assert_ptr_nonnull(memmem(b, n, "'shape': (3, 3)", 15));
   free(b);
-  b = get_file(tpath("col.npy"), &n);
+  b = th_read_file(tpath("col.npy"), &n);
   ck_assert_ptr_nonnull(memmem(b, n, "'shape': (9,)", 13));
   free(b);
 }

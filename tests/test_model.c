@@ -346,34 +346,11 @@ static void write_edited(const char *ref, const char *out, const edit *e)
   nf_safetensors_free(st);
 }
 
-/* The file's bytes (caller frees), its length in *len. */
-static unsigned char *get_file(const char *path, size_t *len)
-{
-  FILE *f = fopen(path, "rb");
-  ck_assert_ptr_nonnull(f);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  rewind(f);
-  unsigned char *b = malloc((size_t)n + 1);
-  ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *len = (size_t)n;
-  return b;
-}
-
-static void put_file(const char *path, const void *bytes, size_t len)
-{
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
-  ck_assert_int_eq(fclose(f), 0);
-}
-
 START_TEST(truncated_files_are_refused)
 {
   const char *ref = write_reference();
   size_t len;
-  unsigned char *b = get_file(ref, &len);
+  unsigned char *b = th_read_file(ref, &len);
   size_t hlen = 0;
   for (int i = 7; i >= 0; i--) hlen = hlen << 8 | b[i];
   /* empty, inside the length, the length alone, inside the header, the header
@@ -381,7 +358,7 @@ START_TEST(truncated_files_are_refused)
   const size_t cuts[] = {0, 3, 8, 8 + hlen / 2, 8 + hlen, 8 + hlen + 8, 8 + hlen + 13, len - 1};
   const char *path = tpath("truncated.nfm");
   for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
-    put_file(path, b, cuts[k]);
+    th_write_file(path, b, cuts[k]);
     EXPECT_LOAD_FAILS(path, NF_EFORMAT, "");
   }
   free(b);
@@ -393,16 +370,16 @@ START_TEST(corrupted_bytes_fail_the_checksum)
 {
   const char *ref = write_reference();
   size_t len;
-  unsigned char *b = get_file(ref, &len);
+  unsigned char *b = th_read_file(ref, &len);
   const char *path = tpath("flipped.nfm");
   unsigned char *hit = memmem(b, len, "moons", 5);
   ck_assert_ptr_nonnull(hit);
   hit[4] ^= 0x01; /* "moonr": still valid JSON, a changed metadata value */
-  put_file(path, b, len);
+  th_write_file(path, b, len);
   EXPECT_LOAD_FAILS(path, NF_EFORMAT, "checksum");
   hit[4] ^= 0x01;
   b[len - 3] ^= 0x10; /* a bit of the last tensor's data */
-  put_file(path, b, len);
+  th_write_file(path, b, len);
   EXPECT_LOAD_FAILS(path, NF_EFORMAT, "checksum");
   free(b);
 }
@@ -476,7 +453,7 @@ START_TEST(loading_honours_the_allocation_limit)
 {
   const char *ref = write_reference();
   size_t len;
-  free(get_file(ref, &len));
+  free(th_read_file(ref, &len));
   nf_set_alloc_limit(len - 9); /* one byte short of the header and the data section */
   nf_flow *f = NULL;
   nf_status st = nf_flow_load(ref, NULL, &f, NULL);
