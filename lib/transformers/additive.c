@@ -25,28 +25,30 @@ static nf_status additive_check_opts(const nf_transformer_opts *o, const char *f
   return NF_OK;
 }
 
-/* y = x + t; log|dτ/dx| = 0, so logdet is left as it is. */
+/* out = in + sigma t (sigma +1 forward, -1 inverse); log|dτ/dx| = 0, so logdet is left as it is. */
+static nf_status additive_map(double sigma, size_t n, size_t db, const double *h,
+                              const double *in, double *out)
+{
+  for (size_t k = 0; k < n * db; k++) out[k] = in[k] + sigma * h[k];
+  return NF_OK;
+}
+
+/* y = x + t. */
 static nf_status additive_forward(const nf_transformer_opts *o, size_t n, size_t db,
                                   const double *h, const double *x, double *y, double *logdet,
                                   double *rec)
 {
-  (void)o;
-  (void)logdet;
-  (void)rec;
-  for (size_t k = 0; k < n * db; k++) y[k] = x[k] + h[k];
-  return NF_OK;
+  (void)o, (void)logdet, (void)rec;
+  return additive_map(1.0, n, db, h, x, y);
 }
 
-/* x = y - t; log-det 0. */
+/* x = y - t. */
 static nf_status additive_inverse(const nf_transformer_opts *o, size_t n, size_t db,
                                   const double *h, const double *y, double *x, double *logdet,
                                   double *rec)
 {
-  (void)o;
-  (void)logdet;
-  (void)rec;
-  for (size_t k = 0; k < n * db; k++) x[k] = y[k] - h[k];
-  return NF_OK;
+  (void)o, (void)logdet, (void)rec;
+  return additive_map(-1.0, n, db, h, y, x);
 }
 
 /* g_in = g_out; g_t = g_out (forward) or -g_out (inverse); g_logdet does not enter. */
