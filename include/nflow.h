@@ -14,6 +14,7 @@
 #include "nflow/linear_lu.h"
 #include "nflow/planar.h"
 #include "nflow/radial.h"
+#include "nflow/transformer.h"
 #include "nflow/coupling.h"
 #include "nflow/adam.h"
 #include "nflow/dataset.h"

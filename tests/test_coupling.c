@@ -331,7 +331,8 @@ static double tf_fd(const nf_transformer *tf, const nf_transformer_opts *o, nf_d
    for the input and the raw values (g_in NULL leaves g_h as it was). */
 START_TEST(test_transformers_fd)
 {
-  nf_transformer_opts o = {2.0};
+  nf_transformer_opts o = nf_transformer_spec_default(NF_TRANSFORMER_AFFINE);
+  o.scale_bound = 2.0;
   nf_rng rng;
   nf_rng_seed(&rng, 77);
   for (size_t t = 0; t < sizeof transformers / sizeof *transformers; t++) {
@@ -399,7 +400,8 @@ END_TEST
    affine refuses a bound that is not finite and > 0; options survive a config. */
 START_TEST(test_transformers_identity_and_opts)
 {
-  nf_transformer_opts o = {3.0};
+  nf_transformer_opts o = nf_transformer_spec_default(NF_TRANSFORMER_AFFINE);
+  o.scale_bound = 3.0;
   nf_rng rng;
   nf_rng_seed(&rng, 8);
   for (size_t t = 0; t < sizeof transformers / sizeof *transformers; t++) {
@@ -426,7 +428,8 @@ START_TEST(test_transformers_identity_and_opts)
   ck_assert_uint_eq(nf_transformer_affine.n_raw(&o), 2);
   const double bad[3] = {0.0, -1.0, NAN};
   for (size_t k = 0; k < 3; k++) {
-    nf_transformer_opts b = {bad[k]};
+    nf_transformer_opts b = nf_transformer_spec_default(NF_TRANSFORMER_AFFINE);
+    b.scale_bound = bad[k];
     ck_assert_int_eq(nf_transformer_affine.check_opts(&b, "fn"), NF_EINVAL);
     ck_assert_ptr_nonnull(strstr(nf_errmsg(), "scale_bound"));
     ck_assert_int_eq(nf_transformer_additive.check_opts(&b, "fn"), NF_OK);

@@ -310,7 +310,8 @@ static nf_status check_opts(size_t dim, const nf_coupling_opts *opts, size_t *da
   if (*da == 0 || *da == dim)
     return nf_fail(NF_EINVAL, "%s: the mask must have at least one 1 (passing) and one 0 "
                    "(transformed) entry; it has %zu of %zu set", fn, *da, dim);
-  nf_transformer_opts to = {opts->scale_bound};
+  nf_transformer_opts to = nf_transformer_spec_default((nf_transformer_kind)opts->kind);
+  to.scale_bound = opts->scale_bound;
   return kind_transformer[opts->kind]->check_opts(&to, fn);
 }
 

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include "nflow/layer.h"
 #include "nflow/status.h"
+#include "nflow/transformer.h"
 
 #if defined(__GNUC__)
 #pragma GCC visibility push(hidden)
@@ -34,10 +35,9 @@
 
 typedef struct nf_config nf_config; /* nflow/config.h */
 
-/* Per-transformer options (zero-initialise, then set the fields yours reads). */
-typedef struct nf_transformer_opts {
-  double scale_bound; /* affine: B of the soft clamp s = B tanh(s_raw / B), finite and > 0 */
-} nf_transformer_opts;
+/* Per-transformer options: the public spec (nflow/transformer.h); each
+   transformer reads its own fields. */
+typedef nf_transformer_spec nf_transformer_opts;
 
 typedef struct nf_transformer {
   const char *name; /* unique: the key saved in model files */
@@ -78,6 +78,9 @@ typedef struct nf_transformer {
 
 /* The library's transformers, one file each. */
 extern const nf_transformer nf_transformer_additive, nf_transformer_affine;
+
+/* The transformer of a kind (NULL for an unknown or not yet built kind). */
+const nf_transformer *nf_transformer_of_kind(nf_transformer_kind kind);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
