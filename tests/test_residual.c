@@ -353,7 +353,7 @@ START_TEST(save_load_bit_for_bit)
 }
 END_TEST
 
-/* Bad calls and bad parameters refused; bad options refused; a fixed point
+/* Bad calls and bad parameters refused; mode names; bad options refused; a fixed point
    that cannot converge in 2 iterations gives NF_ESOLVER and leaves out alone. */
 START_TEST(bad_input_refused)
 {
@@ -367,6 +367,13 @@ START_TEST(bad_input_refused)
   th_check_param_refused(flow, nf_flow_n_params(flow) - 1, INFINITY, NF_ENONFINITE);
   nf_flow_free(flow);
 
+  nf_residual_logdet mode = NF_RESIDUAL_EXACT;
+  ck_assert_int_eq(nf_residual_logdet_parse("estimate", &mode), NF_OK);
+  ck_assert_int_eq(mode, NF_RESIDUAL_ESTIMATE);
+  ck_assert_int_eq(nf_residual_logdet_parse("lu", &mode), NF_EINVAL);
+  ck_assert_int_eq(mode, NF_RESIDUAL_ESTIMATE);
+  ck_assert_str_eq(nf_residual_logdet_name(NF_RESIDUAL_EXACT), "exact");
+  ck_assert_str_eq(nf_residual_logdet_name((nf_residual_logdet)7), "?");
   nf_residual_opts o = opts_of(NF_RESIDUAL_EXACT);
   o.lipschitz = 1.0;
   ck_assert_ptr_null(nf_residual_new(3, 0, &o, NULL));

@@ -68,8 +68,8 @@ static nf_status check_opts(const char *fn, const nf_residual_opts *o)
     return nf_fail(NF_EINVAL, "%s: unknown log-det mode %d", fn, (int)o->logdet);
   if (o->n_exact_terms == 0)
     return nf_fail(NF_EINVAL, "%s: n_exact_terms must be >= 1", fn);
-  if (!(o->roulette_p > 0 && o->roulette_p < 1))
-    return nf_fail(NF_EINVAL, "%s: roulette_p must be in (0, 1), got %g", fn, o->roulette_p);
+  if (!(o->roulette_p >= 0.01 && o->roulette_p < 1))
+    return nf_fail(NF_EINVAL, "%s: roulette_p must be in [0.01, 1), got %g", fn, o->roulette_p);
   if (o->probe != NF_NOISE_NORMAL && o->probe != NF_NOISE_RADEMACHER)
     return nf_fail(NF_EINVAL, "%s: probe must be NF_NOISE_NORMAL or NF_NOISE_RADEMACHER", fn);
   return NF_OK;

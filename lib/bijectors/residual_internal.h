@@ -40,7 +40,7 @@ typedef struct rn_work {
 /* Tangent directions per row: d for the exact log-det, 1 for the estimate. */
 size_t rn_tangents(const rn_net *net);
 
-/* Doubles of workspace for n rows, 0 on overflow. */
+/* Doubles of workspace for n rows, 0 on overflow or n m rows beyond a BLAS int. */
 size_t rn_work_size(const rn_net *net, size_t n);
 
 /* Carves work into the buffers of rn_work for n rows. */

@@ -10,6 +10,7 @@
    tanh'' = -2 h (1 - h^2) are functions of the output h, so the record is the
    hidden outputs h (n rows) and tangent outputs dh (n m rows). */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -31,7 +32,7 @@ static int add_prod(size_t *tot, size_t a, size_t b)
 size_t rn_work_size(const rn_net *net, size_t n)
 {
   size_t d = net->d, m = rn_tangents(net), R, tot = 0;
-  if (nf_size_mul(n, m, &R)) return 0;
+  if (nf_size_mul(n, m, &R) || R > INT_MAX) return 0; /* rows of a BLAS call */
   int bad = add_prod(&tot, 2, net->n_params) || add_prod(&tot, 2, net->n_layers) ||
             add_prod(&tot, 1, net->sum_out) || add_prod(&tot, 1, net->sum_norm) ||
             add_prod(&tot, n, net->sum_hidden) || add_prod(&tot, R, net->sum_hidden) ||
