@@ -155,6 +155,16 @@ grep -q '^batch=64$' "$tmp/out" || fail "batch= not the effective batch"
 grep -q '^iters=60$' "$tmp/out" || fail "--resume: $(grep iters= "$tmp/out")"
 expect_error "parameters" train --data "$tmp/data.csv" --layers 3 --hidden 16 --iters 60 --resume "$tmp/ck.st"
 
+# --val FILE: validation rows from a file (as many as it has), not a split.
+awk 'BEGIN { srand(5); print "a,b"; for (i = 0; i < 40; i++) printf "%.6f,%.6f\n", rand(), 2 * rand() }' >"$tmp/val.csv"
+"$nflow" train --data "$tmp/data.csv" --val "$tmp/val.csv" --layers 2 --hidden 16 --iters 20 >"$tmp/out" 2>&1 \
+  || fail "train --val: $(cat "$tmp/out")"
+grep -q '^val_rows=40$' "$tmp/out" || fail "--val: $(grep val_rows= "$tmp/out")"
+expect_error "does not apply" train --data "$tmp/data.csv" --val "$tmp/val.csv" --val-frac 0.2 --iters 5
+printf 'a,b,c\n1,2,3\n4,5,6\n' >"$tmp/three.csv"
+expect_error "columns" train --data "$tmp/data.csv" --val "$tmp/three.csv" --iters 5
+expect_error "toy set" train --data moons --val "$tmp/val.csv" --iters 5
+
 # The rule against overfitting small tables: on 150 rows a file trains with a
 # validation split, patience 10 and best-parameter restore by default (test
 # NLL about 1.0); without them the same run overfits to a test NLL near 1e3.

@@ -36,7 +36,7 @@ typedef struct cfg {
   double end_time, rtol, atol, kinetic, jacobian;
   size_t seed_plus_one, fixed_T;
   /* v1: model files, validation, checkpoints, curves, contexts */
-  const char *out, *model, *test_file, *resume, *checkpoint, *curve, *context_cols;
+  const char *out, *model, *test_file, *val_file, *resume, *checkpoint, *curve, *context_cols;
   const char *context, *context_row, *out_dir;
   double val_frac;
   size_t patience_plus_one, eval_every, split_seed_plus_one, n_samples, no_restore_best;
@@ -124,6 +124,7 @@ static const opt_spec opt_specs[] = {
   OPT("--val-frac", OPT_FRACTION0, val_frac, "validation fraction of the training rows, in [0, 1) (default\n"
                                "                       0.1; toy sets: a fresh stream; 0 = no validation)"),
   OPT("--test", OPT_STR, test_file, "a separate test file (CSV or .npy) instead of a split"),
+  OPT("--val", OPT_STR, val_file, "a separate validation file (CSV or .npy) instead of --val-frac"),
   OPT("--eval-every", OPT_COUNT, eval_every, "validate (and record the curve) every K iterations (default iters/50)"),
   OPT("--patience", OPT_COUNT0, patience_plus_one, "stop after K validations without improvement, 0 = never\n"
       "                       (default 10 for files, never for toy sets)"),
@@ -748,9 +749,25 @@ static int check_bounds(const cfg *c, const nf_dataset *ds, const char *what)
   return rc;
 }
 
+/* Reads the --test or --val file (option opt) into *out: columns as the
+   data's (dim), rows inside --bounds; nonzero with a message otherwise. */
+static int read_part_file(const cfg *c, const char *opt, const char *path, size_t dim,
+                          nf_dataset **out)
+{
+  *out = NULL;
+  nf_dataset *ds = NULL;
+  if (read_file(path, &ds)) return die("%s %s: %s", opt, path, nf_errmsg());
+  int rc = 0;
+  if (ds->dim != dim) rc = die("%s %s: %zu columns, but %s has %zu", opt, path, ds->dim, c->data, dim);
+  else if (c->bounds) rc = check_bounds(c, ds, path);
+  if (rc) nf_dataset_free(ds);
+  else *out = ds;
+  return rc;
+}
+
 /* Training, validation and test parts: fresh toy points from three streams,
    or splits of a data file (test: --test FILE or a --test-frac split;
-   validation: a --val-frac split of the training rows). */
+   validation: --val FILE or a --val-frac split of the training rows). */
 static int load_data(const cfg *c, split *s)
 {
   memset(s, 0, sizeof *s);
@@ -761,7 +778,7 @@ static int load_data(const cfg *c, split *s)
   nf_status st;
   if (is_toy(c->data)) {
     if (c->context_cols) return die("--context-cols needs a data file, not a toy set");
-    if (c->test_file) return die("--test needs a data file, not a toy set");
+    if (c->test_file || c->val_file) return die("--test and --val need a data file, not a toy set");
     size_t n;
     if (mul_overflows(c->iters, c->batch, &n))
       return die("--iters %zu x --batch %zu training points overflow a size_t", c->iters,
@@ -786,6 +803,7 @@ static int load_data(const cfg *c, split *s)
     return rc;
   }
   nf_dataset *all = NULL, *trainval = NULL, *test = NULL, *train = NULL, *val = NULL;
+  if (c->val_file && !isnan(c->val_frac)) return die("--val-frac does not apply with --val FILE");
   if ((st = read_file(c->data, &all))) return die("--data %s: %s", c->data, nf_errmsg());
   if (c->bounds && check_bounds(c, all, c->data)) {
     nf_dataset_free(all);
@@ -797,18 +815,10 @@ static int load_data(const cfg *c, split *s)
       return die("--test-frac does not apply with --test FILE");
     }
     trainval = all;
-    if ((st = read_file(c->test_file, &test))) {
+    int rc = read_part_file(c, "--test", c->test_file, all->dim, &test);
+    if (rc) {
       nf_dataset_free(all);
-      return die("--test %s: %s", c->test_file, nf_errmsg());
-    }
-    if (test->dim != all->dim) {
-      size_t d = test->dim, d_all = all->dim;
-      nf_dataset_free(all), nf_dataset_free(test);
-      return die("--test %s: %zu columns, but %s has %zu", c->test_file, d, c->data, d_all);
-    }
-    if (c->bounds && check_bounds(c, test, c->test_file)) {
-      nf_dataset_free(all), nf_dataset_free(test);
-      return 2;
+      return rc;
     }
   } else {
     double frac = isnan(c->test_frac) ? 0.2 : c->test_frac;
@@ -816,7 +826,14 @@ static int load_data(const cfg *c, split *s)
     nf_dataset_free(all);
     if (st) return die("--data %s: %s", c->data, nf_errmsg());
   }
-  if (vf > 0) {
+  if (c->val_file) {
+    train = trainval;
+    int rc = read_part_file(c, "--val", c->val_file, trainval->dim, &val);
+    if (rc) {
+      nf_dataset_free(train), nf_dataset_free(test);
+      return rc;
+    }
+  } else if (vf > 0) {
     st = nf_dataset_split(trainval, 1.0 - vf, &rng, &train, &val);
     nf_dataset_free(trainval);
     if (st) {
@@ -963,6 +980,7 @@ static nf_meta *provenance(const cfg *c, const result *r)
   if (!m) return NULL;
   nf_meta_set(m, "data", c->data);
   if (c->test_file) nf_meta_set(m, "test_data", c->test_file);
+  if (c->val_file) nf_meta_set(m, "validation_data", c->val_file);
   if (c->context_cols) nf_meta_set(m, "context_cols", c->context_cols);
   nf_meta_set(m, "flow", c->flow);
   nf_meta_set(m, "preprocess", preprocess_kind(c));
@@ -1022,12 +1040,12 @@ static void state_tag(const cfg *c, char *buf, size_t size)
   snprintf(buf, size,
            "flow=%s layers=%zu hidden=%s act=%s batch=%zu lr=%.17g schedule=%s "
            "weight_decay=%.17g clip=%.17g scale_bound=%.17g seed=%zu split_seed=%" PRIu64 " "
-           "data=%s test=%s test_frac=%.17g val_frac=%.17g context_cols=%s preprocess=%s "
+           "data=%s test=%s val=%s test_frac=%.17g val_frac=%.17g context_cols=%s preprocess=%s "
            "bounds=%s alpha=%.17g dynamics=%s end_time=%.17g fixed_end_time=%zu solver=%s "
            "rtol=%.17g atol=%.17g steps=%zu grad_mode=%s trace=%s kinetic=%.17g jacobian=%.17g",
            c->flow, c->layers, hidden, c->act, c->batch, c->lr, c->schedule, c->weight_decay,
            c->clip, c->scale_bound, c->seed_plus_one - 1, split_seed(c), c->data,
-           c->test_file ? c->test_file : "-", c->test_frac, c->val_frac,
+           c->test_file ? c->test_file : "-", c->val_file ? c->val_file : "-", c->test_frac, c->val_frac,
            c->context_cols ? c->context_cols : "-", preprocess_kind(c),
            c->bounds ? c->bounds : "-", c->bounds ? logit_alpha(c) : NAN,
            c->dynamics ? c->dynamics : "-", c->end_time, c->fixed_T,

@@ -44,7 +44,7 @@ typedef struct nf_layer nf_layer;
      CNF's RNODE terms, averaged over the n rows) in the caller's objective:
      vjp adds penalty_weight times the penalty's gradient (0: none);
    - exact != 0 asks a layer whose log-det is a stochastic estimate (a CNF
-     with a Hutchinson trace, a residual flow's power series) for the exact
+     with a Hutchinson trace; not yet a residual flow's series) for the exact
      log-det where that is affordable (d <= NF_EXACT_LOGDET_MAX_DIM): a flow's
      evaluation verbs (log_prob, nll, sample, transform, log_prob_grad) set
      it, its training verbs (nll_grad, log_prob_vjp) do not. */
