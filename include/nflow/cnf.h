@@ -20,7 +20,10 @@
    probe_seed and the call's seed (nf_apply_opts.seed; a flow derives it from
    the seed of its call) at the row's global index row0 + i, so it does not
    depend on workspaces, chunking or threads, and a new seed gives new
-   estimates. Use the exact trace for densities. The noise is exact per row,
+   estimates. A call with nf_apply_opts.exact (a flow's evaluation verbs:
+   log_prob, nll, sample, transform, log_prob_grad) takes the exact trace
+   instead when d <= NF_EXACT_LOGDET_MAX_DIM, so a CNF trained with Hutchinson
+   still reports densities; the training verbs keep the estimate. The noise is exact per row,
    but with an adaptive method (DOPRI5, ADAMS, BDF) the batch is one ODE
    system whose steps are chosen for all its rows, so a row's result depends
    on the rows solved with it to within the tolerance (chunks of another size

@@ -42,12 +42,22 @@ typedef struct nf_layer nf_layer;
      do not depend on workspaces, chunking or threads;
    - penalty_weight is the weight of this call's regularisation penalty (a
      CNF's RNODE terms, averaged over the n rows) in the caller's objective:
-     vjp adds penalty_weight times the penalty's gradient (0: none). */
+     vjp adds penalty_weight times the penalty's gradient (0: none);
+   - exact != 0 asks a layer whose log-det is a stochastic estimate (a CNF
+     with a Hutchinson trace, a residual flow's power series) for the exact
+     log-det where that is affordable (d <= NF_EXACT_LOGDET_MAX_DIM): a flow's
+     evaluation verbs (log_prob, nll, sample, transform, log_prob_grad) set
+     it, its training verbs (nll_grad, log_prob_vjp) do not. */
 typedef struct nf_apply_opts {
   uint64_t seed;
   size_t row0;
   double penalty_weight;
+  int exact;
 } nf_apply_opts;
+
+/* The largest dimension at which estimating layers honour nf_apply_opts.exact
+   (the exact trace costs d tangent passes per evaluation). */
+#define NF_EXACT_LOGDET_MAX_DIM 128
 
 /* Frees a layer that no flow owns; NULL is a no-op. A layer owned by a flow
    is left alone (the flow frees it) and NF_ESTATE is recorded for

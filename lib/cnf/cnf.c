@@ -31,7 +31,7 @@ typedef struct cnf {
 } cnf;
 
 /* Workspace header slots, then the arrays (see cnf_layout). */
-enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_PENALTY_WEIGHT, SLOT_PENALTY, SLOT_DIR, N_SLOTS };
+enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_PENALTY_WEIGHT, SLOT_PENALTY, SLOT_DIR, SLOT_EXACT, N_SLOTS };
 
 /* Where the arrays of a workspace for n rows live. */
 typedef struct cnf_layout {
@@ -49,6 +49,7 @@ typedef struct cnf_call {
   const double *ctx;
   double sign;             /* s of the regulariser equations */
   cnf_layout lay;
+  const double *probe;     /* this call's Hutchinson probes; NULL: the exact trace */
 } cnf_call;
 
 /* The family's data of a CNF layer. */
@@ -74,6 +75,13 @@ static cnf_layout cnf_layout_of(const nf_layer *layer, size_t n, double *work)
   return l;
 }
 
+/* Whether an evaluation may ask for the exact trace (nf_apply_opts.exact):
+   always for an exact-trace CNF, else up to NF_EXACT_LOGDET_MAX_DIM. */
+static int can_be_exact(const nf_layer *layer)
+{
+  return cnf_of(layer)->opts.trace == NF_TRACE_EXACT || layer->dim <= NF_EXACT_LOGDET_MAX_DIM;
+}
+
 /* Doubles of workspace for n rows: slots, state, probe, gradients, dynamics scratch. */
 static size_t cnf_work_size(const nf_layer *layer, size_t n)
 {
@@ -83,8 +91,11 @@ static size_t cnf_work_size(const nf_layer *layer, size_t n)
   size_t per_row = 3 * m + (c->opts.trace == NF_TRACE_EXACT ? 0 : d) + 2, rows, dyn, total;
   if (nf_size_add(per_row, layer->ctx_dim, &per_row) || nf_size_mul(n, per_row, &rows))
     return 0;
-  if (c->net) dyn = nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT);
-  else if (nf_size_mul3(3, n, d, &dyn)) return 0; /* a shifted z and two f for the divergence */
+  if (c->net) {
+    dyn = nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT);
+    size_t exact = can_be_exact(layer) ? nf_odenet_work_size(c->net, n, 1) : 0;
+    if (exact > dyn) dyn = exact;
+  } else if (nf_size_mul3(3, n, d, &dyn)) return 0; /* a shifted z and two f for the divergence */
   if (nf_size_add(rows, dyn, &total) || nf_size_add(total, N_SLOTS + c->n_dyn, &total)) return 0;
   return total;
 }
@@ -193,8 +204,7 @@ static int cnf_rhs(double t, const double *y, double *dydt, void *user)
   size_t n = k->n, d = k->layer->dim;
   double *kin = c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
   double *jac = c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
-  const double *probe = c->opts.trace == NF_TRACE_EXACT ? NULL : k->lay.probe;
-  nf_status st = nf_odenet_trace(c->net, k->theta, n, t, y, k->ctx, probe, dydt,
+  nf_status st = nf_odenet_trace(c->net, k->theta, n, t, y, k->ctx, k->probe, dydt,
                                  dydt + n * d, kin, jac, k->lay.dyn_work);
   if (st) return 1;
   for (size_t i = 0; k->sign < 0 && i < n * c->n_reg; i++) dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
@@ -234,11 +244,10 @@ static int cnf_rhs_vjp(double t, const double *y, const double *a, double *dydt,
     a_k = a_k ? k->lay.kin : NULL;
     a_j = a_j ? k->lay.jac : NULL;
   }
-  const double *probe = c->opts.trace == NF_TRACE_EXACT ? NULL : k->lay.probe;
   double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + c->n_dyn : NULL;
   double *kin = dydt && c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
   double *jac = dydt && c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
-  nf_status st = nf_odenet_adjoint(c->net, k->theta, n, t, y, k->ctx, probe, a,
+  nf_status st = nf_odenet_adjoint(c->net, k->theta, n, t, y, k->ctx, k->probe, a,
                                    a + n * d, a_k, a_j, dydt, dydt ? dydt + n * d : NULL, kin,
                                    jac, g_y, g_theta, g_t, g_ctx, k->lay.dyn_work);
   if (st) return 1;
@@ -260,7 +269,8 @@ static cnf_call make_call(const nf_layer *layer, const double *theta, nf_dir dir
                           const double *ctx, double *work)
 {
   cnf_call k = {layer, theta, cnf_of(layer), n, ctx, dir == NF_FORWARD ? 1.0 : -1.0,
-                cnf_layout_of(layer, n, work)};
+                cnf_layout_of(layer, n, work), NULL};
+  k.probe = work[SLOT_EXACT] != 0.0 ? NULL : k.lay.probe;
   return k;
 }
 
@@ -292,10 +302,11 @@ static nf_status cnf_apply(const nf_layer *layer, const double *theta, nf_dir di
 {
   cnf *c = layer->data;
   size_t d = layer->dim;
+  work[SLOT_EXACT] = c->opts.trace == NF_TRACE_EXACT || (opts->exact && can_be_exact(layer));
   cnf_call k = make_call(layer, theta, dir, n, ctx, work);
   nf_ode *ode = ode_for(layer, n, work, &k.lay);
   if (!ode) return nf_last_status() ? nf_last_status() : NF_ENOMEM;
-  if (c->opts.trace != NF_TRACE_EXACT) draw_probe(c, opts, n, d, k.lay.probe);
+  if (k.probe) draw_probe(c, opts, n, d, k.lay.probe);
   memcpy(k.lay.y, in, n * d * sizeof *in);
   memset(k.lay.y + n * d, 0, n * (1 + c->n_reg) * sizeof *in);
   nf_ode_system sys = {cnf_rhs, cnf_vjp, NULL, &k, cnf_rhs_vjp};

@@ -437,10 +437,19 @@ static void base_shift_scale(const nf_flow *flow, size_t n, double *z)
 
 /* ---- passes through the chain ---- */
 
+/* How a pass evaluates: evaluation (densities, samples: exact log-dets where
+   a layer estimates them) or training (the layers' own estimators, with a
+   penalty weight). */
+typedef struct pass_mode {
+  double penalty_weight;
+  int exact;
+} pass_mode;
+static const pass_mode EVALUATION = {0.0, 1}, TRAINING = {1.0, 0}, TRAINING_NO_PENALTY = {0.0, 0};
+
 /* Layer k's per-call options: its own noise key, the batch's global first row. */
-static nf_apply_opts layer_opts(uint64_t seed, size_t k, size_t row0, double penalty_weight)
+static nf_apply_opts layer_opts(uint64_t seed, size_t k, size_t row0, pass_mode mode)
 {
-  nf_apply_opts o = {nf_noise_key(seed, k), row0, penalty_weight};
+  nf_apply_opts o = {nf_noise_key(seed, k), row0, mode.penalty_weight, mode.exact};
   return o;
 }
 
@@ -464,13 +473,13 @@ static nf_status apply_layer(const nf_flow *flow, nf_flow_ws *ws, size_t k, nf_d
 /* Inverse pass of n rows from x (copied into states[K]) down to z = states[0];
    ws->logdet[i] = the sum of the inverse log-dets. */
 static nf_status inverse_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t row0,
-                              size_t n, const double *x, const double *ctx, double penalty_w)
+                              size_t n, const double *x, const double *ctx, pass_mode mode)
 {
   size_t K = flow->n_layers, nd = n * flow->dim;
   memcpy(ws->states + K * nd, x, nd * sizeof *x);
   memset(ws->logdet, 0, n * sizeof *ws->logdet);
   for (size_t k = K; k-- > 0;) {
-    nf_apply_opts o = layer_opts(seed, k, row0, penalty_w);
+    nf_apply_opts o = layer_opts(seed, k, row0, mode);
     nf_status st = apply_layer(flow, ws, k, NF_INVERSE, n, ws->states + (k + 1) * nd, ctx,
                                ws->states + k * nd, &o);
     if (st) return st;
@@ -486,7 +495,7 @@ static nf_status forward_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
   size_t K = flow->n_layers, nd = n * flow->dim;
   memset(ws->logdet, 0, n * sizeof *ws->logdet);
   for (size_t k = 0; k < K; k++) {
-    nf_apply_opts o = layer_opts(seed, k, row0, 0.0);
+    nf_apply_opts o = layer_opts(seed, k, row0, EVALUATION);
     nf_status st = apply_layer(flow, ws, k, NF_FORWARD, n, ws->states + k * nd, ctx,
                                ws->states + (k + 1) * nd, &o);
     if (st) return st;
@@ -531,7 +540,7 @@ static nf_status log_prob_chunks(const char *fn, const nf_flow *flow, nf_flow_ws
   *sum = 0;
   for (size_t i0 = 0; !st && i0 < n; i0 += ws->rows) {
     size_t m = n - i0 < ws->rows ? n - i0 : ws->rows;
-    st = inverse_pass(flow, ws, seed, i0, m, x + i0 * d, ctx ? ctx + i0 * c : NULL, 0.0);
+    st = inverse_pass(flow, ws, seed, i0, m, x + i0 * d, ctx ? ctx + i0 * c : NULL, EVALUATION);
     if (st) return chunk_failure(st, fn, i0, m, n);
     base_log_prob(flow, m, ws->states, ws->logdet);
     for (size_t i = 0; i < m; i++) *sum += ws->logdet[i];
@@ -617,7 +626,7 @@ nf_status nf_flow_transform_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t see
       memcpy(ws->states, in + i0 * d, md * sizeof *in);
       st = forward_pass(flow, ws, seed, i0, m, chunk_ctx);
     } else {
-      st = inverse_pass(flow, ws, seed, i0, m, in + i0 * d, chunk_ctx, 0.0);
+      st = inverse_pass(flow, ws, seed, i0, m, in + i0 * d, chunk_ctx, EVALUATION);
     }
     if (st) {
       st = chunk_failure(st, fn, i0, m, n);
@@ -674,7 +683,7 @@ nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
   if (!st && (!nll || (!grad && flow->n_params)))
     st = nf_fail(NF_EINVAL, "%s: nll or grad is NULL", fn);
   if (!st) st = check_fits(fn, ws, n);
-  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, 1.0);
+  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, TRAINING);
   if (st) return st;
   base_log_prob(flow, n, ws->states, ws->logdet);
   double sum = 0;
@@ -698,12 +707,12 @@ nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
 static nf_status log_prob_pullback(const char *fn, const nf_flow *flow, nf_flow_ws *ws,
                                    uint64_t seed, size_t n, const double *x, const double *ctx,
                                    const double *g_logp, double *logp, double *g_x,
-                                   double *g_ctx, int add_ctx, double *g_theta)
+                                   double *g_ctx, int add_ctx, double *g_theta, pass_mode mode)
 {
   nf_status st = check_call(fn, flow, ws, n, x, 1, ctx);
   if (!st) st = check_fits(fn, ws, n);
   if (!st && g_logp) st = check_finite(fn, "g_logp", n, 1, g_logp);
-  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, 0.0);
+  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, mode);
   if (st) return st;
   base_log_prob(flow, n, ws->states, ws->logdet);
   for (size_t i = 0; i < n; i++) ws->g_logdet[i] = g_logp ? g_logp[i] : 1.0;
@@ -726,7 +735,8 @@ nf_status nf_flow_log_prob_vjp_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t 
 {
   const char *fn = "nf_flow_log_prob_vjp";
   if (!g_logp) return nf_fail(NF_EINVAL, "%s: g_logp is NULL", fn);
-  return log_prob_pullback(fn, flow, ws, seed, n, x, ctx, g_logp, logp, g_x, g_ctx, 1, g_theta);
+  return log_prob_pullback(fn, flow, ws, seed, n, x, ctx, g_logp, logp, g_x, g_ctx, 1, g_theta,
+                           TRAINING_NO_PENALTY);
 }
 
 nf_status nf_flow_log_prob_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
@@ -735,7 +745,8 @@ nf_status nf_flow_log_prob_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t
 {
   const char *fn = "nf_flow_log_prob_grad";
   if (!g_x) return nf_fail(NF_EINVAL, "%s: g_x is NULL", fn);
-  return log_prob_pullback(fn, flow, ws, seed, n, x, ctx, NULL, logp, g_x, g_ctx, 0, NULL);
+  return log_prob_pullback(fn, flow, ws, seed, n, x, ctx, NULL, logp, g_x, g_ctx, 0, NULL,
+                           EVALUATION);
 }
 
 /* ---- convenience calls ---- */
