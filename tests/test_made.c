@@ -271,6 +271,20 @@ START_TEST(test_bad_arguments)
   ck_assert_ptr_null(nf_made_new(3, 0, 1, hidden3, 1, (nf_activation)17, NF_ORDER_NATURAL, 0));
   ck_assert_ptr_null(nf_made_new(3, 0, 1, hidden3, 1, NF_ACT_RELU, (nf_order_kind)5, 0));
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "order"));
+  const size_t huge[3] = {SIZE_MAX, SIZE_MAX / 2 + 1, (size_t)1 << 60}, wide[2] = {4, SIZE_MAX / 4};
+  for (size_t k = 0; k < 3; k++) {
+    ck_assert_ptr_null(nf_made_new(huge[k], 0, 1, hidden3, 1, NF_ACT_RELU, NF_ORDER_NATURAL, 0));
+    ck_assert_ptr_nonnull(strstr(nf_errmsg(), "overflows"));
+    ck_assert_ptr_null(nf_made_new(3, huge[k], 1, hidden3, 1, NF_ACT_RELU, NF_ORDER_NATURAL, 0));
+    ck_assert_ptr_nonnull(strstr(nf_errmsg(), "overflows"));
+    ck_assert_ptr_null(nf_made_new(3, 0, 1, hidden3, huge[k], NF_ACT_RELU, NF_ORDER_NATURAL, 0));
+    ck_assert_ptr_nonnull(strstr(nf_errmsg(), "overflows"));
+  }
+  ck_assert_ptr_null(nf_made_new(3, 0, 2, wide, 2, NF_ACT_RELU, NF_ORDER_NATURAL, 0));
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "overflows"));
+  nf_made *m = nf_made_new(3, 1, 1, hidden3, 2, NF_ACT_RELU, NF_ORDER_NATURAL, 0);
+  ck_assert_uint_eq(nf_made_work_size(m, SIZE_MAX / 8), 0);
+  nf_made_free(m);
   nf_made_free(NULL);
   ck_assert_uint_eq(nf_made_n_params(NULL), 0);
   ck_assert_ptr_null(nf_made_order(NULL));

@@ -115,9 +115,13 @@ nf_made *nf_made_new(size_t dim, size_t ctx_dim, size_t n_hidden, const size_t *
   const char *fn = "nf_made_new";
   size_t n_out, w_in;
   if (nf_check_dim(fn, dim)) return NULL;
-  if (n_per_dim == 0 || nf_size_mul(dim, n_per_dim, &n_out) || nf_size_add(dim, ctx_dim, &w_in)) {
-    nf_fail(NF_EINVAL, "%s: %zu outputs per coordinate (must be > 0) or the widths overflow",
-            fn, n_per_dim);
+  if (n_per_dim == 0) {
+    nf_fail(NF_EINVAL, "%s: outputs per coordinate must be > 0", fn);
+    return NULL;
+  }
+  if (nf_size_mul(dim, n_per_dim, &n_out) || nf_size_add(dim, ctx_dim, &w_in)) {
+    nf_fail(NF_EINVAL, "%s: the widths (%zu coordinates x %zu outputs, context %zu) overflow"
+            "s the address space", fn, dim, n_per_dim, ctx_dim);
     return NULL;
   }
   if ((unsigned)order >= N_ORDERS) {
