@@ -16,6 +16,7 @@
 #include "nflow/radial.h"
 #include "nflow/transformer.h"
 #include "nflow/coupling.h"
+#include "nflow/residual.h"
 #include "nflow/made.h"
 #include "nflow/autoregressive.h"
 #include "nflow/inverse.h"

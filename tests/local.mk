@@ -14,7 +14,7 @@ nf_suites = \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
   tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
-  tests/test_preprocess tests/test_model tests/test_bad_input \
+  tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
   tests/test_made tests/test_autoregressive
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,

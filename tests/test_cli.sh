@@ -150,10 +150,22 @@ fi
   || fail "curve rows: $(cat "$tmp/curve.csv")"
 grep -q '^val_rows=[1-9]' "$tmp/out" || fail "no validation rows by default for a file"
 grep -q '^batch=64$' "$tmp/out" || fail "batch= not the effective batch"
-"$nflow" train --data "$tmp/data.csv" --layers 2 --hidden 16 --iters 60 --batch 64 \
+"$nflow" train --data "$tmp/data.csv" --layers 2 --hidden 16 --iters 60 --batch 64 --patience 0 \
   --resume "$tmp/ck.st" >"$tmp/out" 2>&1 || fail "train --resume: $(cat "$tmp/out")"
 grep -q '^iters=60$' "$tmp/out" || fail "--resume: $(grep iters= "$tmp/out")"
 expect_error "parameters" train --data "$tmp/data.csv" --layers 3 --hidden 16 --iters 60 --resume "$tmp/ck.st"
+
+# The rule against overfitting small tables: on 150 rows a file trains with a
+# validation split, patience 10 and best-parameter restore by default (test
+# NLL about 1.0); without them the same run overfits to a test NLL near 1e3.
+awk 'BEGIN { srand(3); print "a,b"; for (i = 0; i < 150; i++) printf "%.6f,%.6f\n", rand(), 2 * rand() }' >"$tmp/small.csv"
+"$nflow" train --data "$tmp/small.csv" --layers 4 --iters 1500 --eval-every 10 >"$tmp/out" 2>&1 \
+  || fail "train on a small table: $(cat "$tmp/out")"
+grep -q '^stopped_early=' "$tmp/out" || fail "a small table did not stop early by default"
+awk -F= '$1 == "test_nll" { exit !($2 < 2) }' "$tmp/out" || fail "small table, defaults: $(grep test_nll= "$tmp/out")"
+"$nflow" train --data "$tmp/small.csv" --layers 4 --iters 1500 --eval-every 10 --patience 0 \
+  --no-restore-best >"$tmp/out" 2>&1 || fail "train on a small table: $(cat "$tmp/out")"
+awk -F= '$1 == "test_nll" { exit !($2 > 10) }' "$tmp/out" || fail "small table without the rule: $(grep test_nll= "$tmp/out")"
 
 # A conditional flow p(x|y): column 0 of the file is y.
 awk 'BEGIN { srand(5); print "y,a,b"; for (i = 0; i < 400; i++) { y = 2 * rand() - 1;

@@ -39,7 +39,7 @@ typedef struct cfg {
   const char *out, *model, *test_file, *resume, *checkpoint, *curve, *context_cols;
   const char *context, *context_row, *out_dir;
   double val_frac;
-  size_t patience, eval_every, split_seed_plus_one, n_samples, no_restore_best;
+  size_t patience_plus_one, eval_every, split_seed_plus_one, n_samples, no_restore_best;
   /* preprocessing (appended last in sampling order) and interrupted runs */
   const char *bounds;
   double logit_alpha;
@@ -57,7 +57,7 @@ typedef enum {
   OPT_FRACTION,  /* a number in (0, 1) */
   OPT_FRACTION0, /* a number in [0, 1) */
   OPT_WIDTHS,
-  OPT_SEED,
+  OPT_COUNT0,
   OPT_BYTES,
   OPT_FLAG
 } opt_kind;
@@ -114,17 +114,19 @@ static const opt_spec opt_specs[] = {
   OPT_CNF("--atol", OPT_POSITIVE, atol, "cnf: absolute tolerance, > 0 (default 1e-5)"),
   OPT_CNF("--steps", OPT_COUNT, max_steps, "cnf: fixed steps of rk4/euler, 1 to 1e9 (default 100)"),
   OPT_CNF("--grad-mode", OPT_STR, grad_mode, "cnf: backsolve|checkpoint|discrete (default backsolve)"),
-  OPT_CNF("--trace", OPT_STR, trace, "cnf: exact|rademacher|gaussian (default exact)"),
+  OPT_CNF("--trace", OPT_STR, trace, "cnf: exact|rademacher|gaussian (default exact up to d = 8,\n"
+          "                       rademacher above; test NLL and eval take the exact trace up to d = 128)"),
   OPT_CNF("--kinetic", OPT_REAL, kinetic, "cnf: RNODE kinetic-energy weight, >= 0 (default 0)"),
   OPT_CNF("--jacobian", OPT_REAL, jacobian, "cnf: RNODE Jacobian-norm weight, >= 0 (default 0)"),
   OPT("--test-frac", OPT_FRACTION, test_frac, "held-out fraction of a CSV file, in (0, 1) (default 0.2)"),
-  OPT("--seed", OPT_SEED, seed_plus_one, "random seed of the flow and training, 0 to 2^64-2 (default 1)"),
-  OPT("--split-seed", OPT_SEED, split_seed_plus_one, "seed of the data split and toy streams (default: --seed)"),
+  OPT("--seed", OPT_COUNT0, seed_plus_one, "random seed of the flow and training, 0 to 2^64-2 (default 1)"),
+  OPT("--split-seed", OPT_COUNT0, split_seed_plus_one, "seed of the data split and toy streams (default: --seed)"),
   OPT("--val-frac", OPT_FRACTION0, val_frac, "validation fraction of the training rows, in [0, 1) (default\n"
                                "                       0.1; toy sets: a fresh stream; 0 = no validation)"),
   OPT("--test", OPT_STR, test_file, "a separate test file (CSV or .npy) instead of a split"),
   OPT("--eval-every", OPT_COUNT, eval_every, "validate (and record the curve) every K iterations (default iters/50)"),
-  OPT("--patience", OPT_COUNT, patience, "stop after K validations without improvement (default off)"),
+  OPT("--patience", OPT_COUNT0, patience_plus_one, "stop after K validations without improvement, 0 = never\n"
+      "                       (default 10 for files, never for toy sets)"),
   OPT("--no-restore-best", OPT_FLAG, no_restore_best, "keep the last parameters, not the best validated"),
   OPT("--curve", OPT_STR, curve, "write the training curve to FILE.csv (iter,seconds,train_loss,val_loss)"),
   OPT("--checkpoint", OPT_STR, checkpoint, "write the whole training state to FILE (atomically)\n"
@@ -297,7 +299,7 @@ static int set_option(const opt_spec *o, const char *val, cfg *c)
     rc = parse_uint_list(o->name, val, 1, MAX_WIDTH, MAX_HIDDEN, "widths", "64,64", c->hidden,
                          &c->n_hidden);
     break;
-  case OPT_SEED: /* stored plus one, 0 meaning unset */
+  case OPT_COUNT0: /* a count from 0 (seeds too), stored plus one, 0 meaning unset */
     if (!(rc = parse_uint(o->name, val, 0, SIZE_MAX - 1, &v))) *(size_t *)field = (size_t)v + 1;
     break;
   case OPT_BYTES: rc = parse_bytes(o->name, val, (size_t *)field); break;
@@ -436,8 +438,21 @@ static void fill_defaults(cfg *c)
   if (isnan(c->clip)) c->clip = cnf ? 0.0 : 5.0;
 }
 
-/* The CNF options of c (FFJORD's defaults where unset). */
-static int cnf_options(const cfg *c, nf_cnf_opts *o)
+/* Above this dimension a CNF trains with Hutchinson's trace unless --trace says
+   otherwise: the exact trace costs d tangent passes per right-hand side. */
+#define CNF_EXACT_TRAINING_MAX_DIM 8
+
+/* The trace a CNF on R^dim trains with: --trace, else exact up to
+   CNF_EXACT_TRAINING_MAX_DIM and Rademacher above (-1 on a bad name). */
+static int cnf_trace(const cfg *c, size_t dim, nf_trace_kind *trace)
+{
+  *trace = dim > CNF_EXACT_TRAINING_MAX_DIM ? NF_TRACE_RADEMACHER : NF_TRACE_EXACT;
+  if (c->trace && nf_cnf_trace_parse(c->trace, trace)) return die("--trace: %s", nf_errmsg());
+  return 0;
+}
+
+/* The CNF options of c on R^dim (FFJORD's defaults where unset). */
+static int cnf_options(const cfg *c, size_t dim, nf_cnf_opts *o)
 {
   *o = nf_cnf_defaults();
   o->n_hidden = c->n_hidden;
@@ -460,7 +475,7 @@ static int cnf_options(const cfg *c, nf_cnf_opts *o)
   o->ode.grad = grad;
   if (c->grad_mode && nf_ode_grad_parse(c->grad_mode, &o->ode.grad))
     return die("--grad-mode: %s", nf_errmsg());
-  if (c->trace && nf_cnf_trace_parse(c->trace, &o->trace)) return die("--trace: %s", nf_errmsg());
+  if (cnf_trace(c, dim, &o->trace)) return 1;
   if (c->act && nf_odenet_act_parse(c->act, &o->act)) return die("--act: %s", nf_errmsg());
   if (c->dynamics && nf_odenet_kind_parse(c->dynamics, &o->kind))
     return die("--dynamics: %s", nf_errmsg());
@@ -471,7 +486,7 @@ static int cnf_options(const cfg *c, nf_cnf_opts *o)
 static int build_cnf(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_flow **out)
 {
   nf_cnf_opts o;
-  int rc = cnf_options(c, &o);
+  int rc = cnf_options(c, dim, &o);
   if (rc) return rc;
   nf_flow *flow = nf_flow_new(dim, ctx_dim, NF_BASE_STD_NORMAL);
   for (size_t k = 0; flow && k < c->layers; k++) {
@@ -934,6 +949,7 @@ typedef struct result {
   size_t params, iters, restored;
   double train_nll, val_nll, seconds, ms_per_iter, nfe_forward, nfe_backward, end_time;
   int continuous, stop;
+  nf_trace_kind trace; /* a CNF's training trace (evaluation takes the exact one up to d = 128) */
   int diverged; /* the trainer's divergence mark (warned on stderr once) */
   char stop_reason[160];
   nll_summary test;
@@ -1019,6 +1035,16 @@ static void state_tag(const cfg *c, char *buf, size_t size)
            c->grad_mode ? c->grad_mode : "-", c->trace ? c->trace : "-", c->kinetic, c->jacobian);
 }
 
+/* Validations without improvement before training stops: --patience, else
+   DEFAULT_PATIENCE on a file (a finite table a flow can overfit; the best
+   validated parameters are restored) and never on a toy set (fresh points). */
+#define DEFAULT_PATIENCE 10
+static size_t patience(const cfg *c)
+{
+  if (c->patience_plus_one) return c->patience_plus_one - 1;
+  return is_toy(c->data) ? 0 : DEFAULT_PATIENCE;
+}
+
 /* Trains flow per c on the split, evaluates on its test part, fills r. */
 static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *rng, result *r)
 {
@@ -1042,7 +1068,7 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   size_t every = c->eval_every ? c->eval_every : (c->iters / 50 ? c->iters / 50 : 1);
   topts.val_every = s->val.x ? every : 0;
   topts.restore_best = !c->no_restore_best;
-  topts.patience = c->patience;
+  topts.patience = patience(c);
   FILE *curve = NULL;
   if (c->curve) {
     curve = fopen(c->curve, "w");
@@ -1080,6 +1106,7 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   if (!rc) {
     nf_cnf_counters counters;
     r->continuous = cnf_totals(flow, &counters);
+    if (r->continuous && cnf_trace(c, nf_flow_dim(flow), &r->trace)) return 1;
     r->iters = report.iterations;
     r->restored = report.restored_iteration;
     r->stop = report.stopped;
@@ -1194,9 +1221,11 @@ static int print_keys(const char *prefix, const result *r)
   printf("%sdiverged=%d\n", prefix, r->diverged);
   int rc = print_summary(prefix, &r->test);
   printf("%strain_seconds=%.3f\n%sms_per_iter=%.4f\n", prefix, r->seconds, prefix, r->ms_per_iter);
-  if (r->continuous)
+  if (r->continuous) {
     printf("%snfe_forward=%.2f\n%snfe_backward=%.2f\n%send_time=%.6f\n", prefix, r->nfe_forward,
            prefix, r->nfe_backward, prefix, r->end_time);
+    printf("%strain_trace=%s\n", prefix, nf_cnf_trace_name(r->trace));
+  }
   return rc;
 }
 
