@@ -129,6 +129,13 @@ START_TEST(test_inverse_numerics)
     free(ctx);
     nf_layer_free(inv);
   }
+  /* a wrapped layer cannot join a flow or another wrapper on its own */
+  nf_layer *lu = nf_linear_lu_new(2, NULL, NF_DIAG_EXP, NULL), *inv = nf_inverse_new(lu);
+  nf_flow *flow = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, lu), NF_EINVAL);
+  ck_assert_ptr_null(nf_inverse_new(lu));
+  ck_assert_int_eq(nf_flow_push(flow, inv), NF_OK);
+  nf_flow_free(flow);
   ck_assert_ptr_null(nf_inverse_new(NULL));
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "NULL"));
   ck_assert_ptr_null(nf_inverse_inner(NULL));
@@ -307,12 +314,14 @@ START_TEST(test_save_load)
         nf_config_free(cfg);
       }
   const double shift[3] = {0.5, -1, 2}, scale[3] = {2, 0.25, 1.5};
-  nf_layer *pre[2] = {nf_inverse_new(nf_standardize_new(3, shift, scale)),
-                      nf_inverse_new(nf_linear_lu_new(3, NULL, NF_DIAG_EXP, &rng))};
-  for (size_t k = 0; k < 2; k++) {
+  nf_layer *pre[3] = {nf_inverse_new(nf_standardize_new(3, shift, scale)),
+                      nf_inverse_new(nf_linear_lu_new(3, NULL, NF_DIAG_EXP, &rng)),
+                      nf_inverse_new(nf_inverse_new(nf_standardize_new(3, shift, scale)))};
+  for (size_t k = 0; k < 3; k++) {
     nf_config *cfg = NULL;
     nf_layer *back = save_load(pre[k], &cfg);
     ck_assert_int_eq(nf_config_has(cfg, "inner_config.shift"), k == 0);
+    ck_assert_int_eq(nf_config_has(cfg, "inner_config.inner_config.shift"), k == 2);
     assert_same_maps(pre[k], back, 60 + k);
     nf_layer_free(back);
     nf_layer_free(pre[k]);
