@@ -3,10 +3,12 @@
    transformer, Durkan et al. 2019's autoregressive NSF, zuko's default):
      x_j = τ(z_j; h_j(x_<j, ctx)),  h = MADE(x, ctx),
    "<j" meaning earlier in the layer's order. The density direction
-   (NF_INVERSE, x -> z) is one MADE pass: z = τ^-1(x; MADE(x, ctx)). Sampling
-   (NF_FORWARD, z -> x) takes dim passes, one per coordinate in order. Both
-   directions have a vjp; the forward one solves the triangular adjoint system
-   exactly by dim sweeps (lib/bijectors/autoregressive.c).
+   (NF_INVERSE, x -> z) is one MADE pass: z = τ^-1(x; MADE(x, ctx)), the cost
+   of a coupling layer. Sampling (NF_FORWARD, z -> x) takes dim + 1 passes, one
+   per coordinate in order and one for the record. Both directions have a vjp;
+   the forward one solves the triangular adjoint system exactly by dim sweeps
+   of one MADE backward pass each, plus one for the parameters
+   (lib/bijectors/autoregressive.c).
    IAF (Kingma et al. 2016) is nf_inverse_new(nf_autoregressive_new(...))
    (nflow/inverse.h): one pass to sample, dim passes for the density.
    Layer type "autoregressive" (saves the order, its seed, the widths and the
