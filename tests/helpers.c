@@ -853,3 +853,26 @@ unsigned char *th_read_file(const char *path, size_t *len)
   *len = (size_t)n;
   return b;
 }
+
+void th_check_same_maps(const nf_layer *a, const nf_layer *b, const double *theta, size_t n,
+                        uint64_t seed)
+{
+  size_t d = nf_layer_dim(a), c = nf_layer_ctx_dim(a);
+  ck_assert_uint_eq(nf_layer_dim(b), d);
+  ck_assert_uint_eq(nf_layer_ctx_dim(b), c);
+  ck_assert_uint_eq(nf_layer_n_params(b), nf_layer_n_params(a));
+  double *z = th_random_points(n, d, seed, 1.0);
+  double *ctx = c ? th_random_points(n, c, seed + 1, 1.0) : NULL;
+  double *xa = malloc(n * d * sizeof *xa), *xb = malloc(n * d * sizeof *xb);
+  double *la = calloc(n, sizeof *la), *lb = calloc(n, sizeof *lb);
+  double *wa = nf_layer_work_new(a, n), *wb = nf_layer_work_new(b, n);
+  for (int dir = NF_FORWARD; dir <= NF_INVERSE; dir++) {
+    ck_assert_int_eq(nf_layer_apply(a, theta, (nf_dir)dir, n, z, ctx, xa, la, NULL, wa), NF_OK);
+    ck_assert_int_eq(nf_layer_apply(b, theta, (nf_dir)dir, n, z, ctx, xb, lb, NULL, wb), NF_OK);
+    ck_assert_mem_eq(xa, xb, n * d * sizeof *xa);
+    ck_assert_mem_eq(la, lb, n * sizeof *la);
+  }
+  nf_layer_work_free(a, n, wa);
+  nf_layer_work_free(b, n, wb);
+  free(z); free(ctx); free(xa); free(xb); free(la); free(lb);
+}

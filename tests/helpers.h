@@ -102,6 +102,12 @@ void th_check_bijector_family(const char *label, th_case_fn make, int variant, d
 void th_check_vjp_accumulates(const nf_layer *layer, const double *theta, size_t n,
                               const double *z, const double *ctx);
 
+/* Asserts that a and b (the same family, e.g. a layer and its saved-and-loaded
+   copy) map n rows ~ N(0, 1) from seed (contexts too) identically, bit for bit,
+   outputs and log-dets, in both directions with parameters theta. */
+void th_check_same_maps(const nf_layer *a, const nf_layer *b, const double *theta, size_t n,
+                        uint64_t seed);
+
 /* Asserts the checked entry points' documented answers to bad calls, in both
    directions, with parameters theta: NF_EINVAL for a NULL layer, NULL theta
    (when the layer has parameters), an unknown direction, n = 0, NULL input,

@@ -100,6 +100,18 @@ static nf_layer *make_coupling(nf_rng *rng, nf_coupling_kind kind)
 }
 static nf_layer *make_coupling_additive(nf_rng *rng) { return make_coupling(rng, NF_COUPLING_ADDITIVE); }
 static nf_layer *make_coupling_affine(nf_rng *rng) { return make_coupling(rng, NF_COUPLING_AFFINE); }
+static nf_layer *make_maf(nf_rng *rng)
+{
+  static const size_t hidden[1] = {8};
+  nf_autoregressive_opts o = nf_autoregressive_opts_default();
+  o.n_hidden = 1;
+  o.hidden = hidden;
+  o.order = NF_ORDER_RANDOM;
+  o.order_seed = nf_rng_u64(rng);
+  return nf_autoregressive_new(D, 0, &o, rng);
+}
+static nf_layer *make_iaf(nf_rng *rng) { return nf_inverse_new(make_maf(rng)); }
+static nf_layer *make_inverse_lu(nf_rng *rng) { return nf_inverse_new(make_lu_exp(rng)); }
 static nf_layer *make_cnf(nf_rng *rng)
 {
   static const size_t hidden[1] = {8};
@@ -121,7 +133,8 @@ static const family_case families[] = {
   {"linear_lu softplus", make_lu_softplus}, {"planar", make_planar}, {"radial", make_radial},
   {"standardize", make_standardize}, {"logit", make_logit},
   {"coupling additive", make_coupling_additive}, {"coupling affine", make_coupling_affine},
-  {"cnf", make_cnf},
+  {"cnf", make_cnf}, {"autoregressive", make_maf}, {"inverse autoregressive", make_iaf},
+  {"inverse linear_lu", make_inverse_lu},
 };
 enum { N_FAMILIES = sizeof families / sizeof *families };
 

@@ -306,3 +306,51 @@ nf_status nf_config_get_tensor(const nf_config *cfg, const char *key, size_t n, 
   memcpy(v, t->data, n * sizeof *v);
   return NF_OK;
 }
+
+/* "key.name" in a new string, or NULL on no memory. */
+static char *nested_name(const char *key, const char *name)
+{
+  size_t a = strlen(key), b = strlen(name);
+  char *s = malloc(a + b + 2);
+  if (s) {
+    memcpy(s, key, a);
+    s[a] = '.';
+    memcpy(s + a + 1, name, b + 1);
+  }
+  return s;
+}
+
+nf_status nf_config_set_config(nf_config *cfg, const char *key, const nf_config *sub)
+{
+  const char *fn = "nf_config_set_config";
+  if (!sub) return nf_fail(NF_EINVAL, "%s: NULL argument", fn);
+  nf_status st = put_json(fn, cfg, key, json_deep_copy(sub->obj));
+  for (size_t i = 0; !st && i < sub->n_tensors; i++) {
+    char *name = nested_name(key, sub->tensors[i].key);
+    st = name ? nf_config_set_tensor(cfg, name, sub->tensors[i].n, sub->tensors[i].data)
+              : nf_fail(NF_ENOMEM, "%s: out of memory", fn);
+    free(name);
+  }
+  return st;
+}
+
+nf_status nf_config_get_config(const nf_config *cfg, const char *key, nf_config **sub)
+{
+  const char *fn = "nf_config_get_config";
+  nf_status st = NF_OK;
+  const json_t *v = lookup(fn, cfg, key, sub, &st);
+  if (!v) return st;
+  char what[96];
+  snprintf(what, sizeof what, "config key '%s'", key);
+  nf_config *out = NULL;
+  if ((st = nf_config_from_json(v, what, &out))) return st;
+  size_t len = strlen(key);
+  for (size_t i = 0; !st && i < cfg->n_tensors; i++) {
+    const cfg_tensor *t = &cfg->tensors[i];
+    if (strncmp(t->key, key, len) == 0 && t->key[len] == '.')
+      st = nf_config_set_tensor(out, t->key + len + 1, t->n, t->data);
+  }
+  if (st) nf_config_free(out);
+  else *sub = out;
+  return st;
+}

@@ -86,6 +86,18 @@ size_t nf_config_tensor_count(const nf_config *cfg);
    (borrowed); NULL for an i out of range. */
 const char *nf_config_tensor(const nf_config *cfg, size_t i, size_t *n, const double **data);
 
+/* Nests sub in cfg: key holds a copy of sub's JSON entries as an object and
+   sub's tensors are added as "key.name" (how a layer that wraps another, such
+   as nf_inverse, saves the inner layer's configuration). NF_EINVAL on a NULL
+   argument or a key already set; NF_ENOMEM. */
+nf_status nf_config_set_config(nf_config *cfg, const char *key, const nf_config *sub);
+
+/* *sub = a new configuration of key's nested object, with the tensors
+   "key.name" of cfg as "name" (caller frees with nf_config_free). NF_EFORMAT
+   "config key 'key': ..." if it is missing or not an object; *sub is set only
+   on success. */
+nf_status nf_config_get_config(const nf_config *cfg, const char *key, nf_config **sub);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif
