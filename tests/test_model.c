@@ -71,6 +71,8 @@ static nf_layer *make_planar(nf_rng *rng)
   return layer;
 }
 static nf_layer *make_radial(nf_rng *rng) { return nf_radial_new(D, 1e-13, rng); }
+static nf_layer *make_actnorm(nf_rng *rng) { (void)rng; return nf_actnorm_new(D); }
+static nf_layer *make_gaussianization(nf_rng *rng) { return nf_gaussianization_new(D, 3, rng); }
 static nf_layer *make_standardize(nf_rng *rng)
 {
   double shift[D], scale[D];
@@ -121,7 +123,7 @@ static const family_case families[] = {
   {"linear_lu softplus", make_lu_softplus}, {"planar", make_planar}, {"radial", make_radial},
   {"standardize", make_standardize}, {"logit", make_logit},
   {"coupling additive", make_coupling_additive}, {"coupling affine", make_coupling_affine},
-  {"cnf", make_cnf},
+  {"cnf", make_cnf}, {"actnorm", make_actnorm}, {"gaussianization", make_gaussianization},
 };
 enum { N_FAMILIES = sizeof families / sizeof *families };
 
