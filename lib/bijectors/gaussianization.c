@@ -28,7 +28,6 @@
 #include "nflow/config.h"
 #include "nflow/gaussianization.h"
 
-#define HALF_LOG_2PI 0.91893853320467274178
 #define SOLVE_MAX_ITER 200
 #define SOLVE_RTOL 1e-14
 
@@ -38,7 +37,9 @@ typedef struct mixture {
   size_t K;
   const double *mu, *ls;          /* means, log-scales (theta) */
   const double *lp, *is;          /* log weights, inverse scales (work) */
-  double *aF, *aG, *af, *u;       /* scratch: log pi sigma(u), log pi sigma(-u), log pi f_k, u */
+  double *aF, *aG, *af, *u, *lsn; /* scratch: log pi sigma(u), log pi sigma(-u), log pi f_k,
+                                     u, log sigma(-u) */
+  double *tmp;                    /* scratch for log_f_ratio */
 } mixture;
 
 /* log F, log(1 - F), log f at one x. */
@@ -62,12 +63,12 @@ static double log_sum_exp(size_t K, const double *a)
   return m + log(s);
 }
 
-/* Doubles of work: log weights and inverse scales (2 d K), scratch (4 K),
+/* Doubles of work: log weights and inverse scales (2 d K), scratch (6 K),
    the n log-dets staged until every row succeeded. 0 on overflow. */
 static size_t gauss_work_size(const nf_layer *layer, size_t n)
 {
   size_t K = components(layer), dk, total;
-  if (nf_size_mul3(2, layer->dim, K, &dk) || nf_size_add(dk, 4 * K, &total) ||
+  if (nf_size_mul3(2, layer->dim, K, &dk) || nf_size_add(dk, 6 * K, &total) ||
       nf_size_add(total, n, &total))
     return 0;
   return total;
@@ -94,7 +95,8 @@ static mixture view(const nf_layer *layer, const double *theta, double *work, si
   size_t d = layer->dim, K = components(layer);
   double *scratch = work + 2 * d * K;
   mixture m = {K, theta + 3 * K * j + K, theta + 3 * K * j + 2 * K, work + j * K,
-               work + d * K + j * K, scratch, scratch + K, scratch + 2 * K, scratch + 3 * K};
+               work + d * K + j * K, scratch, scratch + K, scratch + 2 * K, scratch + 3 * K,
+               scratch + 4 * K, scratch + 5 * K};
   return m;
 }
 
@@ -106,6 +108,7 @@ static mix_value evaluate(const mixture *m, double x)
     double u = (x - m->mu[k]) * m->is[k], t = log1p(exp(-fabs(u)));
     double ls_pos = -(fmax(-u, 0.0) + t), ls_neg = -(fmax(u, 0.0) + t);
     m->u[k] = u;
+    m->lsn[k] = ls_neg;
     m->aF[k] = m->lp[k] + ls_pos;
     m->aG[k] = m->lp[k] + ls_neg;
     m->af[k] = m->lp[k] - m->ls[k] + ls_pos + ls_neg;
@@ -120,10 +123,24 @@ static double z_of(mix_value v)
   return v.lF <= v.lG ? nf_ndtri_log(v.lF) : -nf_ndtri_log(v.lG);
 }
 
-/* log dz/dx = log f(x) - log phi(z). */
-static double log_jacobian(mix_value v, double z)
+/* log(f/F) (lower) or log(f/(1 - F)) as LSE_k of (log pi_k sigma(+-u_k) - log F)
+   + log sigma(-+u_k) - l_k: the huge parts of log f and log F (-|u| in a
+   tail) cancel inside each term, exactly for the dominant component. */
+static double log_f_ratio(const mixture *m, mix_value v, int lower)
 {
-  return v.lf + 0.5 * z * z + HALF_LOG_2PI;
+  for (size_t k = 0; k < m->K; k++)
+    m->tmp[k] = lower ? m->aF[k] - v.lF + m->lsn[k] - m->ls[k]
+                      : m->aG[k] - v.lG + (m->lsn[k] + m->u[k]) - m->ls[k];
+  return log_sum_exp(m->K, m->tmp);
+}
+
+/* log dz/dx = log f(x) - log phi(z), written log(f/F) + log(Phi(z)/phi(z))
+   (or with 1 - F and -z on the upper side, lower == 0): log F = log Phi(z)
+   holds by construction, and neither term cancels in the tails, where
+   log f and z^2/2 are both huge. */
+static double log_jacobian(const mixture *m, mix_value v, double z, int lower)
+{
+  return log_f_ratio(m, v, lower) + nf_log_mills(lower ? z : -z);
 }
 
 /* g(x) = log F(x) - log Phi(z) (lower: z <= 0) or log Phi(-z) - log(1 - F(x)),
@@ -133,7 +150,7 @@ static double residual(const mixture *m, double x, int lower, double target, dou
 {
   *v = evaluate(m, x);
   double side = lower ? v->lF : v->lG;
-  *dg = exp(v->lf - side);
+  *dg = exp(log_f_ratio(m, *v, lower));
   return lower ? side - target : target - side;
 }
 
@@ -178,12 +195,14 @@ static nf_status solve_x(const mixture *m, double z, double *x_out, mix_value *v
   for (size_t k = 0; k < m->K; k++) s_min = fmin(s_min, 1.0 / m->is[k]);
   if (bracket(m, lower, target, &lo, &hi, &glo, &ghi))
     return nf_fail(NF_EDOMAIN, "gaussianization: no finite x has Phi^-1(F(x)) = %g", z);
-  double x = -glo < ghi ? lo : hi;
+  double x = -glo < ghi ? lo : hi, step_old = hi - lo;
   double g = residual(m, x, lower, target, &dg, v);
   for (int it = 0; it < SOLVE_MAX_ITER; it++) {
     double xn = x - g / dg;
-    if (!(xn > lo && xn < hi)) xn = 0.5 * (lo + hi);
+    /* bisect when Newton leaves the bracket or shrinks slower than halving */
+    if (!(xn > lo && xn < hi) || fabs(xn - x) > 0.5 * step_old) xn = 0.5 * (lo + hi);
     double step = fabs(xn - x);
+    step_old = step;
     x = xn;
     g = residual(m, x, lower, target, &dg, v);
     if (g < 0) lo = x;
@@ -205,11 +224,11 @@ static nf_status map_entry(const mixture *m, nf_dir dir, double in, double *out,
   if (dir == NF_INVERSE) {
     v = evaluate(m, in);
     *out = z_of(v);
-    *ld = log_jacobian(v, *out);
+    *ld = log_jacobian(m, v, *out, v.lF <= v.lG);
   } else {
     nf_status st = solve_x(m, in, out, &v);
     if (st) return st;
-    *ld = -log_jacobian(v, in);
+    *ld = -log_jacobian(m, v, in, in <= 0);
   }
   if (!isfinite(*out) || !isfinite(*ld))
     return nf_fail(NF_EDOMAIN, "gaussianization: %g is beyond the layer's range (gives %g)", in,
@@ -226,7 +245,7 @@ static nf_status gauss_apply(const nf_layer *layer, const double *theta, nf_dir 
   (void)ctx;
   (void)opts;
   size_t d = layer->dim, K = components(layer);
-  double *ld_rows = work + 2 * d * K + 4 * K;
+  double *ld_rows = work + 2 * d * K + 6 * K;
   prepare(layer, theta, work);
   for (size_t i = 0; i < n; i++) ld_rows[i] = 0;
   for (size_t j = 0; j < d; j++) {
@@ -288,7 +307,8 @@ static nf_status gauss_vjp(const nf_layer *layer, const double *theta, nf_dir di
     for (size_t i = 0; i < n; i++) {
       double x = inv ? in[i * d + j] : out[i * d + j], z = inv ? out[i * d + j] : in[i * d + j];
       mix_value v = evaluate(&m, x);
-      double J = exp(log_jacobian(v, z)), fp = log_density_slope(&m, v);
+      double J = exp(log_jacobian(&m, v, z, inv ? v.lF <= v.lG : z <= 0));
+      double fp = log_density_slope(&m, v);
       double go = g_out[i * d + j], gl = g_logdet ? g_logdet[i] : 0.0;
       double c1 = inv ? (go + gl * z) * J : -(go - gl * fp), cl = inv ? gl : -gl;
       if (g_in) g_in[i * d + j] = inv ? c1 + gl * fp : -c1 / J - gl * z;

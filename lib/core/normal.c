@@ -27,6 +27,14 @@ double nf_log_ndtr(double z)
   return -0.5 * z * z - HALF_LOG_2PI + log(mills_ratio_tail(-z));
 }
 
+/* log(Phi(z) / phi(z)) without the cancellation of log Phi(z) + z^2/2 in
+   the far lower tail (there it is log R(-z) straight from the fraction). */
+double nf_log_mills(double z)
+{
+  if (z < -20) return log(mills_ratio_tail(-z));
+  return nf_log_ndtr(z) + 0.5 * z * z + HALF_LOG_2PI;
+}
+
 /* Horner evaluation of c[0] + c[1] r + ... + c[7] r^7. */
 static double poly7(const double *c, double r)
 {
@@ -88,8 +96,7 @@ static double asymptotic_lower(double logp)
 /* One Newton step on g(z) = log Phi(z) - logp, g'(z) = phi(z)/Phi(z). */
 static double newton_log_ndtr(double z, double logp)
 {
-  double lphi = nf_log_ndtr(z);
-  return z - (lphi - logp) * exp(lphi + 0.5 * z * z + HALF_LOG_2PI);
+  return z - (nf_log_ndtr(z) - logp) * exp(nf_log_mills(z));
 }
 
 double nf_ndtri_log(double logp)

@@ -11,6 +11,10 @@
    a double; its log does not). */
 double nf_log_ndtr(double z);
 
+/* log(Phi(z) / phi(z)), the log Mills ratio of -z, for every finite z:
+   without cancellation in the lower tail (no z^2 / 2 is added there). */
+double nf_log_mills(double z);
+
 /* z = Phi^-1(exp(logp)) for logp <= 0 (logp = 0 gives +Inf, NaN gives NaN):
    Wichura's AS241 (1988) from p or from r = sqrt(-logp) for logp >= -729,
    beyond it an asymptotic start, both polished by Newton steps on log Phi.
