@@ -129,6 +129,19 @@ START_TEST(constant_columns_and_bad_data)
   ck_assert(memcmp(before, nf_flow_params(flow), np * sizeof *before) == 0);
   ck_assert(nf_flow_params_fresh(flow));
   free(before);
+  nf_flow_free(flow);
+
+  /* in a conditional flow actnorm receives ctx = NULL; the flow needs its ctx */
+  flow = nf_flow_new(D, 2, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(flow, nf_actnorm_new(D)), NF_OK);
+  free(x);
+  x = data_rows(13);
+  double *ctx = th_random_points(N, 2, 14, 1.0), z[N * D];
+  ck_assert_int_eq(nf_flow_init_from_data(flow, N, x, NULL), NF_EINVAL);
+  ck_assert_int_eq(nf_flow_init_from_data(flow, N, x, ctx), NF_OK);
+  ck_assert_int_eq(nf_flow_transform(flow, NF_INVERSE, N, x, ctx, z, NULL), NF_OK);
+  expect_unit_moments("actnorm in a conditional flow", N, z);
+  free(ctx);
   free(x);
   nf_flow_free(flow);
 }
