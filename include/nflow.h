@@ -14,6 +14,8 @@
 #include "nflow/linear_lu.h"
 #include "nflow/planar.h"
 #include "nflow/radial.h"
+#include "nflow/actnorm.h"
+#include "nflow/gaussianization.h"
 #include "nflow/transformer.h"
 #include "nflow/coupling.h"
 #include "nflow/residual.h"

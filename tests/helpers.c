@@ -1,11 +1,13 @@
 /* tests/helpers.c — finite-difference vjp check, brute-force log-det, inverse
    round trip and grid mass: the numerical evidence behind every bijector; and
    the checks every bijector's test shares (th_check_*), built on them. */
+#define _GNU_SOURCE /* mkdtemp */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h> /* rmdir */
 
 #include "helpers.h"
 #include "nflow/layer_impl.h" /* the penalty op and the layer record */
@@ -789,6 +791,37 @@ void th_check_grid_mass(const char *label, nf_flow *flow, double a, size_t m, do
   printf("%s: grid mass on [-%g, %g]^2 (%zu x %zu) %.12f (|mass - 1| <= %.0e)\n", label, a, a, m,
          m, mass, tol);
   ck_assert_msg(fabs(mass - 1.0) <= tol, "%s: grid mass %.12f", label, mass);
+}
+
+nf_flow *th_save_load(const nf_flow *flow, size_t n, const double *x)
+{
+  char dir[] = "/tmp/nf_test_save_XXXXXX", path[64];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/flow.nflow", dir);
+  nf_flow *copy = NULL;
+  ck_assert_msg(nf_flow_save(flow, path, NULL) == NF_OK, "save: %s", nf_errmsg());
+  ck_assert_msg(nf_flow_load(path, NULL, &copy, NULL) == NF_OK, "load: %s", nf_errmsg());
+  remove(path);
+  rmdir(dir);
+  size_t np = nf_flow_n_params(flow);
+  ck_assert_uint_eq(nf_flow_n_layers(copy), nf_flow_n_layers(flow));
+  for (size_t k = 0; k < nf_flow_n_layers(flow); k++)
+    ck_assert_str_eq(nf_layer_name(nf_flow_layer(copy, k)), nf_layer_name(nf_flow_layer(flow, k)));
+  ck_assert_uint_eq(nf_flow_n_params(copy), np);
+  ck_assert_msg(memcmp(nf_flow_params(copy), nf_flow_params(flow), np * sizeof(double)) == 0,
+                "theta differs after save/load");
+  nf_flow_ws *wa = nf_flow_ws_new(flow, n), *wb = nf_flow_ws_new(copy, n);
+  double *la = malloc(n * sizeof *la), *lb = malloc(n * sizeof *lb);
+  ck_assert_int_eq(nf_flow_log_prob_ws(flow, wa, 0, n, x, NULL, la), NF_OK);
+  ck_assert_int_eq(nf_flow_log_prob_ws(copy, wb, 0, n, x, NULL, lb), NF_OK);
+  ck_assert_msg(memcmp(la, lb, n * sizeof *la) == 0, "log p differs after save/load");
+  printf("save/load: %zu layers, %zu parameters, log p of %zu rows bit for bit\n",
+         nf_flow_n_layers(flow), np, n);
+  free(la);
+  free(lb);
+  nf_flow_ws_free(wa);
+  nf_flow_ws_free(wb);
+  return copy;
 }
 
 const char *th_data_path(const char *name)

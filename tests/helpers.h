@@ -175,6 +175,12 @@ double th_grid_mass(nf_flow *flow, double a, size_t m);
 /* Asserts |th_grid_mass(flow, a, m) - 1| <= tol, printing the mass after label. */
 void th_check_grid_mass(const char *label, nf_flow *flow, double a, size_t m, double tol);
 
+/* Saves the unconditional flow to a file in a fresh temporary folder, loads
+   it back (both removed after) and asserts the copy has the same layers and
+   theta, and the same log p on the n rows x, bit for bit; returns the copy
+   (caller frees). */
+nf_flow *th_save_load(const nf_flow *flow, size_t n, const double *x);
+
 /* Path of the fixture tests/data/name under $top_srcdir (or "."); valid until the next call. */
 const char *th_data_path(const char *name);
 

@@ -15,7 +15,7 @@ nf_suites = \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
   tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
   tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
-  tests/test_made tests/test_autoregressive
+  tests/test_made tests/test_autoregressive tests/test_actnorm tests/test_gaussianization
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
@@ -30,6 +30,8 @@ tests_test_autoregressive_LDFLAGS = -static
 tests_test_io_LDFLAGS = -static
 # test_model writes damaged files through the internal safetensors writer.
 tests_test_model_LDFLAGS = -static
+# test_gaussianization checks the internal log-space normal CDF and its inverse.
+tests_test_gaussianization_LDFLAGS = -static
 # test_bad_input builds layers of an internal type through nf_layer_create.
 tests_test_bad_input_LDFLAGS = -static
 # io_fixtures writes the files test_io_python.sh reads with NumPy.

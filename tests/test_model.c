@@ -71,6 +71,8 @@ static nf_layer *make_planar(nf_rng *rng)
   return layer;
 }
 static nf_layer *make_radial(nf_rng *rng) { return nf_radial_new(D, 1e-13, rng); }
+static nf_layer *make_actnorm(nf_rng *rng) { (void)rng; return nf_actnorm_new(D); }
+static nf_layer *make_gaussianization(nf_rng *rng) { return nf_gaussianization_new(D, 3, rng); }
 static nf_layer *make_standardize(nf_rng *rng)
 {
   double shift[D], scale[D];
@@ -134,7 +136,8 @@ static const family_case families[] = {
   {"standardize", make_standardize}, {"logit", make_logit},
   {"coupling additive", make_coupling_additive}, {"coupling affine", make_coupling_affine},
   {"cnf", make_cnf}, {"autoregressive", make_maf}, {"inverse autoregressive", make_iaf},
-  {"inverse linear_lu", make_inverse_lu},
+  {"inverse linear_lu", make_inverse_lu}, {"actnorm", make_actnorm},
+  {"gaussianization", make_gaussianization},
 };
 enum { N_FAMILIES = sizeof families / sizeof *families };
 

@@ -92,6 +92,25 @@ nf_status nf_flow_set_params(nf_flow *flow, const double *theta);
 /* Checks theta for this flow without writing it (what nf_flow_set_params checks). */
 nf_status nf_flow_check_params(const nf_flow *flow, const double *theta);
 
+/* 1 while theta holds only the layers' constructor parameters: nothing has
+   been written through nf_flow_set_params since the flow was made (not by
+   the caller, the model loader, a trainer's step or state, or
+   nf_flow_init_from_data); 0 after, and for NULL. */
+int nf_flow_params_fresh(const nf_flow *flow);
+
+/* Data-dependent initialisation (Glow's actnorm): pushes the n rows x
+   (contexts ctx, NULL iff the flow is unconditional) through the chain in
+   the density direction, layer K-1 down to 0; each layer whose family has
+   the init_from_data op (layer_impl.h; actnorm) first sets its parameters
+   from the rows entering it, then maps them on with those parameters. The
+   new theta is written through nf_flow_set_params, so it is checked; other
+   layers' parameters are unchanged. Noise is keyed by the flow's seed, rows
+   0..n-1. NF_EINVAL on NULL arguments or n == 0, NF_ENONFINITE naming the
+   row and column of a non-finite entry, NF_EDOMAIN (or another layer's
+   status) prefixed with the layer; on failure the flow is unchanged. A flow
+   without such layers is left as it is (NF_OK). */
+nf_status nf_flow_init_from_data(nf_flow *flow, size_t n, const double *x, const double *ctx);
+
 /* The gradient the plain calls write (n_params doubles). */
 double *nf_flow_grad(nf_flow *flow);
 

@@ -56,6 +56,14 @@ typedef struct nf_layer_type {
   /* Rebuilds a layer of this family from its saved configuration (with zero
      parameters: theta is loaded apart). NULL with nf_errmsg on failure. */
   nf_layer *(*load)(size_t dim, size_t ctx_dim, const nf_config *cfg, const nf_resolver *res);
+  /* Optional: data-dependent initialisation (Glow's actnorm). Writes the
+     layer's theta (n_params doubles, holding its current values on entry)
+     from the n rows `in` (n x d, finite) that enter the layer in the
+     NF_INVERSE direction and their contexts ctx (NULL when c == 0), so that
+     its output towards z is normalised. theta is then checked by the caller
+     (nf_flow_init_from_data) before anything is written to a flow. */
+  nf_status (*init_from_data)(const nf_layer *layer, double *theta, size_t n, const double *in,
+                              const double *ctx);
 } nf_layer_type;
 
 /* One layer instance: immutable once constructed. */

@@ -45,6 +45,20 @@
    into a new trainer over the same flow architecture and data, and training
    N - k more, bit for bit.
 
+   Data-dependent initialisation (actnorm, actnorm.h): with opts.data_init
+   (default 1), the first step begins with nf_flow_init_from_data on its
+   batch (x and context rows), then takes its gradient step from there. The
+   rule is decided once, when the trainer is made: it initialises only if
+   the flow's parameters are fresh then (nf_flow_params_fresh: nothing was
+   written through nf_flow_set_params, so no parameters set by the caller or
+   loaded from a model file), and never after nf_trainer_load_state (a
+   resume, whatever its iteration count). Set or load parameters before
+   nf_trainer_new, or pass data_init = 0, to keep them. If the first step
+   fails, the flow gets its fresh parameters back and the next step
+   initialises again. A flow without layers that initialise from data is
+   unaffected. Saved states need nothing more: the initialised parameters
+   are parameters like any others.
+
    The trainer borrows the flow, the optimizer and the data sets (contexts
    included): they must outlive it, and no layer may be pushed onto the flow
    while it is in use. */
@@ -125,6 +139,8 @@ typedef struct nf_trainer_opts {
                                  architecture) saved in nf_trainer_save_state files and
                                  required equal by nf_trainer_load_state (NULL equals "");
                                  borrowed: it must outlive the trainer */
+  int data_init;              /* nonzero (default 1): data-dependent initialisation at the
+                                 first step of a fresh flow (see above) */
 } nf_trainer_opts;
 
 /* Why a run ended before opts.iterations. */
@@ -166,7 +182,8 @@ typedef struct nf_train_report {
 typedef struct nf_trainer nf_trainer;
 
 /* The defaults: batch 128, 1000 iterations, no validation, no callback,
-   constant learning rate, no best restore, no early stopping, no curve. */
+   constant learning rate, no best restore, no early stopping, no curve,
+   data-dependent initialisation on. */
 nf_trainer_opts nf_trainer_defaults(void);
 
 /* "constant", "cosine"; nf_lr_schedule_parse reads them back (NF_EINVAL otherwise,

@@ -12,9 +12,10 @@
 #include "internal.h"
 #include "nflow/affine.h"
 #include "nflow/config.h"
+#include "affine_ops.h"
 
 /* Doubles of workspace: the d scale factors exp(sigma a). */
-static size_t affine_work_size(const nf_layer *layer, size_t n)
+size_t nf_affine_work_size(const nf_layer *layer, size_t n)
 {
   (void)n;
   return layer->dim;
@@ -33,8 +34,9 @@ static double fill_scales(const nf_layer *layer, const double *theta, double sig
 }
 
 /* out = (in - b_in) * exp(sigma a) + b_out; logdet[i] += sigma sum(a). */
-static nf_status affine_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
-                              const double *ctx, double *out, double *logdet, const nf_apply_opts *opts, double *work)
+nf_status nf_affine_apply(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                          const double *in, const double *ctx, double *out, double *logdet,
+                          const nf_apply_opts *opts, double *work)
 {
   (void)ctx;
   (void)opts;
@@ -51,9 +53,10 @@ static nf_status affine_apply(const nf_layer *layer, const double *theta, nf_dir
 
 /* g_in = g_out * e; g_b += sum_i g_out (forward) or -sum_i g_out e (inverse);
    g_a += sigma (sum_i g_out (out - b_out) + sum_i g_logdet). */
-static nf_status affine_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n, const double *in,
-                            const double *ctx, const double *out, const double *g_out,
-                            const double *g_logdet, double *g_in, double *g_ctx, double *g_theta, double *work)
+nf_status nf_affine_vjp(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
+                        const double *in, const double *ctx, const double *out,
+                        const double *g_out, const double *g_logdet, double *g_in, double *g_ctx,
+                        double *g_theta, double *work)
 {
   (void)in;
   (void)ctx;
@@ -77,14 +80,15 @@ static nf_status affine_vjp(const nf_layer *layer, const double *theta, nf_dir d
   return NF_OK;
 }
 
-/* check_params: exp(+-a_j) stays a normal double, so the map is invertible. */
-static nf_status affine_check_params(const nf_layer *layer, const double *theta)
+/* check_params: exp(+-a_j) stays a normal double, so the map is invertible
+   (the message names the family: affine or actnorm). */
+nf_status nf_affine_check_params(const nf_layer *layer, const double *theta)
 {
-  return nf_check_log_scales("affine", "log_scale", layer->dim, theta + layer->dim, layer->dim);
+  return nf_check_log_scales(layer->type->name, "log_scale", layer->dim, theta + layer->dim, layer->dim);
 }
 
-/* save: nothing beyond the dimension the model file keeps. */
-static nf_status affine_save(const nf_layer *layer, nf_config *cfg)
+/* save: nothing beyond the dimension the model file keeps (affine, actnorm). */
+nf_status nf_affine_save(const nf_layer *layer, nf_config *cfg)
 {
   (void)layer;
   (void)cfg;
@@ -102,13 +106,13 @@ static nf_layer *affine_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
 }
 
 const nf_layer_type nf_affine_type = {
-  .check_params = affine_check_params,
-  .save = affine_save,
+  .check_params = nf_affine_check_params,
+  .save = nf_affine_save,
   .load = affine_load,
   .name = "affine",
-  .work_size = affine_work_size,
-  .apply = affine_apply,
-  .vjp = affine_vjp,
+  .work_size = nf_affine_work_size,
+  .apply = nf_affine_apply,
+  .vjp = nf_affine_vjp,
   .destroy = NULL,
 };
 

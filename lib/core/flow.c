@@ -32,6 +32,7 @@ struct nf_flow {
   uint64_t seed;         /* noise of the convenience calls */
   nf_flow_ws *own;       /* workspace of the convenience calls */
   double penalty;        /* at the last nf_flow_nll_grad */
+  int params_set;        /* theta was written by nf_flow_set_params (user, loader, trainer) */
 };
 
 /* Buffers of every layer for `rows` rows: vjp reads each layer's record. */
@@ -192,6 +193,7 @@ const double *nf_flow_base_params(const nf_flow *flow) { return flow ? flow->par
 double nf_flow_penalty(const nf_flow *flow) { return flow ? flow->penalty : 0.0; }
 void nf_flow_set_seed(nf_flow *flow, uint64_t seed) { if (flow) flow->seed = seed; }
 uint64_t nf_flow_seed(const nf_flow *flow) { return flow ? flow->seed : 0; }
+int nf_flow_params_fresh(const nf_flow *flow) { return flow && !flow->params_set; }
 
 const nf_layer *nf_flow_layer(const nf_flow *flow, size_t k)
 {
@@ -234,6 +236,7 @@ nf_status nf_flow_set_params(nf_flow *flow, const double *theta)
   if (st) return st;
   if (flow->n_params && theta != flow->params)
     memmove(flow->params, theta, flow->n_params * sizeof *theta);
+  flow->params_set = 1;
   return NF_OK;
 }
 

@@ -212,7 +212,8 @@ void nf_vjp_rows(const nf_row_pullback *pb, nf_dir dir, size_t n, size_t d, cons
 /* The library's own layer families (one file each). */
 extern const nf_layer_type nf_affine_type, nf_permute_type, nf_linear_lu_type, nf_planar_type,
     nf_radial_type, nf_coupling_type, nf_cnf_type, nf_standardize_type, nf_logit_type,
-    nf_residual_type, nf_autoregressive_type, nf_inverse_type;
+    nf_residual_type, nf_autoregressive_type, nf_inverse_type, nf_actnorm_type,
+    nf_gaussianization_type;
 
 /* Registers the library's own families for model files, once (thread-safe). */
 void nf_register_builtin_families(void);

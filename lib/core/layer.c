@@ -208,7 +208,8 @@ static void register_builtins_once(void)
   const nf_layer_type *builtin[] = {&nf_affine_type, &nf_permute_type, &nf_linear_lu_type,
                                     &nf_planar_type, &nf_radial_type, &nf_coupling_type,
                                     &nf_cnf_type, &nf_standardize_type, &nf_logit_type,
-                                    &nf_residual_type, &nf_autoregressive_type, &nf_inverse_type};
+                                    &nf_residual_type, &nf_autoregressive_type, &nf_inverse_type,
+                                    &nf_actnorm_type, &nf_gaussianization_type};
   for (size_t i = 0; i < sizeof builtin / sizeof *builtin; i++)
     if (builtin[i]->save && builtin[i]->load) nf_layer_register(builtin[i]);
 }

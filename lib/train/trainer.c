@@ -43,6 +43,7 @@ struct nf_trainer {
   double lr0;        /* the optimizer's learning rate at creation */
   double *theta_next; /* the optimizer's candidate parameters, checked before they are set */
   uint64_t noise_seed; /* step t draws the flow's noise from nf_noise_key(noise_seed, t) */
+  int init_pending;    /* the next step starts with nf_flow_init_from_data (see trainer.h) */
   /* best parameters and early stopping */
   double *best_theta;  /* theta at val_best (restore_best only) */
   int have_best;       /* best_theta holds a validated theta */
@@ -94,7 +95,7 @@ nf_trainer_opts nf_trainer_defaults(void)
                        .callback = NULL, .user = NULL, .schedule = NF_LR_CONSTANT,
                        .lr_min = 0.0, .restore_best = 0, .patience = 0,
                        .curve_every = 0, .curve = NULL, .curve_user = NULL,
-                       .curve_csv = NULL, .state_tag = NULL};
+                       .curve_csv = NULL, .state_tag = NULL, .data_init = 1};
   return o;
 }
 
@@ -190,6 +191,7 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
   for (size_t i = 0; i < train->n; i++) tr->order[i] = i;
   nf_rng_shuffle(&tr->rng, train->n, tr->order);
   tr->noise_seed = nf_rng_u64(&tr->rng);
+  tr->init_pending = o.data_init && nf_flow_params_fresh(flow);
   nf_cnf_counters cnt;
   for (size_t k = 0; k < nf_flow_n_layers(flow); k++)
     if (nf_cnf_get_counters(nf_flow_layer(flow, k), &cnt) == NF_OK) tr->continuous = 1;
@@ -321,6 +323,7 @@ static void cnf_evaluations(const nf_flow *flow, double *nfe, double *adj)
 }
 
 static nf_status step(nf_trainer *tr, double *loss);
+static nf_status optimizer_step(nf_trainer *tr, size_t m, size_t np, double *loss);
 
 nf_status nf_trainer_step(nf_trainer *trainer, double *loss)
 {
@@ -358,15 +361,31 @@ static nf_status step(nf_trainer *tr, double *loss)
   size_t rest = tr->train->n - tr->cursor;
   size_t m = rest < tr->batch ? rest : tr->batch;
   gather_batch(tr, m);
-  double nll;
   nf_flow_set_seed(tr->flow, tr->noise_seed + tr->iterations);
-  st = nf_flow_nll_grad(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL, &nll);
+  size_t np = nf_flow_n_params(tr->flow);
+  if (tr->init_pending) { /* theta_live keeps the fresh theta in case the step fails */
+    memcpy(tr->theta_live, nf_flow_params(tr->flow), np * sizeof *tr->theta_live);
+    st = nf_flow_init_from_data(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL);
+    if (st != NF_OK) return nf_fail_prefixed(st, "nf_trainer_step: data-dependent initialisation");
+  }
+  st = optimizer_step(tr, m, np, loss);
+  if (st != NF_OK && tr->init_pending)
+    nf_flow_set_params(tr->flow, tr->theta_live); /* the fresh theta back: checked before */
+  if (st == NF_OK) tr->init_pending = 0;
+  return st;
+}
+
+/* The gradient of the batch's mean NLL and one optimizer step, written through
+   nf_flow_set_params; the parameters are untouched on failure. */
+static nf_status optimizer_step(nf_trainer *tr, size_t m, size_t np, double *loss)
+{
+  double nll;
+  nf_status st = nf_flow_nll_grad(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL, &nll);
   if (st != NF_OK) return st;
   if (!isfinite(nll))
     return nf_fail(NF_ENONFINITE, "nf_trainer_step: batch NLL is %g at iteration %zu",
                    nll, tr->iterations + 1);
   if (tr->opts.schedule == NF_LR_COSINE) nf_adam_set_lr(tr->adam, scheduled_lr(tr));
-  size_t np = nf_flow_n_params(tr->flow);
   memcpy(tr->theta_next, nf_flow_params(tr->flow), np * sizeof *tr->theta_next);
   st = nf_adam_step(tr->adam, tr->theta_next, nf_flow_grad(tr->flow));
   if (st == NF_OK) st = nf_flow_set_params(tr->flow, tr->theta_next);
@@ -787,6 +806,7 @@ nf_status nf_trainer_load_state(nf_trainer *trainer, const char *path)
   memcpy(tr->order, idx, n * sizeof *idx);
   for (int i = 0; i < 4; i++) tr->rng.s[i] = s.rng[i];
   tr->noise_seed = s.noise_seed;
+  tr->init_pending = 0; /* a resume never re-initialises */
   tr->iterations = (size_t)s.iterations;
   tr->epochs = (size_t)s.epochs;
   tr->cursor = (size_t)s.cursor;
