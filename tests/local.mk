@@ -14,7 +14,7 @@ nf_suites = \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
   tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
-  tests/test_preprocess tests/test_model tests/test_bad_input
+  tests/test_preprocess tests/test_model tests/test_bad_input tests/test_spline
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
@@ -23,6 +23,8 @@ tests_test_ode_LDFLAGS = -static -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 tests_test_cnf_LDFLAGS = -static
 # test_coupling reaches the internal transformers and nf_config_new.
 tests_test_coupling_LDFLAGS = -static
+# test_spline reaches the internal transformers and nf_config_new.
+tests_test_spline_LDFLAGS = -static
 # test_io reaches the internal CRC, atomic writer, config and safetensors code.
 tests_test_io_LDFLAGS = -static
 # test_model writes damaged files through the internal safetensors writer.
