@@ -273,7 +273,8 @@ static void side_limit(const spline_case *c, nf_dir dir, const double *h, double
                        double *val, double *logd)
 {
   const double eps = 8 * ldexp(1.0, ilogb(fmax(fabs(v), 1.0)) - 52);
-  double l1, l3, a = map1(c, dir, h, v + sgn * eps, &l1), b = map1(c, dir, h, v + 3 * sgn * eps, &l3);
+  double l1, l3, a = map1(c, dir, h, v + sgn * eps, &l1);
+  double b = map1(c, dir, h, v + 3 * sgn * eps, &l3);
   *val = a + 0.5 * (a - b);
   *logd = l1 + 0.5 * (l1 - l3);
 }
@@ -326,7 +327,8 @@ START_TEST(test_knots)
             *jd = fmax(*jd, fmax(fabs(lim[0] - ld), fabs(lim[1] - ld)));
           }
         }
-        double l0, l1, y0 = map1(&c, NF_FORWARD, h, c.lo, &l0), y1 = map1(&c, NF_FORWARD, h, c.hi, &l1);
+        double l0, l1, y0 = map1(&c, NF_FORWARD, h, c.lo, &l0);
+        double y1 = map1(&c, NF_FORWARD, h, c.hi, &l1);
         ends = fmax(ends, fmax(fabs(y0 - c.lo), fabs(y1 - c.hi)));
         if (circ) ends = fmax(ends, fabs(l0 - l1));
         else ends = fmax(ends, fmax(fabs(l0), fabs(l1)));

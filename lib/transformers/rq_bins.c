@@ -10,6 +10,14 @@
 
 #define RQ_PI 3.14159265358979323846
 
+/* The per-element helpers are inlined into rq_map and rq_backward, so that
+   their loops get those functions' vector clones (NF_VECTOR_LOOP). */
+#if defined(__GNUC__)
+#define RQ_INLINE static inline __attribute__((always_inline))
+#else
+#define RQ_INLINE static inline
+#endif
+
 /* A spline's shape: bins, interval and minima, and which variant. */
 typedef struct rq_geom {
   size_t bins;
@@ -45,13 +53,14 @@ size_t rq_n_record(const nf_transformer_opts *o)
   return 2 * o->bins + 6;
 }
 
-/* NF_EINVAL unless v is finite and lo <= v < hi ("fn: name must be ..."). */
-static nf_status check_range(const char *fn, const char *name, double v, double hi,
-                             const char *hi_text)
+/* NF_EINVAL unless v is finite, v >= 0 and count v < 1 ("fn: name must be
+   finite and in [0, 1/count) ..."). */
+static nf_status check_fraction(const char *fn, const char *name, double v, size_t count,
+                                const char *count_text)
 {
-  if (isfinite(v) && v >= 0 && v < hi) return NF_OK;
-  return nf_fail(NF_EINVAL, "%s: %s must be finite and in [0, %s) = [0, %g), got %g", fn, name,
-                 hi_text, hi, v);
+  if (isfinite(v) && v >= 0 && v * (double)count < 1.0) return NF_OK;
+  return nf_fail(NF_EINVAL, "%s: %s must be finite and in [0, 1/%s) = [0, %g), got %g", fn, name,
+                 count_text, 1.0 / (double)count, v);
 }
 
 nf_status rq_check_opts(const nf_transformer_opts *o, const char *fn)
@@ -64,10 +73,9 @@ nf_status rq_check_opts(const nf_transformer_opts *o, const char *fn)
   if (g->bins < 1 || g->bins > RQ_MAX_BINS)
     return nf_fail(NF_EINVAL, "%s: %s bins must be between 1 and %d, got %zu", fn, g->name,
                    RQ_MAX_BINS, g->bins);
-  const double inv_k = 1.0 / (double)g->bins;
-  nf_status st = check_range(fn, "min_bin_width", g->min_w, inv_k, "1/bins");
-  if (!st) st = check_range(fn, "min_bin_height", g->min_h, inv_k, "1/bins");
-  if (!st) st = check_range(fn, "min_derivative", g->min_d, 1.0, "1");
+  nf_status st = check_fraction(fn, "min_bin_width", g->min_w, g->bins, "bins");
+  if (!st) st = check_fraction(fn, "min_bin_height", g->min_h, g->bins, "bins");
+  if (!st) st = check_fraction(fn, "min_derivative", g->min_d, 1, "1");
   return st;
 }
 
@@ -76,7 +84,7 @@ nf_status rq_check_opts(const nf_transformer_opts *o, const char *fn)
 
 /* Index among the derivative raws of knot j's derivative, or -1 when it is
    fixed at 1 (the interval spline's ends); circular: knot K is knot 0. */
-static inline long deriv_index(const rq_geom *g, size_t j)
+RQ_INLINE long deriv_index(const rq_geom *g, size_t j)
 {
   if (g->circular) return j == g->bins ? 0 : (long)j;
   return j == 0 || j == g->bins ? -1 : (long)j - 1;
@@ -84,7 +92,7 @@ static inline long deriv_index(const rq_geom *g, size_t j)
 
 /* d_j = min_d + softplus(r) with one exp and one log1p; *slope = sigmoid(r)
    = dd_j/dr (0 for a fixed end derivative, d_j = 1). */
-static inline double knot_derivative(const rq_geom *g, const double *r, size_t j, double *slope)
+RQ_INLINE double knot_derivative(const rq_geom *g, const double *r, size_t j, double *slope)
 {
   long i = deriv_index(g, j);
   if (i < 0) {
@@ -96,27 +104,29 @@ static inline double knot_derivative(const rq_geom *g, const double *r, size_t j
   return g->min_d + (v > 0 ? v : 0.0) + log1p(e);
 }
 
-/* p = softmax(u) over K logits (max-shifted, so every exp argument is <= 0). */
-static inline void softmax(size_t K, const double *u, double *p)
+/* p = softmax(u) over K logits (max-shifted, so every exp argument is <= 0;
+   the exp loop has no reduction, so that it vectorises). */
+RQ_INLINE void softmax(size_t K, const double *u, double *p)
 {
   double mx = u[0], sum = 0.0;
   for (size_t i = 1; i < K; i++) mx = u[i] > mx ? u[i] : mx;
-  for (size_t i = 0; i < K; i++) sum += p[i] = nf_exp_nonpositive(u[i] - mx);
+  for (size_t i = 0; i < K; i++) p[i] = nf_exp_nonpositive(u[i] - mx);
+  for (size_t i = 0; i < K; i++) sum += p[i];
   const double inv = 1.0 / sum;
   for (size_t i = 0; i < K; i++) p[i] *= inv;
 }
 
 /* The knot after c: c + (hi - lo) (m + (1 - K m) p_i), the last one exactly hi. */
-static inline double next_knot(size_t K, double lo, double hi, double m, const double *p,
-                               size_t i, double c)
+RQ_INLINE double next_knot(size_t K, double lo, double hi, double m, const double *p,
+                           size_t i, double c)
 {
   return i + 1 == K ? hi : c + (hi - lo) * (m + (1.0 - (double)K * m) * p[i]);
 }
 
 /* The bin k of v among the knots of the softmax p (v in [lo, hi]): the last
    knot <= v, branch-free; its left knot and width. */
-static inline size_t find_bin(size_t K, double lo, double hi, double m, const double *p,
-                              double v, double *left, double *width)
+RQ_INLINE size_t find_bin(size_t K, double lo, double hi, double m, const double *p,
+                          double v, double *left, double *width)
 {
   double c = lo, l = lo, r = hi;
   size_t k = 0;
@@ -134,8 +144,8 @@ static inline size_t find_bin(size_t K, double lo, double hi, double m, const do
 }
 
 /* Bin k's left knot and width (the same sums as find_bin) and P = sum_{i<k} p_i. */
-static inline void bin_at(size_t K, double lo, double hi, double m, const double *p, size_t k,
-                          double *left, double *width, double *cum)
+RQ_INLINE void bin_at(size_t K, double lo, double hi, double m, const double *p, size_t k,
+                      double *left, double *width, double *cum)
 {
   double c = lo, P = 0.0;
   for (size_t i = 0; i < k; i++) {
@@ -153,7 +163,7 @@ typedef struct rq_bin {
 } rq_bin;
 
 /* y(xi) of the bin and *logd = log dy/dx (Durkan et al. 2019, eqs. 4-5). */
-static inline double bin_eval(const rq_bin *b, double xi, double *logd)
+RQ_INLINE double bin_eval(const rq_bin *b, double xi, double *logd)
 {
   double s = b->h / b->w, om = 1.0 - xi, t = xi * om;
   double den = s + (b->d0 + b->d1 - 2.0 * s) * t;
@@ -164,7 +174,7 @@ static inline double bin_eval(const rq_bin *b, double xi, double *logd)
 
 /* xi with y(xi) = yk + dy: the root of a xi^2 + b xi + c = 0 in the stable
    form xi = 2c / (-b - sqrt(b^2 - 4ac)) (Durkan et al. 2019, eqs. 6-8, 29). */
-static inline double bin_solve(const rq_bin *b, double dy)
+RQ_INLINE double bin_solve(const rq_bin *b, double dy)
 {
   double s = b->h / b->w, delta = b->d0 + b->d1 - 2.0 * s;
   double qa = b->h * (s - b->d0) + dy * delta, qb = b->h * b->d0 - dy * delta, qc = -s * dy;
@@ -179,7 +189,7 @@ typedef struct rq_partials {
 } rq_partials;
 
 /* The partials above: R = (s xi^2 + d0 t)/den, L = 2 log s + log g - 2 log den. */
-static inline rq_partials bin_partials(const rq_bin *b, double xi)
+RQ_INLINE rq_partials bin_partials(const rq_bin *b, double xi)
 {
   rq_partials P;
   const double s = b->h / b->w, d0 = b->d0, d1 = b->d1, H = b->h;
@@ -206,8 +216,8 @@ typedef struct rq_grad {
   double x, xk, w, yk, h, d0, d1;
 } rq_grad;
 
-static inline rq_grad bin_pull(const rq_bin *b, const rq_partials *P, double xi, double gy,
-                               double gl)
+RQ_INLINE rq_grad bin_pull(const rq_bin *b, const rq_partials *P, double xi, double gy,
+                           double gl)
 {
   rq_grad G;
   const double g_xi = gy * P->y_xi + gl * P->l_xi, g_s = gy * P->y_s + gl * P->l_s;
@@ -225,8 +235,8 @@ static inline rq_grad bin_pull(const rq_bin *b, const rq_partials *P, double xi,
 /* Softmax pullback of a bin's left knot lo + span sum_{i<k} w_i and width
    span w_k (w = m + a softmax(u)): gu_j = span a p_j ([j<k] g_left + [j=k] g_w
    - P g_left - p_k g_w), P = sum_{i<k} p_i. */
-static inline void softmax_pull(size_t K, double scale, const double *p, size_t k, double P,
-                                double g_left, double g_w, double *gu)
+RQ_INLINE void softmax_pull(size_t K, double scale, const double *p, size_t k, double P,
+                            double g_left, double g_w, double *gu)
 {
   const double mean = g_left * P + g_w * p[k];
   for (size_t j = 0; j < K; j++)
@@ -235,8 +245,8 @@ static inline void softmax_pull(size_t K, double scale, const double *p, size_t 
 
 /* One element inside [lo, hi]: out = the spline (fwd) or its inverse at v,
    *logd = log dy/dx there; records the softmaxes, bin, xi, derivatives. */
-static inline double map_element(const rq_geom *g, int fwd, const double *hr, double v,
-                                 double *rc, double *logd)
+RQ_INLINE double map_element(const rq_geom *g, int fwd, const double *hr, double v,
+                             double *rc, double *logd)
 {
   const size_t K = g->bins;
   double *p = rc, *q = rc + K, *tail = rc + 2 * K, lin, win, lout, wout, cum, s0, s1;
@@ -272,9 +282,9 @@ static nf_status check_domain(const rq_geom *g, size_t n, size_t db, const doubl
 
 /* The spline (dir forward) or its inverse: identity tails (interval) or
    NF_EDOMAIN outside the circle (circular); logdet[i] += +-sum_j log dy/dx. */
-static nf_status rq_map(const nf_transformer_opts *o, nf_dir dir, size_t n, size_t db,
-                        const double *h, const double *in, double *out, double *logdet,
-                        double *rec)
+NF_VECTOR_LOOP static nf_status rq_map(const nf_transformer_opts *o, nf_dir dir, size_t n,
+                                       size_t db, const double *h, const double *in, double *out,
+                                       double *logdet, double *rec)
 {
   const rq_geom G = geom_of(o), *g = &G;
   const size_t nr = rq_n_raw(o), nc = rq_n_record(o), K = g->bins;
@@ -303,8 +313,8 @@ static nf_status rq_map(const nf_transformer_opts *o, nf_dir dir, size_t n, size
    and gl (log-det of direction fwd); writes gh (n_raw, zeroed by the caller)
    and returns the input cotangent. The inverse uses the implicit function
    theorem: u = (go - gl dL/dx) / (dy/dx), then the forward pullback of (-u, -gl). */
-static inline double pull_element(const rq_geom *g, int fwd, const double *rc, double go,
-                                  double gl, double *gh)
+RQ_INLINE double pull_element(const rq_geom *g, int fwd, const double *rc, double go,
+                              double gl, double *gh)
 {
   const size_t K = g->bins, k = (size_t)rc[2 * K];
   const double xi = rc[2 * K + 1], span = g->hi - g->lo;
@@ -338,9 +348,10 @@ nf_status rq_inverse(const nf_transformer_opts *o, size_t n, size_t db, const do
   return rq_map(o, NF_INVERSE, n, db, h, y, x, logdet, rec);
 }
 
-void rq_backward(const nf_transformer_opts *o, nf_dir dir, size_t n, size_t db, const double *h,
-                 const double *in, const double *out, const double *rec, const double *g_out,
-                 const double *g_logdet, double *g_in, double *g_h)
+NF_VECTOR_LOOP void rq_backward(const nf_transformer_opts *o, nf_dir dir, size_t n, size_t db,
+                                const double *h, const double *in, const double *out,
+                                const double *rec, const double *g_out, const double *g_logdet,
+                                double *g_in, double *g_h)
 {
   (void)h, (void)in, (void)out; /* everything needed is in rec */
   const rq_geom G = geom_of(o), *g = &G;
