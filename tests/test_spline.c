@@ -11,7 +11,8 @@
    formulas (and so the minima); identity tails; identity_init; backward
    against central differences for the input and all raw values in both
    directions; circular: -pi -> -pi, pi -> pi, equal end derivatives,
-   NF_EDOMAIN outside [-pi, pi].
+   NF_EDOMAIN outside [-pi, pi]. At +-30 the checks limited by the map's own
+   conditioning use EXTREME_TOL (see there).
    Couplings: th_check_bijector (both directions, with and without context),
    grid mass of a 2-D flow, save -> load bit for bit, threads, bad options
    and a bad saved option refused.

@@ -218,8 +218,9 @@ static nf_status load_opts(size_t dim, const nf_config *cfg, nf_coupling_opts *o
   if (nf_config_has(cfg, "kind") &&
       (nf_config_get_string(cfg, "kind", &kind) || strcmp(kind, tf) != 0 ||
        tk > NF_TRANSFORMER_AFFINE))
-    return nf_fail(NF_EFORMAT, "config key 'kind': '%s' does not match transformer '%s'",
-                   kind ? kind : "?", tf);
+    return nf_fail(NF_EFORMAT, "config key 'kind': '%s' does not match transformer '%s' "
+                   "(files with 'kind' hold an additive or affine coupling)", kind ? kind : "?",
+                   tf);
   if (nf_activation_parse(act, &opts->act))
     return nf_fail_prefixed(NF_EFORMAT, "config key 'activation'");
   if ((st = get_sizes(cfg, "mask", dim, &n_mask, &m))) return st;
