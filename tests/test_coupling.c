@@ -24,21 +24,29 @@
 
 static const size_t hidden2[2] = {8, 6};
 
+/* The default options of a transformer kind with the affine soft clamp at bound. */
+static nf_transformer_spec spec_of(nf_transformer_kind kind, double bound)
+{
+  nf_transformer_spec s = nf_transformer_spec_default(kind);
+  s.scale_bound = bound;
+  return s;
+}
+
 /* A coupling of the given kind on R^d with context width c; mask_kind 0 = half,
    1 = alternate, with the given parity; activation act. Aborts the test on failure. */
-static nf_layer *make_coupling(nf_coupling_kind kind, size_t d, size_t c, int mask_kind,
+static nf_layer *make_coupling(nf_transformer_kind kind, size_t d, size_t c, int mask_kind,
                                int parity, nf_activation act)
 {
   unsigned char mask[8];
   (mask_kind ? nf_coupling_mask_alternate : nf_coupling_mask_half)(d, parity, mask);
-  nf_coupling_opts o = {kind, mask, 2, hidden2, act, BOUND};
+  nf_coupling_opts o = {spec_of(kind, BOUND), mask, 2, hidden2, act};
   nf_layer *layer = nf_coupling_new(d, c, &o, NULL);
   ck_assert_msg(layer != NULL, "nf_coupling_new failed: %s", nf_errmsg());
   return layer;
 }
 
 /* Every numerical check of one configuration, with parameters ~ N(0, 0.3^2). */
-static void check_config(nf_coupling_kind kind, size_t d, size_t c, int mask_kind, int parity,
+static void check_config(nf_transformer_kind kind, size_t d, size_t c, int mask_kind, int parity,
                          nf_activation act, uint64_t seed)
 {
   nf_layer *layer = make_coupling(kind, d, c, mask_kind, parity, act);
@@ -70,7 +78,7 @@ START_TEST(test_numerics)
       for (int par = 0; par < 2; par++)
         for (int di = 0; di < 2; di++)
           for (int ci = 0; ci < 2; ci++, seed++)
-            check_config((nf_coupling_kind)kind, dims[di], ctxs[ci], mk, par, acts[seed % 3],
+            check_config((nf_transformer_kind)kind, dims[di], ctxs[ci], mk, par, acts[seed % 3],
                          seed);
 }
 END_TEST
@@ -81,7 +89,7 @@ START_TEST(test_identity_start)
 {
   unsigned char mask[4];
   nf_coupling_mask_alternate(4, 0, mask);
-  nf_coupling_opts o = {NF_COUPLING_AFFINE, mask, 2, hidden2, NF_ACT_RELU, 3.0};
+  nf_coupling_opts o = {spec_of(NF_TRANSFORMER_AFFINE, 3.0), mask, 2, hidden2, NF_ACT_RELU};
   nf_rng rng;
   nf_rng_seed(&rng, 5);
   nf_layer *layer = nf_coupling_new(4, 2, &o, &rng);
@@ -118,7 +126,7 @@ END_TEST
 /* Huge raw log-scales saturate at +-B: |logdet| <= B db, and inverse still works. */
 START_TEST(test_soft_clamp)
 {
-  nf_layer *layer = make_coupling(NF_COUPLING_AFFINE, 5, 0, 0, 0, NF_ACT_TANH);
+  nf_layer *layer = make_coupling(NF_TRANSFORMER_AFFINE, 5, 0, 0, 0, NF_ACT_TANH);
   nf_rng rng;
   nf_rng_seed(&rng, 9);
   size_t p = nf_layer_n_params(layer);
@@ -150,7 +158,7 @@ END_TEST
    parameter gradient does not depend on which cotangents are wanted. */
 START_TEST(test_vjp_accumulates)
 {
-  nf_layer *layer = make_coupling(NF_COUPLING_AFFINE, 5, 3, 1, 1, NF_ACT_TANH);
+  nf_layer *layer = make_coupling(NF_TRANSFORMER_AFFINE, 5, 3, 1, 1, NF_ACT_TANH);
   nf_rng rng;
   nf_rng_seed(&rng, 4);
   double *theta = malloc(nf_layer_n_params(layer) * sizeof *theta);
@@ -179,7 +187,7 @@ START_TEST(test_masks)
   ck_assert_mem_eq(m, alt1, 5);
   nf_coupling_mask_half(5, 0, NULL);
   /* the passing coordinates are copied exactly, whatever the parameters */
-  nf_layer *layer = make_coupling(NF_COUPLING_ADDITIVE, 5, 0, 1, 0, NF_ACT_TANH);
+  nf_layer *layer = make_coupling(NF_TRANSFORMER_ADDITIVE, 5, 0, 1, 0, NF_ACT_TANH);
   nf_rng rng;
   nf_rng_seed(&rng, 2);
   double *theta = malloc(nf_layer_n_params(layer) * sizeof *theta);
@@ -214,25 +222,25 @@ START_TEST(test_bad_options)
 {
   unsigned char ones[3] = {1, 1, 1}, zeros[3] = {0, 0, 0}, two[3] = {1, 2, 0}, ok[3] = {1, 0, 0};
   const size_t zero_width[2] = {4, 0};
-  nf_coupling_opts o = {NF_COUPLING_AFFINE, ok, 2, hidden2, NF_ACT_TANH, 3.0}, b;
+  nf_coupling_opts o = {spec_of(NF_TRANSFORMER_AFFINE, 3.0), ok, 2, hidden2, NF_ACT_TANH}, b;
   expect_bad(3, NULL, "NULL options");
   expect_bad(0, &o, "dim 0");
   b = o; b.mask = NULL; expect_bad(3, &b, "NULL mask");
   b = o; b.mask = ones; expect_bad(3, &b, "all-ones mask");
   b = o; b.mask = zeros; expect_bad(3, &b, "all-zeros mask");
   b = o; b.mask = two; expect_bad(3, &b, "mask entry 2");
-  b = o; b.kind = (nf_coupling_kind)7; expect_bad(3, &b, "unknown kind");
-  b = o; b.scale_bound = 0; expect_bad(3, &b, "scale_bound 0");
-  b = o; b.scale_bound = -1; expect_bad(3, &b, "scale_bound -1");
-  b = o; b.scale_bound = NAN; expect_bad(3, &b, "scale_bound NaN");
-  b = o; b.scale_bound = INFINITY; expect_bad(3, &b, "scale_bound Inf");
+  b = o; b.transformer.kind = (nf_transformer_kind)7; expect_bad(3, &b, "unknown kind");
+  b = o; b.transformer.scale_bound = 0; expect_bad(3, &b, "scale_bound 0");
+  b = o; b.transformer.scale_bound = -1; expect_bad(3, &b, "scale_bound -1");
+  b = o; b.transformer.scale_bound = NAN; expect_bad(3, &b, "scale_bound NaN");
+  b = o; b.transformer.scale_bound = INFINITY; expect_bad(3, &b, "scale_bound Inf");
   b = o; b.hidden = NULL; expect_bad(3, &b, "NULL hidden widths");
   b = o; b.hidden = zero_width; expect_bad(3, &b, "zero hidden width");
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "width 0"));
   b = o; b.act = (nf_activation)42; expect_bad(3, &b, "unknown activation");
   expect_bad(1, &o, "dim 1 (no room for both halves)");
   /* additive ignores scale_bound; zero hidden layers is a single affine conditioner */
-  b = o; b.kind = NF_COUPLING_ADDITIVE; b.scale_bound = 0; b.n_hidden = 0; b.hidden = NULL;
+  b = o; b.transformer.kind = NF_TRANSFORMER_ADDITIVE; b.transformer.scale_bound = 0; b.n_hidden = 0; b.hidden = NULL;
   nf_layer *layer = nf_coupling_new(3, 0, &b, NULL);
   ck_assert_ptr_nonnull(layer);
   ck_assert_uint_eq(nf_layer_n_params(layer), (1 + 1) * 2);
@@ -242,7 +250,7 @@ END_TEST
 
 START_TEST(test_bad_inputs)
 {
-  nf_layer *layer = make_coupling(NF_COUPLING_AFFINE, 2, 3, 0, 0, NF_ACT_TANH);
+  nf_layer *layer = make_coupling(NF_TRANSFORMER_AFFINE, 2, 3, 0, 0, NF_ACT_TANH);
   double *theta = th_random_theta(layer, 3, 0.3);
   th_check_bad_calls(layer, theta);
   nf_layer_free(layer);
@@ -252,22 +260,22 @@ END_TEST
 
 /* Couplings of either kind for the flow-level checks: alternate masks with
    the parity of the rng's next draw, context width ctx_dim, parameters from rng. */
-static nf_layer *make_kind(nf_coupling_kind kind, size_t dim, size_t ctx_dim, nf_rng *rng)
+static nf_layer *make_kind(nf_transformer_kind kind, size_t dim, size_t ctx_dim, nf_rng *rng)
 {
   unsigned char mask[8];
   nf_coupling_mask_alternate(dim, (int)(nf_rng_u64(rng) & 1), mask);
-  nf_coupling_opts o = {kind, mask, 2, hidden2, NF_ACT_TANH, BOUND};
+  nf_coupling_opts o = {spec_of(kind, BOUND), mask, 2, hidden2, NF_ACT_TANH};
   return nf_coupling_new(dim, ctx_dim, &o, rng);
 }
 
 static nf_layer *make_additive(size_t dim, size_t ctx_dim, nf_rng *rng)
 {
-  return make_kind(NF_COUPLING_ADDITIVE, dim, ctx_dim, rng);
+  return make_kind(NF_TRANSFORMER_ADDITIVE, dim, ctx_dim, rng);
 }
 
 static nf_layer *make_affine_coupling(size_t dim, size_t ctx_dim, nf_rng *rng)
 {
-  return make_kind(NF_COUPLING_AFFINE, dim, ctx_dim, rng);
+  return make_kind(NF_TRANSFORMER_AFFINE, dim, ctx_dim, rng);
 }
 
 /* Both kinds in conditional flows (log p depends on ctx; NF_EDIM for another
@@ -441,19 +449,21 @@ END_TEST
 
 START_TEST(test_kind_names)
 {
-  nf_coupling_kind k = NF_COUPLING_ADDITIVE;
-  ck_assert_str_eq(nf_coupling_kind_name(NF_COUPLING_ADDITIVE), "additive");
-  ck_assert_str_eq(nf_coupling_kind_name(NF_COUPLING_AFFINE), "affine");
-  ck_assert_str_eq(nf_coupling_kind_name((nf_coupling_kind)7), "?");
-  ck_assert_int_eq(nf_coupling_kind_parse("affine", &k), NF_OK);
-  ck_assert_int_eq(k, NF_COUPLING_AFFINE);
-  ck_assert_int_eq(nf_coupling_kind_parse("additive", &k), NF_OK);
-  ck_assert_int_eq(k, NF_COUPLING_ADDITIVE);
-  ck_assert_int_eq(nf_coupling_kind_parse("spline", &k), NF_EINVAL);
-  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "spline"));
-  ck_assert_int_eq(k, NF_COUPLING_ADDITIVE);
-  ck_assert_int_eq(nf_coupling_kind_parse(NULL, &k), NF_EINVAL);
-  ck_assert_int_eq(nf_coupling_kind_parse("affine", NULL), NF_EINVAL);
+  nf_transformer_kind k = NF_TRANSFORMER_ADDITIVE;
+  const char *names[4] = {"additive", "affine", "spline", "circular-spline"};
+  for (int t = 0; t < 4; t++) {
+    ck_assert_str_eq(nf_transformer_kind_name((nf_transformer_kind)t), names[t]);
+    ck_assert_int_eq(nf_transformer_kind_parse(names[t], &k), NF_OK);
+    ck_assert_int_eq(k, t);
+    ck_assert_str_eq(nf_transformer_of_kind(k)->name, names[t]);
+  }
+  ck_assert_str_eq(nf_transformer_kind_name((nf_transformer_kind)7), "?");
+  ck_assert_ptr_null(nf_transformer_of_kind((nf_transformer_kind)7));
+  ck_assert_int_eq(nf_transformer_kind_parse("sline", &k), NF_EINVAL);
+  ck_assert_ptr_nonnull(strstr(nf_errmsg(), "sline"));
+  ck_assert_int_eq(k, NF_TRANSFORMER_CIRCULAR_SPLINE);
+  ck_assert_int_eq(nf_transformer_kind_parse(NULL, &k), NF_EINVAL);
+  ck_assert_int_eq(nf_transformer_kind_parse("affine", NULL), NF_EINVAL);
   for (int a = NF_ACT_IDENTITY; a <= NF_ACT_SOFTPLUS; a++) {
     nf_activation back = NF_ACT_IDENTITY;
     ck_assert_int_eq(nf_activation_parse(nf_activation_name((nf_activation)a), &back), NF_OK);
@@ -494,7 +504,7 @@ START_TEST(test_save_load)
   const size_t hidden[2] = {5, 3};
   for (int kind = 0; kind < 2; kind++)
     for (size_t c = 0; c <= 2; c += 2) {
-      nf_coupling_opts o = {(nf_coupling_kind)kind, mask, 2, hidden, NF_ACT_ELU, 2.5};
+      nf_coupling_opts o = {spec_of((nf_transformer_kind)kind, 2.5), mask, 2, hidden, NF_ACT_ELU};
       nf_rng rng;
       nf_rng_seed(&rng, 31 + (uint64_t)kind);
       nf_layer *layer = nf_coupling_new(5, c, &o, &rng);
@@ -504,7 +514,8 @@ START_TEST(test_save_load)
       const char *s = NULL;
       ck_assert_int_eq(nf_config_get_string(cfg, "transformer", &s), NF_OK);
       ck_assert_str_eq(s, kind ? "affine" : "additive");
-      ck_assert_int_eq(nf_config_has(cfg, "scale_bound"), kind == NF_COUPLING_AFFINE);
+      ck_assert_int_eq(nf_config_has(cfg, "scale_bound"), kind == NF_TRANSFORMER_AFFINE);
+      ck_assert_int_eq(nf_config_has(cfg, "kind"), 0);
       nf_layer *back = type->load(5, c, cfg, NULL);
       ck_assert_msg(back != NULL, "load: %s", nf_errmsg());
       ck_assert_uint_eq(nf_layer_n_params(back), nf_layer_n_params(layer));
@@ -521,8 +532,9 @@ START_TEST(test_save_load)
 }
 END_TEST
 
-/* A valid saved configuration of an affine coupling on R^3, with key `skip`
-   left out, then `extra` (if non-NULL) applied. */
+/* A valid saved configuration of an affine coupling on R^3 as earlier
+   versions wrote it (with "kind"), with key `skip` left out, then `extra` (if
+   non-NULL) applied. */
 static nf_config *saved_config(const char *skip, void (*extra)(nf_config *))
 {
   const size_t mask[3] = {1, 0, 0}, hidden[1] = {4};
@@ -539,6 +551,8 @@ static nf_config *saved_config(const char *skip, void (*extra)(nf_config *))
 }
 
 static void set_bad_transformer(nf_config *cfg) { nf_config_set_string(cfg, "transformer", "additive"); }
+static void set_spline_transformer(nf_config *cfg) { nf_config_set_string(cfg, "transformer", "spline"); }
+static void set_unknown_transformer(nf_config *cfg) { nf_config_set_string(cfg, "transformer", "bogus"); }
 static void set_bad_kind(nf_config *cfg) { nf_config_set_string(cfg, "kind", "spline"); }
 static void set_bad_activation(nf_config *cfg) { nf_config_set_string(cfg, "activation", "relu6"); }
 static void set_short_mask(nf_config *cfg) { const size_t m[2] = {1, 0}; nf_config_set_sizes(cfg, "mask", 2, m); }
@@ -573,10 +587,19 @@ START_TEST(test_load_refuses)
   ck_assert_uint_eq(nf_layer_n_params(ok), (1 + 1) * 4 + (4 + 1) * 4);
   nf_layer_free(ok);
   nf_config_free(cfg);
-  const char *keys[6] = {"transformer", "kind", "mask", "hidden", "activation", "scale_bound"};
-  for (size_t k = 0; k < 6; k++) expect_bad_load(keys[k], NULL, keys[k]);
+  /* without "kind": the current format, the same layer */
+  cfg = saved_config("kind", NULL);
+  ok = nf_coupling_type_load_for_test(cfg);
+  ck_assert_msg(ok != NULL, "%s", nf_errmsg());
+  ck_assert_uint_eq(nf_layer_n_params(ok), (1 + 1) * 4 + (4 + 1) * 4);
+  nf_layer_free(ok);
+  nf_config_free(cfg);
+  const char *keys[5] = {"transformer", "mask", "hidden", "activation", "scale_bound"};
+  for (size_t k = 0; k < 5; k++) expect_bad_load(keys[k], NULL, keys[k]);
   expect_bad_load("transformer", set_bad_transformer, "does not match");
   expect_bad_load("kind", set_bad_kind, "spline");
+  expect_bad_load("transformer", set_spline_transformer, "'kind': 'affine' does not match");
+  expect_bad_load("transformer", set_unknown_transformer, "bogus");
   expect_bad_load("activation", set_bad_activation, "relu6");
   expect_bad_load("mask", set_short_mask, "2 entries");
   expect_bad_load("mask", set_mask_two, "entry 1 is 2");

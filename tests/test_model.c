@@ -92,16 +92,17 @@ static nf_layer *make_logit(nf_rng *rng)
   return nf_logit_new(D, lo, hi, 0.0);
 }
 
-static nf_layer *make_coupling(nf_rng *rng, nf_coupling_kind kind)
+static nf_layer *make_coupling(nf_rng *rng, nf_transformer_kind kind)
 {
   static const size_t hidden[1] = {8};
   unsigned char mask[D];
   nf_coupling_mask_alternate(D, (int)nf_rng_below(rng, 2), mask);
-  nf_coupling_opts o = {kind, mask, 1, hidden, NF_ACT_TANH, 3.0};
+  nf_coupling_opts o = {nf_transformer_spec_default(kind), mask, 1, hidden, NF_ACT_TANH};
   return nf_coupling_new(D, 0, &o, rng);
 }
-static nf_layer *make_coupling_additive(nf_rng *rng) { return make_coupling(rng, NF_COUPLING_ADDITIVE); }
-static nf_layer *make_coupling_affine(nf_rng *rng) { return make_coupling(rng, NF_COUPLING_AFFINE); }
+static nf_layer *make_coupling_additive(nf_rng *rng) { return make_coupling(rng, NF_TRANSFORMER_ADDITIVE); }
+static nf_layer *make_coupling_affine(nf_rng *rng) { return make_coupling(rng, NF_TRANSFORMER_AFFINE); }
+static nf_layer *make_coupling_spline(nf_rng *rng) { return make_coupling(rng, NF_TRANSFORMER_SPLINE); }
 static nf_layer *make_maf(nf_rng *rng)
 {
   static const size_t hidden[1] = {8};
@@ -135,6 +136,7 @@ static const family_case families[] = {
   {"linear_lu softplus", make_lu_softplus}, {"planar", make_planar}, {"radial", make_radial},
   {"standardize", make_standardize}, {"logit", make_logit},
   {"coupling additive", make_coupling_additive}, {"coupling affine", make_coupling_affine},
+  {"coupling spline", make_coupling_spline},
   {"cnf", make_cnf}, {"autoregressive", make_maf}, {"inverse autoregressive", make_iaf},
   {"inverse linear_lu", make_inverse_lu}, {"actnorm", make_actnorm},
   {"gaussianization", make_gaussianization},

@@ -129,8 +129,8 @@ static nf_flow *coupling_flow(size_t ctx_dim)
   for (int parity = 0; parity < 2; parity++) {
     unsigned char mask[D];
     nf_coupling_mask_half(D, parity, mask);
-    nf_coupling_opts o = {.kind = NF_COUPLING_AFFINE, .mask = mask, .n_hidden = 0,
-                          .act = NF_ACT_TANH, .scale_bound = 3.0};
+    nf_coupling_opts o = {.transformer = nf_transformer_spec_default(NF_TRANSFORMER_AFFINE),
+                          .mask = mask, .n_hidden = 0, .act = NF_ACT_TANH};
     nf_layer *layer = nf_coupling_new(D, ctx_dim, &o, NULL);
     ck_assert_msg(layer != NULL, "nf_coupling_new: %s", nf_errmsg());
     ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);

@@ -7,12 +7,15 @@
    transformer maps z_b elementwise:
      forward  x_b = τ(z_b; h),     logdet += sum_j log|τ'(z_bj)|
      inverse  z_b = τ^-1(x_b; h),  logdet -= the same
-   (additive: τ = z + t; affine: τ = z exp(s) + t, s = B tanh(s_raw / B)). Since
-   x_a = z_a, the conditioner's input is the same in both directions.
+   (additive: τ = z + t; affine: τ = z exp(s) + t, s = B tanh(s_raw / B);
+   spline: rational-quadratic bins, Durkan et al. 2019; circular-spline:
+   Rezende et al. 2020). Since x_a = z_a, the conditioner's input is the same
+   in both directions.
 
    No check_params op: the transformers' parameters are conditioner outputs,
-   and with the soft clamp |s| < B no finite parameter makes the map singular
-   (additive has no scale at all).
+   and with the soft clamp |s| < B, or the splines' minimum bin sizes and
+   derivatives, no finite parameter makes the map singular (additive has no
+   scale at all).
 
    Workspace of n rows, in this order: the conditioner's input [z_a, ctx]
    (n x (da + c)), its output h (n x db nr), the gathered transformer input and
@@ -30,7 +33,6 @@
 #include "transformer.h"
 
 typedef struct coupling {
-  nf_coupling_kind kind;
   const nf_transformer *tf;
   nf_transformer_opts tf_opts;
   nf_mlp *net;
@@ -41,12 +43,6 @@ typedef struct coupling {
   size_t n_hidden, *hidden; /* the conditioner's hidden widths (kept for saving) */
   nf_activation act;
 } coupling;
-
-/* The transformer of each kind, indexed by nf_coupling_kind. */
-static const nf_transformer *const kind_transformer[] = {&nf_transformer_additive,
-                                                         &nf_transformer_affine};
-static const char *const kind_names[] = {"additive", "affine"};
-#define N_KINDS (sizeof kind_names / sizeof *kind_names)
 
 /* Views of a coupling workspace of n rows (see the top of this file). */
 typedef struct coupling_ws {
@@ -166,10 +162,12 @@ static void coupling_destroy(void *data)
   free(cp);
 }
 
-/* Configuration keys: "transformer" (its name), "kind" (nf_coupling_kind_name),
-   "mask" (dim sizes, 0 or 1), "hidden" (the conditioner's hidden widths),
-   "activation" (nf_activation_name), then the transformer's own options
-   (affine: "scale_bound"). */
+/* Configuration keys: "transformer" (nf_transformer_kind_name), "mask" (dim
+   sizes, 0 or 1), "hidden" (the conditioner's hidden widths), "activation"
+   (nf_activation_name), then the transformer's own options (affine:
+   "scale_bound"; spline: "bins", "tail_bound", "min_bin_width", ...). Files of
+   earlier versions also hold "kind" (additive or affine), which must then
+   name the same transformer. */
 static nf_status coupling_save(const nf_layer *layer, nf_config *cfg)
 {
   const coupling *cp = layer->data;
@@ -177,7 +175,6 @@ static nf_status coupling_save(const nf_layer *layer, nf_config *cfg)
   if (!mask) return nf_fail(NF_ENOMEM, "coupling: out of memory");
   for (size_t j = 0; j < layer->dim; j++) mask[j] = cp->mask[j];
   nf_status st = nf_config_set_string(cfg, "transformer", cp->tf->name);
-  if (!st) st = nf_config_set_string(cfg, "kind", nf_coupling_kind_name(cp->kind));
   if (!st) st = nf_config_set_sizes(cfg, "mask", layer->dim, mask);
   if (!st) st = nf_config_set_sizes(cfg, "hidden", cp->n_hidden, cp->hidden);
   if (!st) st = nf_config_set_string(cfg, "activation", nf_activation_name(cp->act));
@@ -211,14 +208,19 @@ static nf_status load_opts(size_t dim, const nf_config *cfg, nf_coupling_opts *o
 {
   const char *kind = NULL, *tf = NULL, *act = NULL;
   size_t n_mask = 0, *m = NULL;
-  nf_status st = nf_config_get_string(cfg, "kind", &kind);
-  if (!st) st = nf_config_get_string(cfg, "transformer", &tf);
+  nf_transformer_kind tk = NF_TRANSFORMER_AFFINE;
+  nf_status st = nf_config_get_string(cfg, "transformer", &tf);
   if (!st) st = nf_config_get_string(cfg, "activation", &act);
   if (st) return st;
-  if (nf_coupling_kind_parse(kind, &opts->kind)) return nf_fail_prefixed(NF_EFORMAT, "config key 'kind'");
-  if (strcmp(tf, kind_transformer[opts->kind]->name) != 0)
-    return nf_fail(NF_EFORMAT, "config key 'transformer': '%s' does not match kind '%s'", tf,
-                   kind);
+  if (nf_transformer_kind_parse(tf, &tk))
+    return nf_fail_prefixed(NF_EFORMAT, "config key 'transformer'");
+  /* earlier files: "kind" (additive or affine) beside "transformer" */
+  if (nf_config_has(cfg, "kind") &&
+      (nf_config_get_string(cfg, "kind", &kind) || strcmp(kind, tf) != 0 ||
+       tk > NF_TRANSFORMER_AFFINE))
+    return nf_fail(NF_EFORMAT, "config key 'kind': '%s' does not match transformer '%s' "
+                   "(files with 'kind' hold an additive or affine coupling)", kind ? kind : "?",
+                   tf);
   if (nf_activation_parse(act, &opts->act))
     return nf_fail_prefixed(NF_EFORMAT, "config key 'activation'");
   if ((st = get_sizes(cfg, "mask", dim, &n_mask, &m))) return st;
@@ -232,10 +234,10 @@ static nf_status load_opts(size_t dim, const nf_config *cfg, nf_coupling_opts *o
   if (st) return st;
   opts->hidden = *hidden;
   opts->mask = mask;
-  nf_transformer_opts to = {0};
-  const nf_transformer *t = kind_transformer[opts->kind];
-  if (t->load_opts && (st = t->load_opts(cfg, &to))) return st;
-  opts->scale_bound = to.scale_bound;
+  opts->transformer = nf_transformer_spec_default(tk);
+  const nf_transformer *t = nf_transformer_of_kind(tk);
+  if (!t) return nf_fail(NF_EFORMAT, "config key 'transformer': '%s' is not available", tf);
+  if (t->load_opts && (st = t->load_opts(cfg, &opts->transformer))) return st;
   return NF_OK;
 }
 
@@ -268,19 +270,6 @@ const nf_layer_type nf_coupling_type = {
   .load = coupling_load,
 };
 
-const char *nf_coupling_kind_name(nf_coupling_kind kind)
-{
-  return (unsigned)kind < N_KINDS ? kind_names[kind] : "?";
-}
-
-nf_status nf_coupling_kind_parse(const char *name, nf_coupling_kind *kind)
-{
-  int i = 0;
-  nf_status st = nf_parse_choice("coupling kind", name, kind_names, N_KINDS, kind ? &i : NULL);
-  if (st == NF_OK) *kind = (nf_coupling_kind)i;
-  return st;
-}
-
 void nf_coupling_mask_half(size_t dim, int parity, unsigned char *mask)
 {
   for (size_t j = 0; mask && j < dim; j++) mask[j] = (j < dim / 2) == (parity == 0);
@@ -291,14 +280,16 @@ void nf_coupling_mask_alternate(size_t dim, int parity, unsigned char *mask)
   for (size_t j = 0; mask && j < dim; j++) mask[j] = (j % 2 == 0) == (parity == 0);
 }
 
-/* NF_OK if the options describe a coupling on R^dim; counts the passing coordinates. */
-static nf_status check_opts(size_t dim, const nf_coupling_opts *opts, size_t *da)
+/* NF_OK if the options describe a coupling on R^dim; counts the passing
+   coordinates and finds the transformer. */
+static nf_status check_opts(size_t dim, const nf_coupling_opts *opts, size_t *da,
+                            const nf_transformer **tf)
 {
   const char *fn = "nf_coupling_new";
   if (nf_check_dim(fn, dim)) return NF_EINVAL;
   if (!opts) return nf_fail(NF_EINVAL, "%s: options are NULL", fn);
-  if ((unsigned)opts->kind >= N_KINDS)
-    return nf_fail(NF_EINVAL, "%s: unknown coupling kind %d", fn, (int)opts->kind);
+  if (!(*tf = nf_transformer_of_kind(opts->transformer.kind)))
+    return nf_fail(NF_EINVAL, "%s: unknown transformer kind %d", fn, (int)opts->transformer.kind);
   if (!opts->mask) return nf_fail(NF_EINVAL, "%s: mask is NULL", fn);
   *da = 0;
   for (size_t j = 0; j < dim; j++) {
@@ -310,9 +301,7 @@ static nf_status check_opts(size_t dim, const nf_coupling_opts *opts, size_t *da
   if (*da == 0 || *da == dim)
     return nf_fail(NF_EINVAL, "%s: the mask must have at least one 1 (passing) and one 0 "
                    "(transformed) entry; it has %zu of %zu set", fn, *da, dim);
-  nf_transformer_opts to = nf_transformer_spec_default((nf_transformer_kind)opts->kind);
-  to.scale_bound = opts->scale_bound;
-  return kind_transformer[opts->kind]->check_opts(&to, fn);
+  return (*tf)->check_opts(&opts->transformer, fn);
 }
 
 /* Sets the conditioner's output bias so that the layer starts as the identity
@@ -327,7 +316,8 @@ nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *op
                           nf_rng *rng)
 {
   size_t da = 0;
-  if (check_opts(dim, opts, &da)) return NULL;
+  const nf_transformer *tf = NULL;
+  if (check_opts(dim, opts, &da, &tf)) return NULL;
   if (nf_check_dim("nf_coupling_new: conditioner input (passed coordinates + context)",
                    da + ctx_dim) || da + ctx_dim < da) {
     if (da + ctx_dim < da)
@@ -342,9 +332,8 @@ nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *op
     nf_fail(NF_ENOMEM, "nf_coupling_new: out of memory");
     return NULL;
   }
-  cp->kind = opts->kind;
-  cp->tf = kind_transformer[opts->kind];
-  cp->tf_opts.scale_bound = opts->scale_bound;
+  cp->tf = tf;
+  cp->tf_opts = opts->transformer;
   cp->da = da;
   cp->db = dim - da;
   cp->c = ctx_dim;

@@ -40,7 +40,7 @@ nf_status nf_recipe_parse(const char *name, nf_recipe_kind *kind)
 
 /* Coupling k of a chain: half mask whose parity alternates with k. */
 static nf_layer *coupling_at(size_t dim, size_t ctx_dim, const nf_recipe *r,
-                             nf_coupling_kind kind, size_t k, nf_rng *rng)
+                             nf_transformer_kind kind, size_t k, nf_rng *rng)
 {
   unsigned char *mask = malloc(dim);
   if (!mask) {
@@ -48,7 +48,8 @@ static nf_layer *coupling_at(size_t dim, size_t ctx_dim, const nf_recipe *r,
     return NULL;
   }
   nf_coupling_mask_half(dim, (int)(k % 2), mask);
-  nf_coupling_opts opts = {kind, mask, r->n_hidden, r->hidden, r->act, r->scale_bound};
+  nf_coupling_opts opts = {nf_transformer_spec_default(kind), mask, r->n_hidden, r->hidden, r->act};
+  opts.transformer.scale_bound = r->scale_bound;
   nf_layer *layer = nf_coupling_new(dim, ctx_dim, &opts, rng);
   free(mask);
   return layer;
@@ -67,16 +68,16 @@ static nf_status push_block(nf_flow *flow, size_t dim, size_t ctx_dim, const nf_
   nf_status st = NF_OK;
   switch (r->kind) {
   case NF_RECIPE_REALNVP:
-    return push(flow, coupling_at(dim, ctx_dim, r, NF_COUPLING_AFFINE, k, rng));
+    return push(flow, coupling_at(dim, ctx_dim, r, NF_TRANSFORMER_AFFINE, k, rng));
   case NF_RECIPE_NICE:
-    st = push(flow, coupling_at(dim, ctx_dim, r, NF_COUPLING_ADDITIVE, k, rng));
+    st = push(flow, coupling_at(dim, ctx_dim, r, NF_TRANSFORMER_ADDITIVE, k, rng));
     if (!st && k + 1 == r->layers) st = push(flow, nf_affine_new(dim));
     return st;
   case NF_RECIPE_GLOW:
     /* with a context, the couplings take it; actnorm and LU receive ctx = NULL */
     if (!(st = push(flow, nf_affine_new(dim))) &&
         !(st = push(flow, nf_linear_lu_new(dim, NULL, NF_DIAG_EXP, rng))))
-      st = push(flow, coupling_at(dim, ctx_dim, r, NF_COUPLING_AFFINE, k, rng));
+      st = push(flow, coupling_at(dim, ctx_dim, r, NF_TRANSFORMER_AFFINE, k, rng));
     return st;
   case NF_RECIPE_PLANAR:
   case NF_RECIPE_RADIAL:

@@ -13,6 +13,8 @@ const nf_transformer *nf_transformer_of_kind(nf_transformer_kind kind)
   switch (kind) {
   case NF_TRANSFORMER_ADDITIVE: return &nf_transformer_additive;
   case NF_TRANSFORMER_AFFINE: return &nf_transformer_affine;
+  case NF_TRANSFORMER_SPLINE: return &nf_transformer_spline;
+  case NF_TRANSFORMER_CIRCULAR_SPLINE: return &nf_transformer_circular_spline;
   default: return NULL;
   }
 }

@@ -42,7 +42,7 @@ typedef nf_transformer_spec nf_transformer_opts;
 typedef struct nf_transformer {
   const char *name; /* unique: the key saved in model files */
   /* Raw conditioner outputs per transformed coordinate (additive 1: t;
-     affine 2: s_raw, t; a rational-quadratic spline with K bins 3K - 1 or 3K + 1). */
+     affine 2: s_raw, t; a rational-quadratic spline with K bins 3K - 1, circular 3K). */
   size_t (*n_raw)(const nf_transformer_opts *o);
   /* Doubles per transformed coordinate that forward and inverse record for backward. */
   size_t (*n_record)(const nf_transformer_opts *o);
@@ -77,7 +77,8 @@ typedef struct nf_transformer {
 } nf_transformer;
 
 /* The library's transformers, one file each. */
-extern const nf_transformer nf_transformer_additive, nf_transformer_affine;
+extern const nf_transformer nf_transformer_additive, nf_transformer_affine, nf_transformer_spline,
+    nf_transformer_circular_spline;
 
 /* The transformer of a kind (NULL for an unknown or not yet built kind). */
 const nf_transformer *nf_transformer_of_kind(nf_transformer_kind kind);
