@@ -91,7 +91,7 @@ expect_error "--hidden: at most 16 widths, got 17" train --data moons --hidden 1
 expect_error "--hidden: expected widths from 1 to 100000" train --data moons --hidden 64,1e3
 expect_error "--data needs a value" train --data --iters 5
 expect_error "--iters needs a value" train --data moons --iters
-expect_error "unknown flow 'foo' (expected realnvp, nice, glow, planar, radial or cnf)" train --data moons --flow foo
+expect_error "unknown flow 'foo' (expected realnvp, nice, glow, planar, radial, maf, iaf, nsf, nsf-coupling, gf, resflow or cnf)" train --data moons --flow foo
 expect_error "--flows: unknown flow 'foo'" compare --data moons --flows realnvp,foo
 expect_error "--flows: at most 8 flows, got 9" compare --data moons --flows realnvp,nice,glow,planar,radial,cnf,realnvp,nice,glow
 expect_error "--flows: nice is given twice" compare --data moons --flows nice,nice

@@ -30,9 +30,9 @@
 /* Options of one run; 0, NAN or NULL mean "the flow's default". */
 typedef struct cfg {
   const char *flow, *data, *act, *schedule, *flows;
-  const char *solver, *grad_mode, *trace, *dynamics;
-  size_t layers, iters, batch, threads, n_hidden, hidden[MAX_HIDDEN], max_steps;
-  double lr, test_frac, weight_decay, clip, scale_bound;
+  const char *solver, *grad_mode, *trace, *dynamics, *mixing;
+  size_t layers, iters, batch, threads, n_hidden, hidden[MAX_HIDDEN], max_steps, bins, components;
+  double lr, test_frac, weight_decay, clip, scale_bound, tail_bound;
   double end_time, rtol, atol, kinetic, jacobian;
   size_t seed_plus_one, fixed_T;
   /* v1: model files, validation, checkpoints, curves, contexts */
@@ -90,7 +90,8 @@ typedef struct opt_spec {
   {.name = name_, .kind = OPT_COUNT, .offset = offsetof(cfg, field), .help = help_, \
    .scope = ANY, .max = max_}
 static const opt_spec opt_specs[] = {
-  OPT("--flow", OPT_STR, flow, "realnvp|nice|glow|planar|radial|cnf (default realnvp)"),
+  OPT("--flow", OPT_STR, flow, "realnvp|nice|glow|planar|radial|maf|iaf|nsf|nsf-coupling|gf|\n"
+      "                       resflow|cnf (default realnvp)"),
   OPT("--flows", OPT_STR, flows, "compare: up to 8 comma-separated flows (default realnvp,cnf)"),
   OPT("--data", OPT_STR, data, "toy set (8gaussians, moons, circles, rings, pinwheel, 2spirals,\n"
                                "                       checkerboard, swissroll), a CSV file of numbers or a\n"
@@ -101,11 +102,17 @@ static const opt_spec opt_specs[] = {
   OPT("--schedule", OPT_STR, schedule, "cosine|constant learning rate (default cosine; cnf constant)"),
   OPT("--weight-decay", OPT_REAL, weight_decay, "L2 weight decay as torch.optim.Adam, >= 0 (default 0; cnf 1e-5)"),
   OPT("--clip", OPT_REAL, clip, "gradient-norm clipping, >= 0, 0 = off (default 5; cnf 0)"),
-  OPT_UPTO("--layers", layers, MAX_LAYERS, "couplings / blocks / layers, 1 to 10000 (default 8; cnf 1)"),
+  OPT_UPTO("--layers", layers, MAX_LAYERS, "couplings / blocks / layers, 1 to 10000 (default 8;\n"
+           "                       nsf, nsf-coupling 4; gf 6; cnf 1)"),
   OPT("--hidden", OPT_WIDTHS, n_hidden, "up to 16 hidden widths, each 1 to 100000 (default 64,64;\n"
                                "                       cnf 64,64,64)"),
   OPT("--act", OPT_STR, act, "relu|tanh|elu|softplus (default relu); cnf: tanh|softplus|swish (tanh)"),
-  OPT_DISC("--scale-bound", OPT_POSITIVE, scale_bound, "soft clamp of affine couplings' log-scale, > 0 (default 3)"),
+  OPT_DISC("--scale-bound", OPT_POSITIVE, scale_bound, "soft clamp of affine log-scales, > 0 (default 3; maf, iaf 5)"),
+  OPT_UPTO("--bins", bins, 1000, "nsf, nsf-coupling: spline bins, 1 to 1000 (default 8)"),
+  OPT_DISC("--tail-bound", OPT_POSITIVE, tail_bound, "nsf, nsf-coupling: splines on [-B, B], > 0 (default 5)"),
+  OPT_UPTO("--components", components, 1000, "gf: logistic components per coordinate (default 8)"),
+  OPT_DISC("--mixing", OPT_STR, mixing, "couplings on d >= 3: random|reverse|none permutation\n"
+           "                       between layers (default random)"),
   OPT_CNF("--dynamics", OPT_STR, dynamics, "cnf: concatsquash|concat|sinusoidal (default concatsquash)"),
   OPT_CNF("--end-time", OPT_POSITIVE, end_time, "cnf: integration time T, > 0 (default 0.5)"),
   OPT_CNF("--fixed-end-time", OPT_FLAG, fixed_T, "cnf: do not learn T"),
@@ -430,7 +437,8 @@ static void fill_defaults(cfg *c)
     c->n_hidden = cnf ? 3 : 2;
     memcpy(c->hidden, cnf ? cnf_hidden : discrete_hidden, c->n_hidden * sizeof *c->hidden);
   }
-  if (!c->layers) c->layers = cnf ? 1 : 8;
+  nf_recipe_kind kind;
+  if (!c->layers) c->layers = cnf ? 1 : nf_recipe_parse(c->flow, &kind) ? 8 : nf_recipe_defaults(kind).layers;
   if (!c->batch) c->batch = cnf ? 100 : 256;
   if (!c->act) c->act = cnf ? "tanh" : "relu";
   if (!c->schedule) c->schedule = cnf ? "constant" : "cosine";
@@ -501,6 +509,18 @@ static int build_cnf(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_f
   return flow ? 0 : die("--flow cnf: %s", nf_errmsg());
 }
 
+/* --mixing's value; nonzero (with a message) for another name. */
+static int mixing_parse(const char *name, nf_recipe_mixing *mixing)
+{
+  static const char *const names[] = {"random", "reverse", "none"};
+  for (int k = 0; k < 3; k++)
+    if (!strcmp(name, names[k])) {
+      *mixing = (nf_recipe_mixing)k;
+      return 0;
+    }
+  return die("--mixing: unknown '%s' (expected random, reverse or none)", name);
+}
+
 /* The flow c describes, with parameters drawn from rng. */
 static int build_flow(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_flow **out)
 {
@@ -515,6 +535,10 @@ static int build_flow(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_
   recipe.hidden = c->hidden;
   recipe.act = act;
   if (!isnan(c->scale_bound)) recipe.scale_bound = c->scale_bound;
+  if (!isnan(c->tail_bound)) recipe.tail_bound = c->tail_bound;
+  if (c->bins) recipe.bins = c->bins;
+  if (c->components) recipe.components = c->components;
+  if (c->mixing && mixing_parse(c->mixing, &recipe.mixing)) return 2;
   *out = nf_recipe_build(dim, ctx_dim, &recipe, rng);
   return *out ? 0 : die("--flow %s: %s", c->flow, nf_errmsg());
 }
@@ -1039,12 +1063,14 @@ static void state_tag(const cfg *c, char *buf, size_t size)
   }
   snprintf(buf, size,
            "flow=%s layers=%zu hidden=%s act=%s batch=%zu lr=%.17g schedule=%s "
-           "weight_decay=%.17g clip=%.17g scale_bound=%.17g seed=%zu split_seed=%" PRIu64 " "
+           "weight_decay=%.17g clip=%.17g scale_bound=%.17g bins=%zu tail_bound=%.17g components=%zu "
+           "mixing=%s seed=%zu split_seed=%" PRIu64 " "
            "data=%s test=%s val=%s test_frac=%.17g val_frac=%.17g context_cols=%s preprocess=%s "
            "bounds=%s alpha=%.17g dynamics=%s end_time=%.17g fixed_end_time=%zu solver=%s "
            "rtol=%.17g atol=%.17g steps=%zu grad_mode=%s trace=%s kinetic=%.17g jacobian=%.17g",
            c->flow, c->layers, hidden, c->act, c->batch, c->lr, c->schedule, c->weight_decay,
-           c->clip, c->scale_bound, c->seed_plus_one - 1, split_seed(c), c->data,
+           c->clip, c->scale_bound, c->bins, c->tail_bound, c->components,
+           c->mixing ? c->mixing : "-", c->seed_plus_one - 1, split_seed(c), c->data,
            c->test_file ? c->test_file : "-", c->val_file ? c->val_file : "-", c->test_frac, c->val_frac,
            c->context_cols ? c->context_cols : "-", preprocess_kind(c),
            c->bounds ? c->bounds : "-", c->bounds ? logit_alpha(c) : NAN,
@@ -1504,7 +1530,7 @@ int main(int argc, char **argv)
   if (cmd == 5)
     return die("unknown command '%s' (expected train, compare, eval, sample or info)", argv[1]);
   cfg c = {.iters = 2000, .threads = 1, .seed_plus_one = 2, .lr = NAN, .test_frac = NAN,
-           .weight_decay = NAN, .clip = NAN, .scale_bound = NAN, .end_time = NAN,
+           .weight_decay = NAN, .clip = NAN, .scale_bound = NAN, .tail_bound = NAN, .end_time = NAN,
            .rtol = NAN, .atol = NAN, .kinetic = NAN, .jacobian = NAN, .val_frac = NAN,
            .logit_alpha = NAN};
   int rc = parse_args(argc - 2, argv + 2, &c, cmd <= 2);
