@@ -21,8 +21,17 @@
 static const size_t hidden2[2] = {8, 7};
 
 /* The transformer kinds checked here (splines join when they exist). */
-static const nf_transformer_kind kinds[] = {NF_TRANSFORMER_ADDITIVE, NF_TRANSFORMER_AFFINE};
+static const nf_transformer_kind kinds[] = {NF_TRANSFORMER_ADDITIVE, NF_TRANSFORMER_AFFINE,
+                                            NF_TRANSFORMER_SPLINE};
 #define N_TF (sizeof kinds / sizeof *kinds)
+
+/* Entrywise relative tolerance of "the identity at initialisation": exact
+   for additive and affine, rounding for the spline (uniform bins, unit
+   derivatives computed through softmax and softplus). */
+static double identity_tol(nf_transformer_kind tk)
+{
+  return tk == NF_TRANSFORMER_SPLINE ? 1e-13 : 0.0;
+}
 
 /* Options: two hidden layers, activation act, order kind/seed, transformer kind (bound 2). */
 static nf_autoregressive_opts opts_of(nf_transformer_kind tk, nf_order_kind order, uint64_t seed,
@@ -61,7 +70,7 @@ static void check_layer(const char *label, const nf_layer *layer, uint64_t seed)
   free(ctx);
 }
 
-/* MAF: every transformer, order and context width 0 and 2, d = 1, 3 and 4;
+/* MAF and NSF: every transformer (additive, affine, spline), order and context width 0 and 2, d = 1, 3 and 4;
    default tolerances (1e-10 round trip, 1e-6 log-det and vjp). */
 START_TEST(test_numerics)
 {
@@ -150,7 +159,7 @@ START_TEST(test_identity_and_accumulation)
   nf_rng_seed(&rng, 5);
   for (size_t t = 0; t < N_TF; t++) {
     nf_layer *layer = make_ar(4, 2, kinds[t], NF_ORDER_RANDOM, 9, NF_ACT_RELU, &rng);
-    th_check_identity(layer, N_ROWS, 11, 0.0);
+    th_check_identity(layer, N_ROWS, 11, identity_tol(kinds[t]));
     const double *theta = nf_layer_init_params(layer);
     size_t np = nf_layer_n_params(layer);
     double *z = th_random_points(N_ROWS, 4, 12, 1.0), *ctx = th_random_points(N_ROWS, 2, 13, 1.0);
@@ -165,7 +174,7 @@ START_TEST(test_identity_and_accumulation)
     double *rt = th_random_theta(layer, 14, 0.3);
     th_check_vjp_accumulates(layer, rt, 4, z, ctx);
     nf_layer *inv = nf_inverse_new(layer);
-    th_check_identity(inv, N_ROWS, 15, 0.0);
+    th_check_identity(inv, N_ROWS, 15, identity_tol(kinds[t]));
     th_check_vjp_accumulates(inv, rt, 4, z, ctx);
     nf_layer_work_free(layer, N_ROWS, w);
     nf_layer_free(inv);
@@ -192,6 +201,10 @@ static nf_layer *make_maf_additive(size_t dim, size_t ctx_dim, nf_rng *rng)
 {
   return make_flow_layer(dim, ctx_dim, rng, NF_TRANSFORMER_ADDITIVE);
 }
+static nf_layer *make_nsf(size_t dim, size_t ctx_dim, nf_rng *rng)
+{
+  return make_flow_layer(dim, ctx_dim, rng, NF_TRANSFORMER_SPLINE);
+}
 static nf_layer *make_iaf(size_t dim, size_t ctx_dim, nf_rng *rng)
 {
   return nf_inverse_new(make_maf_affine(dim, ctx_dim, rng));
@@ -202,12 +215,14 @@ START_TEST(test_flows_and_threads)
 {
   th_check_family_flows(make_maf_affine, 0.3);
   th_check_family_flows(make_maf_additive, 0.3);
+  th_check_family_flows(make_nsf, 0.3);
   th_check_family_flows(make_iaf, 0.3);
 }
 END_TEST
 
-/* A 2-D flow of three MAF layers, and one of three IAF layers, with theta ~
-   N(0, 0.5^2): the density integrates to 1 +- 1e-3 on [-20, 20]^2 (400^2 points). */
+/* 2-D flows of three MAF layers and of three IAF layers with theta ~
+   N(0, 0.5^2), and of three NSF layers with theta ~ N(0, 0.3^2) (on
+   [-10, 10]^2, 1000^2 points: its bins are narrower): the density integrates to 1 +- 1e-3 on [-20, 20]^2 (400^2 points). */
 START_TEST(test_grid_mass)
 {
   nf_flow *maf = th_flow_of(make_maf_affine, 2, 0, 3, 21, 0.5);
@@ -216,6 +231,9 @@ START_TEST(test_grid_mass)
   nf_flow *iaf = th_flow_of(make_iaf, 2, 0, 3, 22, 0.5);
   th_check_grid_mass("IAF affine, 3 layers", iaf, 20.0, 400, 1e-3);
   nf_flow_free(iaf);
+  nf_flow *nsf = th_flow_of(make_nsf, 2, 0, 3, 23, 0.3);
+  th_check_grid_mass("NSF (autoregressive spline), 3 layers", nsf, 10.0, 1000, 1e-3);
+  nf_flow_free(nsf);
 }
 END_TEST
 
@@ -287,7 +305,7 @@ static nf_layer *save_load(const nf_layer *layer, nf_config **cfg_out)
 
 /* Every transformer and order, with context or not, a seed above 2^63, and
    inverses (of autoregressive, linear_lu and standardize, whose constants
-   are nested tensors) rebuild the same maps; zero initial parameters. */
+   are nested tensors) rebuild the same maps; loaded layers start as the identity. */
 START_TEST(test_save_load)
 {
   nf_rng rng;
@@ -302,8 +320,7 @@ START_TEST(test_save_load)
         const char *s = NULL;
         ck_assert_int_eq(nf_config_get_string(cfg, "order_seed", &s), NF_OK);
         ck_assert_str_eq(s, "18364758544493064720");
-        for (size_t k = 0; k < nf_layer_n_params(back); k++)
-          ck_assert_double_eq(nf_layer_init_params(back)[k], 0.0); /* identity biases are 0 */
+        th_check_identity(back, N_ROWS, 60 + c, identity_tol(kinds[t])); /* zero weights */
         assert_same_maps(layer, back, 40 + c);
         nf_layer *inv = nf_inverse_new(layer), *inv_back = save_load(inv, NULL);
         ck_assert_str_eq(nf_layer_name(nf_inverse_inner(inv_back)), "autoregressive");
