@@ -11,8 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <cblas.h>
-
 #include "nflow.h"
 #include "timing.h"
 
@@ -106,9 +104,7 @@ int main(int argc, char **argv)
   int reps = argc > 2 ? atoi(argv[2]) : 7;
   if (iters < 1) iters = 30;
   if (reps < 1) reps = 7;
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-  openblas_set_num_threads(1);
-#endif
+  bench_one_thread();
   nf_rng rng;
   nf_rng_seed(&rng, 1);
   nf_dataset *data;

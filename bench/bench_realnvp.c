@@ -10,8 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <cblas.h>
-
 #include "nflow.h"
 #include "timing.h"
 
@@ -50,13 +48,7 @@ static void do_log_prob_one(void *arg)
    conditioner's forward (2 flops per multiply-add) and backward (twice that). */
 static double train_flops(size_t dim, const nf_recipe *r)
 {
-  size_t in = dim / 2, out = 2 * (dim - dim / 2), prev = in;
-  double macs = 0;
-  for (size_t l = 0; l < r->n_hidden; l++) {
-    macs += (double)prev * (double)r->hidden[l];
-    prev = r->hidden[l];
-  }
-  macs += (double)prev * (double)out;
+  double macs = bench_mlp_macs(dim / 2, r->n_hidden, r->hidden, 2 * (dim - dim / 2));
   return 6.0 * macs * BATCH * (double)r->layers;
 }
 
@@ -64,9 +56,7 @@ int main(int argc, char **argv)
 {
   int reps = argc > 1 ? atoi(argv[1]) : 7;
   if (reps < 1) reps = 7;
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-  openblas_set_num_threads(1);
-#endif
+  bench_one_thread();
   bench b = {0};
   nf_rng_seed(&b.rng, 1);
   double gemm_rate = bench_dgemm_gflops(1024, reps) * 1e9;

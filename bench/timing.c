@@ -1,5 +1,8 @@
 /* bench/timing.c — wall-clock medians and the machine's dgemm rate. */
 #define _POSIX_C_SOURCE 200809L
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
 #include <stdlib.h>
 #include <time.h>
 
@@ -60,4 +63,22 @@ double bench_dgemm_gflops(int n, int reps)
   free(s.a);
   free(s.c);
   return 2.0 * n * (double)n * n / sec * 1e-9;
+}
+
+double bench_mlp_macs(size_t in, size_t n_hidden, const size_t *hidden, size_t out)
+{
+  double macs = 0;
+  size_t prev = in;
+  for (size_t l = 0; l < n_hidden; l++) {
+    macs += (double)prev * (double)hidden[l];
+    prev = hidden[l];
+  }
+  return macs + (double)prev * (double)out;
+}
+
+void bench_one_thread(void)
+{
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+  openblas_set_num_threads(1);
+#endif
 }

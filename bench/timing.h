@@ -14,6 +14,13 @@ double bench_median(double *t, size_t n);
 /* Median over reps repetitions of the time per call of `calls` calls of fn(arg). */
 double bench_median_time(void (*fn)(void *), void *arg, int reps, int calls);
 
+/* Multiply-adds of one row through an MLP in -> hidden[0..n_hidden) -> out
+   (sum of in*out over its weight matrices). */
+double bench_mlp_macs(size_t in, size_t n_hidden, const size_t *hidden, size_t out);
+
+/* One BLAS thread (when the BLAS lets itself be told so). */
+void bench_one_thread(void);
+
 /* GFLOP/s of a square dgemm of order n at the current BLAS thread count (median of reps). */
 double bench_dgemm_gflops(int n, int reps);
 

@@ -113,10 +113,25 @@ nf_status nf_parse_choice(const char *what, const char *name, const char *const 
   return nf_fail(NF_EINVAL, "unknown %s '%s' (expected %s)", what, name, choices);
 }
 
+/* 1 if one of v[0..n) is NaN or +-Inf (v - v is then NaN, else 0), branch-free
+   so that the loop vectorises. */
+NF_VECTOR_LOOP static int any_nonfinite(size_t n, const double *v)
+{
+  int bad = 0;
+  for (size_t i = 0; i < n; i++) bad |= !(v[i] - v[i] == 0.0);
+  return bad;
+}
+
+/* Screens blocks of 256 with any_nonfinite, then finds the entry in the first
+   block that has one. */
 size_t nf_first_nonfinite(size_t n, const double *v)
 {
-  for (size_t i = 0; i < n; i++)
-    if (!isfinite(v[i])) return i;
+  for (size_t b = 0; b < n; b += 256) {
+    size_t len = n - b < 256 ? n - b : 256;
+    if (!any_nonfinite(len, v + b)) continue;
+    for (size_t i = b; i < b + len; i++)
+      if (!isfinite(v[i])) return i;
+  }
   return n;
 }
 
