@@ -8,3 +8,9 @@ bench_bench_cnf_SOURCES = bench/bench_cnf.c bench/timing.c
 bench_bench_cnf_LDADD = libnflow.la $(BLAS_LIBS) -lm
 bench_bench_autoregressive_SOURCES = bench/bench_autoregressive.c bench/timing.c
 bench_bench_autoregressive_LDADD = libnflow.la $(BLAS_LIBS) -lm
+# The 16-D tabular set of bench/tabular/README.md.
+noinst_PROGRAMS += bench/tabular/make_data
+bench_tabular_make_data_SOURCES = bench/tabular/make_data.c
+bench_tabular_make_data_LDADD = libnflow.la -lm
+EXTRA_DIST += bench/tabular/README.md bench/tabular/run.sh bench/tabular/zuko_tabular.py \
+  bench/peers/zuko_shapes.py
