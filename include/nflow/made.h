@@ -69,8 +69,11 @@ const size_t *nf_made_order(const nf_made *made);
    parameters' effective values are theta ∘ mask. */
 const double *nf_made_mask_of(const nf_made *made);
 
-/* nf_mlp_init (out_scale scales the output layer: 0 makes the outputs equal
-   the output biases), then masked weights set to 0. No-op on NULL arguments. */
+/* Uniform weights with LeCun's bound 1 / sqrt(fan_in) in the hidden layers
+   (PyTorch's nn.Linear default; nf_mlp_init's He bound is 2.45x wider and
+   cost 0.3 nats on a 16-D table, bench/tabular/README.md), Glorot's scaled by
+   out_scale in the output layer (0 makes the outputs equal the output
+   biases), zero biases, then masked weights set to 0. No-op on NULL arguments. */
 void nf_made_init(const nf_made *made, nf_rng *rng, double out_scale, double *params);
 
 /* Doubles of workspace for batches of up to n rows; 0 on overflow or NULL. */

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 #include "nflow/layer_impl.h"
+#include "nflow/mlp.h"
+#include "nflow/rng.h"
 #include "nflow/status.h"
 
 /* Everything declared here is internal: hidden from the shared library's
@@ -40,6 +42,10 @@
    "unknown <what> '<name>' (expected a, b, ...)" (also for a NULL name or index). */
 nf_status nf_parse_choice(const char *what, const char *name, const char *const *table,
                           size_t k, int *index);
+
+/* nf_mlp_init with LeCun-uniform hidden layers (bound 1 / sqrt(fan_in),
+   PyTorch's nn.Linear default) instead of He / Glorot (lib/nets/mlp.c). */
+void nf_mlp_init_lecun(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params);
 
 /* Index of the first non-finite entry among n values, or n if all are finite. */
 size_t nf_first_nonfinite(size_t n, const double *v);

@@ -118,7 +118,11 @@ static void uniform_fill(nf_rng *rng, size_t n, double a, double *u)
    2015), Glorot-uniform sqrt(6 / (fan_in + fan_out)) otherwise (Glorot & Bengio
    2010); the output layer is Glorot-uniform times out_scale. Biases are zero.
    No-op if an argument is NULL. */
-void nf_mlp_init(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params)
+/* Uniform weights, zero biases, the last layer scaled by out_scale; hidden
+   layers' bound sqrt(6 / fan_in) (He) for relu/elu, else sqrt(6 / (fan_in +
+   fan_out)) (Glorot), or 1 / sqrt(fan_in) (LeCun uniform, PyTorch's
+   nn.Linear default) when lecun; the last layer always Glorot's. */
+static void init_layers(const nf_mlp *mlp, nf_rng *rng, double out_scale, int lecun, double *params)
 {
   if (!mlp || !rng || !params) return;
   int he = mlp->act == NF_ACT_RELU || mlp->act == NF_ACT_ELU;
@@ -126,13 +130,25 @@ void nf_mlp_init(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *param
   for (size_t l = 0; l < mlp->n_layers; l++) {
     size_t fan_in = mlp->width[l], fan_out = mlp->width[l + 1];
     int last = l + 1 == mlp->n_layers;
-    double a = (he && !last) ? sqrt(6.0 / (double)fan_in)
-                             : sqrt(6.0 / (double)(fan_in + fan_out));
+    double a = last    ? sqrt(6.0 / (double)(fan_in + fan_out))
+               : lecun ? 1.0 / sqrt((double)fan_in)
+               : he    ? sqrt(6.0 / (double)fan_in)
+                       : sqrt(6.0 / (double)(fan_in + fan_out));
     uniform_fill(rng, fan_in * fan_out, last ? a * out_scale : a, p);
     p += fan_in * fan_out;
     memset(p, 0, fan_out * sizeof *p);
     p += fan_out;
   }
+}
+
+void nf_mlp_init(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params)
+{
+  init_layers(mlp, rng, out_scale, 0, params);
+}
+
+void nf_mlp_init_lecun(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params)
+{
+  init_layers(mlp, rng, out_scale, 1, params);
 }
 
 size_t nf_mlp_work_size(const nf_mlp *mlp, size_t n)
