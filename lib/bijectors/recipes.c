@@ -108,11 +108,15 @@ static nf_layer *residual_of(size_t dim, size_t ctx_dim, const nf_recipe *r, nf_
   return nf_residual_new(dim, ctx_dim, &o, rng);
 }
 
-/* The layer put before coupling k > 0 on R^d, d >= 3 (NULL: none; see nf_recipe_mixing). */
-static nf_layer *mixing_at(size_t dim, const nf_recipe *r, size_t k, nf_rng *rng, int *none)
+/* Whether a mixing layer goes before coupling k (k > 0, d >= 3; nf_recipe_mixing). */
+static int mixes_before(size_t dim, const nf_recipe *r, size_t k)
 {
-  *none = k == 0 || dim < 3 || r->mixing == NF_MIXING_NONE;
-  if (*none) return NULL;
+  return k > 0 && dim >= 3 && r->mixing != NF_MIXING_NONE;
+}
+
+/* The recipe's mixing layer: a reversal or a seeded random permutation. */
+static nf_layer *mixing_layer(size_t dim, const nf_recipe *r, nf_rng *rng)
+{
   return r->mixing == NF_MIXING_REVERSE ? nf_permute_reverse_new(dim) : nf_permute_random_new(dim, rng);
 }
 
@@ -126,9 +130,7 @@ static nf_status push(nf_flow *flow, nf_layer *layer)
 static nf_status push_coupling(nf_flow *flow, size_t dim, size_t ctx_dim, const nf_recipe *r,
                                nf_transformer_kind kind, size_t k, nf_rng *rng)
 {
-  int none;
-  nf_layer *mix = mixing_at(dim, r, k, rng, &none);
-  nf_status st = none ? NF_OK : push(flow, mix);
+  nf_status st = mixes_before(dim, r, k) ? push(flow, mixing_layer(dim, r, rng)) : NF_OK;
   return st ? st : push(flow, coupling_at(dim, ctx_dim, r, kind, k, rng));
 }
 
