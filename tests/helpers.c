@@ -93,7 +93,7 @@ void th_check_rejects_nonpositive(nf_layer *(*make)(double v), const char *fn, c
    keyed as for the whole batch, penalty weight 1 (what probe_loss adds). */
 static nf_apply_opts probe_opts(size_t row0)
 {
-  nf_apply_opts o = {0, row0, 1.0};
+  nf_apply_opts o = {0, row0, 1.0, 0};
   return o;
 }
 
@@ -223,7 +223,7 @@ th_vjp_errors th_vjp_check(const nf_layer *layer, const double *theta, nf_dir di
   double *x = malloc(n * d * sizeof *x), *cx = c ? malloc(n * c * sizeof *cx) : NULL;
   double *th = malloc((p + 1) * sizeof *th), *g_theta = calloc(p + 1, sizeof *g_theta);
   memcpy(x, in, n * d * sizeof *x);
-  if (c) memcpy(cx, ctx, n * c * sizeof *cx);
+  if (c && cx && ctx) memcpy(cx, ctx, n * c * sizeof *cx);
   if (p) memcpy(th, theta, p * sizeof *th);
 
   /* analytic */
