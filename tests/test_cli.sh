@@ -57,6 +57,25 @@ for key in realnvp.test_nll planar.test_nll cnf.test_nll cnf.nfe_forward cnf.nfe
 done
 grep -q '^flow .*params .*test_nll' "$tmp/out" || fail "compare: no table header"
 
+# The expressive flows on one split (issue 8's compare line, shortened), each
+# with a finite test NLL.
+"$nflow" compare --data 8gaussians --flows realnvp,maf,iaf,nsf,nsf-coupling,gf,resflow,cnf --iters 10 \
+  --layers 2 --hidden 8,8 >"$tmp/out" 2>"$tmp/err" || fail "compare of every flow exited $?: $(cat "$tmp/err")"
+for f in realnvp maf iaf nsf nsf-coupling gf resflow cnf; do
+  awk -F= -v k="$f.test_nll" '$1 == k { found = 1; bad = !($2 + 0 == $2 + 0 && $2 < 1e3) } END { exit !found || bad }' \
+    "$tmp/out" || fail "compare: $f.test_nll missing or not finite"
+done
+
+# A CNF trains with the exact trace up to d = 8 and with Rademacher probes
+# above, and says which.
+for d in 8 9; do
+  awk -v d=$d 'BEGIN { srand(4); for (i = 0; i < 200; i++) { for (j = 1; j <= d; j++) printf "%s%.5f", (j > 1 ? "," : ""), rand(); print "" } }' >"$tmp/wide.csv"
+  "$nflow" train --data "$tmp/wide.csv" --flow cnf --iters 2 --batch 20 --hidden 8 >"$tmp/out" 2>&1 \
+    || fail "cnf on $d columns: $(cat "$tmp/out")"
+  want=exact; [ $d -gt 8 ] && want=rademacher
+  grep -q "^train_trace=$want$" "$tmp/out" || fail "cnf on $d columns: $(grep train_trace= "$tmp/out")"
+done
+
 # A CSV file: trains on a split and reports.
 awk 'BEGIN { srand(3); print "a,b"; for (i = 0; i < 400; i++) printf "%.6f,%.6f\n", rand(), 2 * rand() }' >"$tmp/data.csv"
 "$nflow" train --data "$tmp/data.csv" --layers 2 --hidden 16 --iters 50 --batch 64 >"$tmp/out" 2>&1 \
