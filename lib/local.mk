@@ -13,5 +13,6 @@ include lib/nets/local.mk
 include lib/bijectors/local.mk
 include lib/transformers/local.mk
 include lib/cnf/local.mk
+include lib/objectives/local.mk
 include lib/train/local.mk
 include lib/io/local.mk

@@ -178,6 +178,33 @@ nf_status nf_flow_log_prob_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t
                                    const double *x, const double *ctx, double *logp,
                                    double *g_x, double *g_ctx);
 
+/* Cotangents of a reparametrised sample (nf_flow_sample_grad_ws): given the n
+   rows x = T(z) and their log q(x), WRITES g_x (n x dim) = dL/dx and
+   g_log_q (n) = dL/d log q(x) of the caller's loss L. Returns NF_OK, or a
+   status (with nf_set_error) that stops the call. */
+typedef nf_status (*nf_sample_cotangent_fn)(size_t n, size_t dim, const double *x,
+                                            const double *log_q, double *g_x, double *g_log_q,
+                                            void *user);
+
+/* Reparametrised sampling with gradients: z = mu + sigma eps from the
+   caller's standard normal draws eps (n x dim; fixed draws give common random
+   numbers), x = T(z) through the chain, log q(x) = log p0(z) - the summed
+   forward log-dets; then cotangent(...) gives dL/dx and dL/d log q for each
+   row, and their pullback through x(theta) and log q(x(theta)) (the total
+   derivative: the path through x and the explicit dependence on theta) is
+   ADDED into g_theta (n_params, may be NULL) and g_ctx (n x ctx_dim, may be
+   NULL). x and log_q (may be NULL) receive the samples. Every layer's
+   forward-direction vjp is used (a CNF through its adjoint, in the mode it
+   was built with); the layers use their training estimators (a Hutchinson
+   CNF its probes, keyed by seed and row) and no penalty. n <= max_rows.
+   NF_EINVAL on NULL eps, x or cotangent; NF_ENONFINITE on a non-finite draw
+   or cotangent; the cotangent's status; a layer's. On failure g_theta and
+   g_ctx are untouched. */
+nf_status nf_flow_sample_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                                 const double *eps, const double *ctx,
+                                 nf_sample_cotangent_fn cotangent, void *user, double *x,
+                                 double *log_q, double *g_ctx, double *g_theta);
+
 /* ---- convenience calls: the flow's own workspace (grown as needed), its
    gradient and its seed; one thread at a time per flow ---- */
 nf_status nf_flow_log_prob(nf_flow *flow, size_t n, const double *x, const double *ctx,
@@ -192,6 +219,11 @@ nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x, const doubl
                            double *nll);
 nf_status nf_flow_log_prob_grad(nf_flow *flow, size_t n, const double *x, const double *ctx,
                                 double *logp, double *g_x, double *g_ctx);
+/* nf_flow_sample_grad_ws with draws eps from rng, the flow's workspace and
+   seed, OVERWRITING nf_flow_grad(flow) with the pullback (no g_ctx). */
+nf_status nf_flow_sample_grad(nf_flow *flow, nf_rng *rng, size_t n, const double *ctx,
+                              nf_sample_cotangent_fn cotangent, void *user, double *x,
+                              double *log_q);
 /* Sizes the flow's own workspace for batches of up to n rows now. */
 nf_status nf_flow_reserve(nf_flow *flow, size_t n);
 /* The penalty part of the objective at the last nf_flow_nll_grad. */

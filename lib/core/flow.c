@@ -493,12 +493,12 @@ static nf_status inverse_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
 /* Forward pass of n rows from z = states[0] up to states[K];
    ws->logdet[i] = the sum of the forward log-dets. */
 static nf_status forward_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t row0,
-                              size_t n, const double *ctx)
+                              size_t n, const double *ctx, pass_mode mode)
 {
   size_t K = flow->n_layers, nd = n * flow->dim;
   memset(ws->logdet, 0, n * sizeof *ws->logdet);
   for (size_t k = 0; k < K; k++) {
-    nf_apply_opts o = layer_opts(seed, k, row0, EVALUATION);
+    nf_apply_opts o = layer_opts(seed, k, row0, mode);
     nf_status st = apply_layer(flow, ws, k, NF_FORWARD, n, ws->states + k * nd, ctx,
                                ws->states + (k + 1) * nd, &o);
     if (st) return st;
@@ -594,7 +594,7 @@ nf_status nf_flow_sample_ws(const nf_flow *flow, nf_flow_ws *ws, nf_rng *rng, si
     size_t m = n - i0 < ws->rows ? n - i0 : ws->rows;
     nf_rng_normal_fill(rng, m * d, ws->states);
     base_shift_scale(flow, m, ws->states);
-    st = forward_pass(flow, ws, seed, i0, m, ctx ? ctx + i0 * c : NULL);
+    st = forward_pass(flow, ws, seed, i0, m, ctx ? ctx + i0 * c : NULL, EVALUATION);
     if (st) {
       st = chunk_failure(st, fn, i0, m, n);
       break;
@@ -627,7 +627,7 @@ nf_status nf_flow_transform_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t see
     const double *chunk_ctx = ctx ? ctx + i0 * c : NULL;
     if (dir == NF_FORWARD) {
       memcpy(ws->states, in + i0 * d, md * sizeof *in);
-      st = forward_pass(flow, ws, seed, i0, m, chunk_ctx);
+      st = forward_pass(flow, ws, seed, i0, m, chunk_ctx, EVALUATION);
     } else {
       st = inverse_pass(flow, ws, seed, i0, m, in + i0 * d, chunk_ctx, EVALUATION);
     }
@@ -752,6 +752,86 @@ nf_status nf_flow_log_prob_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t
                            EVALUATION);
 }
 
+/* The backward pass after a forward pass of z = states[0]: pulls g_x (in
+   ws->g_a) and per-row cotangents w of the summed forward log-dets down the
+   chain K-1, ..., 0; leaves g_z in ws->g_a, ADDS into g_ctx and g_theta. */
+static nf_status forward_backward_pass(const nf_flow *flow, nf_flow_ws *ws, size_t n,
+                                       const double *ctx, const double *w, double *g_ctx,
+                                       double *g_theta)
+{
+  size_t nd = n * flow->dim;
+  for (size_t k = flow->n_layers; k-- > 0;) {
+    const nf_layer *layer = flow->layers[k];
+    nf_status st = layer->type->vjp(
+        layer, flow->params + flow->offset[k], NF_FORWARD, n, ws->states + k * nd,
+        layer_ctx(flow, k, ctx), ws->states + (k + 1) * nd, ws->g_a, w, ws->g_b,
+        layer->ctx_dim ? g_ctx : NULL, g_theta + flow->offset[k], ws->work + ws->work_off[k]);
+    if (st) return st;
+    double *t = ws->g_a; ws->g_a = ws->g_b; ws->g_b = t;
+  }
+  return NF_OK;
+}
+
+/* Pullback through z = mu + sigma eps and log p0(z) = log N(eps) - sum log sigma
+   for the diagonal base: g_mu += sum_i g_z, g_log_sigma += sum_i g_z (z - mu)
+   + g_log_q (the explicit -1 per log sigma_j). */
+static void base_reparam_vjp(const nf_flow *flow, size_t n, const double *z, const double *g_z,
+                             const double *g_log_q, double *g_base)
+{
+  size_t d = flow->dim;
+  if (flow->base != NF_BASE_DIAG_NORMAL) return;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < d; j++) {
+      g_base[j] += g_z[i * d + j];
+      g_base[d + j] += g_z[i * d + j] * (z[i * d + j] - flow->params[j]) - g_log_q[i];
+    }
+}
+
+/* The caller's cotangents of the samples into ws->g_a (g_x) and ws->g_logdet
+   (g_log_q), checked finite. */
+static nf_status sample_cotangents(const char *fn, const nf_flow *flow, nf_flow_ws *ws, size_t n,
+                                   nf_sample_cotangent_fn cotangent, void *user)
+{
+  size_t d = flow->dim;
+  const double *x = ws->states + flow->n_layers * n * d;
+  nf_status st = cotangent(n, d, x, ws->logdet, ws->g_a, ws->g_logdet, user);
+  if (st) return st;
+  st = check_finite(fn, "the cotangent g_x", n, d, ws->g_a);
+  return st ? st : check_finite(fn, "the cotangent g_log_q", n, 1, ws->g_logdet);
+}
+
+nf_status nf_flow_sample_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
+                                 const double *eps, const double *ctx,
+                                 nf_sample_cotangent_fn cotangent, void *user, double *x,
+                                 double *log_q, double *g_ctx, double *g_theta)
+{
+  const char *fn = "nf_flow_sample_grad";
+  nf_status st = check_call(fn, flow, ws, n, x, 0, ctx);
+  if (!st && (!eps || !cotangent)) st = nf_fail(NF_EINVAL, "%s: eps or cotangent is NULL", fn);
+  if (!st) st = check_finite(fn, "eps", n, flow->dim, eps);
+  if (!st) st = check_fits(fn, ws, n);
+  if (st) return st;
+  size_t d = flow->dim, nd = n * d, nc = n * flow->ctx_dim, K = flow->n_layers;
+  memcpy(ws->states, eps, nd * sizeof *eps);
+  base_shift_scale(flow, n, ws->states);
+  if ((st = forward_pass(flow, ws, seed, 0, n, ctx, TRAINING_NO_PENALTY)))
+    return chunk_failure(st, fn, 0, n, n);
+  for (size_t i = 0; i < n; i++) ws->logdet[i] = -ws->logdet[i];
+  base_log_prob(flow, n, ws->states, ws->logdet); /* now log q(x) */
+  if ((st = sample_cotangents(fn, flow, ws, n, cotangent, user))) return st;
+  memcpy(x, ws->states + K * nd, nd * sizeof *x);
+  if (log_q) memcpy(log_q, ws->logdet, n * sizeof *log_q);
+  for (size_t i = 0; i < n; i++) ws->logdet[i] = -ws->g_logdet[i]; /* d L / d (sum of log-dets) */
+  memset(ws->g_theta, 0, flow->n_params * sizeof *ws->g_theta);
+  memset(ws->g_ctx, 0, nc * sizeof *ws->g_ctx);
+  if ((st = forward_backward_pass(flow, ws, n, ctx, ws->logdet, ws->g_ctx, ws->g_theta)))
+    return chunk_failure(st, fn, 0, n, n);
+  base_reparam_vjp(flow, n, ws->states, ws->g_a, ws->g_logdet, ws->g_theta);
+  for (size_t p = 0; g_theta && p < flow->n_params; p++) g_theta[p] += ws->g_theta[p];
+  for (size_t i = 0; g_ctx && i < nc; i++) g_ctx[i] += ws->g_ctx[i];
+  return NF_OK;
+}
+
 /* ---- convenience calls ---- */
 
 /* The own workspace for an inference call of n rows (chunks of NF_FLOW_CHUNK). */
@@ -805,6 +885,26 @@ nf_status nf_flow_nll_grad(nf_flow *flow, size_t n, const double *x, const doubl
   double pen = 0;
   st = nf_flow_nll_grad_ws(flow, flow->own, flow->seed, n, x, ctx, nll, flow->grad, &pen);
   if (!st) flow->penalty = pen;
+  return st;
+}
+
+nf_status nf_flow_sample_grad(nf_flow *flow, nf_rng *rng, size_t n, const double *ctx,
+                              nf_sample_cotangent_fn cotangent, void *user, double *x,
+                              double *log_q)
+{
+  if (!flow || !rng || n == 0)
+    return nf_fail(NF_EINVAL, "nf_flow_sample_grad: flow or rng is NULL, or n is 0");
+  nf_status st = own_train(flow, n);
+  if (st) return st;
+  size_t nd;
+  if (nf_count_doubles("nf_flow_sample_grad", "the draws", n, flow->dim, &nd)) return NF_EINVAL;
+  double *eps = nf_dalloc(nd);
+  if (!eps) return nf_fail(NF_ENOMEM, "nf_flow_sample_grad: out of memory for %zu draws", n);
+  nf_rng_normal_fill(rng, nd, eps);
+  memset(flow->grad, 0, flow->n_params * sizeof *flow->grad);
+  st = nf_flow_sample_grad_ws(flow, flow->own, flow->seed, n, eps, ctx, cotangent, user, x, log_q,
+                              NULL, flow->grad);
+  free(eps);
   return st;
 }
 
