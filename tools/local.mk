@@ -1,3 +1,3 @@
 bin_PROGRAMS += tools/nflow
-tools_nflow_SOURCES = tools/nflow.c
-tools_nflow_LDADD = libnflow.la $(BLAS_LIBS) -lm
+tools_nflow_SOURCES = tools/nflow.c tools/targets.c tools/targets.h
+tools_nflow_LDADD = libnflow.la $(BLAS_LIBS) $(DL_LIBS) -lm

@@ -19,6 +19,7 @@
 #include <cblas.h>
 
 #include "nflow.h"
+#include "targets.h"
 
 #define MAX_HIDDEN 16
 #define MAX_FLOWS 8
@@ -26,6 +27,7 @@
 #define TOY_VAL_POINTS 2000
 #define TOY_MAX_TRAIN_POINTS 1000000
 #define TRAIN_NLL_ROWS 5000
+#define TARGET_REPORT_SAMPLES 100000 /* train --target: samples of the final report */
 
 /* Options of one run; 0, NAN or NULL mean "the flow's default". */
 typedef struct cfg {
@@ -45,6 +47,10 @@ typedef struct cfg {
   double logit_alpha;
   size_t standardize, no_standardize, stop_after;
   size_t max_memory; /* --max-memory in bytes; 0 = no limit */
+  /* reverse KL against a target instead of data */
+  const char *target, *target_lib, *estimator;
+  size_t target_dim, lattice;
+  double mass2, lambda;
 } cfg;
 
 /* Kinds of option values. Every count is an integer in [1, max] (the table's
@@ -53,6 +59,7 @@ typedef enum {
   OPT_STR,
   OPT_COUNT,
   OPT_REAL,      /* a finite number >= 0 */
+  OPT_SIGNED,    /* any finite number */
   OPT_POSITIVE,  /* a finite number > 0 */
   OPT_FRACTION,  /* a number in (0, 1) */
   OPT_FRACTION0, /* a number in [0, 1) */
@@ -158,6 +165,16 @@ static const opt_spec opt_specs[] = {
   OPT("-n", OPT_COUNT, n_samples, "sample: number of samples, 1 to 1e9 (default 1000)"),
   OPT("--context", OPT_STR, context, "sample: a file of context rows, one per sample"),
   OPT("--context-row", OPT_STR, context_row, "sample: one context row for every sample, e.g. 0.5,1.2"),
+  OPT("--target", OPT_STR, target, "train, sample: doublewell|mixture|phi4: train by reverse KL\n"
+      "                       against this unnormalised density instead of data; print\n"
+      "                       ess, logz, logz_err and reweighted observables"),
+  OPT("--target-lib", OPT_STR, target_lib, "FILE.so:SYMBOL: a user's target, SYMBOL an nf_target_fn\n"
+      "                       (nflow/target.h) giving log p~ and its gradient; needs --dim"),
+  OPT("--dim", OPT_COUNT, target_dim, "--target-lib: the target's dimension"),
+  OPT_UPTO("--lattice", lattice, 1000, "phi4: lattice side L, 2 to 1000 (default 8)"),
+  OPT("--mass2", OPT_SIGNED, mass2, "phi4: m^2, any finite number (default -4)"),
+  OPT("--lambda", OPT_REAL, lambda, "phi4: quartic coupling lambda, >= 0 (default 8)"),
+  OPT("--estimator", OPT_STR, estimator, "--target: total|stl reverse-KL gradient (default total)"),
   OPT_UPTO("--threads", threads, MAX_THREADS, "BLAS threads, 1 to 1024 (default 1)"),
   OPT("--max-memory", OPT_BYTES, max_memory, "train, compare: refuse a flow whose estimated training memory\n"
                                "                       (parameters, gradient, Adam moments, batch buffers)\n"
@@ -190,7 +207,10 @@ static void usage(FILE *out)
   fputs("usage: nflow train --data NAME|FILE.csv|FILE.npy [options]\n"
         "       nflow compare --data NAME|FILE.csv|FILE.npy [--flows realnvp,cnf] [options]\n"
         "       nflow eval --model M.safetensors --data NAME|FILE [--out logp.npy|logp.csv]\n"
+        "       nflow train --target doublewell|mixture|phi4 [--lattice L --mass2 M --lambda G]\n"
+        "       nflow train --target-lib FILE.so:SYMBOL --dim D [options]\n"
         "       nflow sample --model M.safetensors [-n N] [--seed S] [--out F.npy|F.csv]\n"
+        "       nflow sample --model M.safetensors --target T [-n N]  (reweighted observables)\n"
         "       nflow info --model M.safetensors\n"
         "       nflow --version\n", out);
   for (size_t k = 0; k < N_OPTS; k++)
@@ -263,6 +283,7 @@ static int parse_real(const char *opt, opt_kind kind, const char *s, double *out
   case OPT_POSITIVE: range = "a positive number", ok = ok && v > 0; break;
   case OPT_FRACTION: range = "a number strictly between 0 and 1", ok = ok && v > 0 && v < 1; break;
   case OPT_FRACTION0: range = "a number in [0, 1)", ok = ok && v >= 0 && v < 1; break;
+  case OPT_SIGNED: range = "a finite number"; break;
   default: range = "a non-negative number", ok = ok && v >= 0; break;
   }
   if (!ok) return die("%s: expected %s, got '%s'", opt, range, s);
@@ -300,7 +321,7 @@ static int set_option(const opt_spec *o, const char *val, cfg *c)
   case OPT_COUNT:
     if (!(rc = parse_uint(o->name, val, 1, o->max ? o->max : COUNT_MAX, &v))) *(size_t *)field = (size_t)v;
     break;
-  case OPT_REAL: case OPT_POSITIVE: case OPT_FRACTION: case OPT_FRACTION0:
+  case OPT_REAL: case OPT_POSITIVE: case OPT_FRACTION: case OPT_FRACTION0: case OPT_SIGNED:
     rc = parse_real(o->name, o->kind, val, (double *)field);
     break;
   case OPT_WIDTHS:
@@ -391,7 +412,8 @@ static int parse_args(int argc, char **argv, cfg *c, int need_data)
     int rc = set_option(o, argv[++i], c);
     if (rc) return rc;
   }
-  if (need_data && !c->data) return die("--data is required (a toy set name or a CSV file)");
+  if (need_data && !c->data && !c->target && !c->target_lib)
+    return die("--data is required (a toy set name or a CSV file)");
   if (c->flow) return check_flow("--flow", c->flow);
   return 0;
 }
@@ -665,6 +687,7 @@ static nf_status toy_test(const char *name, uint64_t seed, nf_dataset **out)
 static const char *preprocess_kind(const cfg *c)
 {
   if (c->bounds) return "logit";
+  if (!c->data) return "none"; /* a target: no data to fit */
   if (c->standardize || (!c->no_standardize && !is_toy(c->data))) return "standardize";
   return "none";
 }
@@ -1067,16 +1090,19 @@ static void state_tag(const cfg *c, char *buf, size_t size)
            "mixing=%s seed=%zu split_seed=%" PRIu64 " "
            "data=%s test=%s val=%s test_frac=%.17g val_frac=%.17g context_cols=%s preprocess=%s "
            "bounds=%s alpha=%.17g dynamics=%s end_time=%.17g fixed_end_time=%zu solver=%s "
-           "rtol=%.17g atol=%.17g steps=%zu grad_mode=%s trace=%s kinetic=%.17g jacobian=%.17g",
+           "rtol=%.17g atol=%.17g steps=%zu grad_mode=%s trace=%s kinetic=%.17g jacobian=%.17g "
+           "target=%s target_lib=%s target_dim=%zu lattice=%zu mass2=%.17g lambda=%.17g estimator=%s",
            c->flow, c->layers, hidden, c->act, c->batch, c->lr, c->schedule, c->weight_decay,
            c->clip, c->scale_bound, c->bins, c->tail_bound, c->components,
-           c->mixing ? c->mixing : "-", c->seed_plus_one - 1, split_seed(c), c->data,
+           c->mixing ? c->mixing : "-", c->seed_plus_one - 1, split_seed(c), c->data ? c->data : "-",
            c->test_file ? c->test_file : "-", c->val_file ? c->val_file : "-", c->test_frac, c->val_frac,
            c->context_cols ? c->context_cols : "-", preprocess_kind(c),
            c->bounds ? c->bounds : "-", c->bounds ? logit_alpha(c) : NAN,
            c->dynamics ? c->dynamics : "-", c->end_time, c->fixed_T,
            c->solver ? c->solver : "-", c->rtol, c->atol, c->max_steps,
-           c->grad_mode ? c->grad_mode : "-", c->trace ? c->trace : "-", c->kinetic, c->jacobian);
+           c->grad_mode ? c->grad_mode : "-", c->trace ? c->trace : "-", c->kinetic, c->jacobian,
+           c->target ? c->target : "-", c->target_lib ? c->target_lib : "-", c->target_dim,
+           c->lattice, c->mass2, c->lambda, c->estimator ? c->estimator : "-");
 }
 
 /* Validations without improvement before training stops: --patience, else
@@ -1089,8 +1115,16 @@ static size_t patience(const cfg *c)
   return is_toy(c->data) ? 0 : DEFAULT_PATIENCE;
 }
 
-/* Trains flow per c on the split, evaluates on its test part, fills r. */
-static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *rng, result *r)
+/* Validation and curve period: --eval-every, else iters / 50. */
+static size_t eval_period(const cfg *c)
+{
+  return c->eval_every ? c->eval_every : (c->iters / 50 ? c->iters / 50 : 1);
+}
+
+/* The optimizer, the trainer's options (progress, checkpoints, the curve
+   file, opened here) and the resume tag of a run per c; 0 or an exit status. */
+static int trainer_setup(const cfg *c, nf_flow *flow, run_ctl *ctl, nf_adam **adam,
+                         nf_trainer_opts *topts, char *tag, size_t tag_size, FILE **curve)
 {
   nf_adam_opts aopts = nf_adam_defaults();
   aopts.lr = c->lr;
@@ -1098,78 +1132,110 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   aopts.clip_norm = c->clip;
   nf_lr_schedule schedule;
   if (nf_lr_schedule_parse(c->schedule, &schedule)) return die("--schedule: %s", nf_errmsg());
-  nf_adam *adam = nf_adam_new(nf_flow_n_params(flow), &aopts);
-  char tag[2048];
-  state_tag(c, tag, sizeof tag);
-  run_ctl ctl = {.c = c, .every = c->eval_every, .tty = isatty(STDERR_FILENO)};
-  nf_trainer_opts topts = nf_trainer_defaults();
-  topts.batch_size = c->batch;
-  topts.iterations = c->iters;
-  topts.callback = on_progress;
-  topts.user = &ctl;
-  topts.state_tag = tag;
-  topts.schedule = schedule;
-  size_t every = c->eval_every ? c->eval_every : (c->iters / 50 ? c->iters / 50 : 1);
-  topts.val_every = s->val.x ? every : 0;
-  topts.restore_best = !c->no_restore_best;
-  topts.patience = patience(c);
-  FILE *curve = NULL;
-  if (c->curve) {
-    curve = fopen(c->curve, "w");
-    if (!curve) {
-      nf_adam_free(adam);
-      return die("--curve %s: %s", c->curve, strerror(errno));
-    }
-    topts.curve_every = every;
-    topts.curve_csv = curve;
+  state_tag(c, tag, tag_size);
+  *ctl = (run_ctl){.c = c, .every = c->eval_every, .tty = isatty(STDERR_FILENO)};
+  *topts = nf_trainer_defaults();
+  topts->batch_size = c->batch;
+  topts->iterations = c->iters;
+  topts->callback = on_progress;
+  topts->user = ctl;
+  topts->state_tag = tag;
+  topts->schedule = schedule;
+  *curve = NULL;
+  if (c->curve && !(*curve = fopen(c->curve, "w")))
+    return die("--curve %s: %s", c->curve, strerror(errno));
+  topts->curve_every = c->curve ? eval_period(c) : 0;
+  topts->curve_csv = *curve;
+  *adam = nf_adam_new(nf_flow_n_params(flow), &aopts);
+  if (!*adam) {
+    if (*curve) fclose(*curve);
+    return die("train %s: %s", c->flow, nf_errmsg());
   }
-  nf_trainer *trainer = adam ? nf_trainer_new(flow, adam, s->train.x, s->val.x, &topts, rng) : NULL;
-  ctl.trainer = trainer;
-  int rc = trainer ? 0 : die("train %s: %s", c->flow, nf_errmsg());
-  if (!rc && s->train.y && nf_trainer_set_context(trainer, s->train.y, s->val.y))
-    rc = die("train %s: %s", c->flow, nf_errmsg());
-  if (!rc && c->resume && nf_trainer_load_state(trainer, c->resume))
+  return 0;
+}
+
+/* Resumes (--resume), runs the trainer to the end or --stop-after, writes the
+   last checkpoint and closes the curve; fills report; 0 or an exit status. */
+static int run_trainer(const cfg *c, nf_trainer *trainer, run_ctl *ctl, FILE *curve,
+                       nf_train_report *report, size_t *start)
+{
+  ctl->trainer = trainer;
+  int rc = 0;
+  if (c->resume && nf_trainer_load_state(trainer, c->resume))
     rc = die("--resume: %s (resume with the options and data of the run that wrote it)",
              nf_errmsg());
-  size_t start = trainer ? nf_trainer_iterations(trainer) : 0;
-  if (!rc && c->stop_after) ctl.stop_at = start + c->stop_after;
-  nf_train_report report;
-  if (!rc && nf_trainer_run(trainer, &report) && !ctl.failed)
+  *start = nf_trainer_iterations(trainer);
+  if (!rc && c->stop_after) ctl->stop_at = *start + c->stop_after;
+  if (!rc && nf_trainer_run(trainer, report) && !ctl->failed)
     rc = die("train %s: %s", c->flow, nf_errmsg());
-  if (!rc && ctl.failed) rc = die("--checkpoint: %s", nf_errmsg());
+  if (!rc && ctl->failed) rc = die("--checkpoint: %s", nf_errmsg());
   if (curve && fclose(curve) && !rc) rc = die("--curve %s: %s", c->curve, strerror(errno));
   /* a run that ended otherwise (patience, a resumed run already complete)
      leaves its state too */
-  if (!rc && c->checkpoint && ctl.saved_at != report.iterations &&
+  if (!rc && c->checkpoint && ctl->saved_at != report->iterations &&
       nf_trainer_save_state(trainer, c->checkpoint))
     rc = die("--checkpoint: %s", nf_errmsg());
-  if (!rc && ctl.stopped_after)
-    snprintf(report.stop_reason, sizeof report.stop_reason,
+  if (!rc && ctl->stopped_after)
+    snprintf(report->stop_reason, sizeof report->stop_reason,
              "--stop-after %zu at iteration %zu (continue with --resume %s)", c->stop_after,
-             report.iterations, c->checkpoint);
+             report->iterations, c->checkpoint);
+  return rc;
+}
+
+/* The run's figures from its report: iterations, time and CNF counts per
+   step of this invocation (a resumed run did the others before). */
+static int fill_result(const cfg *c, nf_flow *flow, const nf_train_report *report,
+                       size_t start, result *r)
+{
+  nf_cnf_counters counters;
+  r->continuous = cnf_totals(flow, &counters);
+  if (r->continuous && cnf_trace(c, nf_flow_dim(flow), &r->trace)) return 1;
+  r->iters = report->iterations;
+  r->restored = report->restored_iteration;
+  r->stop = report->stopped;
+  snprintf(r->stop_reason, sizeof r->stop_reason, "%s", report->stop_reason);
+  r->seconds = report->seconds;
+  r->val_nll = report->val_nll_best;
+  r->diverged = report->diverged;
+  if (report->diverged)
+    fprintf(stderr, "nflow: warning: training diverged at iteration %zu: smoothed loss %.6g "
+            "is more than %g*d = %g nats above its best %.6g; lower --lr (flow %s)\n",
+            report->diverged_iteration, report->diverged_loss, NF_TRAIN_DIVERGE_NATS,
+            NF_TRAIN_DIVERGE_NATS * (double)nf_flow_dim(flow), report->diverged_best, c->flow);
+  double it = report->iterations > start ? (double)(report->iterations - start) : 1.0;
+  /* per training step: validation and curve points are not counted */
+  r->ms_per_iter = 1e3 * report->step_seconds / it;
+  r->nfe_forward = report->step_nfe / it;
+  r->nfe_backward = report->step_nfe_adjoint / it;
+  r->end_time = r->continuous ? nf_cnf_end_time(nf_flow_layer(flow, 0), nf_flow_params(flow) + nf_flow_param_offset(flow, 0)) : NAN;
+  r->flow = c->flow;
+  r->params = nf_flow_n_params(flow);
+  return 0;
+}
+
+/* Trains flow per c on the split, evaluates on its test part, fills r. */
+static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *rng, result *r)
+{
+  nf_adam *adam = NULL;
+  nf_trainer_opts topts;
+  run_ctl ctl;
+  char tag[2048];
+  FILE *curve = NULL;
+  int rc = trainer_setup(c, flow, &ctl, &adam, &topts, tag, sizeof tag, &curve);
+  if (rc) return rc;
+  topts.val_every = s->val.x ? eval_period(c) : 0;
+  topts.restore_best = !c->no_restore_best;
+  topts.patience = patience(c);
+  nf_trainer *trainer = nf_trainer_new(flow, adam, s->train.x, s->val.x, &topts, rng);
+  if (!trainer) rc = die("train %s: %s", c->flow, nf_errmsg());
+  if (!rc && s->train.y && nf_trainer_set_context(trainer, s->train.y, s->val.y))
+    rc = die("train %s: %s", c->flow, nf_errmsg());
+  nf_train_report report;
+  size_t start = 0;
+  if (!rc) rc = run_trainer(c, trainer, &ctl, curve, &report, &start);
+  else if (curve) fclose(curve);
+  if (!rc) rc = fill_result(c, flow, &report, start, r);
   if (!rc) {
-    nf_cnf_counters counters;
-    r->continuous = cnf_totals(flow, &counters);
-    if (r->continuous && cnf_trace(c, nf_flow_dim(flow), &r->trace)) return 1;
-    r->iters = report.iterations;
-    r->restored = report.restored_iteration;
-    r->stop = report.stopped;
-    snprintf(r->stop_reason, sizeof r->stop_reason, "%s", report.stop_reason);
-    r->seconds = report.seconds;
-    r->val_nll = report.val_nll_best;
-    r->diverged = report.diverged;
-    if (report.diverged)
-      fprintf(stderr, "nflow: warning: training diverged at iteration %zu: smoothed loss %.6g "
-              "is more than %g*d = %g nats above its best %.6g; lower --lr (flow %s)\n",
-              report.diverged_iteration, report.diverged_loss, NF_TRAIN_DIVERGE_NATS,
-              NF_TRAIN_DIVERGE_NATS * (double)s->train.x->dim, report.diverged_best, c->flow);
-    /* per iteration of this invocation (a resumed run did the others before) */
-    double it = report.iterations > start ? (double)(report.iterations - start) : 1.0;
-    /* per training step: validation and curve points are not counted */
-    r->ms_per_iter = 1e3 * report.step_seconds / it;
-    r->nfe_forward = report.step_nfe / it;
-    r->nfe_backward = report.step_nfe_adjoint / it;
-    r->end_time = r->continuous ? nf_cnf_end_time(nf_flow_layer(flow, 0), nf_flow_params(flow) + nf_flow_param_offset(flow, 0)) : NAN;
     size_t m = s->train.x->n < TRAIN_NLL_ROWS ? s->train.x->n : TRAIN_NLL_ROWS;
     nf_flow_set_seed(flow, 0);
     if (nf_flow_nll(flow, m, s->train.x->x, s->train.y ? s->train.y->x : NULL, &r->train_nll))
@@ -1273,10 +1339,85 @@ static int print_keys(const char *prefix, const result *r)
   return rc;
 }
 
+/* The target of --target or --target-lib; 0 or an exit status. */
+static int open_target(const cfg *c, tool_target *t)
+{
+  target_spec spec = {c->target, c->target_lib, c->target_dim, c->lattice, c->mass2, c->lambda};
+  return tool_target_open(&spec, t);
+}
+
+/* train --target: reverse KL against the target, no data; prints the run's
+   figures and the importance-sampling report of -n fresh samples. */
+static int cmd_train_target(cfg *c)
+{
+  static const char *const data_only[] = {"--data", "--test", "--val", "--val-frac", "--test-frac",
+      "--context-cols", "--standardize", "--bounds", "--patience", "--split-seed"};
+  for (size_t k = 0; k < sizeof data_only / sizeof *data_only; k++)
+    if (given[find_option(data_only[k]) - opt_specs])
+      return die("%s does not apply to --target training (reverse KL needs no data)", data_only[k]);
+  nf_objective objective = nf_objective_reverse_kl(NULL);
+  if (c->estimator && nf_grad_estimator_parse(c->estimator, &objective.estimator))
+    return die("--estimator: %s", nf_errmsg());
+  tool_target t;
+  int rc = open_target(c, &t);
+  if (rc) return rc;
+  objective.target = t.target;
+  cfg f = *c;
+  fill_defaults(&f);
+  nf_rng rng;
+  nf_rng_seed(&rng, f.seed_plus_one - 1);
+  nf_flow *flow = NULL;
+  nf_adam *adam = NULL;
+  nf_trainer *trainer = NULL;
+  nf_trainer_opts topts;
+  run_ctl ctl;
+  char tag[2048];
+  FILE *curve = NULL;
+  size_t dim = nf_target_dim(t.target), start = 0;
+  rc = build_flow(&f, dim, 0, &rng, &flow);
+  if (!rc) rc = trainer_setup(&f, flow, &ctl, &adam, &topts, tag, sizeof tag, &curve);
+  if (!rc) {
+    topts.objective = &objective;
+    if (!(trainer = nf_trainer_new(flow, adam, NULL, NULL, &topts, &rng)))
+      rc = die("train %s: %s", f.flow, nf_errmsg());
+  }
+  nf_train_report report;
+  result r = {.val_nll = NAN};
+  if (!rc) rc = run_trainer(&f, trainer, &ctl, curve, &report, &start);
+  else if (curve) fclose(curve);
+  if (!rc) rc = fill_result(&f, flow, &report, start, &r);
+  if (!rc) {
+    printf("flow=%s\ndim=%zu\nobjective=reverse_kl\nestimator=%s\nbatch=%zu\nseed=%zu\n", f.flow,
+           dim, nf_grad_estimator_name(objective.estimator), f.batch, f.seed_plus_one - 1);
+    printf("params=%zu\niters=%zu\nloss=%.6f\ntrain_ess=%.6f\ndiverged=%d\ntrain_seconds=%.3f\n"
+           "ms_per_iter=%.4f\n", r.params, r.iters, report.train_loss, report.ess_last, r.diverged,
+           r.seconds, r.ms_per_iter);
+    if (r.continuous)
+      printf("nfe_forward=%.2f\nnfe_backward=%.2f\nend_time=%.6f\ntrain_trace=%s\n", r.nfe_forward,
+             r.nfe_backward, r.end_time, nf_cnf_trace_name(r.trace));
+    rc = tool_target_report(flow, &t, &rng, c->n_samples ? c->n_samples : TARGET_REPORT_SAMPLES);
+  }
+  if (!rc && c->out) {
+    nf_meta *meta = nf_meta_new();
+    if (!meta || nf_meta_set(meta, "target", t.label) || nf_meta_set(meta, "flow", f.flow) ||
+        nf_flow_save(flow, c->out, meta))
+      rc = die("--out: %s", nf_errmsg());
+    else
+      printf("model=%s\n", c->out);
+    nf_meta_free(meta);
+  }
+  nf_trainer_free(trainer);
+  nf_adam_free(adam);
+  nf_flow_free(flow);
+  tool_target_close(&t);
+  return rc;
+}
+
 static int cmd_train(cfg *c)
 {
   if (!c->flow) c->flow = "realnvp";
   int rc = check_scope(c->flow);
+  if (!rc && (c->target || c->target_lib)) return cmd_train_target(c);
   if (!rc) rc = check_run_options(c);
   if (rc) return rc;
   cfg filled = *c;
@@ -1481,6 +1622,23 @@ static int cmd_sample(cfg *c)
     nf_rng_seed(&rng, c->seed_plus_one - 1);
     if (nf_flow_sample(flow, &rng, n, cf ? cf->x : ctx, x, NULL)) rc = die("sample: %s", nf_errmsg());
   }
+  if (!rc && (c->target || c->target_lib)) { /* the report instead of the rows */
+    tool_target t;
+    nf_rng rng;
+    nf_rng_seed(&rng, c->seed_plus_one - 1);
+    if (cd) rc = die("--target: the model is conditional; targets are unconditional");
+    else if (!(rc = open_target(c, &t))) {
+      if (nf_target_dim(t.target) != d)
+        rc = die("--target %s is %zu-D, the model %zu-D", t.label, nf_target_dim(t.target), d);
+      else rc = tool_target_report(flow, &t, &rng, n);
+      tool_target_close(&t);
+    }
+    if (!rc) printf("model=%s\n", c->model);
+    free(x);
+    nf_meta_free(meta);
+    nf_flow_free(flow);
+    return rc;
+  }
   if (!rc && c->out && write_rows(c->out, n, d, x)) rc = die("--out: %s", nf_errmsg());
   if (!rc && !c->out)
     for (size_t i = 0; i < n; i++)
@@ -1532,7 +1690,7 @@ int main(int argc, char **argv)
   cfg c = {.iters = 2000, .threads = 1, .seed_plus_one = 2, .lr = NAN, .test_frac = NAN,
            .weight_decay = NAN, .clip = NAN, .scale_bound = NAN, .tail_bound = NAN, .end_time = NAN,
            .rtol = NAN, .atol = NAN, .kinetic = NAN, .jacobian = NAN, .val_frac = NAN,
-           .logit_alpha = NAN};
+           .logit_alpha = NAN, .mass2 = NAN, .lambda = NAN};
   int rc = parse_args(argc - 2, argv + 2, &c, cmd <= 2);
   if (rc) return rc;
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS

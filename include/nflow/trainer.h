@@ -59,9 +59,20 @@
    unaffected. Saved states need nothing more: the initialised parameters
    are parameters like any others.
 
-   The trainer borrows the flow, the optimizer and the data sets (contexts
-   included): they must outlive it, and no layer may be pushed onto the flow
-   while it is in use. */
+   Other objectives (objective.h): with opts.objective, a step minimises that
+   objective instead of the mean NLL: its sample terms (reverse KL against a
+   target, E_q[F], H[q]) over batch_size fresh draws eps from the trainer's
+   rng (saved in states, so a resume is bit for bit), its data term over the
+   batch of training rows. An objective without a data term needs no
+   training set: train may then be NULL (a one-row placeholder keeps the
+   bookkeeping, so an epoch is one step), and there is no data-dependent
+   initialisation. With a target, each step's importance weights give the
+   Kish ESS per sample of its draws (progress, curve points, the CSV's ess
+   column, the report). Validation stays the NLL of the validation set.
+
+   The trainer borrows the flow, the optimizer, the data sets (contexts
+   included) and the objective with its targets: they must outlive it, and no
+   layer may be pushed onto the flow while it is in use. */
 #ifndef NFLOW_TRAINER_H
 #define NFLOW_TRAINER_H
 
@@ -72,6 +83,7 @@
 #include "nflow/flow.h"
 #include "nflow/adam.h"
 #include "nflow/dataset.h"
+#include "nflow/objective.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -91,6 +103,7 @@ typedef struct nf_train_progress {
   double seconds;   /* wall time since this nf_trainer_run began */
   double loss_smoothed; /* the moving average of the batch losses (see Divergence) */
   int diverged;     /* 1 once the trainer has marked the run diverged */
+  double ess;       /* objective with a target: this step's ESS per sample; else NaN */
 } nf_train_progress;
 
 /* Progress callback: return 0 to continue, nonzero to stop the run early. */
@@ -106,6 +119,8 @@ typedef struct nf_train_curve_point {
   int continuous;      /* 1 if the flow has CNF layers: the two counts below apply */
   double nfe_forward;  /* CNF right-hand side evaluations per step since the last point */
   double nfe_backward; /* CNF adjoint evaluations per step since the last point */
+  double ess;          /* objective with a target: mean ESS per sample of the steps
+                          since the last point; else NaN */
 } nf_train_curve_point;
 
 /* Curve callback: return 0 to continue, nonzero to stop the run early. */
@@ -133,7 +148,8 @@ typedef struct nf_trainer_opts {
   nf_train_curve_fn curve;    /* may be NULL */
   void *curve_user;           /* passed to curve */
   FILE *curve_csv;            /* may be NULL: a header line "iter,seconds,train_loss,val_loss"
-                                 (",nfe_forward,nfe_backward" for a CNF flow) at the first
+                                 (",nfe_forward,nfe_backward" for a CNF flow, then ",ess"
+                                 for an objective with a target) at the first
                                  point of a trainer, then one line per point, %.17g */
   const char *state_tag;      /* may be NULL: a caller's description of the run (options,
                                  architecture) saved in nf_trainer_save_state files and
@@ -141,6 +157,9 @@ typedef struct nf_trainer_opts {
                                  borrowed: it must outlive the trainer */
   int data_init;              /* nonzero (default 1): data-dependent initialisation at the
                                  first step of a fresh flow (see above) */
+  const nf_objective *objective; /* NULL (default): maximum likelihood; else what a step
+                                 minimises (see above); copied at nf_trainer_new, its
+                                 targets borrowed */
 } nf_trainer_opts;
 
 /* Why a run ended before opts.iterations. */
@@ -177,6 +196,8 @@ typedef struct nf_train_report {
                                 above its best for NF_TRAIN_DIVERGE_STEPS steps (sticky) */
   size_t diverged_iteration; /* the step at which it was marked; 0 if not diverged */
   double diverged_loss, diverged_best; /* the smoothed loss and its best then; NaN if not */
+  double ess_last;           /* objective with a target: the last step's ESS per sample; NaN
+                                otherwise */
 } nf_train_report;
 
 typedef struct nf_trainer nf_trainer;
@@ -199,7 +220,9 @@ const char *nf_train_stop_name(nf_train_stop stop);
    flow's workspaces for one batch. NULL (with nf_errmsg) on a NULL argument,
    an empty data set, batch_size == 0, a data set whose dim differs from the
    flow's or with a non-finite entry, an optimizer whose size differs from the
-   flow's parameter count, a bad schedule, or no memory. A conditional flow is
+   flow's parameter count, a bad schedule, an objective the flow cannot use
+   (nf_objective_check), or no memory. train may be NULL only for an
+   objective without a data term. A conditional flow is
    accepted but needs nf_trainer_set_context before its first step. */
 nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train,
                            const nf_dataset *val, const nf_trainer_opts *opts,

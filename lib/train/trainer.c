@@ -14,6 +14,7 @@
 #include "io/io_internal.h"
 #include "io/safetensors.h"
 #include "nflow/cnf.h"
+#include "nflow/importance.h"
 #include "nflow/meta.h"
 #include "nflow/trainer.h"
 
@@ -65,6 +66,14 @@ struct nf_trainer {
   int diverged;
   size_t diverged_iteration;
   double diverged_loss, diverged_best;
+  /* another objective (opts.objective; objective.h) */
+  nf_objective objective;
+  int has_objective;
+  nf_dataset placeholder; /* the one-row training set of an objective without data */
+  nf_flow_ws *ws;        /* the objective's workspace: max(batch, draws) rows */
+  double *eps, *log_w;   /* draws x dim standard normals, draws log weights */
+  double ess_last;       /* the last step's ESS per sample; NaN without a target */
+  double win_ess;        /* sum of the ESS of the steps since the last curve point */
 };
 
 static const char *const schedule_names[] = {"constant", "cosine"};
@@ -135,7 +144,8 @@ static nf_status check_args(nf_flow *flow, nf_adam *adam, const nf_dataset *trai
   const char *fn = "nf_trainer_new";
   if (!flow || !adam || !train)
     return nf_fail(NF_EINVAL, "%s: NULL %s", fn,
-                   !flow ? "flow" : !adam ? "optimizer" : "training set");
+                   !flow ? "flow" : !adam ? "optimizer" : o->objective ?
+                   "training set, and the objective has a data term" : "training set");
   if (nf_adam_size(adam) != nf_flow_n_params(flow))
     return nf_fail(NF_EDIM, "%s: optimizer has %zu parameters but the flow has %zu", fn,
                    nf_adam_size(adam), nf_flow_n_params(flow));
@@ -145,10 +155,30 @@ static nf_status check_args(nf_flow *flow, nf_adam *adam, const nf_dataset *trai
   if (o->schedule == NF_LR_COSINE &&
       !(o->lr_min >= 0 && o->lr_min < nf_adam_options(adam).lr))
     return nf_fail(NF_EINVAL, "%s: lr_min %g is not in [0, lr)", fn, o->lr_min);
-  nf_status st = check_dataset(fn, "training set", train, "dim", nf_flow_dim(flow), 0);
+  nf_status st = o->objective
+      ? nf_objective_check(o->objective, nf_flow_dim(flow), nf_flow_ctx_dim(flow)) : NF_OK;
+  if (st == NF_OK) st = check_dataset(fn, "training set", train, "dim", nf_flow_dim(flow), 0);
   if (st == NF_OK && val)
     st = check_dataset(fn, "validation set", val, "dim", nf_flow_dim(flow), 0);
   return st;
+}
+
+/* The objective's copy, workspace and draw buffers (opts.objective set). */
+static nf_status objective_buffers(nf_trainer *tr)
+{
+  size_t d = nf_flow_dim(tr->flow), draws = tr->opts.batch_size;
+  size_t rows = draws > tr->batch ? draws : tr->batch, nd;
+  tr->objective = *tr->opts.objective;
+  tr->opts.objective = &tr->objective;
+  tr->has_objective = 1;
+  if (nf_count_doubles("nf_trainer_new", "the draws", draws, d, &nd)) return NF_EINVAL;
+  tr->ws = nf_flow_ws_new(tr->flow, rows);
+  tr->eps = nf_dalloc(nd);
+  tr->log_w = nf_dalloc(draws);
+  if (!tr->ws) return nf_last_status();
+  if (!tr->eps || !tr->log_w)
+    return nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory for %zu draws", draws);
+  return NF_OK;
 }
 
 nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train,
@@ -160,11 +190,26 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
     nf_fail(NF_EINVAL, "nf_trainer_new: NULL rng");
     return NULL;
   }
-  if (check_args(flow, adam, train, val, &o) != NF_OK) return NULL;
+  nf_dataset placeholder = {0};
+  int sample_only = o.objective && o.objective->nll_weight == 0 && flow;
+  if (sample_only && !train) { /* one zero row: every step is an epoch */
+    placeholder = (nf_dataset){.n = 1, .dim = nf_flow_dim(flow),
+                               .x = nf_dalloc(nf_flow_dim(flow))};
+    if (!placeholder.x) {
+      nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory");
+      return NULL;
+    }
+    train = &placeholder;
+  }
+  if (check_args(flow, adam, train, val, &o) != NF_OK) {
+    free(placeholder.x);
+    return NULL;
+  }
   size_t batch = o.batch_size < train->n ? o.batch_size : train->n;
   size_t c = nf_flow_ctx_dim(flow);
   nf_trainer *tr = calloc(1, sizeof *tr);
   if (!tr) {
+    free(placeholder.x);
     nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory");
     return NULL;
   }
@@ -177,21 +222,23 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
                      .lr0 = nf_adam_options(adam).lr,
                      .theta_next = nf_dalloc(nf_flow_n_params(flow)),
                      .theta_live = nf_dalloc(nf_flow_n_params(flow)),
-                     .best_theta = o.restore_best ? nf_dalloc(nf_flow_n_params(flow)) : NULL};
+                     .best_theta = o.restore_best ? nf_dalloc(nf_flow_n_params(flow)) : NULL,
+                     .placeholder = placeholder, .ess_last = NAN};
+  if (train == &placeholder) tr->train = &tr->placeholder;
   if (!tr->order || !tr->xb || (c && !tr->cb) || !tr->theta_next || !tr->theta_live ||
       (o.restore_best && !tr->best_theta)) {
     nf_trainer_free(tr);
     nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory for a batch of %zu rows", batch);
     return NULL;
   }
-  if (nf_flow_reserve(flow, batch) != NF_OK) {
+  if (nf_flow_reserve(flow, batch) != NF_OK || (o.objective && objective_buffers(tr) != NF_OK)) {
     nf_trainer_free(tr);
     return NULL;
   }
   for (size_t i = 0; i < train->n; i++) tr->order[i] = i;
   nf_rng_shuffle(&tr->rng, train->n, tr->order);
   tr->noise_seed = nf_rng_u64(&tr->rng);
-  tr->init_pending = o.data_init && nf_flow_params_fresh(flow);
+  tr->init_pending = o.data_init && nf_flow_params_fresh(flow) && tr->train != &tr->placeholder;
   nf_cnf_counters cnt;
   for (size_t k = 0; k < nf_flow_n_layers(flow); k++)
     if (nf_cnf_get_counters(nf_flow_layer(flow, k), &cnt) == NF_OK) tr->continuous = 1;
@@ -233,6 +280,10 @@ void nf_trainer_free(nf_trainer *trainer)
   free(trainer->theta_next);
   free(trainer->theta_live);
   free(trainer->best_theta);
+  free(trainer->placeholder.x);
+  nf_flow_ws_free(trainer->ws);
+  free(trainer->eps);
+  free(trainer->log_w);
   free(trainer);
 }
 
@@ -375,12 +426,32 @@ static nf_status step(nf_trainer *tr, double *loss)
   return st;
 }
 
+/* The objective's estimate *loss at fresh draws and m training rows, its
+   gradient into the flow's, and the draws' ESS when there is a target. */
+static nf_status objective_gradient(nf_trainer *tr, size_t m, double *loss)
+{
+  const nf_objective *o = &tr->objective;
+  size_t draws = nf_objective_samples(o) ? tr->opts.batch_size : 0;
+  nf_rng_normal_fill(&tr->rng, draws * nf_flow_dim(tr->flow), tr->eps);
+  int weighted = o->reverse_kl_weight != 0;
+  nf_status st = nf_objective_grad_ws(o, tr->flow, tr->ws, nf_flow_seed(tr->flow), draws,
+                                      tr->eps, o->nll_weight != 0 ? m : 0, tr->xb,
+                                      tr->train_ctx ? tr->cb : NULL, loss, nf_flow_grad(tr->flow),
+                                      weighted ? tr->log_w : NULL, NULL);
+  nf_importance imp = {0, NAN, NAN, NAN};
+  if (st == NF_OK && weighted && draws >= 2) nf_importance_summary(draws, tr->log_w, &imp);
+  if (st == NF_OK) tr->ess_last = imp.ess;
+  return st;
+}
+
 /* The gradient of the batch's mean NLL and one optimizer step, written through
    nf_flow_set_params; the parameters are untouched on failure. */
 static nf_status optimizer_step(nf_trainer *tr, size_t m, size_t np, double *loss)
 {
   double nll;
-  nf_status st = nf_flow_nll_grad(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL, &nll);
+  nf_status st = tr->has_objective
+      ? objective_gradient(tr, m, &nll)
+      : nf_flow_nll_grad(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL, &nll);
   if (st != NF_OK) return st;
   if (!isfinite(nll))
     return nf_fail(NF_ENONFINITE, "nf_trainer_step: batch NLL is %g at iteration %zu",
@@ -392,6 +463,7 @@ static nf_status optimizer_step(nf_trainer *tr, size_t m, size_t np, double *los
   if (st != NF_OK)
     return nf_fail_prefixed(st, "nf_trainer_step: the optimizer step was refused");
   record_step(tr, m, nll);
+  tr->win_ess += tr->ess_last;
   if (loss) *loss = nll;
   return NF_OK;
 }
@@ -456,7 +528,8 @@ static nf_train_report make_report(const nf_trainer *tr, nf_train_stop stop,
                        .step_nfe_adjoint = tr->step_nfe_adjoint - start->step_nfe_adjoint,
                        .loss_smoothed = tr->ema, .loss_smoothed_best = tr->ema_best,
                        .diverged = tr->diverged, .diverged_iteration = tr->diverged_iteration,
-                       .diverged_loss = tr->diverged_loss, .diverged_best = tr->diverged_best};
+                       .diverged_loss = tr->diverged_loss, .diverged_best = tr->diverged_best,
+                       .ess_last = tr->ess_last};
   if (stop == NF_STOP_CALLBACK)
     snprintf(r.stop_reason, sizeof r.stop_reason, "the callback asked to stop at iteration %zu",
              tr->iterations);
@@ -481,17 +554,20 @@ static nf_status curve_point(nf_trainer *tr, int *stop)
                             .val_loss = tr->val ? tr->val_last : NAN,
                             .continuous = tr->continuous,
                             .nfe_forward = tr->continuous ? tr->win_nfe / k : NAN,
-                            .nfe_backward = tr->continuous ? tr->win_nfe_adjoint / k : NAN};
-  tr->win_sum = tr->win_nfe = tr->win_nfe_adjoint = 0.0;
+                            .nfe_backward = tr->continuous ? tr->win_nfe_adjoint / k : NAN,
+                            .ess = tr->win_ess / k};
+  int with_ess = tr->has_objective && tr->objective.reverse_kl_weight != 0;
+  tr->win_sum = tr->win_nfe = tr->win_nfe_adjoint = tr->win_ess = 0.0;
   tr->win_rows = tr->win_steps = 0;
   FILE *f = tr->opts.curve_csv;
   if (f) {
     if (!tr->curve_header)
-      fputs(tr->continuous ? "iter,seconds,train_loss,val_loss,nfe_forward,nfe_backward\n"
-                           : "iter,seconds,train_loss,val_loss\n", f);
+      fprintf(f, "iter,seconds,train_loss,val_loss%s%s\n",
+              tr->continuous ? ",nfe_forward,nfe_backward" : "", with_ess ? ",ess" : "");
     tr->curve_header = 1;
     fprintf(f, "%zu,%.6f,%.17g,%.17g", p.iteration, p.seconds, p.train_loss, p.val_loss);
     if (p.continuous) fprintf(f, ",%.6g,%.6g", p.nfe_forward, p.nfe_backward);
+    if (with_ess) fprintf(f, ",%.6g", p.ess);
     fputc('\n', f);
     fflush(f);
   }
@@ -525,7 +601,8 @@ nf_status nf_trainer_run(nf_trainer *trainer, nf_train_report *report)
       nf_train_progress p = {.iteration = tr->iterations, .total = tr->opts.iterations,
                              .epoch = tr->epochs, .loss = loss, .val_nll = tr->val_last,
                              .seconds = now_seconds() - t0,
-                             .loss_smoothed = tr->ema, .diverged = tr->diverged};
+                             .loss_smoothed = tr->ema, .diverged = tr->diverged,
+                             .ess = tr->ess_last};
       if (tr->opts.callback(&p, tr->opts.user) && stop == NF_STOP_NONE) stop = NF_STOP_CALLBACK;
     }
   }
