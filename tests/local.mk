@@ -40,8 +40,8 @@ tests_test_bad_input_LDFLAGS = -static
 # io_fixtures writes the files test_io_python.sh reads with NumPy.
 check_PROGRAMS += tests/io_fixtures
 tests_io_fixtures_LDFLAGS = -static
-TESTS += $(nf_suites) tests/test_cli.sh tests/test_install.sh tests/test_io_python.sh
-EXTRA_DIST += tests/test_cli.sh tests/test_install.sh tests/data tests/read_safetensors.py \
+TESTS += $(nf_suites) tests/test_cli.sh tests/test_cli_target.sh tests/test_install.sh tests/test_io_python.sh
+EXTRA_DIST += tests/test_cli.sh tests/test_cli_target.sh tests/test_install.sh tests/data tests/read_safetensors.py \
   tests/test_io_python.sh tests/valgrind_suites tests/numpy_python.sh
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
   nf_sanitizers='$(enable_sanitizers)'; export top_srcdir top_builddir nf_sanitizers;

@@ -28,4 +28,10 @@ grep -q '^state=' "$stage/hamiltonian.txt"
 "$stage/load_eval" "$stage/m.safetensors" > "$stage/load_eval.txt"
 grep -q '^saved=' "$stage/train_save.txt"
 grep -q '^checksum=' "$stage/load_eval.txt"
+# A Boltzmann generator of the double well (300 iterations): log Z within 0.02 of
+# quadrature (0.865367) and ESS >= 0.8.
+"$stage/boltzmann" 300 20000 > "$stage/boltzmann.txt"
+awk -F= '$1 == "logz" { z = $2 } $1 == "ess" { e = $2 }
+         END { d = z - 0.865367; if (d < 0) d = -d; exit !(d <= 0.02 && e >= 0.8) }' "$stage/boltzmann.txt" ||
+  { echo "boltzmann: $(tr '\n' ' ' < "$stage/boltzmann.txt")"; exit 1; }
 echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"
