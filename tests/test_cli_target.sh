@@ -88,6 +88,9 @@ expect_error "--target and --target-lib exclude each other" train --target phi4 
 expect_error "--lambda: expected a non-negative number" train --target phi4 --lambda -1
 expect_error "--estimator: unknown gradient estimator 'exact'" train --target doublewell --estimator exact
 expect_error "--target phi4 is 64-D, the model 2-D" sample --model "$tmp/dw.safetensors" --target phi4
+expect_error "--anneal applies to train --target only" train --data moons --anneal 5
+expect_error "--lattice applies to train --target only" compare --data moons --lattice 4
+expect_error "--anneal-beta0: expected a number in (0, 1\]" train --target doublewell --anneal-beta0 1.5
 
 [ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "nflow train --target: all checks passed"

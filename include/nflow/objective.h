@@ -21,6 +21,12 @@
    in expectation: E_q[score] = 0), so that its variance vanishes as q
    approaches p. Both are unbiased; STL costs one more density pass.
 
+   Tempering: with beta in (0, 1) the reverse-KL term targets p~^beta, a
+   flatter density with lower barriers; a trainer can anneal beta up to 1
+   (nf_trainer_opts.anneal_iterations), which keeps a flow that starts broad
+   from collapsing onto one mode of a multimodal target (reverse KL is
+   mode-seeking).
+
    Sample terms need an unconditional flow. A mixed forward/reverse
    objective sets both nll_weight and reverse_kl_weight. */
 #ifndef NFLOW_OBJECTIVE_H
@@ -53,6 +59,8 @@ typedef struct nf_objective {
   const nf_target *target;     /* borrowed */
   const nf_target *observable; /* borrowed */
   nf_grad_estimator estimator;
+  double beta;                 /* inverse temperature of the target in the reverse-KL term,
+                                  E_q[log q - beta log p~], in (0, 1]; 0 means 1 */
 } nf_objective;
 
 /* Maximum likelihood: nll_weight 1, nothing else. */
@@ -85,7 +93,7 @@ typedef struct nf_objective_terms {
    over n_data rows x_data (ctx_data for a conditional flow; NULL with 0 when
    nll_weight is 0). Noise (Hutchinson probes) is keyed by seed. log_w
    (n_draws, may be NULL) receives log p~(x) - log q(x) of the draws when
-   there is a target, terms (may be NULL) the parts. n_draws and n_data <= the
+   there is a target (log p~ scaled by beta), terms (may be NULL) the parts. n_draws and n_data <= the
    workspace's rows. The flow's evaluation on its training estimators (as
    nf_flow_nll_grad_ws, including a CNF's penalty on the data term). On
    failure grad is zeroed and *loss untouched. */

@@ -160,6 +160,10 @@ typedef struct nf_trainer_opts {
   const nf_objective *objective; /* NULL (default): maximum likelihood; else what a step
                                  minimises (see above); copied at nf_trainer_new, its
                                  targets borrowed */
+  size_t anneal_iterations;   /* objective with a target: the first K steps temper it, beta
+                                 rising linearly from anneal_beta0 at step 0 to 1 at step K
+                                 (objective.h); 0 (default): the objective's own beta */
+  double anneal_beta0;        /* in (0, 1]: the first step's beta */
 } nf_trainer_opts;
 
 /* Why a run ended before opts.iterations. */

@@ -26,13 +26,13 @@ nf_status nf_grad_estimator_parse(const char *name, nf_grad_estimator *estimator
 
 nf_objective nf_objective_max_likelihood(void)
 {
-  nf_objective o = {1.0, 0.0, 0.0, 0.0, NULL, NULL, NF_GRAD_TOTAL};
+  nf_objective o = {1.0, 0.0, 0.0, 0.0, NULL, NULL, NF_GRAD_TOTAL, 1.0};
   return o;
 }
 
 nf_objective nf_objective_reverse_kl(const nf_target *target)
 {
-  nf_objective o = {0.0, 1.0, 0.0, 0.0, target, NULL, NF_GRAD_TOTAL};
+  nf_objective o = {0.0, 1.0, 0.0, 0.0, target, NULL, NF_GRAD_TOTAL, 1.0};
   return o;
 }
 
@@ -65,6 +65,8 @@ nf_status nf_objective_check(const nf_objective *o, size_t dim, size_t ctx_dim)
     any |= w[k] != 0;
   }
   if (!any) return nf_fail(NF_EINVAL, "nf_objective: every weight is 0");
+  if (!(o->beta >= 0 && o->beta <= 1))
+    return nf_fail(NF_EINVAL, "nf_objective: beta is %g, not in (0, 1] (0 means 1)", o->beta);
   if ((unsigned)o->estimator > NF_GRAD_STL)
     return nf_fail(NF_EINVAL, "nf_objective: unknown gradient estimator %d", (int)o->estimator);
   nf_status st = check_function("target", o->reverse_kl_weight, o->target, dim);
@@ -84,19 +86,21 @@ typedef struct draws {
   double sum_kl, sum_f, sum_neg_log_q;
 } draws;
 
-/* Per draw i of n, the loss a (log q - log p~) + c F - h log q: cotangents
-   g_x = (c grad F - a grad log p~) / n and g_log_q = (a - h) / n. */
+/* Per draw i of n, the loss a (log q - b log p~) + c F - h log q (b = beta):
+   cotangents g_x = (c grad F - a b grad log p~) / n and g_log_q = (a - h) / n. */
 static nf_status draws_cotangent(size_t n, size_t d, const double *x, const double *log_q,
                                  double *g_x, double *g_log_q, void *user)
 {
   draws *s = user;
   const nf_objective *o = s->o;
   double a = o->reverse_kl_weight, c = o->expectation_weight, h = o->entropy_weight;
-  double inv_n = 1.0 / (double)n;
+  double inv_n = 1.0 / (double)n, beta = o->beta > 0 ? o->beta : 1.0;
   nf_status st = NF_OK;
   memset(g_x, 0, n * d * sizeof *g_x);
-  if (a != 0 && !(st = nf_target_eval(o->target, n, x, s->log_p, g_x)))
-    for (size_t k = 0; k < n * d; k++) g_x[k] *= -a * inv_n;
+  if (a != 0 && !(st = nf_target_eval(o->target, n, x, s->log_p, g_x))) {
+    for (size_t k = 0; k < n * d; k++) g_x[k] *= -a * beta * inv_n;
+    for (size_t i = 0; i < n; i++) s->log_p[i] *= beta;
+  }
   if (!st && c != 0 && !(st = nf_target_eval(o->observable, n, x, s->f, s->grad_f)))
     for (size_t k = 0; k < n * d; k++) g_x[k] += c * inv_n * s->grad_f[k];
   if (st) return st;

@@ -150,6 +150,9 @@ static nf_status check_args(nf_flow *flow, nf_adam *adam, const nf_dataset *trai
     return nf_fail(NF_EDIM, "%s: optimizer has %zu parameters but the flow has %zu", fn,
                    nf_adam_size(adam), nf_flow_n_params(flow));
   if (o->batch_size == 0) return nf_fail(NF_EINVAL, "%s: batch_size must be >= 1", fn);
+  if (o->anneal_iterations && !(o->objective && o->anneal_beta0 > 0 && o->anneal_beta0 <= 1))
+    return nf_fail(NF_EINVAL, "%s: annealing needs an objective and anneal_beta0 in (0, 1] "
+                   "(got %g)", fn, o->anneal_beta0);
   if (o->schedule != NF_LR_CONSTANT && o->schedule != NF_LR_COSINE)
     return nf_fail(NF_EINVAL, "%s: unknown learning-rate schedule %d", fn, (int)o->schedule);
   if (o->schedule == NF_LR_COSINE &&
@@ -434,6 +437,9 @@ static nf_status objective_gradient(nf_trainer *tr, size_t m, double *loss)
   size_t draws = nf_objective_samples(o) ? tr->opts.batch_size : 0;
   nf_rng_normal_fill(&tr->rng, draws * nf_flow_dim(tr->flow), tr->eps);
   int weighted = o->reverse_kl_weight != 0;
+  size_t K = tr->opts.anneal_iterations, t = tr->iterations;
+  if (K) tr->objective.beta = t < K ? tr->opts.anneal_beta0 + (1.0 - tr->opts.anneal_beta0) *
+                                          (double)t / (double)K : 1.0;
   nf_status st = nf_objective_grad_ws(o, tr->flow, tr->ws, nf_flow_seed(tr->flow), draws,
                                       tr->eps, o->nll_weight != 0 ? m : 0, tr->xb,
                                       tr->train_ctx ? tr->cb : NULL, loss, nf_flow_grad(tr->flow),
