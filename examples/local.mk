@@ -10,3 +10,6 @@ examples_load_eval_LDADD = libnflow.la -lm
 noinst_PROGRAMS += examples/boltzmann
 examples_boltzmann_SOURCES = examples/boltzmann.c
 examples_boltzmann_LDADD = libnflow.la -lm
+noinst_PROGRAMS += examples/phi4
+examples_phi4_SOURCES = examples/phi4.c
+examples_phi4_LDADD = libnflow.la -lm

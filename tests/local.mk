@@ -16,7 +16,7 @@ nf_suites = \
   tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
   tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
   tests/test_made tests/test_autoregressive tests/test_actnorm tests/test_gaussianization \
-  tests/test_spline
+  tests/test_spline tests/test_phi4
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
@@ -37,6 +37,9 @@ tests_test_model_LDFLAGS = -static
 tests_test_gaussianization_LDFLAGS = -static
 # test_bad_input builds layers of an internal type through nf_layer_create.
 tests_test_bad_input_LDFLAGS = -static
+# test_phi4 shares its Markov chain and flow with bench/bench_phi4.
+tests_test_phi4_SOURCES = tests/test_phi4.c tests/phi4_mcmc.c tests/phi4_mcmc.h \
+  tests/phi4_flow.c tests/phi4_flow.h
 # io_fixtures writes the files test_io_python.sh reads with NumPy.
 check_PROGRAMS += tests/io_fixtures
 tests_io_fixtures_LDFLAGS = -static

@@ -34,4 +34,6 @@ grep -q '^checksum=' "$stage/load_eval.txt"
 awk -F= '$1 == "logz" { z = $2 } $1 == "ess" { e = $2 }
          END { d = z - 0.865367; if (d < 0) d = -d; exit !(d <= 0.02 && e >= 0.8) }' "$stage/boltzmann.txt" ||
   { echo "boltzmann: $(tr '\n' ' ' < "$stage/boltzmann.txt")"; exit 1; }
+"$stage/phi4" 4 -4 8 100 2000 > "$stage/phi4.txt"
+grep -q '^abs_m=' "$stage/phi4.txt"
 echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"
