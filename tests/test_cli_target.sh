@@ -1,6 +1,6 @@
 #!/bin/sh
 # `nflow train --target`: reverse KL against the double well (log Z within
-# 0.02 of quadrature, ESS >= 0.8, both modes within 0.05 of 1/2; NSF, seed 1),
+# 0.02 of quadrature, ESS >= 0.8, both modes within 0.05 of 1/2; NSF and CNF, seed 1),
 # the curve's ess column, a saved model reweighted by `sample --target`, a
 # user's target from a shared library (log Z of a Gaussian's kernel), phi4,
 # and one-line refusals.
@@ -32,6 +32,18 @@ head -1 "$tmp/curve.csv" | grep -q '^iter,seconds,train_loss,val_loss,ess$' \
 [ "$(wc -l <"$tmp/curve.csv")" -eq 51 ] || fail "curve: $(wc -l <"$tmp/curve.csv") lines, not 51"
 last_ess=$(tail -1 "$tmp/curve.csv" | cut -d, -f5)
 at_least "$last_ess" 0.8 || fail "curve: the last point's ess $last_ess < 0.8"
+
+# ---- the double well by FFJORD's toy CNF, tempered over the first half with
+# 256 draws per step (the defaults of --target): the same figures (about a
+# minute; not under the sanitizers) ----
+if [ "${nf_sanitizers:-no}" != yes ]; then
+  "$nflow" train --target doublewell --flow cnf --iters 1000 --seed 1 -n 20000 >"$tmp/cnf.out" 2>"$tmp/err" ||
+    fail "train --target --flow cnf: $(cat "$tmp/err")"
+  grep -E '^(ess|logz|logz_err|mode_frac|ms_per_iter)=' "$tmp/cnf.out"
+  within "$(key logz "$tmp/cnf.out")" "$exact" 0.02 || fail "cnf: logz=$(key logz "$tmp/cnf.out")"
+  at_least "$(key ess "$tmp/cnf.out")" 0.8 || fail "cnf: ess=$(key ess "$tmp/cnf.out") < 0.8"
+  within "$(key mode_frac "$tmp/cnf.out")" 0.5 0.05 || fail "cnf: mode_frac=$(key mode_frac "$tmp/cnf.out")"
+fi
 
 # the saved model, reweighted again from fresh samples
 "$nflow" sample --model "$tmp/dw.safetensors" --target doublewell -n 20000 --seed 5 >"$tmp/s.out" \
