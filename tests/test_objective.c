@@ -1299,7 +1299,8 @@ START_TEST(bad_objectives)
   int mode = 0;
   nf_target *well = nf_target_doublewell(), *user = nf_target_new(2, bad_target_fn, &mode);
   nf_target *phi4 = nf_target_phi4(2, 1, 0.5);
-  double eps[8] = {0.1, 0.2, -0.3, 0.4, 0.5, -0.6, 0.7, -0.8}, data[4] = {0, 1, 1, 0};
+  /* 5 rows of draws: the n_draws = 5 call reads them before refusing the batch */
+  double eps[10] = {0.1, 0.2, -0.3, 0.4, 0.5, -0.6, 0.7, -0.8}, data[4] = {0, 1, 1, 0};
   nf_objective o = nf_objective_reverse_kl(well), bad;
   ASSERT_FAILS(nf_objective_check(NULL, 2, 0), NF_EINVAL, "objective is NULL");
   const struct {
