@@ -625,7 +625,8 @@ END_TEST
    (log 3) to 1e-12, log Z's SE ~0; nf_importance_sample_ws with the same rng
    seed gives the same bits. q = N(0, 1) (identity affine layer), p~ = N(0.5,
    1): <x>_p from 20000 draws (seed 602) within N_SE of 0.5 by its own SE, and
-   equal to sum w x / sum w computed here (1e-12). */
+   equal to sum w x / sum w computed here (1e-12), as are both delta-method
+   standard errors (1e-12, 1e-10 relative); log Z = 0 within N_SE. */
 START_TEST(importance_weights_at_q_equals_p_and_a_known_mean)
 {
   enum { D = 2, N = 1000, NB = 20000 };
@@ -667,18 +668,29 @@ START_TEST(importance_weights_at_q_equals_p_and_a_known_mean)
   nf_rng_seed(&rng, 602);
   ck_assert_int_eq(nf_importance_sample(flow, &rng, target, NB, x, log_w), NF_OK);
   double mean, err, sw = 0, swx = 0;
+  nf_importance sum;
   ck_assert_int_eq(nf_importance_mean(NB, log_w, 1, x, &mean, &err), NF_OK);
+  ck_assert_int_eq(nf_importance_summary(NB, log_w, &sum), NF_OK);
   for (size_t i = 0; i < NB; i++) {
     sw += exp(log_w[i]);
     swx += exp(log_w[i]) * x[i];
   }
-  nf_importance sum;
-  ck_assert_int_eq(nf_importance_summary(NB, log_w, &sum), NF_OK);
   printf("q = N(0,1), p = N(0.5,1), n = %d: <x>_p = %.4f +- %.4f (|diff| %.2f SE), ESS %.3f "
          "(exact exp(-0.25) = %.3f), log Z %.4f +- %.4f\n", NB, mean, err,
          fabs(mean - 0.5) / err, sum.ess, exp(-0.25), sum.log_z, sum.log_z_err);
   ck_assert_double_le(fabs(mean - 0.5), N_SE * err);
   ck_assert_double_eq_tol(mean, swx / sw, 1e-12);
+  /* the delta-method errors of the header, computed here: sqrt(sum w^2 (x - <x>)^2) / sum w
+     and s_w / (sqrt(n) mean w) */
+  double sq = 0, s2 = 0;
+  for (size_t i = 0; i < NB; i++) {
+    double wi = exp(log_w[i]);
+    sq += wi * wi * (x[i] - mean) * (x[i] - mean);
+    s2 += (wi - sw / NB) * (wi - sw / NB);
+  }
+  ck_assert_double_eq_tol(err, sqrt(sq) / sw, 1e-12 * err);
+  ck_assert_double_eq_tol(sum.log_z_err, sqrt(s2 / (NB - 1)) / sqrt((double)NB) / (sw / NB),
+                          1e-10 * sum.log_z_err);
   ck_assert_double_le(fabs(sum.log_z), N_SE * sum.log_z_err);
   free(x); free(x2); free(log_w); free(log_w2);
   nf_target_free(target);
@@ -998,9 +1010,11 @@ static double phi4_log_p(const nf_target *t, const double *phi)
 }
 
 /* Gradients against central differences (h = 1e-6, 1e-7 relative: the FD
-   error is ~1e-10 here) at 8 points each (seeds 900..903): the double well
+   error is ~1e-10 here) at 8 points each (seeds 900..906): the double well
    (scale 1.5), a 3-component mixture in d = 2 (scale 2), phi4 L = 4, m2 =
-   -1, lambda = 0.7 at random fields (scale 1), and a user target. phi4 at a
+   -1, lambda = 0.7 at random fields (scale 1), a user target, and phi4 on
+   L = 2 (each neighbour twice) and L = 3 (odd). The mixture far in its
+   tails keeps its dominant component's value and gradient. phi4 at a
    constant field c = 0.6: S = L^2 ((4 + m2 - 4) c^2 + lambda c^4); at the
    checkerboard +-c: L^2 ((8 + m2) c^2 + lambda c^4) (1e-13 relative);
    magnetisation = the sum of the sites. The double well's log Z against
@@ -1024,13 +1038,18 @@ START_TEST(targets_values_gradients_and_normalisers)
   ck_assert_uint_eq(nf_target_dim(mix), 2);
   ck_assert_uint_eq(nf_target_dim(NULL), 0);
   ck_assert_str_eq(nf_target_name(NULL), "");
-  double e[4] = {target_grad_error(well, 8, 900, 1.5, 1e-6),
+  nf_target *phi2 = nf_target_phi4(2, 0.5, 0.3), *phi3 = nf_target_phi4(3, -0.5, 1.2);
+  double e[6] = {target_grad_error(well, 8, 900, 1.5, 1e-6),
                  target_grad_error(mix, 8, 901, 2.0, 1e-6),
                  target_grad_error(phi4, 8, 902, 1.0, 1e-6),
-                 target_grad_error(sine, 8, 903, 1.0, 1e-6)};
-  printf("target gradients vs FD: doublewell %.2e, mixture %.2e, phi4 %.2e, user %.2e (tol "
-         "1e-7)\n", e[0], e[1], e[2], e[3]);
-  for (int k = 0; k < 4; k++) ck_assert_double_le(e[k], 1e-7);
+                 target_grad_error(sine, 8, 903, 1.0, 1e-6),
+                 target_grad_error(phi2, 8, 905, 1.0, 1e-6),
+                 target_grad_error(phi3, 8, 906, 1.0, 1e-6)};
+  printf("target gradients vs FD: doublewell %.2e, mixture %.2e, phi4 L=4 %.2e, user %.2e, "
+         "phi4 L=2 %.2e, L=3 %.2e (tol 1e-7)\n", e[0], e[1], e[2], e[3], e[4], e[5]);
+  for (int k = 0; k < 6; k++) ck_assert_double_le(e[k], 1e-7);
+  nf_target_free(phi2);
+  nf_target_free(phi3);
   /* phi4 closed forms */
   double phi[16], c = 0.6, L2 = 16, m2 = -1.0, lam = 0.7;
   for (size_t i = 0; i < 16; i++) phi[i] = c;
@@ -1087,6 +1106,25 @@ START_TEST(targets_values_gradients_and_normalisers)
   }
   ck_assert_int_eq(nf_target_eval(mix, 1, x, f, NULL), NF_OK);
   ck_assert_double_eq_tol(f[0], log(direct), 1e-13);
+  /* far out (x = (200, -300), where every density underflows to 0) the
+     log-sum-exp keeps the log value and the gradient of the dominant
+     component, the others being e^-(thousands) smaller (1e-12 relative) */
+  double far[2] = {200, -300}, gf[2], top = -INFINITY, want_g[2];
+  ck_assert_int_eq(nf_target_eval(mix, 1, far, f, gf), NF_OK);
+  for (int k = 0; k < 3; k++) {
+    double l = log(w[k]) - LOG_2PI;
+    for (int j = 0; j < 2; j++) {
+      double u = (far[j] - m[2 * k + j]) / s[2 * k + j];
+      l -= 0.5 * u * u + log(s[2 * k + j]);
+    }
+    if (l > top) {
+      top = l;
+      for (int j = 0; j < 2; j++)
+        want_g[j] = (m[2 * k + j] - far[j]) / (s[2 * k + j] * s[2 * k + j]);
+    }
+  }
+  ck_assert_double_eq_tol(f[0], top, 1e-12 * fabs(top));
+  ck_assert_double_le(th_rel_err(2, gf, want_g, 1e-12), 1e-12);
   nf_target_free(well); nf_target_free(mix); nf_target_free(phi4); nf_target_free(sine);
 }
 END_TEST
