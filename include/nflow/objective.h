@@ -85,8 +85,9 @@ typedef struct nf_objective_terms {
    over n_data rows x_data (ctx_data for a conditional flow; NULL with 0 when
    nll_weight is 0). Noise (Hutchinson probes) is keyed by seed. log_w
    (n_draws, may be NULL) receives log p~(x) - log q(x) of the draws when
-   there is a target, terms (may be NULL) the parts. n_draws and n_data <= the
-   workspace's rows. The flow's evaluation on its training estimators (as
+   there is a reverse-KL term (reverse_kl_weight != 0; else it is left
+   untouched, even with a target set), terms (may be NULL) the parts.
+   n_draws and n_data <= the workspace's rows. The flow's evaluation on its training estimators (as
    nf_flow_nll_grad_ws, including a CNF's penalty on the data term). On
    failure grad is zeroed and *loss untouched. */
 nf_status nf_objective_grad_ws(const nf_objective *objective, const nf_flow *flow,
