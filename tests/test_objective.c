@@ -646,6 +646,41 @@ START_TEST(stl_is_unbiased_and_exact_at_q_equals_p)
 }
 END_TEST
 
+/* A flow on R^2 (context width c) of one CNF layer as tests/test_cnf.c builds
+   it: concatsquash 8-8 tanh, learned T = 0.6, rtol = atol = 1e-10 (RK4: 20
+   fixed steps), net parameters ~ N(0, 0.5^2) (seed); base as given, a
+   diag_normal base at mu = (0.2, -0.1), log sigma = (0.1, -0.2). */
+static nf_flow *cnf_flow(th_cnf_mode m, size_t c, nf_trace_kind trace, nf_base base,
+                         uint64_t seed)
+{
+  static const size_t H8[] = {8, 8};
+  nf_cnf_opts o = nf_cnf_defaults();
+  o.n_hidden = 2;
+  o.hidden = H8;
+  o.end_time = 0.6;
+  o.train_end_time = 1;
+  o.trace = trace;
+  o.ode = nf_ode_defaults(m.method);
+  o.ode.grad = m.grad;
+  o.ode.rtol = o.ode.atol = 1e-10;
+  o.ode.fixed_steps = 20;
+  nf_rng rng;
+  nf_rng_seed(&rng, seed);
+  nf_layer *layer = nf_cnf_new(2, c, &o, &rng);
+  ck_assert_msg(layer != NULL, "nf_cnf_new: %s", nf_errmsg());
+  nf_flow *flow = nf_flow_new(2, c, base);
+  ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);
+  size_t p = nf_flow_n_params(flow), b = nf_flow_base_n_params(flow);
+  double *theta = malloc(p * sizeof *theta);
+  memcpy(theta, nf_flow_params(flow), p * sizeof *theta);
+  const double bp[4] = {0.2, -0.1, 0.1, -0.2};
+  memcpy(theta, bp, b * sizeof *theta);
+  th_randn(&rng, p - b - 1, 0.5, theta + b); /* the net; theta_T kept */
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  free(theta);
+  return flow;
+}
+
 /* ---- 6. importance weights ---- */
 
 /* q = p: an affine flow d = 2 and the normalised Gaussian of its own m, s
@@ -654,7 +689,9 @@ END_TEST
    seed gives the same bits. q = N(0, 1) (identity affine layer), p~ = N(0.5,
    1): <x>_p from 20000 draws (seed 602) within N_SE of 0.5 by its own SE, and
    equal to sum w x / sum w computed here (1e-12), as are both delta-method
-   standard errors (1e-12, 1e-10 relative); log Z = 0 within N_SE. */
+   standard errors (1e-12, 1e-10 relative); log Z = 0 within N_SE. A
+   Hutchinson CNF's samples and log weights equal its exact-trace twin's bit
+   for bit (the header's exact log-dets). */
 START_TEST(importance_weights_at_q_equals_p_and_a_known_mean)
 {
   enum { D = 2, N = 1000, NB = 20000 };
@@ -720,9 +757,23 @@ START_TEST(importance_weights_at_q_equals_p_and_a_known_mean)
   ck_assert_double_eq_tol(sum.log_z_err, sqrt(s2 / (NB - 1)) / sqrt((double)NB) / (sw / NB),
                           1e-10 * sum.log_z_err);
   ck_assert_double_le(fabs(sum.log_z), N_SE * sum.log_z_err);
+  nf_flow_free(flow);
+  /* q's log-dets exact where a layer estimates them: a Hutchinson CNF's log
+     weights are its exact-trace twin's, bit for bit (RK4, 8 draws, seed 603) */
+  const th_cnf_mode rk4 = {NF_ODE_RK4, NF_GRAD_DISCRETE, "rk4"};
+  nf_target *well = nf_target_doublewell();
+  for (int k = 0; k < 2; k++) {
+    flow = cnf_flow(rk4, 0, k ? NF_TRACE_RADEMACHER : NF_TRACE_EXACT, NF_BASE_STD_NORMAL, 604);
+    nf_rng_seed(&rng, 603);
+    ck_assert_int_eq(nf_importance_sample(flow, &rng, well, 8, k ? x2 : x, k ? log_w2 : log_w),
+                     NF_OK);
+    nf_flow_free(flow);
+  }
+  ck_assert(memcmp(x, x2, 16 * sizeof *x) == 0);
+  ck_assert(memcmp(log_w, log_w2, 8 * sizeof *log_w) == 0);
   free(x); free(x2); free(log_w); free(log_w2);
   nf_target_free(target);
-  nf_flow_free(flow);
+  nf_target_free(well);
 }
 END_TEST
 
@@ -798,40 +849,6 @@ START_TEST(sample_grad_matches_fd_for_every_recipe)
 END_TEST
 
 
-/* A flow on R^2 (context width c) of one CNF layer as tests/test_cnf.c builds
-   it: concatsquash 8-8 tanh, learned T = 0.6, rtol = atol = 1e-10 (RK4: 20
-   fixed steps), net parameters ~ N(0, 0.5^2) (seed); base as given, a
-   diag_normal base at mu = (0.2, -0.1), log sigma = (0.1, -0.2). */
-static nf_flow *cnf_flow(th_cnf_mode m, size_t c, nf_trace_kind trace, nf_base base,
-                         uint64_t seed)
-{
-  static const size_t H8[] = {8, 8};
-  nf_cnf_opts o = nf_cnf_defaults();
-  o.n_hidden = 2;
-  o.hidden = H8;
-  o.end_time = 0.6;
-  o.train_end_time = 1;
-  o.trace = trace;
-  o.ode = nf_ode_defaults(m.method);
-  o.ode.grad = m.grad;
-  o.ode.rtol = o.ode.atol = 1e-10;
-  o.ode.fixed_steps = 20;
-  nf_rng rng;
-  nf_rng_seed(&rng, seed);
-  nf_layer *layer = nf_cnf_new(2, c, &o, &rng);
-  ck_assert_msg(layer != NULL, "nf_cnf_new: %s", nf_errmsg());
-  nf_flow *flow = nf_flow_new(2, c, base);
-  ck_assert_int_eq(nf_flow_push(flow, layer), NF_OK);
-  size_t p = nf_flow_n_params(flow), b = nf_flow_base_n_params(flow);
-  double *theta = malloc(p * sizeof *theta);
-  memcpy(theta, nf_flow_params(flow), p * sizeof *theta);
-  const double bp[4] = {0.2, -0.1, 0.1, -0.2};
-  memcpy(theta, bp, b * sizeof *theta);
-  th_randn(&rng, p - b - 1, 0.5, theta + b); /* the net; theta_T kept */
-  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
-  free(theta);
-  return flow;
-}
 
 /* The issue's requirement: the CNF trained by reverse KL in the forward
    direction, every adjoint mode, against central differences. 3 draws (seed
@@ -1418,6 +1435,16 @@ START_TEST(bad_objectives)
   nf_objective ef = {0, 0, 1, 0, NULL, user, NF_GRAD_TOTAL};
   mode = 1;
   objective_refused(&ef, flow, ws, 4, eps, 0, NULL, 0, NF_EDOMAIN, "callback returned 5");
+  /* a flow without parameters takes grad NULL */
+  nf_flow *fixed = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(fixed, nf_reverse_new(2)), NF_OK);
+  nf_flow_ws *ws_f = ws_of(fixed, 4);
+  double loss_f = NAN;
+  ck_assert_int_eq(nf_objective_grad_ws(&o, fixed, ws_f, 1, 4, eps, 0, NULL, NULL, &loss_f, NULL,
+                                        NULL, NULL), NF_OK);
+  ck_assert(isfinite(loss_f));
+  nf_flow_ws_free(ws_f);
+  nf_flow_free(fixed);
   nf_flow_ws *ws_c = ws_of(cond, 4);
   double ctx[4] = {0};
   objective_refused(&o, cond, ws_c, 4, eps, 0, NULL, 0, NF_EDIM, "conditional");
