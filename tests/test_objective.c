@@ -853,7 +853,9 @@ END_TEST
 /* The issue's requirement: the CNF trained by reverse KL in the forward
    direction, every adjoint mode, against central differences. 3 draws (seed
    730), target a 2-component mixture; the solves are accurate to ~1e-10, so
-   h = 1e-5 and SOLVE_FD_TOL (as tests/test_cnf.c's vjp checks). Then the
+   h = 1e-5 and SOLVE_FD_TOL (as tests/test_cnf.c's vjp checks). A
+   Hutchinson CNF with fixed RK4 steps (seed 732) is smooth in theta for its
+   fixed probes: FD_TOL. Then the
    conditional CNF's g_ctx and g_theta through sample_grad (backsolve/dopri5,
    3 rows, seeds 740..743). */
 START_TEST(cnf_reverse_kl_matches_fd_every_adjoint)
@@ -871,6 +873,25 @@ START_TEST(cnf_reverse_kl_matches_fd_every_adjoint)
     worst = fmax(worst, e);
     nf_flow_free(flow);
   }
+  /* a Hutchinson CNF (RK4, discrete adjoint): the gradient of the estimate
+     with the probes of the call's seed, which the differences reuse */
+  const th_cnf_mode rk4 = {NF_ODE_RK4, NF_GRAD_DISCRETE, "rk4"};
+  nf_flow *hutch = cnf_flow(rk4, 0, NF_TRACE_GAUSSIAN, NF_BASE_DIAG_NORMAL, 732);
+  double e_h = objective_fd_error(&o, hutch, 3, eps, FD_H);
+  printf("CNF reverse KL, Gaussian Hutchinson trace, discrete/rk4: gradient vs FD rel err %.2e "
+         "(tol %.0e)\n", e_h, FD_TOL);
+  ck_assert_double_le(e_h, FD_TOL);
+  nf_flow *twin = cnf_flow(rk4, 0, NF_TRACE_EXACT, NF_BASE_DIAG_NORMAL, 732);
+  double g_h[200], g_t[200];
+  ck_assert_uint_le(nf_flow_n_params(twin), 200);
+  nf_flow_ws *ws_h = ws_of(hutch, 3), *ws_t = ws_of(twin, 3);
+  double l_h = objective_at(&o, hutch, ws_h, 3, eps, g_h, NULL, NULL);
+  double l_t = objective_at(&o, twin, ws_t, 3, eps, g_t, NULL, NULL);
+  ck_assert_msg(fabs(l_h - l_t) > 1e-6, "the estimate equals the exact loss: %g", l_h);
+  nf_flow_ws_free(ws_h);
+  nf_flow_ws_free(ws_t);
+  nf_flow_free(twin);
+  nf_flow_free(hutch);
   nf_flow *flow = cnf_flow(th_cnf_modes[0], 2, NF_TRACE_EXACT, NF_BASE_STD_NORMAL, 741);
   sample_errors e = sample_grad_errors(flow, 3, 740, FD_H);
   printf("conditional CNF sample_grad: g_theta %.2e, g_ctx %.2e, x %.1e, log q %.1e; worst "
