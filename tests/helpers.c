@@ -824,6 +824,15 @@ nf_flow *th_save_load(const nf_flow *flow, size_t n, const double *x)
   return copy;
 }
 
+const th_cnf_mode th_cnf_modes[TH_N_CNF_MODES] = {
+  {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "backsolve/dopri5"},
+  {NF_ODE_ADAMS, NF_GRAD_BACKSOLVE, "backsolve/adams"},
+  {NF_ODE_ADAMS, NF_GRAD_CHECKPOINT, "checkpoint/adams"},
+  {NF_ODE_BDF, NF_GRAD_CHECKPOINT, "checkpoint/bdf"},
+  {NF_ODE_DOPRI5, NF_GRAD_DISCRETE, "discrete/dopri5"},
+  {NF_ODE_RK4, NF_GRAD_DISCRETE, "discrete/rk4"},
+};
+
 const char *th_data_path(const char *name)
 {
   static char path[4096];

@@ -181,6 +181,18 @@ void th_check_grid_mass(const char *label, nf_flow *flow, double a, size_t m, do
    (caller frees). */
 nf_flow *th_save_load(const nf_flow *flow, size_t n, const double *x);
 
+/* One adjoint configuration of a CNF: ODE method, gradient mode, name. */
+typedef struct th_cnf_mode {
+  nf_ode_method method;
+  nf_ode_grad grad;
+  const char *name;
+} th_cnf_mode;
+
+/* Every adjoint mode a CNF offers: backsolve (DOPRI5, Adams), checkpointed
+   (Adams, BDF) and discrete (DOPRI5, RK4), backsolve/DOPRI5 first. */
+#define TH_N_CNF_MODES 6
+extern const th_cnf_mode th_cnf_modes[TH_N_CNF_MODES];
+
 /* Path of the fixture tests/data/name under $top_srcdir (or "."); valid until the next call. */
 const char *th_data_path(const char *name);
 

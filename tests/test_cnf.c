@@ -37,22 +37,10 @@
 
 static const size_t H8[] = {8, 8}, H16[] = {16, 16};
 
-/* One adjoint configuration: method and gradient mode. */
-typedef struct mode {
-  nf_ode_method method;
-  nf_ode_grad grad;
-  const char *name;
-} mode;
-
-static const mode grad_modes[] = {
-  {NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE, "backsolve/dopri5"},
-  {NF_ODE_ADAMS, NF_GRAD_BACKSOLVE, "backsolve/adams"},
-  {NF_ODE_ADAMS, NF_GRAD_CHECKPOINT, "checkpoint/adams"},
-  {NF_ODE_BDF, NF_GRAD_CHECKPOINT, "checkpoint/bdf"},
-  {NF_ODE_DOPRI5, NF_GRAD_DISCRETE, "discrete/dopri5"},
-  {NF_ODE_RK4, NF_GRAD_DISCRETE, "discrete/rk4"},
-};
-#define N_MODES (sizeof grad_modes / sizeof *grad_modes)
+/* One adjoint configuration, and every one (tests/helpers.h). */
+typedef th_cnf_mode mode;
+#define grad_modes th_cnf_modes
+#define N_MODES TH_N_CNF_MODES
 
 /* "forward" or "inverse", for the reports. */
 static const char *dir_name(nf_dir dir) { return dir == NF_FORWARD ? "forward" : "inverse"; }

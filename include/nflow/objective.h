@@ -78,7 +78,8 @@ int nf_objective_samples(const nf_objective *objective);
    estimator. NF_EINVAL / NF_EDIM with a message otherwise. */
 nf_status nf_objective_check(const nf_objective *objective, size_t dim, size_t ctx_dim);
 
-/* The estimate's parts at the last evaluation (NaN for a term not computed). */
+/* The estimate's parts at the last evaluation: NaN for a term not computed,
+   except the entropy, estimated whenever q is sampled. */
 typedef struct nf_objective_terms {
   double nll;         /* mean NLL of the data rows */
   double reverse_kl;  /* mean of log q - log p~ over the draws */
@@ -93,8 +94,10 @@ typedef struct nf_objective_terms {
    over n_data rows x_data (ctx_data for a conditional flow; NULL with 0 when
    nll_weight is 0). Noise (Hutchinson probes) is keyed by seed. log_w
    (n_draws, may be NULL) receives log p~(x) - log q(x) of the draws when
-   there is a target (log p~ scaled by beta), terms (may be NULL) the parts. n_draws and n_data <= the
-   workspace's rows. The flow's evaluation on its training estimators (as
+   there is a reverse-KL term (reverse_kl_weight != 0; else it is left
+   untouched, even with a target set; log p~ scaled by beta), terms (may be
+   NULL) the parts (entropy whenever q is sampled). n_draws and n_data <=
+   the workspace's rows. The flow evaluates with its training estimators (as
    nf_flow_nll_grad_ws, including a CNF's penalty on the data term). On
    failure grad is zeroed and *loss untouched. */
 nf_status nf_objective_grad_ws(const nf_objective *objective, const nf_flow *flow,
