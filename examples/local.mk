@@ -7,3 +7,6 @@ examples_train_save_SOURCES = examples/train_save.c
 examples_train_save_LDADD = libnflow.la -lm
 examples_load_eval_SOURCES = examples/load_eval.c
 examples_load_eval_LDADD = libnflow.la -lm
+noinst_PROGRAMS += examples/map_denoise
+examples_map_denoise_SOURCES = examples/map_denoise.c
+examples_map_denoise_LDADD = libnflow.la -lm

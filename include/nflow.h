@@ -25,6 +25,7 @@
 #include "nflow/adam.h"
 #include "nflow/dataset.h"
 #include "nflow/trainer.h"
+#include "nflow/map.h"
 #include "nflow/recipes.h"
 #include "nflow/ode.h"
 #include "nflow/odenet.h"
