@@ -380,7 +380,8 @@ nf_status nf_map_gaussian_noise(const nf_flow *prior, nf_flow_ws *ws, size_t n,
     for (size_t i = 0; i < rows; i++) {
       out[n * d + r0 + i] = -b.f[i];
       rep.converged_rows += b.state[i] == ROW_DONE;
-      rep.max_grad_norm = fmax(rep.max_grad_norm, sqrt(dot(d, b.g + i * d, b.g + i * d)));
+      double gn = sqrt(dot(d, b.g + i * d, b.g + i * d));
+      if (!isnan(rep.max_grad_norm) && !(gn <= rep.max_grad_norm)) rep.max_grad_norm = gn;
     }
     rep.iterations = it > rep.iterations ? it : rep.iterations;
   }
