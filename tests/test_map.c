@@ -43,7 +43,7 @@ static double log_normal(size_t d, const double *x, const double *m, const doubl
    converged and returns max |y - (s^2 d + v m) / (s^2 + v)| (the Wiener filter
    per coordinate); the log posterior must equal J at y to 1e-12 relative, and
    a call with y = data must give the same y. */
-static double gaussian_error(nf_map_opts opts)
+static double gaussian_error(nf_map_opts opts, size_t *iterations)
 {
   nf_flow *flow = gaussian_prior();
   nf_flow_ws *ws = nf_flow_ws_new(flow, 16);
@@ -55,6 +55,7 @@ static double gaussian_error(nf_map_opts opts)
   ck_assert_uint_eq(rep.converged_rows, GN);
   ck_assert(rep.max_grad_norm <= opts.grad_tol);
   ck_assert(rep.iterations >= 1 && rep.iterations <= opts.max_iter);
+  *iterations = rep.iterations;
   for (size_t i = 0; i < GN; i++) {
     double var[GD];
     for (int t = 0; t < GD; t++) {
@@ -82,13 +83,14 @@ START_TEST(test_gaussian_closed_form)
 {
   nf_map_opts o = nf_map_defaults();
   o.grad_tol = 1e-10;
-  double e = gaussian_error(o);
-  printf("gaussian prior: L-BFGS max error %.3g\n", e);
+  size_t it;
+  double e = gaussian_error(o, &it);
+  printf("gaussian prior: L-BFGS max error %.3g in %zu iterations\n", e, it);
   ck_assert_msg(e <= 1e-8, "L-BFGS error %g", e);
   o.method = NF_MAP_ADAM;
   o.lr = 1e-2, o.max_iter = 20000, o.grad_tol = 1e-7;
-  e = gaussian_error(o);
-  printf("gaussian prior: Adam max error %.3g\n", e);
+  e = gaussian_error(o, &it);
+  printf("gaussian prior: Adam max error %.3g in %zu iterations\n", e, it);
   ck_assert_msg(e <= 1e-6, "Adam error %g", e);
 }
 END_TEST

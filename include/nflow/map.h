@@ -17,6 +17,10 @@
    rounding, Hager & Zhang's (2005) approximate Wolfe conditions; or Adam
    (Kingma & Ba 2015) per row with opts.lr.
 
+   The prior is const and all state lives in the caller's workspace and the
+   call's own buffers (one allocation per call): threads may run calls on one
+   prior at once, each with its own workspace.
+
    The objective must be deterministic: flows whose log-density is an
    estimate (a CNF with a Hutchinson trace, a residual flow above d = 16)
    are evaluated with seed 0 keyed by the row's place in the batch, so the
