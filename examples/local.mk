@@ -13,3 +13,6 @@ examples_boltzmann_LDADD = libnflow.la -lm
 noinst_PROGRAMS += examples/phi4
 examples_phi4_SOURCES = examples/phi4.c
 examples_phi4_LDADD = libnflow.la -lm
+noinst_PROGRAMS += examples/map_denoise
+examples_map_denoise_SOURCES = examples/map_denoise.c
+examples_map_denoise_LDADD = libnflow.la -lm

@@ -28,6 +28,7 @@
 #include "nflow/objective.h"
 #include "nflow/importance.h"
 #include "nflow/trainer.h"
+#include "nflow/map.h"
 #include "nflow/recipes.h"
 #include "nflow/ode.h"
 #include "nflow/odenet.h"

@@ -36,6 +36,15 @@ void th_randomize_params(const nf_layer *layer, nf_rng *rng, double scale, doubl
   th_randn(rng, nf_layer_n_params(layer), scale, theta);
 }
 
+void th_perturb_flow(nf_flow *flow, nf_rng *rng, double scale)
+{
+  size_t p = nf_flow_n_params(flow);
+  double *theta = malloc(p * sizeof *theta);
+  for (size_t k = 0; k < p; k++) theta[k] = nf_flow_params(flow)[k] + scale * nf_rng_normal(rng);
+  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
+  free(theta);
+}
+
 double *th_random_theta(const nf_layer *layer, uint64_t seed, double scale)
 {
   ck_assert_msg(layer != NULL, "no layer: %s", nf_errmsg());

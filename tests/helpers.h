@@ -18,6 +18,9 @@ double th_rel_err(size_t n, const double *a, const double *b, double floor);
 /* Fills theta[0..n_params) (the caller's parameters of layer) with N(0, scale^2) draws. */
 void th_randomize_params(const nf_layer *layer, nf_rng *rng, double scale, double *theta);
 
+/* Moves the flow's parameters by N(0, scale^2) draws from rng (asserted accepted). */
+void th_perturb_flow(nf_flow *flow, nf_rng *rng, double scale);
+
 /* Asserts layer != NULL (reporting nf_errmsg()) and returns a new array of its
    n_params parameters ~ N(0, scale^2) drawn from seed (caller frees; never
    NULL, also for n_params = 0). */

@@ -36,4 +36,6 @@ awk -F= '$1 == "logz" { z = $2 } $1 == "ess" { e = $2 }
   { echo "boltzmann: $(tr '\n' ' ' < "$stage/boltzmann.txt")"; exit 1; }
 "$stage/phi4" 4 -4 8 100 2000 > "$stage/phi4.txt"
 grep -q '^abs_m=' "$stage/phi4.txt"
+"$stage/map_denoise" 1 300 > "$stage/map_denoise.txt"
+grep -q '^mse_map=' "$stage/map_denoise.txt"
 echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"

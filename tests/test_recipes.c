@@ -27,11 +27,7 @@ static nf_flow *recipe_flow(nf_recipe_kind kind, size_t dim, size_t ctx_dim)
   nf_flow *flow = nf_recipe_build(dim, ctx_dim, &r, &rng);
   ck_assert_msg(flow != NULL, "%s: %s", names[kind], nf_errmsg());
   nf_rng_seed(&rng, 5);
-  size_t p = nf_flow_n_params(flow);
-  double *theta = malloc(p * sizeof *theta);
-  for (size_t k = 0; k < p; k++) theta[k] = nf_flow_params(flow)[k] + 0.2 * nf_rng_normal(&rng);
-  ck_assert_int_eq(nf_flow_set_params(flow, theta), NF_OK);
-  free(theta);
+  th_perturb_flow(flow, &rng, 0.2);
   return flow;
 }
 
