@@ -342,7 +342,7 @@ START_TEST(reverse_kl_gradient_of_affine_flow_is_closed_form)
     ck_assert_double_le(e_log_w, 1e-12);
     ck_assert(terms.reverse_kl == loss);
     ck_assert(isnan(terms.nll) && isnan(terms.expectation));
-    nf_objective h = {0, 0, 0, 1.0, target, NULL, NF_GRAD_TOTAL};
+    nf_objective h = {0, 0, 0, 1.0, target, NULL, NF_GRAD_TOTAL, 1.0};
     for (size_t i = 0; i < N; i++) log_w[i] = 7;
     objective_at(&h, flow, ws, N, eps, grad, log_w, NULL);
     for (size_t i = 0; i < N; i++) ck_assert(log_w[i] == 7);
@@ -415,9 +415,9 @@ START_TEST(expectation_and_mixed_gradients_match_finite_differences)
   const double w[2] = {0.4, 0.6}, m[4] = {-1, 0.5, 1, -0.5}, s[4] = {0.8, 1.2, 0.6, 0.9};
   nf_target *mix = nf_target_mixture(2, 2, w, m, s);
   ck_assert(well && sine && mix);
-  nf_objective ef = {0, 0, 1.0, 0, NULL, well, NF_GRAD_TOTAL};
+  nf_objective ef = {0, 0, 1.0, 0, NULL, well, NF_GRAD_TOTAL, 1.0};
   double e1 = objective_fd_error(&ef, flow, N, eps, FD_H);
-  nf_objective mixed = {0, 0.7, 0.3, -0.2, mix, sine, NF_GRAD_TOTAL};
+  nf_objective mixed = {0, 0.7, 0.3, -0.2, mix, sine, NF_GRAD_TOTAL, 1.0};
   double e2 = objective_fd_error(&mixed, flow, N, eps, FD_H);
   printf("E_q[double well] (coupling, planar, radial; diag base; n = 16): gradient vs FD rel "
          "err %.2e; mixed KL + E_q[F] - H: %.2e (tol %.0e, h %.0e)\n", e1, e2, FD_TOL, FD_H);
@@ -429,7 +429,7 @@ START_TEST(expectation_and_mixed_gradients_match_finite_differences)
   double *g = malloc(p * sizeof *g);
   nf_objective_terms all, kl, fx;
   double loss = objective_at(&mixed, flow, ws, N, eps, g, NULL, &all);
-  nf_objective only_kl = nf_objective_reverse_kl(mix), only_f = {0, 0, 1, 0, NULL, sine, 0};
+  nf_objective only_kl = nf_objective_reverse_kl(mix), only_f = {0, 0, 1, 0, NULL, sine, 0, 1.0};
   objective_at(&only_kl, flow, ws, N, eps, g, NULL, &kl);
   objective_at(&only_f, flow, ws, N, eps, g, NULL, &fx);
   ck_assert_double_eq_tol(all.reverse_kl, kl.reverse_kl, 1e-14);
@@ -440,6 +440,61 @@ START_TEST(expectation_and_mixed_gradients_match_finite_differences)
   nf_flow_ws_free(ws);
   free(eps);
   nf_target_free(well); nf_target_free(sine); nf_target_free(mix);
+  nf_flow_free(flow);
+}
+END_TEST
+
+/* beta multiplies log p~: reverse KL against the double well at beta = 0.3
+   equals reverse KL against a user target 0.3 x log p~ (loss, gradient and
+   log weights, 1e-14 relative; same draws, seed 203); its gradient matches
+   finite differences; beta outside [0, 1] is refused. */
+typedef struct scaled_well {
+  nf_target *well;
+  double beta;
+} scaled_well;
+
+static int scaled_well_fn(size_t n, size_t d, const double *x, double *f, double *grad, void *user)
+{
+  const scaled_well *s = user;
+  if (nf_target_eval(s->well, n, x, f, grad)) return 1;
+  for (size_t i = 0; i < n; i++) f[i] *= s->beta;
+  for (size_t k = 0; grad && k < n * d; k++) grad[k] *= s->beta;
+  return 0;
+}
+
+START_TEST(tempered_target_is_the_scaled_target)
+{
+  enum { N = 16 };
+  nf_flow *flow = nonlinear_flow();
+  double *eps = th_random_points(N, 2, 203, 1.0);
+  scaled_well sw = {nf_target_doublewell(), 0.3};
+  nf_target *scaled = nf_target_new(2, scaled_well_fn, &sw);
+  nf_objective tempered = nf_objective_reverse_kl(sw.well), plain = nf_objective_reverse_kl(scaled);
+  tempered.beta = 0.3;
+  nf_flow_ws *ws = ws_of(flow, N);
+  size_t p = nf_flow_n_params(flow);
+  double *g1 = malloc(p * sizeof *g1), *g2 = malloc(p * sizeof *g2), w1[N], w2[N], gmax = 0;
+  double l1 = objective_at(&tempered, flow, ws, N, eps, g1, w1, NULL);
+  double l2 = objective_at(&plain, flow, ws, N, eps, g2, w2, NULL);
+  ck_assert_double_eq_tol(l1, l2, 1e-14 * fabs(l2));
+  for (size_t k = 0; k < p; k++) gmax = fmax(gmax, fabs(g2[k]));
+  for (size_t k = 0; k < p; k++) ck_assert_double_eq_tol(g1[k], g2[k], 1e-14 * gmax);
+  for (size_t i = 0; i < N; i++) ck_assert_double_eq_tol(w1[i], w2[i], 1e-14 * (1 + fabs(w2[i])));
+  double e = objective_fd_error(&tempered, flow, N, eps, FD_H);
+  printf("tempered reverse KL (beta 0.3): gradient vs FD rel err %.2e\n", e);
+  ck_assert_double_le(e, FD_TOL);
+  double loss = 7;
+  tempered.beta = 1.5;
+  ck_assert_int_eq(nf_objective_grad_ws(&tempered, flow, ws, 5, N, eps, 0, NULL, NULL, &loss, g1,
+                                        NULL, NULL), NF_EINVAL);
+  ck_assert_msg(strstr(nf_errmsg(), "beta is 1.5"), "%s", nf_errmsg());
+  ck_assert(loss == 7);
+  free(g1);
+  free(g2);
+  free(eps);
+  nf_flow_ws_free(ws);
+  nf_target_free(scaled);
+  nf_target_free(sw.well);
   nf_flow_free(flow);
 }
 END_TEST
@@ -457,7 +512,7 @@ START_TEST(mixed_forward_and_reverse_is_the_weighted_sum)
   double *g = malloc(p * sizeof *g), *g_nll = malloc(p * sizeof *g), *g_kl = malloc(p * sizeof *g);
   double nll, loss, kl;
   nf_objective_terms terms;
-  nf_objective o = {0.5, 1.5, 0, 0, well, NULL, NF_GRAD_TOTAL};
+  nf_objective o = {0.5, 1.5, 0, 0, well, NULL, NF_GRAD_TOTAL, 1.0};
   ck_assert_int_eq(nf_objective_grad_ws(&o, flow, ws, 3, 12, eps, 10, x, NULL, &loss, g, NULL,
                                         &terms), NF_OK);
   ck_assert_int_eq(nf_flow_nll_grad_ws(flow, ws, 3, 10, x, NULL, &nll, g_nll, NULL), NF_OK);
@@ -496,7 +551,7 @@ START_TEST(entropy_estimate_and_its_gradient)
   double m[D], s[D], H = 0;
   affine_moments(D, theta, m, s);
   for (size_t j = 0; j < D; j++) H += 0.5 * (LOG_2PI + 1.0) + log(s[j]);
-  nf_objective o = {0, 0, 0, 1.0, NULL, NULL, NF_GRAD_TOTAL};
+  nf_objective o = {0, 0, 0, 1.0, NULL, NULL, NF_GRAD_TOTAL, 1.0};
   double *eps = th_random_points(N, D, 301, 1.0), *x = malloc(N * D * sizeof *x);
   double *log_q = malloc(N * sizeof *log_q), g[4 * D], naive[4 * D] = {0}, want[4 * D] = {0};
   nf_flow_ws *ws = ws_of(flow, N);
@@ -1022,7 +1077,7 @@ START_TEST(two_threads_are_bit_for_bit_serial)
   const double c[3] = {0.5, -0.5, 0.2}, t[3] = {1, 1.5, 0.8};
   nf_target *g3 = gauss_target(3, 1.0, c, t), *well = nf_target_doublewell();
   nf_flow *flow = small_recipe(NF_RECIPE_REALNVP, 3, 0);
-  nf_objective o = {0, 1.0, 0, 0.5, g3, NULL, NF_GRAD_STL};
+  nf_objective o = {0, 1.0, 0, 0.5, g3, NULL, NF_GRAD_STL, 1.0};
   check_threads(flow, &o, 16, 800);
   nf_flow_free(flow);
   const th_cnf_mode rk4 = {NF_ODE_RK4, NF_GRAD_DISCRETE, "rk4"};
@@ -1412,14 +1467,14 @@ START_TEST(bad_objectives)
     nf_status want;
     const char *part;
   } cases[] = {
-    {{0, 0, 0, 0, well, NULL, NF_GRAD_TOTAL}, NF_EINVAL, "every weight is 0"},
-    {{0, 1, 0, NAN, well, NULL, NF_GRAD_TOTAL}, NF_EINVAL, "entropy_weight is nan"},
-    {{INFINITY, 1, 0, 0, well, NULL, NF_GRAD_TOTAL}, NF_EINVAL, "nll_weight is inf"},
-    {{0, 1, 0, 0, NULL, NULL, NF_GRAD_TOTAL}, NF_EINVAL, "no target"},
-    {{0, 1, 1, 0, well, NULL, NF_GRAD_TOTAL}, NF_EINVAL, "no observable"},
-    {{0, 1, 0, 0, phi4, NULL, NF_GRAD_TOTAL}, NF_EDIM, "target 'phi4' is 4-D, the flow 2-D"},
-    {{0, 0, 1, 0, NULL, phi4, NF_GRAD_TOTAL}, NF_EDIM, "observable 'phi4' is 4-D"},
-    {{0, 1, 0, 0, well, NULL, (nf_grad_estimator)5}, NF_EINVAL, "unknown gradient estimator 5"},
+    {{0, 0, 0, 0, well, NULL, NF_GRAD_TOTAL, 1.0}, NF_EINVAL, "every weight is 0"},
+    {{0, 1, 0, NAN, well, NULL, NF_GRAD_TOTAL, 1.0}, NF_EINVAL, "entropy_weight is nan"},
+    {{INFINITY, 1, 0, 0, well, NULL, NF_GRAD_TOTAL, 1.0}, NF_EINVAL, "nll_weight is inf"},
+    {{0, 1, 0, 0, NULL, NULL, NF_GRAD_TOTAL, 1.0}, NF_EINVAL, "no target"},
+    {{0, 1, 1, 0, well, NULL, NF_GRAD_TOTAL, 1.0}, NF_EINVAL, "no observable"},
+    {{0, 1, 0, 0, phi4, NULL, NF_GRAD_TOTAL, 1.0}, NF_EDIM, "target 'phi4' is 4-D, the flow 2-D"},
+    {{0, 0, 1, 0, NULL, phi4, NF_GRAD_TOTAL, 1.0}, NF_EDIM, "observable 'phi4' is 4-D"},
+    {{0, 1, 0, 0, well, NULL, (nf_grad_estimator)5, 1.0}, NF_EINVAL, "unknown gradient estimator 5"},
   };
   for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
     ASSERT_FAILS(nf_objective_check(&cases[k].o, 2, 0), cases[k].want, cases[k].part);
@@ -1453,7 +1508,7 @@ START_TEST(bad_objectives)
   for (mode = 1; mode <= 3; mode++)
     objective_refused(&bad, flow, ws, 4, eps, 0, NULL, 0, mode == 1 ? NF_EDOMAIN : NF_ENONFINITE,
                       parts[mode]);
-  nf_objective ef = {0, 0, 1, 0, NULL, user, NF_GRAD_TOTAL};
+  nf_objective ef = {0, 0, 1, 0, NULL, user, NF_GRAD_TOTAL, 1.0};
   mode = 1;
   objective_refused(&ef, flow, ws, 4, eps, 0, NULL, 0, NF_EDOMAIN, "callback returned 5");
   /* a flow without parameters takes grad NULL */
@@ -1553,6 +1608,7 @@ int main(void)
 {
   const TTest *tests[] = {reverse_kl_gradient_of_affine_flow_is_closed_form,
                           expectation_and_mixed_gradients_match_finite_differences,
+                          tempered_target_is_the_scaled_target,
                           mixed_forward_and_reverse_is_the_weighted_sum,
                           entropy_estimate_and_its_gradient,
                           stl_is_unbiased_and_exact_at_q_equals_p,

@@ -205,6 +205,39 @@ START_TEST(coupling_masks_and_mixing)
 }
 END_TEST
 
+/* A lattice recipe (L = 4 on R^16) alternates checkerboard masks and puts
+   nothing between its couplings: layer k leaves exactly the sites with
+   r + c of parity k unchanged; a lattice that does not fill R^d is refused. */
+START_TEST(lattice_checkerboard)
+{
+  enum { L = 4, N = L * L };
+  nf_recipe r = nf_recipe_defaults(NF_RECIPE_REALNVP);
+  r.layers = 2;
+  r.lattice = L;
+  nf_rng rng;
+  nf_rng_seed(&rng, 10);
+  nf_flow *flow = nf_recipe_build(N, 0, &r, &rng);
+  ck_assert_ptr_nonnull(flow);
+  ck_assert_uint_eq(nf_flow_n_layers(flow), 2);
+  double x[N], z[N];
+  for (size_t j = 0; j < N; j++) x[j] = nf_rng_normal(&rng);
+  for (size_t k = 0; k < 2; k++) {
+    const nf_layer *layer = nf_flow_layer(flow, k);
+    double *theta = th_random_theta(layer, 4 + k, 0.5), *work = nf_layer_work_new(layer, 1);
+    ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, 1, x, NULL, z, NULL, NULL, work), NF_OK);
+    for (size_t j = 0; j < N; j++)
+      ck_assert_msg((z[j] == x[j]) == ((j / L + j % L) % 2 == k), "layer %zu site %zu", k, j);
+    nf_layer_work_free(layer, 1, work);
+    free(theta);
+  }
+  nf_flow_free(flow);
+  r.lattice = 3;
+  ck_assert_ptr_null(nf_recipe_build(N, 0, &r, &rng));
+  ck_assert_int_eq(nf_last_status(), NF_EDIM);
+  ck_assert_msg(strstr(nf_errmsg(), "a 3 x 3 lattice does not fill R^16"), "%s", nf_errmsg());
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("recipes");
@@ -215,6 +248,7 @@ int main(void)
   tcase_add_loop_test(tc, densities_are_consistent_and_normalised, 0, N_KINDS);
   tcase_add_test(tc, bad_arguments);
   tcase_add_test(tc, coupling_masks_and_mixing);
+  tcase_add_test(tc, lattice_checkerboard);
   tcase_add_loop_test(tc, threads_and_conditional_flows, 0, N_KINDS);
   suite_add_tcase(s, tc);
   return th_run_suite(s);

@@ -567,6 +567,8 @@ static int build_flow(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_
   if (c->bins) recipe.bins = c->bins;
   if (c->components) recipe.components = c->components;
   if (c->mixing && mixing_parse(c->mixing, &recipe.mixing)) return 2;
+  if (c->target && !strcmp(c->target, "phi4")) /* couplings on the checkerboard */
+    recipe.lattice = c->lattice ? c->lattice : PHI4_DEFAULT_LATTICE;
   *out = nf_recipe_build(dim, ctx_dim, &recipe, rng);
   return *out ? 0 : die("--flow %s: %s", c->flow, nf_errmsg());
 }

@@ -57,7 +57,7 @@ int tool_target_open(const target_spec *spec, tool_target *out)
     static const double s[8] = {0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3};
     out->target = nf_target_mixture(2, 4, w, m, s);
   } else if (!strcmp(spec->name, "phi4")) {
-    out->target = nf_target_phi4(spec->lattice ? spec->lattice : 8,
+    out->target = nf_target_phi4(spec->lattice ? spec->lattice : PHI4_DEFAULT_LATTICE,
                                  isnan(spec->mass2) ? -4.0 : spec->mass2,
                                  isnan(spec->lambda) ? 8.0 : spec->lambda);
   } else {

@@ -6,12 +6,14 @@
 #include <stddef.h>
 #include "nflow.h"
 
+#define PHI4_DEFAULT_LATTICE 8 /* --lattice's default */
+
 /* The command line's description of a target. */
 typedef struct target_spec {
   const char *name; /* --target doublewell|mixture|phi4, or NULL */
   const char *lib;  /* --target-lib FILE.so:SYMBOL, or NULL */
   size_t dim;       /* --dim (user targets) */
-  size_t lattice;   /* --lattice L (phi4; default 8) */
+  size_t lattice;   /* --lattice L (phi4; 0: PHI4_DEFAULT_LATTICE) */
   double mass2, lambda; /* --mass2, --lambda (phi4; NaN: defaults -4 and 8) */
 } target_spec;
 

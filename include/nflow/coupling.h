@@ -33,6 +33,11 @@ void nf_coupling_mask_half(size_t dim, int parity, unsigned char *mask);
 /* Fills mask[0..dim) with 1 on the even (parity 0) or odd (parity != 0)
    indices; NULL mask: no-op. */
 void nf_coupling_mask_alternate(size_t dim, int parity, unsigned char *mask);
+/* Fills mask[0..side^2) with the checkerboard of a side x side lattice stored
+   row-major: 1 on the sites (r, c) with r + c even (parity 0) or odd (parity
+   != 0), so that every site is conditioned on its four neighbours (Albergo,
+   Kanwar & Shanahan 2019); NULL mask: no-op. */
+void nf_coupling_mask_checkerboard(size_t side, int parity, unsigned char *mask);
 
 /* A coupling layer on R^dim with conditioning width ctx_dim (0: unconditional).
    The conditioner is an MLP (opts->n_hidden, opts->hidden, opts->act) from the

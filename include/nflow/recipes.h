@@ -56,6 +56,10 @@ typedef struct nf_recipe {
   size_t bins;           /* nsf, nsf-coupling: spline bins K >= 1 */
   double tail_bound;     /* nsf, nsf-coupling: the splines cover [-B, B], > 0 */
   size_t components;     /* gf: logistic components per coordinate >= 1 */
+  size_t lattice;        /* coupling recipes: L > 0 on R^(L^2) alternates checkerboard masks
+                            of the L x L lattice (row-major; nf_coupling_mask_checkerboard)
+                            and puts no mixing layers between couplings, which would
+                            scramble the lattice; 0 (default): no lattice */
 } nf_recipe;
 
 /* Defaults for a kind: 8 layers (nsf and nsf-coupling 4, gf 6, resflow 8),

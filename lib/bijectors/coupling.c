@@ -280,6 +280,12 @@ void nf_coupling_mask_alternate(size_t dim, int parity, unsigned char *mask)
   for (size_t j = 0; mask && j < dim; j++) mask[j] = (j % 2 == 0) == (parity == 0);
 }
 
+void nf_coupling_mask_checkerboard(size_t side, int parity, unsigned char *mask)
+{
+  for (size_t j = 0; mask && j < side * side; j++)
+    mask[j] = ((j / side + j % side) % 2 == 0) == (parity == 0);
+}
+
 /* NF_OK if the options describe a coupling on R^dim; counts the passing
    coordinates and finds the transformer. */
 static nf_status check_opts(size_t dim, const nf_coupling_opts *opts, size_t *da,
