@@ -909,7 +909,8 @@ static int load_data(const cfg *c, split *s)
   return rc;
 }
 
-/* Progress bar on stderr: iterations, batch loss, elapsed time. */
+/* Progress bar on stderr: iterations, batch loss, elapsed time (and the
+   draws' ESS when training against a target). */
 static int draw_progress(const nf_train_progress *p, void *user)
 {
   const char *name = user;
@@ -919,6 +920,7 @@ static int draw_progress(const nf_train_progress *p, void *user)
   fprintf(stderr, "\r%-8s [%.*s%*s] %zu/%zu  loss %.4f  %.1fs", name, filled,
           "##############################", width - filled, "", p->iteration, p->total,
           p->loss, p->seconds);
+  if (!isnan(p->ess)) fprintf(stderr, "  ess %.3f", p->ess);
   if (p->iteration == p->total) fputc('\n', stderr);
   return 0;
 }
