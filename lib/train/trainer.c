@@ -681,6 +681,7 @@ static nf_status state_meta(const nf_trainer *tr, nf_meta *m)
     {"diverged_iteration", tr->diverged_iteration, 0},
     {"diverged_loss", f64_bits(tr->diverged_loss), 1},
     {"diverged_best", f64_bits(tr->diverged_best), 1},
+    {"win_ess", f64_bits(tr->win_ess), 1}, {"ess_last", f64_bits(tr->ess_last), 1},
   };
   nf_status st = nf_meta_set(m, "format", STATE_FORMAT);
   if (st == NF_OK) st = nf_meta_set(m, "version", STATE_VERSION);
@@ -756,6 +757,8 @@ typedef struct state_scalars {
   /* optional (states saved before divergence tracking lack them: it restarts) */
   uint64_t ema, ema_best, ema_above, diverged, diverged_iteration, diverged_loss,
       diverged_best;
+  /* optional (states saved before objectives lack them) */
+  uint64_t win_ess, ess_last;
 } state_scalars;
 
 static double bits_f64(uint64_t u)
@@ -801,6 +804,7 @@ static nf_status read_scalars(const nf_trainer *tr, const nf_meta *m, const char
     {"diverged_iteration", &s->diverged_iteration, 0, 0},
     {"diverged_loss", &s->diverged_loss, 1, f64_bits(NAN)},
     {"diverged_best", &s->diverged_best, 1, f64_bits(NAN)},
+    {"win_ess", &s->win_ess, 1, f64_bits(0.0)}, {"ess_last", &s->ess_last, 1, f64_bits(NAN)},
   };
   for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) {
     *opt[i].v = opt[i].absent;
@@ -912,6 +916,8 @@ nf_status nf_trainer_load_state(nf_trainer *trainer, const char *path)
   tr->val_at = 0;
   tr->ema = bits_f64(s.ema);
   tr->ema_best = bits_f64(s.ema_best);
+  tr->win_ess = bits_f64(s.win_ess);
+  tr->ess_last = bits_f64(s.ess_last);
   tr->ema_above = (size_t)s.ema_above;
   tr->diverged = (int)s.diverged;
   tr->diverged_iteration = (size_t)s.diverged_iteration;
