@@ -29,6 +29,21 @@ awk -v v="$nll" 'BEGIN { exit !(v <= 3.00) }' || fail "test_nll=$nll > 3.00"
 [ -s "$tmp/err" ] && fail "progress bar drawn on a non-terminal stderr"
 grep -q '^diverged=0$' "$tmp/out" || fail "a normal run did not print diverged=0"
 
+# On a terminal (script(1) gives one) the progress line shows the validation
+# NLL, it/s and ETA, redrawn at most 10 times a second (plus the last); --quiet
+# silences it.
+if command -v script >/dev/null 2>&1; then
+  script -qc "'$nflow' train --data moons --iters 400 --eval-every 100" /dev/null >"$tmp/tty.out" 2>&1
+  draws=$(tr '\r' '\n' <"$tmp/tty.out" | grep -c ' it/s  ETA ')
+  secs=$(sed -n 's/^train_seconds=//p' "$tmp/tty.out" | tr -d '\r')
+  awk -v n="$draws" -v s="$secs" 'BEGIN { exit !(n >= 2 && n <= 10 * s + 2) }' ||
+    fail "progress: $draws redraws in $secs s"
+  tr '\r' '\n' <"$tmp/tty.out" | grep ' it/s ' | tail -1 | grep -q '400/400  loss [0-9.-]*  val [0-9.-]*  ' ||
+    fail "progress: the last line lacks the iteration or the validation NLL: $(tr '\r' '\n' <"$tmp/tty.out" | grep ' it/s ' | tail -1)"
+  script -qc "'$nflow' train --data moons --iters 50 --quiet" /dev/null 2>&1 | grep -q ' it/s ' &&
+    fail "--quiet: a progress line was drawn"
+fi
+
 # --lr 10 diverges: one warning on stderr naming the iteration, and diverged=1.
 "$nflow" train --data moons --lr 10 --iters 300 --batch 64 >"$tmp/out" 2>"$tmp/err"
 grep -q '^diverged=1$' "$tmp/out" || fail "--lr 10: no diverged=1: $(grep diverged "$tmp/out")"

@@ -47,6 +47,7 @@ typedef struct cfg {
   double logit_alpha;
   size_t standardize, no_standardize, stop_after;
   size_t max_memory; /* --max-memory in bytes; 0 = no limit */
+  size_t quiet;      /* --quiet: no progress line */
   /* reverse KL against a target instead of data */
   const char *target, *target_lib, *estimator;
   size_t target_dim, lattice, anneal_plus_one;
@@ -179,6 +180,8 @@ static const opt_spec opt_specs[] = {
       "                       beta rising from --anneal-beta0 to 1; 0 = off (default iters/2)"),
   OPT("--anneal-beta0", OPT_FRACTION1, anneal_beta0, "--target: the first iteration's beta, in (0, 1] (default 0.1)"),
   OPT("--estimator", OPT_STR, estimator, "--target: total|stl reverse-KL gradient (default total)"),
+  OPT("--quiet", OPT_FLAG, quiet, "train, compare: no progress line (it is drawn only when stderr\n"
+      "                       is a terminal, at most 10 times a second)"),
   OPT_UPTO("--threads", threads, MAX_THREADS, "BLAS threads, 1 to 1024 (default 1)"),
   OPT("--max-memory", OPT_BYTES, max_memory, "train, compare: refuse a flow whose estimated training memory\n"
                                "                       (parameters, gradient, Adam moments, batch buffers)\n"
@@ -909,20 +912,41 @@ static int load_data(const cfg *c, split *s)
   return rc;
 }
 
-/* Progress bar on stderr: iterations, batch loss, elapsed time (and the
-   draws' ESS when training against a target). */
-static int draw_progress(const nf_train_progress *p, void *user)
+/* The progress line's state: when it was last drawn and where the run began. */
+typedef struct progress_line {
+  double drawn_at;   /* run seconds at the last redraw; negative before the first */
+  size_t first_iter; /* the iteration the run started from (a resumed run's count) */
+} progress_line;
+
+/* "1h02m", "3m07s" or "12s" for a duration in seconds. */
+static void format_duration(double t, char *buf, size_t size)
 {
-  const char *name = user;
-  size_t every = p->total / 100 ? p->total / 100 : 1;
-  if (p->iteration % every && p->iteration != p->total) return 0;
-  int width = 30, filled = (int)(width * p->iteration / p->total);
-  fprintf(stderr, "\r%-8s [%.*s%*s] %zu/%zu  loss %.4f  %.1fs", name, filled,
-          "##############################", width - filled, "", p->iteration, p->total,
-          p->loss, p->seconds);
-  if (!isnan(p->ess)) fprintf(stderr, "  ess %.3f", p->ess);
-  if (p->iteration == p->total) fputc('\n', stderr);
-  return 0;
+  long s = t > 0 && t < 1e9 ? (long)(t + 0.5) : 0;
+  if (s >= 3600) snprintf(buf, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
+  else if (s >= 60) snprintf(buf, size, "%ldm%02lds", s / 60, s % 60);
+  else snprintf(buf, size, "%lds", s);
+}
+
+/* The progress line on stderr, redrawn at most 10 times a second and at the
+   last iteration: a bar, iteration/total, the smoothed loss, the latest
+   validation NLL, iterations per second and the time left (and the draws'
+   ESS when training against a target). */
+static void draw_progress(const nf_train_progress *p, const char *name, progress_line *line)
+{
+  int last = p->iteration == p->total;
+  if (!last && line->drawn_at >= 0 && p->seconds - line->drawn_at < 0.1) return;
+  line->drawn_at = p->seconds;
+  size_t done = p->iteration - line->first_iter;
+  double rate = p->seconds > 0 ? (double)done / p->seconds : 0;
+  char eta[48] = "-", val[32] = "", ess[16] = "";
+  if (rate > 0) format_duration((double)(p->total - p->iteration) / rate, eta, sizeof eta);
+  if (!isnan(p->val_nll)) snprintf(val, sizeof val, "  val %.4f", p->val_nll);
+  if (!isnan(p->ess)) snprintf(ess, sizeof ess, "  ess %.3f", p->ess);
+  int width = 20, filled = (int)(width * p->iteration / p->total);
+  fprintf(stderr, "\r%-8s [%.*s%*s] %zu/%zu  loss %.4f%s%s  %.1f it/s  ETA %s   ", name, filled,
+          "####################", width - filled, "", p->iteration, p->total,
+          isnan(p->loss_smoothed) ? p->loss : p->loss_smoothed, val, ess, rate, eta);
+  if (last) fputc('\n', stderr);
 }
 
 /* Sums the counters of the flow's CNF layers; 0 if it has none. */
@@ -1066,12 +1090,13 @@ typedef struct run_ctl {
   size_t stop_at; /* iteration at which --stop-after stops; 0: never */
   size_t saved_at; /* iteration of the last checkpoint written; 0: none */
   int tty, failed, stopped_after;
+  progress_line line; /* the progress line drawn when tty */
 } run_ctl;
 
 static int on_progress(const nf_train_progress *p, void *user)
 {
   run_ctl *ctl = user;
-  if (ctl->tty) draw_progress(p, (void *)ctl->c->flow);
+  if (ctl->tty) draw_progress(p, ctl->c->flow, &ctl->line);
   int stop = ctl->stop_at && p->iteration >= ctl->stop_at;
   if (ctl->c->checkpoint &&
       ((ctl->every && p->iteration % ctl->every == 0) || p->iteration == p->total || stop)) {
@@ -1145,7 +1170,8 @@ static int trainer_setup(const cfg *c, nf_flow *flow, run_ctl *ctl, nf_adam **ad
   nf_lr_schedule schedule;
   if (nf_lr_schedule_parse(c->schedule, &schedule)) return die("--schedule: %s", nf_errmsg());
   state_tag(c, tag, tag_size);
-  *ctl = (run_ctl){.c = c, .every = c->eval_every, .tty = isatty(STDERR_FILENO)};
+  *ctl = (run_ctl){.c = c, .every = c->eval_every, .tty = isatty(STDERR_FILENO) && !c->quiet,
+                   .line = {-1.0, 0}};
   *topts = nf_trainer_defaults();
   topts->batch_size = c->batch;
   topts->iterations = c->iters;
@@ -1177,6 +1203,7 @@ static int run_trainer(const cfg *c, nf_trainer *trainer, run_ctl *ctl, FILE *cu
     rc = die("--resume: %s (resume with the options and data of the run that wrote it)",
              nf_errmsg());
   *start = nf_trainer_iterations(trainer);
+  ctl->line.first_iter = *start;
   if (!rc && c->stop_after) ctl->stop_at = *start + c->stop_after;
   if (!rc && nf_trainer_run(trainer, report) && !ctl->failed)
     rc = die("train %s: %s", c->flow, nf_errmsg());
