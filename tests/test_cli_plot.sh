@@ -1,6 +1,6 @@
 #!/bin/sh
 # The tool's pictures: `nflow compare --png` draws data | each flow's density;
-# the PNG is read back (tests/plot_probe) and its density panel of a realnvp
+# the PNG is read back (tests/plot_probe) and its density panel of an nsf
 # trained on 8gaussians must have its eight brightest maxima near the eight
 # centres. train --png and plot --out draw too. Skipped (77) without cairo,
 # where the options must be refused with "built without cairo".
@@ -24,8 +24,8 @@ fi
 probe() { "$top_builddir/tests/plot_probe" "$@"; }
 key() { sed -n "s/^$1=//p" "$2"; }
 
-# compare: data | realnvp, one row of two panels of 400 pixels
-"$nflow" compare --data 8gaussians --flows realnvp --iters 1500 --seed 1 --png "$tmp/cmp.png" \
+# compare: data | nsf, one row of two panels of 400 pixels
+"$nflow" compare --data 8gaussians --flows nsf --iters 1000 --seed 1 --png "$tmp/cmp.png" \
   >"$tmp/cmp.out" 2>"$tmp/cmp.err" || fail "compare --png: $(cat "$tmp/cmp.err")"
 probe "$tmp/cmp.png" 2 1 400 1 0 >"$tmp/p" || fail "probe compare"
 [ "$(key width "$tmp/p")" = 800 ] || fail "compare width $(key width "$tmp/p"), expected 800"
