@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "nflow/layer_impl.h" /* nf_set_error */
@@ -724,6 +725,7 @@ nf_status nf_plot_write_png(const nf_plot_figure *fig, const char *path)
     free(tmp);
     return st;
   }
+  fchmod(fd, 0644); /* mkstemp's 0600 would hide the picture from others */
   FILE *f = fdopen(fd, "wb");
   const char *what = NULL;
   int err = 0;
