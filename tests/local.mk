@@ -48,3 +48,18 @@ EXTRA_DIST += tests/test_cli.sh tests/test_cli_target.sh tests/test_install.sh t
   tests/test_io_python.sh tests/valgrind_suites tests/numpy_python.sh
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
   nf_sanitizers='$(enable_sanitizers)'; export top_srcdir top_builddir nf_sanitizers;
+# libnflow-plot (cairo): pictures read back and checked on their pixels;
+# without cairo the suite is a skip (77).
+if HAVE_CAIRO
+check_PROGRAMS += tests/test_plot tests/plot_probe
+tests_test_plot_SOURCES = tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h
+tests_test_plot_CFLAGS = $(AM_CFLAGS) $(CAIRO_CFLAGS)
+tests_test_plot_LDADD = libnflow-plot.la $(LDADD) $(CAIRO_LIBS)
+tests_plot_probe_SOURCES = tests/plot_probe.c tests/plot_helpers.c tests/plot_helpers.h
+tests_plot_probe_CFLAGS = $(AM_CFLAGS) $(CAIRO_CFLAGS)
+tests_plot_probe_LDADD = libnflow-plot.la libnflow.la $(CAIRO_LIBS) -lm
+TESTS += tests/test_plot
+endif
+TESTS += tests/test_cli_plot.sh
+EXTRA_DIST += tests/test_cli_plot.sh tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h \
+  tests/plot_probe.c

@@ -1,3 +1,6 @@
 bin_PROGRAMS += tools/nflow
 tools_nflow_SOURCES = tools/nflow.c tools/targets.c tools/targets.h
 tools_nflow_LDADD = libnflow.la $(BLAS_LIBS) $(DL_LIBS) -lm
+if HAVE_CAIRO
+tools_nflow_LDADD += libnflow-plot.la $(CAIRO_LIBS)
+endif

@@ -20,6 +20,9 @@
 
 #include "nflow.h"
 #include "targets.h"
+#ifdef HAVE_CAIRO
+#include "nflow/plot.h"
+#endif
 
 #define MAX_HIDDEN 16
 #define MAX_FLOWS 8
@@ -52,6 +55,7 @@ typedef struct cfg {
   const char *target, *target_lib, *estimator;
   size_t target_dim, lattice, anneal_plus_one;
   double mass2, lambda, anneal_beta0;
+  const char *png; /* --png: pictures of train and compare (cairo) */
 } cfg;
 
 /* Kinds of option values. Every count is an integer in [1, max] (the table's
@@ -161,7 +165,8 @@ static const opt_spec opt_specs[] = {
   OPT("--context-cols", OPT_STR, context_cols, "up to 64 comma-separated 0-based columns of the file that\n"
                                "                       are the condition y of p(x|y)"),
   OPT("--out", OPT_STR, out, "train: model file (.safetensors); eval: log p per row (.npy|.csv);\n"
-                               "                       sample: the samples (.npy|.csv; default CSV on stdout)"),
+                               "                       sample: the samples (.npy|.csv; default CSV on stdout);\n"
+                               "                       plot: the picture (.png)"),
   OPT("--out-dir", OPT_STR, out_dir, "compare: save each flow as DIR/FLOW.safetensors"),
   OPT("--model", OPT_STR, model, "eval, sample, info: the model file"),
   OPT("-n", OPT_COUNT, n_samples, "sample: number of samples, 1 to 1e9 (default 1000)"),
@@ -182,6 +187,9 @@ static const opt_spec opt_specs[] = {
   OPT("--estimator", OPT_STR, estimator, "--target: total|stl reverse-KL gradient (default total)"),
   OPT("--quiet", OPT_FLAG, quiet, "train, compare: no progress line (it is drawn only when stderr\n"
       "                       is a terminal, at most 10 times a second)"),
+  OPT("--png", OPT_STR, png, "train, compare: draw the run into FILE.png (compare: data | each\n"
+      "                       flow's density with its test NLL; train: data, density, samples\n"
+      "                       and curves, a corner plot for d > 2); plot: see --out (needs cairo)"),
   OPT_UPTO("--threads", threads, MAX_THREADS, "BLAS threads, 1 to 1024 (default 1)"),
   OPT("--max-memory", OPT_BYTES, max_memory, "train, compare: refuse a flow whose estimated training memory\n"
                                "                       (parameters, gradient, Adam moments, batch buffers)\n"
@@ -219,6 +227,7 @@ static void usage(FILE *out)
         "       nflow sample --model M.safetensors [-n N] [--seed S] [--out F.npy|F.csv]\n"
         "       nflow sample --model M.safetensors --target T [-n N]  (reweighted observables)\n"
         "       nflow info --model M.safetensors\n"
+        "       nflow plot --model M.safetensors [--data X] [--target T] --out F.png\n"
         "       nflow --version\n", out);
   for (size_t k = 0; k < N_OPTS; k++)
     fprintf(out, "  %-18s %s\n", opt_specs[k].name, opt_specs[k].help);
@@ -1338,6 +1347,12 @@ static int check_memory(const cfg *c, const nf_flow *flow, const split *s)
              np, copies, b_bytes);
 }
 
+/* Pictures (defined with cmd_plot, below): the hooks of train and compare. */
+static int pictures_begin(cfg *c, size_t compare_flows);
+static int picture_flow(const cfg *c, nf_flow *flow, const split *s, const result *r);
+static int picture_target(const cfg *c, nf_flow *flow, const nf_target *target);
+static int pictures_end(int rc);
+
 /* Builds, trains and tests one flow on the given split; saves it to out if not NULL. */
 static int run_flow(cfg c, const split *s, const char *out, result *r)
 {
@@ -1349,6 +1364,7 @@ static int run_flow(cfg c, const split *s, const char *out, result *r)
   if (!rc) rc = add_preprocess(&c, &s->train, flow);
   if (!rc) rc = check_memory(&c, flow, s);
   if (!rc) rc = train_and_test(&c, flow, s, &rng, r);
+  if (!rc) rc = picture_flow(&c, flow, s, r);
   if (!rc && out) {
     nf_meta *meta = provenance(&c, r);
     if (!meta || nf_flow_save(flow, out, meta)) rc = die("--out: %s", nf_errmsg());
@@ -1404,6 +1420,9 @@ static int open_target(const cfg *c, tool_target *t)
    figures and the importance-sampling report of -n fresh samples. */
 static int cmd_train_target(cfg *c)
 {
+  if (!c->flow) c->flow = "realnvp";
+  int scope = check_scope(c->flow);
+  if (scope) return scope;
   static const char *const data_only[] = {"--data", "--test", "--val", "--val-frac", "--test-frac",
       "--context-cols", "--standardize", "--bounds", "--patience", "--split-seed"};
   for (size_t k = 0; k < sizeof data_only / sizeof *data_only; k++)
@@ -1455,6 +1474,7 @@ static int cmd_train_target(cfg *c)
              r.nfe_backward, r.end_time, nf_cnf_trace_name(r.trace));
     rc = tool_target_report(flow, &t, &rng, c->n_samples ? c->n_samples : TARGET_REPORT_SAMPLES);
   }
+  if (!rc) rc = picture_target(&f, flow, t.target);
   if (!rc && c->out) {
     nf_meta *meta = nf_meta_new();
     if (!meta || nf_meta_set(meta, "target", t.label) || nf_meta_set(meta, "flow", f.flow) ||
@@ -1482,11 +1502,20 @@ static int refuse_target_options(void)
   return 0;
 }
 
+static int cmd_train_data(cfg *c);
+
+/* train: on data or against a target, with its pictures (--png). */
 static int cmd_train(cfg *c)
+{
+  int rc = pictures_begin(c, 0);
+  if (!rc) rc = c->target || c->target_lib ? cmd_train_target(c) : cmd_train_data(c);
+  return pictures_end(rc);
+}
+
+static int cmd_train_data(cfg *c)
 {
   if (!c->flow) c->flow = "realnvp";
   int rc = check_scope(c->flow);
-  if (!rc && (c->target || c->target_lib)) return cmd_train_target(c);
   if (!rc) rc = refuse_target_options();
   if (!rc) rc = check_run_options(c);
   if (rc) return rc;
@@ -1526,6 +1555,7 @@ static int cmd_compare(cfg *c)
   if (c->out_dir && mkdir(c->out_dir, 0777) && errno != EEXIST)
     return die("--out-dir %s: %s", c->out_dir, strerror(errno));
   note_scope(k, flow);
+  if ((rc = pictures_begin(c, k))) return pictures_end(rc);
   cfg first = *c;
   first.flow = flow[0];
   fill_defaults(&first); /* the split follows the first flow's batch and iterations */
@@ -1559,7 +1589,7 @@ static int cmd_compare(cfg *c)
     }
   }
   split_free(&s);
-  return rc;
+  return pictures_end(rc);
 }
 
 /* ---- eval, sample, info ---- */
@@ -1743,6 +1773,255 @@ static int cmd_info(cfg *c)
   return 0;
 }
 
+/* ---- pictures (--png on train and compare, the plot verb; cairo) ---- */
+
+#define PANEL_PX 400          /* pixels of one panel */
+#define PICTURE_POINTS 20000  /* points of the data and sample histograms */
+#define CORNER_MAX_DIM 6      /* the largest dimension of a corner plot */
+
+
+#ifdef HAVE_CAIRO
+/* The figure a run is drawing: --png's path, the next compare column, and
+   the temporary curve file of a train --png without --curve. */
+typedef struct pictures {
+  const char *path;
+  int compare;
+  nf_plot_figure *fig;
+  size_t next_col, cols;
+  char curve_tmp[64];
+} pictures;
+static pictures pics;
+
+/* The box shown for 2-D rows x (n x 2): [-4, 4]^2 for toy sets (FFJORD's
+   figures), else each column's 0.5% to 99.5% range widened by 10%. */
+static void picture_box(const char *data, size_t n, const double *x, nf_plot_box *box)
+{
+  if (data && is_toy(data)) {
+    *box = (nf_plot_box){-4, 4, -4, 4};
+    return;
+  }
+  double *v = malloc(n * sizeof *v), r[2][2];
+  for (int k = 0; k < 2; k++) {
+    for (size_t i = 0; v && i < n; i++) v[i] = x[2 * i + k];
+    if (v) qsort(v, n, sizeof *v, cmp_double);
+    double a = v ? v[(size_t)(0.005 * (double)(n - 1))] : -4, b = v ? v[(size_t)(0.995 * (double)(n - 1))] : 4;
+    double pad = b > a ? 0.1 * (b - a) : 1;
+    r[k][0] = a - pad, r[k][1] = b + pad;
+  }
+  free(v);
+  *box = (nf_plot_box){r[0][0], r[0][1], r[1][0], r[1][1]};
+}
+
+/* n draws of the flow (seed), into a new array; NULL with a message. */
+static double *picture_samples(nf_flow *flow, uint64_t seed, size_t n)
+{
+  double *x = malloc(n * nf_flow_dim(flow) * sizeof *x);
+  nf_rng rng;
+  nf_rng_seed(&rng, seed);
+  if (!x || nf_flow_sample(flow, &rng, n, NULL, x, NULL)) {
+    die("--png: sampling: %s", x ? nf_errmsg() : "out of memory");
+    free(x);
+    return NULL;
+  }
+  return x;
+}
+
+/* The panels of one 2-D flow from column col on: [the data histogram,] the
+   density, the samples' histogram (and a target's density first). */
+static int picture_2d(nf_plot_figure *fig, size_t col, const char *data, size_t n, const double *x,
+                      const nf_target *target, nf_flow *flow, uint64_t seed, const char *title)
+{
+  nf_plot_box box;
+  double *s = picture_samples(flow, seed, PICTURE_POINTS);
+  if (!s) return 1;
+  picture_box(data, x ? n : PICTURE_POINTS, x ? x : s, &box);
+  size_t m = x && n > PICTURE_POINTS ? PICTURE_POINTS : n;
+  nf_status st = NF_OK;
+  if (target) st = nf_plot_target(fig, col++, 0, "target exp(log p~)", target, &box);
+  if (!st && x) st = nf_plot_hist2d(fig, col++, 0, "data", m, 2, x, 0, 1, &box, 0, 0);
+  if (!st) st = nf_plot_density(fig, col++, 0, title, flow, &box);
+  if (!st) st = nf_plot_hist2d(fig, col, 0, "samples", PICTURE_POINTS, 2, s, 0, 1, &box, 0, 0);
+  free(s);
+  return st ? die("--png: %s", nf_errmsg()) : 0;
+}
+
+/* A corner plot of the flow's samples against the data rows x (n x dim). */
+static int picture_corner(nf_plot_figure *fig, nf_flow *flow, uint64_t seed, size_t n,
+                          const double *x)
+{
+  size_t d = nf_flow_dim(flow), m = n > PICTURE_POINTS ? PICTURE_POINTS : n;
+  double *s = picture_samples(flow, seed, PICTURE_POINTS);
+  if (!s) return 1;
+  nf_status st = nf_plot_corner(fig, 0, 0, d, PICTURE_POINTS, s, x ? m : PICTURE_POINTS, x ? x : s, NULL);
+  free(s);
+  return st ? die("--png: %s", nf_errmsg()) : 0;
+}
+
+/* Refuses pictures of a flow they cannot show. */
+static int picture_check(const nf_flow *flow, int corner_ok)
+{
+  size_t d = nf_flow_dim(flow);
+  if (nf_flow_ctx_dim(flow)) return die("--png: the flow is conditional; pictures show unconditional flows");
+  if (d != 2 && !corner_ok) return die("--png: compare draws densities of 2-D data; the data are %zu-D "
+                                       "(train --png draws a corner plot)", d);
+  if (d > CORNER_MAX_DIM) return die("--png: a corner plot takes at most %d dimensions, the flow has %zu",
+                                     CORNER_MAX_DIM, d);
+  return 0;
+}
+
+/* The figure of a run: columns for 2-D, a corner (and a row for curves) above. */
+static int picture_figure(size_t cols, size_t rows)
+{
+  if (pics.fig) return 0;
+  pics.cols = cols;
+  pics.fig = nf_plot_figure_new(cols, rows, PANEL_PX);
+  return pics.fig ? 0 : die("--png: %s", nf_errmsg());
+}
+
+/* The training curve panels of run c (loss; ESS for a target, NFE for a
+   CNF) from column col of row row. */
+static int picture_curves(const cfg *c, size_t col, size_t row, int with_ess)
+{
+  nf_status st = nf_plot_curve_csv(pics.fig, col, row, "training curve", c->curve, "loss");
+  if (!st && with_ess) st = nf_plot_curve_csv(pics.fig, col + 1, row, "effective sample size", c->curve, "ess");
+  else if (!st && !strcmp(c->flow, "cnf") && col + 1 < pics.cols)
+    st = nf_plot_curve_csv(pics.fig, col + 1, row, "function evaluations", c->curve, "nfe");
+  return st ? die("--png: %s", nf_errmsg()) : 0;
+}
+
+/* Called by run_flow with each trained flow: compare draws the data (first
+   flow) and the flow's density titled with its test NLL; train draws data,
+   density, samples and the curve (a corner plot for d > 2). */
+static int picture_flow(const cfg *c, nf_flow *flow, const split *s, const result *r)
+{
+  if (!pics.path) return 0;
+  const nf_dataset *x = s->train.x;
+  int rc = picture_check(flow, !pics.compare);
+  size_t d = nf_flow_dim(flow);
+  char title[96];
+  snprintf(title, sizeof title, "%s  (test NLL %.3f)", c->flow, r->test.mean);
+  if (!rc && pics.compare) {
+    nf_status st = NF_OK;
+    nf_plot_box box;
+    picture_box(c->data, x->n, x->x, &box);
+    if (pics.next_col == 0)
+      st = nf_plot_hist2d(pics.fig, pics.next_col++, 0, "data", x->n < PICTURE_POINTS ? x->n : PICTURE_POINTS,
+                          2, x->x, 0, 1, &box, 0, 0);
+    if (!st) st = nf_plot_density(pics.fig, pics.next_col++, 0, title, flow, &box);
+    return st ? die("--png: %s", nf_errmsg()) : 0;
+  }
+  if (!rc) rc = picture_figure(d == 2 ? 4 + !strcmp(c->flow, "cnf") : d, d == 2 ? 1 : d + 1);
+  if (!rc && d == 2) rc = picture_2d(pics.fig, 0, c->data, x->n, x->x, NULL, flow, c->seed_plus_one, title);
+  else if (!rc) rc = picture_corner(pics.fig, flow, c->seed_plus_one, x->n, x->x);
+  if (!rc) rc = picture_curves(c, d == 2 ? 3 : 0, d == 2 ? 0 : d, 0);
+  return rc;
+}
+
+/* train --target --png: the target's density beside the flow's, its samples
+   and the loss and ESS curves (2-D targets). */
+static int picture_target(const cfg *c, nf_flow *flow, const nf_target *target)
+{
+  if (!pics.path) return 0;
+  if (nf_flow_dim(flow) != 2)
+    return die("--png: --target pictures show 2-D targets; %s is %zu-D", nf_target_name(target),
+               nf_flow_dim(flow));
+  int rc = picture_figure(5, 1);
+  if (!rc) rc = picture_2d(pics.fig, 0, NULL, 0, NULL, target, flow, c->seed_plus_one, c->flow);
+  if (!rc) rc = picture_curves(c, 3, 0, 1);
+  return rc;
+}
+
+/* Starts the pictures of a train or compare run with --png (compare: one
+   column for the data and one per flow); a train run without --curve
+   records its curve in a temporary file. */
+static int pictures_begin(cfg *c, size_t compare_flows)
+{
+  if (!c->png) return 0;
+  pics = (pictures){.path = c->png, .compare = compare_flows > 0};
+  if (compare_flows) return picture_figure(compare_flows + 1, 1);
+  if (!c->curve) {
+    const char *dir = getenv("TMPDIR");
+    snprintf(pics.curve_tmp, sizeof pics.curve_tmp, "%s/nflow-curve.XXXXXX",
+             dir && strlen(dir) < 40 ? dir : "/tmp");
+    int fd = mkstemp(pics.curve_tmp);
+    if (fd < 0) return die("--png: a temporary curve file: %s", strerror(errno));
+    close(fd);
+    c->curve = pics.curve_tmp;
+  }
+  return 0;
+}
+
+/* Writes the figure (if the run succeeded) and frees it. */
+static int pictures_end(int rc)
+{
+  if (pics.fig && !rc && nf_plot_write_png(pics.fig, pics.path)) rc = die("--png: %s", nf_errmsg());
+  else if (pics.fig && !rc) printf("png=%s\n", pics.path);
+  if (*pics.curve_tmp) unlink(pics.curve_tmp);
+  nf_plot_figure_free(pics.fig);
+  pics = (pictures){0};
+  return rc;
+}
+
+/* nflow plot --model M [--data X] [--target T] --out F.png: the saved
+   model's pictures (2-D: [target,] [data,] density, samples; else a corner
+   plot of samples against the data or themselves). */
+static int cmd_plot(cfg *c)
+{
+  if (!c->out) return die("--out FILE.png is required");
+  nf_flow *flow = NULL;
+  nf_meta *meta = NULL;
+  int rc = load_model(c, &flow, &meta);
+  if (rc) return rc;
+  part p = {0};
+  tool_target t = {0};
+  size_t d = nf_flow_dim(flow);
+  rc = picture_check(flow, 1);
+  if (!rc && c->data) rc = eval_data(c, flow, meta, &p);
+  if (!rc && (c->target || c->target_lib)) {
+    rc = open_target(c, &t);
+    if (!rc && nf_target_dim(t.target) != 2)
+      rc = die("--target: pictures show 2-D targets; %s is %zu-D", t.label, nf_target_dim(t.target));
+  }
+  pics = (pictures){.path = c->out};
+  if (!rc) rc = picture_figure(d == 2 ? 2 + (size_t)(p.x != NULL) + (size_t)(t.target != NULL) : d,
+                                     d == 2 ? 1 : d);
+  if (!rc && d == 2)
+    rc = picture_2d(pics.fig, 0, c->data, p.x ? p.x->n : 0, p.x ? p.x->x : NULL, t.target, flow,
+                    c->seed_plus_one, "model density");
+  else if (!rc)
+    rc = picture_corner(pics.fig, flow, c->seed_plus_one, p.x ? p.x->n : 0, p.x ? p.x->x : NULL);
+  rc = pictures_end(rc);
+  if (t.target) tool_target_close(&t);
+  part_free(&p);
+  nf_meta_free(meta);
+  nf_flow_free(flow);
+  return rc;
+}
+#else
+/* Built without cairo: every picture option is refused before any work. */
+static int pictures_begin(cfg *c, size_t compare_flows)
+{
+  (void)compare_flows;
+  return c->png ? die("--png: nflow was built without cairo (configure --with-cairo)") : 0;
+}
+static int picture_flow(const cfg *c, nf_flow *flow, const split *s, const result *r)
+{
+  (void)c, (void)flow, (void)s, (void)r;
+  return 0;
+}
+static int picture_target(const cfg *c, nf_flow *flow, const nf_target *target)
+{
+  (void)c, (void)flow, (void)target;
+  return 0;
+}
+static int pictures_end(int rc) { return rc; }
+static int cmd_plot(cfg *c)
+{
+  (void)c;
+  return die("plot: nflow was built without cairo (configure --with-cairo)");
+}
+#endif
+
 int main(int argc, char **argv)
 {
   if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -1753,11 +2032,11 @@ int main(int argc, char **argv)
     printf("nflow %s\n", NFLOW_VERSION_STRING);
     return 0;
   }
-  static const char *const cmds[] = {"train", "compare", "eval", "sample", "info"};
+  static const char *const cmds[] = {"train", "compare", "eval", "sample", "info", "plot"};
   size_t cmd = 0;
-  while (cmd < 5 && strcmp(argv[1], cmds[cmd])) cmd++;
-  if (cmd == 5)
-    return die("unknown command '%s' (expected train, compare, eval, sample or info)", argv[1]);
+  while (cmd < 6 && strcmp(argv[1], cmds[cmd])) cmd++;
+  if (cmd == 6)
+    return die("unknown command '%s' (expected train, compare, eval, sample, info or plot)", argv[1]);
   cfg c = {.iters = 2000, .threads = 1, .seed_plus_one = 2, .lr = NAN, .test_frac = NAN,
            .weight_decay = NAN, .clip = NAN, .scale_bound = NAN, .tail_bound = NAN, .end_time = NAN,
            .rtol = NAN, .atol = NAN, .kinetic = NAN, .jacobian = NAN, .val_frac = NAN,
@@ -1772,6 +2051,7 @@ int main(int argc, char **argv)
   case 1: return cmd_compare(&c);
   case 2: return cmd_eval(&c);
   case 3: return cmd_sample(&c);
+  case 5: return cmd_plot(&c);
   default: return cmd_info(&c);
   }
 }
