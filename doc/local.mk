@@ -18,3 +18,7 @@ clean-local: clean-doc
 clean-doc:
 	rm -rf doc/api doc/doxygen.log
 .PHONY: clean-doc
+
+# The tutorial: each step is a program of examples/ that tests/test_install.sh
+# builds against a staged install and runs.
+EXTRA_DIST += doc/tutorial.md
