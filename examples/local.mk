@@ -16,3 +16,6 @@ examples_phi4_LDADD = libnflow.la -lm
 noinst_PROGRAMS += examples/map_denoise
 examples_map_denoise_SOURCES = examples/map_denoise.c
 examples_map_denoise_LDADD = libnflow.la -lm
+noinst_PROGRAMS += examples/conditional
+examples_conditional_SOURCES = examples/conditional.c
+examples_conditional_LDADD = libnflow.la -lm

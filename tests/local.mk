@@ -43,9 +43,10 @@ tests_test_phi4_SOURCES = tests/test_phi4.c tests/phi4_mcmc.c tests/phi4_mcmc.h 
 # io_fixtures writes the files test_io_python.sh reads with NumPy.
 check_PROGRAMS += tests/io_fixtures
 tests_io_fixtures_LDFLAGS = -static
-TESTS += $(nf_suites) tests/test_cli.sh tests/test_cli_target.sh tests/test_install.sh tests/test_io_python.sh
+TESTS += $(nf_suites) tests/test_cli.sh tests/test_cli_target.sh tests/test_install.sh tests/test_io_python.sh \
+  tests/test_man.sh tests/test_doc.sh
 EXTRA_DIST += tests/test_cli.sh tests/test_cli_target.sh tests/test_install.sh tests/data tests/read_safetensors.py \
-  tests/test_io_python.sh tests/valgrind_suites tests/numpy_python.sh
+  tests/test_io_python.sh tests/valgrind_suites tests/numpy_python.sh tests/test_man.sh tests/test_doc.sh
 AM_TESTS_ENVIRONMENT = top_srcdir='$(abs_top_srcdir)'; top_builddir='$(abs_top_builddir)'; \
   nf_sanitizers='$(enable_sanitizers)'; export top_srcdir top_builddir nf_sanitizers;
 # libnflow-plot (cairo): pictures read back and checked on their pixels;

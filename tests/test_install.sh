@@ -28,6 +28,13 @@ grep -q '^state=' "$stage/hamiltonian.txt"
 "$stage/load_eval" "$stage/m.safetensors" > "$stage/load_eval.txt"
 grep -q '^saved=' "$stage/train_save.txt"
 grep -q '^checksum=' "$stage/load_eval.txt"
+# The tutorial's first step: a density fitted to a CSV file (samples of that
+# model, written by the installed nflow), saved, loaded by another program.
+"$stage$prefix/bin/nflow" sample --model "$stage/m.safetensors" -n 2000 --out "$stage/moons.csv" >/dev/null
+"$stage/train_save" "$stage/moons.csv" "$stage/csv.safetensors" > "$stage/train_save_csv.txt"
+"$stage/load_eval" "$stage/csv.safetensors" > "$stage/load_eval_csv.txt"
+grep -q "^data=$stage/moons.csv\$" "$stage/load_eval_csv.txt"
+grep -q '^finite=1000$' "$stage/load_eval_csv.txt"
 # A Boltzmann generator of the double well (300 iterations): log Z within 0.02 of
 # quadrature (0.865367) and ESS >= 0.8.
 "$stage/boltzmann" 300 20000 > "$stage/boltzmann.txt"
@@ -38,4 +45,14 @@ awk -F= '$1 == "logz" { z = $2 } $1 == "ess" { e = $2 }
 grep -q '^abs_m=' "$stage/phi4.txt"
 "$stage/map_denoise" 1 300 > "$stage/map_denoise.txt"
 grep -q '^mse_map=' "$stage/map_denoise.txt"
+# A conditional density p(x | y) (examples/conditional.c): test NLL within 0.1
+# nat of the true conditional's, and samples at y = 0.5 centred within 0.1 of
+# (1, -0.5).
+"$stage/conditional" 1000 > "$stage/conditional.txt"
+awk -F= '{ v[$1] = $2 } END { a = v["mean_x0_at_y0.5"] - 1; b = v["mean_x1_at_y0.5"] + 0.5
+  exit !(v["test_nll"] - v["true_nll"] <= 0.1 && a * a <= 0.01 && b * b <= 0.01) }' "$stage/conditional.txt" ||
+  { echo "conditional: $(tr '\n' ' ' < "$stage/conditional.txt")"; exit 1; }
+# make install puts the man pages in place.
+test -n "$(find "$stage" -path '*/man1/nflow.1')"
+test -n "$(find "$stage" -path '*/man3/nflow.3')"
 echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"
