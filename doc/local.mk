@@ -21,4 +21,4 @@ clean-doc:
 
 # The tutorial: each step is a program of examples/ that tests/test_install.sh
 # builds against a staged install and runs.
-EXTRA_DIST += doc/tutorial.md
+EXTRA_DIST += doc/tutorial.md doc/compare.png

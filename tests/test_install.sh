@@ -55,4 +55,24 @@ awk -F= '{ v[$1] = $2 } END { a = v["mean_x0_at_y0.5"] - 1; b = v["mean_x1_at_y0
 # make install puts the man pages in place.
 test -n "$(find "$stage" -path '*/man1/nflow.1')"
 test -n "$(find "$stage" -path '*/man3/nflow.3')"
+# With cairo: nflow-plot.pc is installed and a user's program draws through it.
+if [ -f "$top_builddir/nflow-plot.pc" ]; then
+  test -f "$pcdir/nflow-plot.pc"
+  cat > "$stage/draw.c" <<'C'
+#include <nflow.h>
+#include <nflow/plot.h>
+int main(void)
+{
+  double x[8] = {0, 0, 1, 1, -1, 0.5, 0.2, -0.3};
+  nf_plot_box box = {-2, 2, -2, 2};
+  nf_plot_figure *fig = nf_plot_figure_new(1, 1, 200);
+  nf_status st = fig ? nf_plot_hist2d(fig, 0, 0, "four points", 4, 2, x, 0, 1, &box, 10, 0) : NF_ENOMEM;
+  if (!st) st = nf_plot_write_png(fig, "draw.png");
+  nf_plot_figure_free(fig);
+  return st != NF_OK;
+}
+C
+  pflags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs nflow-plot)
+  (cd "$stage" && ${CC:-cc} draw.c $pflags -o draw && ./draw && test -s draw.png)
+fi
 echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"
