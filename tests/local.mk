@@ -62,5 +62,5 @@ tests_plot_probe_LDADD = libnflow-plot.la libnflow.la $(CAIRO_LIBS) -lm
 TESTS += tests/test_plot
 endif
 TESTS += tests/test_cli_plot.sh
-EXTRA_DIST += tests/test_cli_plot.sh tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h \
+EXTRA_DIST += tests/lsan.supp tests/test_cli_plot.sh tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h \
   tests/plot_probe.c
