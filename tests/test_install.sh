@@ -56,7 +56,7 @@ awk -F= '{ v[$1] = $2 } END { a = v["mean_x0_at_y0.5"] - 1; b = v["mean_x1_at_y0
 test -n "$(find "$stage" -path '*/man1/nflow.1')"
 test -n "$(find "$stage" -path '*/man3/nflow.3')"
 # With cairo: nflow-plot.pc is installed and a user's program draws through it.
-if [ -f "$top_builddir/nflow-plot.pc" ]; then
+if grep -q "^#define HAVE_CAIRO 1" "$top_builddir/config.h"; then
   test -f "$pcdir/nflow-plot.pc"
   cat > "$stage/draw.c" <<'C'
 #include <nflow.h>
