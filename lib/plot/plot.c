@@ -144,7 +144,7 @@ nf_status nf_plot_image_area(const nf_plot_figure *fig, size_t col, size_t row, 
 /* The image square of a cell as an area. */
 static area image_area(const nf_plot_figure *fig, size_t col, size_t row)
 {
-  int x, y, s;
+  int x = 0, y = 0, s = 0; /* set unless the cell is out of range, which callers check */
   nf_plot_image_area(fig, col, row, &x, &y, &s);
   return (area){x, y, s, s};
 }
