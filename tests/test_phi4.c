@@ -94,15 +94,6 @@ END_TEST
 
 int main(void)
 {
-  Suite *s = suite_create("phi4");
-  TCase *tc = tcase_create("reweighting");
-  tcase_set_timeout(tc, 300);
-  tcase_add_test(tc, test_symmetric);
-  tcase_add_test(tc, test_broken);
-  suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  const TTest *tests[] = {test_symmetric, test_broken, NULL};
+  return th_run_tests("phi4", 300, tests);
 }
