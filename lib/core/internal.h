@@ -47,6 +47,13 @@ nf_status nf_parse_choice(const char *what, const char *name, const char *const 
    PyTorch's nn.Linear default) instead of He / Glorot (lib/nets/mlp.c). */
 void nf_mlp_init_lecun(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params);
 
+/* out[i] = (float)in[i] for n values: single-precision networks convert their
+   weights once per call (nflow/precision.h). */
+void nf_to_float(size_t n, const double *in, float *out);
+
+/* out[i] += in[i] for n values: float results accumulated in double. */
+void nf_add_float(size_t n, const float *in, double *out);
+
 /* Index of the first non-finite entry among n values, or n if all are finite. */
 size_t nf_first_nonfinite(size_t n, const double *v);
 

@@ -23,3 +23,13 @@ double nf_precision_epsilon(nf_precision precision)
 {
   return precision == NF_PRECISION_SINGLE ? FLT_EPSILON : DBL_EPSILON;
 }
+
+void nf_to_float(size_t n, const double *in, float *out)
+{
+  for (size_t i = 0; i < n; i++) out[i] = (float)in[i];
+}
+
+void nf_add_float(size_t n, const float *in, double *out)
+{
+  for (size_t i = 0; i < n; i++) out[i] += in[i];
+}
