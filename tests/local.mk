@@ -13,7 +13,7 @@ nf_suites = \
   tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
-  tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
+  tests/test_ode tests/test_odenet tests/test_odenet_single tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
   tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
   tests/test_made tests/test_autoregressive tests/test_actnorm tests/test_gaussianization \
   tests/test_spline tests/test_phi4 tests/test_objective tests/test_map
