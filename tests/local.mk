@@ -16,7 +16,7 @@ nf_suites = \
   tests/test_ode tests/test_odenet tests/test_odenet_single tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
   tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
   tests/test_made tests/test_autoregressive tests/test_actnorm tests/test_gaussianization \
-  tests/test_spline tests/test_phi4 tests/test_objective tests/test_map
+  tests/test_spline tests/test_phi4 tests/test_objective tests/test_map tests/test_single
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
@@ -27,6 +27,8 @@ tests_test_cnf_LDFLAGS = -static
 tests_test_coupling_LDFLAGS = -static
 # test_autoregressive reaches nf_config_new (save -> load through the registry).
 tests_test_autoregressive_LDFLAGS = -static
+# test_single reaches nf_config_new (the layers' saved precision).
+tests_test_single_LDFLAGS = -static
 # test_spline reaches the internal transformers and nf_config_new.
 tests_test_spline_LDFLAGS = -static
 # test_io reaches the internal CRC, atomic writer, config and safetensors code.
