@@ -656,9 +656,7 @@ static nf_status cnf_save(const nf_layer *layer, nf_config *cfg)
         (st = nf_config_set_string(cfg, "activation", nf_odenet_act_name(o->act))) ||
         (st = nf_config_set_sizes(cfg, "hidden", o->n_hidden, o->hidden)))
       return st;
-    if (o->precision != NF_PRECISION_DOUBLE &&
-        (st = nf_config_set_string(cfg, "precision", nf_precision_name(o->precision))))
-      return st;
+    if ((st = nf_precision_save(cfg, o->precision))) return st;
   } else {
     if ((st = nf_config_set_string(cfg, "dynamics", "field")) ||
         (st = nf_config_set_string(cfg, "field", c->field.name)) ||
@@ -756,7 +754,7 @@ static nf_layer *cnf_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
       goto fail;
     }
     if ((st = nf_config_get_sizes(cfg, "hidden", n_hidden, hidden))) goto fail;
-    if (nf_config_has(cfg, "precision")) GET_ENUM("precision", nf_precision_parse, &o.precision);
+    if ((st = nf_precision_load(cfg, &o.precision))) goto fail;
     o.n_hidden = n_hidden;
     o.hidden = hidden;
     layer = cnf_build(dim, ctx_dim, &o, NULL);
