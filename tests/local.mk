@@ -64,3 +64,8 @@ endif
 TESTS += tests/test_cli_plot.sh
 EXTRA_DIST += tests/lsan.supp tests/test_cli_plot.sh tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h \
   tests/plot_probe.c
+# Data-parallel training under mpirun (skipped without MPI); theta_compare
+# compares the parameters of two saved models.
+check_PROGRAMS += tests/theta_compare
+TESTS += tests/test_mpi.sh
+EXTRA_DIST += tests/test_mpi.sh
