@@ -6,6 +6,7 @@
 #include "nflow/status.h"
 #include "nflow/limits.h"
 #include "nflow/precision.h"
+#include "nflow/comm.h"
 #include "nflow/rng.h"
 #include "nflow/layer.h"
 #include "nflow/mlp.h"

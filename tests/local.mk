@@ -16,7 +16,8 @@ nf_suites = \
   tests/test_ode tests/test_odenet tests/test_odenet_single tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
   tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
   tests/test_made tests/test_autoregressive tests/test_actnorm tests/test_gaussianization \
-  tests/test_spline tests/test_phi4 tests/test_objective tests/test_map tests/test_single
+  tests/test_spline tests/test_phi4 tests/test_objective tests/test_map tests/test_single \
+  tests/test_comm
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
@@ -66,3 +67,8 @@ endif
 TESTS += tests/test_cli_plot.sh
 EXTRA_DIST += tests/lsan.supp tests/test_cli_plot.sh tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h \
   tests/plot_probe.c
+# Data-parallel training under mpirun (skipped without MPI); theta_compare
+# compares the parameters of two saved models.
+check_PROGRAMS += tests/theta_compare
+TESTS += tests/test_mpi.sh
+EXTRA_DIST += tests/test_mpi.sh
