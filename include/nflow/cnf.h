@@ -78,7 +78,8 @@ typedef struct nf_cnf_opts {
   uint64_t probe_seed;      /* Hutchinson probes: with the call's seed, the key of their stream */
   nf_precision precision;   /* arithmetic of the dynamics net (nflow/precision.h; default double);
                                the ODE state stays double. Single refuses ode.rtol or ode.atol
-                               below 100 FLT_EPSILON (about 1.2e-5, nf_ode_tolerance_floor) */
+                               below 10 FLT_EPSILON (1.2e-6): f's rounding noise must
+                               stay well below the tolerance */
 } nf_cnf_opts;
 
 /* FFJORD's toy configuration: concatsquash 64-64-64, tanh, T = 0.5 learnable,

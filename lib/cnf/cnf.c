@@ -463,6 +463,17 @@ nf_status nf_cnf_trace_parse(const char *name, nf_trace_kind *trace)
   return st;
 }
 
+/* The smallest tolerance a single-precision CNF accepts. Its ODE state is
+   double (the solver checks nf_ode_tolerance_floor(DBL_EPSILON) itself, which
+   is all a double net needs), but f computed with unit roundoff u carries
+   relative noise near u into every stage, which the embedded error estimate
+   must not mistake for truncation error: 10 u (single: 1.2e-6, so FFJORD's
+   1e-5 is fine, as it is in FFJORD's float32). */
+static double dynamics_tolerance_floor(nf_precision precision)
+{
+  return 10 * nf_precision_epsilon(precision);
+}
+
 /* Checks the options nf_cnf_new cannot build from. */
 static nf_status check_opts(const char *fn, size_t dim, size_t ctx_dim, const nf_cnf_opts *o)
 {
@@ -484,10 +495,11 @@ static nf_status check_opts(const char *fn, size_t dim, size_t ctx_dim, const nf
   if (o->n_hidden > 0 && !o->hidden) return nf_fail(NF_EINVAL, "%s: hidden is NULL", fn);
   if ((unsigned)o->precision > NF_PRECISION_SINGLE)
     return nf_fail(NF_EINVAL, "%s: unknown precision %d", fn, (int)o->precision);
-  double floor = nf_ode_tolerance_floor(nf_precision_epsilon(o->precision));
+  double floor = dynamics_tolerance_floor(o->precision);
   if (o->precision != NF_PRECISION_DOUBLE && !(o->ode.rtol >= floor && o->ode.atol >= floor))
-    return nf_fail(NF_EINVAL, "%s: ode.rtol = %g and ode.atol = %g must be >= %.3g (100 x the "
-                   "unit roundoff of %s precision, the dynamics' arithmetic)", fn, o->ode.rtol,
+    return nf_fail(NF_EINVAL, "%s: ode.rtol = %g and ode.atol = %g must be >= %.3g (10 x the "
+                   "unit roundoff of %s precision, the dynamics' arithmetic, whose rounding "
+                   "noise the error estimate must not see)", fn, o->ode.rtol,
                    o->ode.atol, floor, nf_precision_name(o->precision));
   return NF_OK;
 }
