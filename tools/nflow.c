@@ -55,7 +55,7 @@ typedef struct cfg {
   size_t max_memory; /* --max-memory in bytes; 0 = no limit */
   size_t quiet;      /* --quiet: no progress line */
   /* reverse KL against a target instead of data */
-  const char *target, *target_lib, *estimator;
+  const char *target, *target_lib, *estimator, *precision;
   size_t target_dim, lattice, anneal_plus_one;
   double mass2, lambda, anneal_beta0;
   const char *png; /* --png: pictures of train and compare (cairo) */
@@ -193,6 +193,9 @@ static const opt_spec opt_specs[] = {
   OPT("--png", OPT_STR, png, "train, compare: draw the run into FILE.png (compare: data | each\n"
       "                       flow's density with its test NLL; train: data, density, samples\n"
       "                       and curves, a corner plot for d > 2); plot: see --out (needs cairo)"),
+  OPT("--precision", OPT_STR, precision, "train, compare: the networks' arithmetic, double|single (default\n"
+      "                       double; single runs sgemm with float activations, theta, ODE\n"
+      "                       states and log-dets stay double)"),
   OPT_UPTO("--threads", threads, MAX_THREADS, "BLAS threads, 1 to 1024 (default 1)"),
   OPT("--max-memory", OPT_BYTES, max_memory, "train, compare: refuse a flow whose estimated training memory\n"
                                "                       (parameters, gradient, Adam moments, batch buffers)\n"
@@ -557,6 +560,8 @@ static int cnf_options(const cfg *c, size_t dim, nf_cnf_opts *o)
   if (c->act && nf_odenet_act_parse(c->act, &o->act)) return die("--act: %s", nf_errmsg());
   if (c->dynamics && nf_odenet_kind_parse(c->dynamics, &o->kind))
     return die("--dynamics: %s", nf_errmsg());
+  if (c->precision && nf_precision_parse(c->precision, &o->precision))
+    return die("--precision: %s", nf_errmsg());
   return 0;
 }
 
@@ -608,6 +613,8 @@ static int build_flow(const cfg *c, size_t dim, size_t ctx_dim, nf_rng *rng, nf_
   if (c->bins) recipe.bins = c->bins;
   if (c->components) recipe.components = c->components;
   if (c->mixing && mixing_parse(c->mixing, &recipe.mixing)) return 2;
+  if (c->precision && nf_precision_parse(c->precision, &recipe.precision))
+    return die("--precision: %s", nf_errmsg());
   if (c->target && !strcmp(c->target, "phi4")) /* couplings on the checkerboard */
     recipe.lattice = c->lattice ? c->lattice : PHI4_DEFAULT_LATTICE;
   *out = nf_recipe_build(dim, ctx_dim, &recipe, rng);
