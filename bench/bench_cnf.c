@@ -11,7 +11,6 @@
 #endif
 #include <stdio.h>
 #include <stdlib.h>
-#include <cblas.h>
 
 #include "nflow.h"
 #include "timing.h"
@@ -75,31 +74,6 @@ static void bench_mode(const mode *m, const nf_dataset *data, size_t iters)
   nf_flow_free(flow);
 }
 
-/* sgemm of two n x n float matrices (the single-precision peer of bench_dgemm_gflops). */
-typedef struct fsquare {
-  int n;
-  float *a, *c;
-} fsquare;
-
-static void square_sgemm(void *arg)
-{
-  fsquare *s = arg;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1.0f, s->a, s->n, s->a,
-              s->n, 0.0f, s->c, s->n);
-}
-
-/* GFLOP/s of an n^3 sgemm at one thread, median of reps. */
-static double sgemm_gflops(int n, int reps)
-{
-  fsquare s = {n, malloc((size_t)n * n * sizeof(float)), malloc((size_t)n * n * sizeof(float))};
-  for (size_t i = 0; i < (size_t)n * n; i++) s.a[i] = 1.0f / (float)(i % 97 + 1);
-  square_sgemm(&s); /* warm up */
-  double sec = bench_median_time(square_sgemm, &s, reps, 1);
-  free(s.a);
-  free(s.c);
-  return 2.0 * n * (double)n * n / sec * 1e-9;
-}
-
 /* GFLOP/s of one exact-trace right-hand side evaluation of the toy net at batch
    100, in the given precision. */
 static double rhs_gflops(int reps, nf_precision precision)
@@ -144,7 +118,7 @@ int main(int argc, char **argv)
   printf("  dgemm 1024^3: %.2f GFLOP/s\n", gemm);
   double rhs = rhs_gflops(reps, NF_PRECISION_DOUBLE);
   printf("  RHS rate: %.2f GFLOP/s = %.2f of dgemm\n", rhs, rhs / gemm);
-  double sgemm = sgemm_gflops(1024, reps), rhs_s = rhs_gflops(reps, NF_PRECISION_SINGLE);
+  double sgemm = bench_sgemm_gflops(1024, reps), rhs_s = rhs_gflops(reps, NF_PRECISION_SINGLE);
   printf("  sgemm 1024^3: %.2f GFLOP/s\n", sgemm);
   printf("  single RHS rate: %.2f GFLOP/s = %.2f of sgemm\n", rhs_s, rhs_s / sgemm);
   printf("  %-22s %9s %9s %9s %9s %9s\n", "mode", "ms med", "ms mean", "nfe fwd", "nfe bwd", "loss");

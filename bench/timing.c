@@ -42,28 +42,42 @@ double bench_median_time(void (*fn)(void *), void *arg, int reps, int calls)
   return m;
 }
 
+/* An n x n product a a in double or float (one buffer pair, either type). */
 typedef struct square {
-  int n;
-  double *a, *c;
+  int n, single;
+  void *a, *c;
 } square;
 
-static void square_dgemm(void *arg)
+static void square_gemm(void *arg)
 {
   square *s = arg;
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1.0, s->a, s->n,
-              s->a, s->n, 0.0, s->c, s->n);
+  if (s->single)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1.0f, s->a, s->n,
+                s->a, s->n, 0.0f, s->c, s->n);
+  else
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1.0, s->a, s->n,
+                s->a, s->n, 0.0, s->c, s->n);
 }
 
-double bench_dgemm_gflops(int n, int reps)
+/* GFLOP/s (2 n^3 flops per product) of the median of reps products. */
+static double gemm_gflops(int n, int reps, int single)
 {
-  square s = {n, malloc((size_t)n * n * sizeof(double)), malloc((size_t)n * n * sizeof(double))};
-  for (size_t i = 0; i < (size_t)n * n; i++) s.a[i] = 1.0 / (double)(i % 97 + 1);
-  square_dgemm(&s); /* warm up */
-  double sec = bench_median_time(square_dgemm, &s, reps, 1);
+  size_t size = single ? sizeof(float) : sizeof(double), nn = (size_t)n * n;
+  square s = {n, single, malloc(nn * size), malloc(nn * size)};
+  for (size_t i = 0; i < nn; i++) {
+    if (single) ((float *)s.a)[i] = 1.0f / (float)(i % 97 + 1);
+    else ((double *)s.a)[i] = 1.0 / (double)(i % 97 + 1);
+  }
+  square_gemm(&s); /* warm up */
+  double sec = bench_median_time(square_gemm, &s, reps, 1);
   free(s.a);
   free(s.c);
   return 2.0 * n * (double)n * n / sec * 1e-9;
 }
+
+double bench_dgemm_gflops(int n, int reps) { return gemm_gflops(n, reps, 0); }
+
+double bench_sgemm_gflops(int n, int reps) { return gemm_gflops(n, reps, 1); }
 
 double bench_mlp_macs(size_t in, size_t n_hidden, const size_t *hidden, size_t out)
 {

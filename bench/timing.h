@@ -24,4 +24,7 @@ void bench_one_thread(void);
 /* GFLOP/s of a square dgemm of order n at the current BLAS thread count (median of reps). */
 double bench_dgemm_gflops(int n, int reps);
 
+/* The same for sgemm: the rate single-precision networks are compared with. */
+double bench_sgemm_gflops(int n, int reps);
+
 #endif

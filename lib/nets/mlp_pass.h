@@ -21,7 +21,7 @@ NF_VECTOR_LOOP static void PASS(add_bias_activate)(nf_activation act, size_t n, 
     case NF_ACT_RELU:
       for (size_t j = 0; j < w; j++) {
         REAL v = r[j] + b[j];
-        r[j] = 0.5 * (v + fabs(v)); /* max(v, 0), exact and branch-free */
+        r[j] = v < 0 ? (REAL)0 : v; /* max(v, 0), exact, NaN kept; a vector select */
       }
       break;
     case NF_ACT_TANH:
@@ -50,13 +50,13 @@ NF_VECTOR_LOOP static void PASS(activation_backward)(nf_activation act, size_t n
   case NF_ACT_IDENTITY:
     break;
   case NF_ACT_RELU:
-    for (size_t k = 0; k < nw; k++) g[k] = h[k] > 0 ? g[k] : 0.0;
+    for (size_t k = 0; k < nw; k++) g[k] = h[k] > 0 ? g[k] : (REAL)0;
     break;
   case NF_ACT_TANH:
-    for (size_t k = 0; k < nw; k++) g[k] *= 1.0 - h[k] * h[k];
+    for (size_t k = 0; k < nw; k++) g[k] *= (REAL)1 - h[k] * h[k];
     break;
   case NF_ACT_ELU:
-    for (size_t k = 0; k < nw; k++) g[k] *= h[k] > 0 ? 1.0 : h[k] + 1.0;
+    for (size_t k = 0; k < nw; k++) g[k] *= h[k] > 0 ? (REAL)1 : h[k] + (REAL)1;
     break;
   case NF_ACT_SOFTPLUS:
     for (size_t k = 0; k < nw; k++) g[k] *= -expm1(-h[k]);
