@@ -260,8 +260,39 @@ static nf_flow *cnf_flow(nf_trace_kind trace)
   return flow;
 }
 
+/* One solve per call on a threaded workspace: the flow does not split a CNF
+   (nor one inside the inverse wrapper); the CNF splits its rows instead. */
+static void check_one_solve(nf_flow *flow, const nf_layer *cnf)
+{
+  size_t n = 64;
+  double *x = th_random_points(n, 2, 4, 1.0), logp[64];
+  nf_cnf_counters c;
+  nf_flow_ws *ws = nf_flow_ws_new_threads(flow, n, 2);
+  ck_assert_int_eq(nf_cnf_reset_counters(cnf), NF_OK);
+  ck_assert_int_eq(nf_flow_log_prob_ws(flow, ws, 0, n, x, NULL, logp), NF_OK);
+  ck_assert_int_eq(nf_cnf_get_counters(cnf, &c), NF_OK);
+  ck_assert_uint_eq(c.solves, 1);
+  nf_flow_ws_free(ws);
+  free(x);
+}
+
 START_TEST(test_cnf_rows_split)
 {
+  nf_rng rng;
+  nf_rng_seed(&rng, 2);
+  nf_cnf_opts o = nf_cnf_defaults();
+  static const size_t hidden[] = {8};
+  o.n_hidden = 1;
+  o.hidden = hidden;
+  nf_layer *plain = nf_cnf_new(2, 0, &o, &rng), *inner = nf_cnf_new(2, 0, &o, &rng);
+  nf_flow *f1 = nf_flow_new(2, 0, NF_BASE_STD_NORMAL), *f2 = nf_flow_new(2, 0, NF_BASE_STD_NORMAL);
+  ck_assert_int_eq(nf_flow_push(f1, plain), NF_OK);
+  ck_assert_int_eq(nf_flow_push(f2, nf_inverse_new(inner)), NF_OK);
+  check_one_solve(f1, plain);
+  check_one_solve(f2, inner);
+  nf_flow_free(f1);
+  nf_flow_free(f2);
+
   const nf_trace_kind traces[] = {NF_TRACE_EXACT, NF_TRACE_RADEMACHER};
   for (size_t q = 0; q < 2; q++) {
     nf_flow *flow = cnf_flow(traces[q]);

@@ -25,7 +25,8 @@
    one machine with one BLAS build. A different chunking (another max_rows)
    may change the last bit (BLAS kernels block rows differently) and, for a
    CNF with an adaptive solver, changes its results within the solver's
-   tolerance (the steps are chosen for the whole batch, as FFJORD does). */
+   tolerance (the steps are chosen for the whole batch, as FFJORD does).
+   Worker threads inside one call: nf_flow_ws_new_threads, nf_flow_set_threads. */
 #ifndef NFLOW_FLOW_H
 #define NFLOW_FLOW_H
 

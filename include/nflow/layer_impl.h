@@ -68,7 +68,8 @@ typedef struct nf_layer_type {
      batch (a CNF whose adaptive solver picks steps for the whole batch). A
      threaded flow workspace (nf_flow_ws_new_threads) then does not split the
      flow's batch across threads; every layer receives the workspace's pool
-     through nf_apply_opts.pool instead. 0 (the default): rows independent. */
+     through nf_apply_opts.pool instead (the inverse wrapper counts as its
+     inner layer). 0 (the default): rows independent. */
   int couples_rows;
 } nf_layer_type;
 

@@ -348,11 +348,19 @@ nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows)
 size_t nf_flow_ws_rows(const nf_flow_ws *ws) { return ws ? ws->rows : 0; }
 size_t nf_flow_ws_threads(const nf_flow_ws *ws) { return ws ? ws->threads : 0; }
 
-/* Whether a layer of the flow couples its rows (nf_layer_type.couples_rows). */
+/* Whether a layer couples its rows (nf_layer_type.couples_rows), looking
+   through the inverse wrapper (whose data is the inner layer). */
+static int couples_rows(const nf_layer *layer)
+{
+  if (layer->type == &nf_inverse_type) return couples_rows(layer->data);
+  return layer->type->couples_rows != 0;
+}
+
+/* Whether a layer of the flow couples its rows. */
 static int flow_couples_rows(const nf_flow *flow)
 {
   for (size_t k = 0; k < flow->n_layers; k++)
-    if (flow->layers[k]->type->couples_rows) return 1;
+    if (couples_rows(flow->layers[k])) return 1;
   return 0;
 }
 
