@@ -1,10 +1,13 @@
 /* lib/core/pool.c — persistent worker threads: a run publishes (task, user,
    n_tasks) under a mutex, bumps a generation counter and broadcasts; each
    worker w runs tasks w, w + T, ... and the last one to finish signals the
-   caller, who ran worker 0's share meanwhile. */
+   caller, who ran worker 0's share meanwhile. Both sides first spin briefly
+   on the atomic counters (a CNF runs the pool once per right-hand side,
+   microseconds apart) before sleeping on the condition variables. */
 #include "config.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +42,8 @@ struct nf_pool {
   pthread_mutex_t run_lock; /* one run at a time */
   pthread_mutex_t lock;    /* guards what follows */
   pthread_cond_t start, done;
-  unsigned long generation;
-  size_t pending;          /* workers 1..T-1 still running this generation */
+  atomic_ulong generation; /* bumped (under lock) by each run */
+  atomic_size_t pending;   /* workers 1..T-1 still running this generation */
   int quit;
   size_t n_tasks;
   nf_pool_task task;
@@ -90,26 +93,50 @@ static void run_share(pool_slot *s, size_t n_tasks, nf_pool_task task, void *use
   }
 }
 
+/* Loads of an atomic counter a thread spins through before it sleeps. */
+#define POOL_SPIN 20000
+
+/* Whether *gen moves past seen within POOL_SPIN loads. */
+static int spin_for_generation(const atomic_ulong *gen, unsigned long seen)
+{
+  for (int i = 0; i < POOL_SPIN; i++)
+    if (atomic_load_explicit(gen, memory_order_acquire) != seen) return 1;
+  return 0;
+}
+
+/* Whether *pending reaches 0 within POOL_SPIN loads. */
+static int spin_for_done(const atomic_size_t *pending)
+{
+  for (int i = 0; i < POOL_SPIN; i++)
+    if (atomic_load_explicit(pending, memory_order_acquire) == 0) return 1;
+  return 0;
+}
+
 /* Thread body of workers 1..T-1: wait for a new generation, run its share, report. */
 static void *worker_main(void *arg)
 {
   pool_slot *s = arg;
   nf_pool *p = s->pool;
   unsigned long seen = 0;
-  pthread_mutex_lock(&p->lock);
   for (;;) {
-    while (!p->quit && p->generation == seen) pthread_cond_wait(&p->start, &p->lock);
-    if (p->quit) break;
-    seen = p->generation;
+    spin_for_generation(&p->generation, seen);
+    pthread_mutex_lock(&p->lock);
+    while (!p->quit && atomic_load(&p->generation) == seen)
+      pthread_cond_wait(&p->start, &p->lock);
+    int quit = p->quit;
+    seen = atomic_load(&p->generation);
     size_t n_tasks = p->n_tasks;
     nf_pool_task task = p->task;
     void *user = p->user;
     pthread_mutex_unlock(&p->lock);
+    if (quit) break;
     run_share(s, n_tasks, task, user);
-    pthread_mutex_lock(&p->lock);
-    if (--p->pending == 0) pthread_cond_signal(&p->done);
+    if (atomic_fetch_sub(&p->pending, 1) == 1) { /* the last: wake a sleeping caller */
+      pthread_mutex_lock(&p->lock);
+      pthread_cond_signal(&p->done);
+      pthread_mutex_unlock(&p->lock);
+    }
   }
-  pthread_mutex_unlock(&p->lock);
   return NULL;
 }
 
@@ -130,6 +157,8 @@ nf_pool *nf_pool_new(size_t n_threads)
     return NULL;
   }
   p->threads = n_threads;
+  atomic_init(&p->generation, 0);
+  atomic_init(&p->pending, 0);
   p->slot = slot;
   p->tid = tid;
   pthread_mutex_init(&p->run_lock, NULL);
@@ -192,14 +221,16 @@ nf_status nf_pool_run(const nf_pool *pool, size_t n_tasks, nf_pool_task task, vo
   p->n_tasks = n_tasks;
   p->task = task;
   p->user = user;
-  p->pending = p->threads - 1;
-  p->generation++;
+  atomic_store(&p->pending, p->threads - 1);
+  atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->start);
   pthread_mutex_unlock(&p->lock);
   run_share(&p->slot[0], n_tasks, task, user);
-  pthread_mutex_lock(&p->lock);
-  while (p->pending > 0) pthread_cond_wait(&p->done, &p->lock);
-  pthread_mutex_unlock(&p->lock);
+  if (!spin_for_done(&p->pending)) {
+    pthread_mutex_lock(&p->lock);
+    while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+  }
   const pool_slot *first = NULL;
   for (size_t w = 0; w < p->threads; w++)
     if (p->slot[w].failed != SIZE_MAX && (!first || p->slot[w].failed < first->failed))
