@@ -1,7 +1,8 @@
 /* bench/bench_cnf.c — speed of FFJORD's toy CNF (concatsquash 64-64-64, tanh,
    exact trace, T = 0.5 learnable, batch 100) at one BLAS thread, for each
    gradient mode and solver, and the FLOP rate of one right-hand side (f with
-   the exact trace) against the machine's dgemm rate measured in the same run.
+   the exact trace) against the machine's dgemm rate measured in the same run,
+   and in single precision against the sgemm rate.
    Every mode trains from the same initial parameters on the same batches.
    Usage: bench/bench_cnf [iterations per mode] [repetitions of the RHS timing] */
 #define _POSIX_C_SOURCE 200809L
@@ -10,6 +11,7 @@
 #endif
 #include <stdio.h>
 #include <stdlib.h>
+#include <cblas.h>
 
 #include "nflow.h"
 #include "timing.h"
@@ -73,13 +75,40 @@ static void bench_mode(const mode *m, const nf_dataset *data, size_t iters)
   nf_flow_free(flow);
 }
 
-/* GFLOP/s of one exact-trace right-hand side evaluation of the toy net at batch 100. */
-static double rhs_gflops(int reps)
+/* sgemm of two n x n float matrices (the single-precision peer of bench_dgemm_gflops). */
+typedef struct fsquare {
+  int n;
+  float *a, *c;
+} fsquare;
+
+static void square_sgemm(void *arg)
+{
+  fsquare *s = arg;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1.0f, s->a, s->n, s->a,
+              s->n, 0.0f, s->c, s->n);
+}
+
+/* GFLOP/s of an n^3 sgemm at one thread, median of reps. */
+static double sgemm_gflops(int n, int reps)
+{
+  fsquare s = {n, malloc((size_t)n * n * sizeof(float)), malloc((size_t)n * n * sizeof(float))};
+  for (size_t i = 0; i < (size_t)n * n; i++) s.a[i] = 1.0f / (float)(i % 97 + 1);
+  square_sgemm(&s); /* warm up */
+  double sec = bench_median_time(square_sgemm, &s, reps, 1);
+  free(s.a);
+  free(s.c);
+  return 2.0 * n * (double)n * n / sec * 1e-9;
+}
+
+/* GFLOP/s of one exact-trace right-hand side evaluation of the toy net at batch
+   100, in the given precision. */
+static double rhs_gflops(int reps, nf_precision precision)
 {
   static const size_t hidden[] = {64, 64, 64};
   nf_rng rng;
   nf_rng_seed(&rng, 3);
   nf_odenet *net = nf_odenet_new(DIM, 0, 3, hidden, NF_ODENET_CONCATSQUASH, NF_ODENET_TANH);
+  nf_odenet_set_precision(net, precision);
   double *theta = malloc(nf_odenet_n_params(net) * sizeof *theta);
   double *work = malloc(nf_odenet_work_size(net, BATCH, 1) * sizeof *work);
   double z[BATCH * DIM], f[BATCH * DIM], tr[BATCH], *t = malloc((size_t)reps * sizeof *t);
@@ -92,7 +121,8 @@ static double rhs_gflops(int reps)
   }
   double median = bench_median(t, (size_t)reps);
   double rate = nf_odenet_trace_flops(net, 1) * BATCH / median * 1e-9;
-  printf("  one RHS (f + exact trace, batch %d): %.1f us\n", BATCH, median * 1e6);
+  printf("  one RHS (f + exact trace, batch %d, %s): %.1f us\n", BATCH,
+         nf_precision_name(precision), median * 1e6);
   free(theta); free(work); free(t);
   nf_odenet_free(net);
   return rate;
@@ -112,8 +142,11 @@ int main(int argc, char **argv)
   double gemm = bench_dgemm_gflops(1024, reps);
   printf("FFJORD toy CNF, 8gaussians, batch %d, 1 BLAS thread, %zu iterations per mode\n", BATCH, iters);
   printf("  dgemm 1024^3: %.2f GFLOP/s\n", gemm);
-  double rhs = rhs_gflops(reps);
+  double rhs = rhs_gflops(reps, NF_PRECISION_DOUBLE);
   printf("  RHS rate: %.2f GFLOP/s = %.2f of dgemm\n", rhs, rhs / gemm);
+  double sgemm = sgemm_gflops(1024, reps), rhs_s = rhs_gflops(reps, NF_PRECISION_SINGLE);
+  printf("  sgemm 1024^3: %.2f GFLOP/s\n", sgemm);
+  printf("  single RHS rate: %.2f GFLOP/s = %.2f of sgemm\n", rhs_s, rhs_s / sgemm);
   printf("  %-22s %9s %9s %9s %9s %9s\n", "mode", "ms med", "ms mean", "nfe fwd", "nfe bwd", "loss");
   static const mode modes[] = {
     {"dopri5-backsolve", NF_ODE_DOPRI5, NF_GRAD_BACKSOLVE},
@@ -126,6 +159,8 @@ int main(int argc, char **argv)
   };
   for (size_t k = 0; k < sizeof modes / sizeof *modes; k++) bench_mode(&modes[k], data, iters);
   printf("dgemm_gflops=%.3f\nrhs_gflops=%.3f\nrhs_dgemm_fraction=%.3f\n", gemm, rhs, rhs / gemm);
+  printf("sgemm_gflops=%.3f\nrhs_single_gflops=%.3f\nrhs_sgemm_fraction=%.3f\n", sgemm, rhs_s,
+         rhs_s / sgemm);
   nf_dataset_free(data);
   return 0;
 }

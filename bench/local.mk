@@ -23,3 +23,12 @@ noinst_PROGRAMS += bench/bench_phi4
 bench_bench_phi4_SOURCES = bench/bench_phi4.c bench/timing.c tests/phi4_mcmc.c tests/phi4_flow.c
 bench_bench_phi4_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests
 bench_bench_phi4_LDADD = libnflow.la $(BLAS_LIBS) -lm
+# The all-reduce and step times of the data-parallel scaling model (MPI builds only).
+if HAVE_MPI
+noinst_PROGRAMS += bench/bench_allreduce
+bench_bench_allreduce_SOURCES = bench/bench_allreduce.c bench/timing.c
+bench_bench_allreduce_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
+bench_bench_allreduce_LDADD = libnflow-mpi.la libnflow.la $(BLAS_LIBS) $(MPI_LIBS) -lm
+else
+EXTRA_DIST += bench/bench_allreduce.c
+endif

@@ -27,7 +27,7 @@ static nf_flow *build(size_t L, nf_rng *rng)
   for (size_t k = 0; mask && flow && k < 4; k++) {
     for (size_t j = 0; j < d; j++) mask[j] = (j / L + j % L + k) % 2 == 0;
     nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_SPLINE), mask, 2, hidden,
-                           NF_ACT_TANH};
+                           NF_ACT_TANH, NF_PRECISION_DOUBLE};
     if (nf_flow_push(flow, nf_coupling_new(d, 0, &co, rng))) {
       nf_flow_free(flow);
       flow = NULL;

@@ -7,6 +7,7 @@
 #include "nflow/limits.h"
 #include "nflow/pool.h"
 #include "nflow/precision.h"
+#include "nflow/comm.h"
 #include "nflow/rng.h"
 #include "nflow/layer.h"
 #include "nflow/mlp.h"

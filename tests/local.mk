@@ -13,10 +13,11 @@ nf_suites = \
   tests/test_rng tests/test_flow tests/test_mlp tests/test_affine \
   tests/test_permute tests/test_linear_lu tests/test_planar tests/test_radial \
   tests/test_coupling tests/test_adam tests/test_trainer tests/test_dataset \
-  tests/test_ode tests/test_odenet tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
+  tests/test_ode tests/test_odenet tests/test_odenet_single tests/test_cnf tests/test_recipes tests/test_npy tests/test_io \
   tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
   tests/test_made tests/test_autoregressive tests/test_actnorm tests/test_gaussianization \
-  tests/test_spline tests/test_phi4 tests/test_objective tests/test_map tests/test_threads
+  tests/test_spline tests/test_phi4 tests/test_objective tests/test_map tests/test_single \
+  tests/test_comm tests/test_threads
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.
@@ -27,6 +28,8 @@ tests_test_cnf_LDFLAGS = -static
 tests_test_coupling_LDFLAGS = -static
 # test_autoregressive reaches nf_config_new (save -> load through the registry).
 tests_test_autoregressive_LDFLAGS = -static
+# test_single reaches nf_config_new (the layers' saved precision).
+tests_test_single_LDFLAGS = -static
 # test_spline reaches the internal transformers and nf_config_new.
 tests_test_spline_LDFLAGS = -static
 # test_io reaches the internal CRC, atomic writer, config and safetensors code.
@@ -64,3 +67,8 @@ endif
 TESTS += tests/test_cli_plot.sh
 EXTRA_DIST += tests/lsan.supp tests/test_cli_plot.sh tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h \
   tests/plot_probe.c
+# Data-parallel training under mpirun (skipped without MPI); theta_compare
+# compares the parameters of two saved models.
+check_PROGRAMS += tests/theta_compare
+TESTS += tests/test_mpi.sh
+EXTRA_DIST += tests/test_mpi.sh

@@ -23,7 +23,7 @@ nf_flow *phi4_flow_build(size_t L, const phi4_flow_opts *o)
   for (size_t k = 0; !st && k < o->layers; k++) {
     for (size_t j = 0; j < d; j++) mask[j] = (j / L + j % L + k) % 2 == 0;
     nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_SPLINE), mask, 2, hidden,
-                           NF_ACT_TANH};
+                           NF_ACT_TANH, NF_PRECISION_DOUBLE};
     co.transformer.bins = o->bins;
     st = nf_flow_push(flow, nf_coupling_new(d, 0, &co, &rng));
   }

@@ -147,13 +147,13 @@ START_TEST(sizes_overflow)
     EXPECT_NULL(nf_radial_new(w, 1e-12, &rng), NF_EINVAL, "nf_radial_new", "overflows");
     EXPECT_NULL(nf_permute_new(w, small_perm), NF_EINVAL, "nf_permute_new", "overflows");
     EXPECT_NULL(nf_reverse_new(w), NF_EINVAL, "overflows");
-    nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 2, hidden, NF_ACT_RELU};
+    nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 2, hidden, NF_ACT_RELU, NF_PRECISION_DOUBLE};
     EXPECT_NULL(nf_coupling_new(w, 0, &co, &rng), NF_EINVAL, "nf_coupling_new", "overflows");
     size_t wide[2] = {w, w};
     co.hidden = wide;
     EXPECT_NULL(nf_coupling_new(2, 0, &co, &rng), NF_EINVAL, "nf_coupling_new", "overflows");
     EXPECT_NULL(nf_coupling_new(2, w, &(nf_coupling_opts){nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 2,
-                                                         hidden, NF_ACT_RELU}, &rng),
+                                                         hidden, NF_ACT_RELU, NF_PRECISION_DOUBLE}, &rng),
                 NF_EINVAL, "nf_coupling_new", "overflows");
     EXPECT_NULL(nf_mlp_new(w, 2, hidden, 1, NF_ACT_TANH), NF_EINVAL, "nf_mlp_new", "overflows");
     EXPECT_NULL(nf_mlp_new(2, 2, wide, 1, NF_ACT_TANH), NF_EINVAL, "nf_mlp_new", "overflows");
@@ -820,7 +820,7 @@ START_TEST(preprocess_noise_mlp_coupling_refuse_bad_input)
   nf_rng rng;
   nf_rng_seed(&rng, 13);
   unsigned char mask[2] = {1, 0}, ones[2] = {1, 1};
-  nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 2, hidden, NF_ACT_RELU};
+  nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 2, hidden, NF_ACT_RELU, NF_PRECISION_DOUBLE};
   EXPECT_NULL(nf_coupling_new(2, 0, NULL, &rng), NF_EINVAL, "nf_coupling_new", "NULL");
   EXPECT_NULL(nf_coupling_new(0, 0, &co, &rng), NF_EINVAL, "nf_coupling_new");
   nf_coupling_opts cq = co;
@@ -865,7 +865,7 @@ START_TEST(layer_apply_vjp_refuse_bad_input)
   nf_rng_seed(&rng, 14);
   size_t hidden[1] = {4};
   unsigned char mask[D] = {1, 0};
-  nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 1, hidden, NF_ACT_TANH};
+  nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 1, hidden, NF_ACT_TANH, NF_PRECISION_DOUBLE};
   nf_layer *layer = nf_coupling_new(D, C, &co, &rng);
   ck_assert_ptr_nonnull(layer);
   size_t np = nf_layer_n_params(layer);
@@ -935,7 +935,7 @@ START_TEST(flow_ws_calls_refuse_bad_workspaces)
   nf_rng_seed(&rng, 16);
   size_t hidden[1] = {4};
   unsigned char mask[D] = {1, 0};
-  nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 1, hidden, NF_ACT_TANH};
+  nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 1, hidden, NF_ACT_TANH, NF_PRECISION_DOUBLE};
   nf_flow *flow = nf_flow_new(D, C, NF_BASE_STD_NORMAL), *other = nf_flow_new(D, 0, NF_BASE_STD_NORMAL);
   ck_assert_int_eq(nf_flow_push(flow, nf_coupling_new(D, C, &co, &rng)), NF_OK);
   ck_assert_int_eq(nf_flow_push(other, nf_affine_new(D)), NF_OK);

@@ -39,7 +39,7 @@ static nf_layer *make_coupling(nf_transformer_kind kind, size_t d, size_t c, int
 {
   unsigned char mask[8];
   (mask_kind ? nf_coupling_mask_alternate : nf_coupling_mask_half)(d, parity, mask);
-  nf_coupling_opts o = {spec_of(kind, BOUND), mask, 2, hidden2, act};
+  nf_coupling_opts o = {spec_of(kind, BOUND), mask, 2, hidden2, act, NF_PRECISION_DOUBLE};
   nf_layer *layer = nf_coupling_new(d, c, &o, NULL);
   ck_assert_msg(layer != NULL, "nf_coupling_new failed: %s", nf_errmsg());
   return layer;
@@ -89,7 +89,7 @@ START_TEST(test_identity_start)
 {
   unsigned char mask[4];
   nf_coupling_mask_alternate(4, 0, mask);
-  nf_coupling_opts o = {spec_of(NF_TRANSFORMER_AFFINE, 3.0), mask, 2, hidden2, NF_ACT_RELU};
+  nf_coupling_opts o = {spec_of(NF_TRANSFORMER_AFFINE, 3.0), mask, 2, hidden2, NF_ACT_RELU, NF_PRECISION_DOUBLE};
   nf_rng rng;
   nf_rng_seed(&rng, 5);
   nf_layer *layer = nf_coupling_new(4, 2, &o, &rng);
@@ -222,7 +222,7 @@ START_TEST(test_bad_options)
 {
   unsigned char ones[3] = {1, 1, 1}, zeros[3] = {0, 0, 0}, two[3] = {1, 2, 0}, ok[3] = {1, 0, 0};
   const size_t zero_width[2] = {4, 0};
-  nf_coupling_opts o = {spec_of(NF_TRANSFORMER_AFFINE, 3.0), ok, 2, hidden2, NF_ACT_TANH}, b;
+  nf_coupling_opts o = {spec_of(NF_TRANSFORMER_AFFINE, 3.0), ok, 2, hidden2, NF_ACT_TANH, NF_PRECISION_DOUBLE}, b;
   expect_bad(3, NULL, "NULL options");
   expect_bad(0, &o, "dim 0");
   b = o; b.mask = NULL; expect_bad(3, &b, "NULL mask");
@@ -264,7 +264,7 @@ static nf_layer *make_kind(nf_transformer_kind kind, size_t dim, size_t ctx_dim,
 {
   unsigned char mask[8];
   nf_coupling_mask_alternate(dim, (int)(nf_rng_u64(rng) & 1), mask);
-  nf_coupling_opts o = {spec_of(kind, BOUND), mask, 2, hidden2, NF_ACT_TANH};
+  nf_coupling_opts o = {spec_of(kind, BOUND), mask, 2, hidden2, NF_ACT_TANH, NF_PRECISION_DOUBLE};
   return nf_coupling_new(dim, ctx_dim, &o, rng);
 }
 
@@ -504,7 +504,7 @@ START_TEST(test_save_load)
   const size_t hidden[2] = {5, 3};
   for (int kind = 0; kind < 2; kind++)
     for (size_t c = 0; c <= 2; c += 2) {
-      nf_coupling_opts o = {spec_of((nf_transformer_kind)kind, 2.5), mask, 2, hidden, NF_ACT_ELU};
+      nf_coupling_opts o = {spec_of((nf_transformer_kind)kind, 2.5), mask, 2, hidden, NF_ACT_ELU, NF_PRECISION_DOUBLE};
       nf_rng rng;
       nf_rng_seed(&rng, 31 + (uint64_t)kind);
       nf_layer *layer = nf_coupling_new(5, c, &o, &rng);

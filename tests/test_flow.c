@@ -20,8 +20,8 @@ static nf_flow *random_chain(size_t d, nf_base base, double scale)
   unsigned char mask[3];
   size_t hidden[] = {8, 8};
   nf_coupling_mask_half(d, 0, mask);
-  nf_coupling_opts affine = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 2, hidden, NF_ACT_TANH};
-  nf_coupling_opts additive = {nf_transformer_spec_default(NF_TRANSFORMER_ADDITIVE), mask, 2, hidden, NF_ACT_SOFTPLUS};
+  nf_coupling_opts affine = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 2, hidden, NF_ACT_TANH, NF_PRECISION_DOUBLE};
+  nf_coupling_opts additive = {nf_transformer_spec_default(NF_TRANSFORMER_ADDITIVE), mask, 2, hidden, NF_ACT_SOFTPLUS, NF_PRECISION_DOUBLE};
   nf_layer *layers[] = {nf_affine_new(d), nf_linear_lu_new(d, NULL, NF_DIAG_SOFTPLUS, &rng),
                         nf_coupling_new(d, 0, &affine, &rng), nf_reverse_new(d),
                         nf_coupling_new(d, 0, &additive, &rng), nf_planar_new(d, 1e-13, &rng),

@@ -97,7 +97,7 @@ static nf_layer *make_coupling(nf_rng *rng, nf_transformer_kind kind)
   static const size_t hidden[1] = {8};
   unsigned char mask[D];
   nf_coupling_mask_alternate(D, (int)nf_rng_below(rng, 2), mask);
-  nf_coupling_opts o = {nf_transformer_spec_default(kind), mask, 1, hidden, NF_ACT_TANH};
+  nf_coupling_opts o = {nf_transformer_spec_default(kind), mask, 1, hidden, NF_ACT_TANH, NF_PRECISION_DOUBLE};
   return nf_coupling_new(D, 0, &o, rng);
 }
 static nf_layer *make_coupling_additive(nf_rng *rng) { return make_coupling(rng, NF_TRANSFORMER_ADDITIVE); }

@@ -384,7 +384,7 @@ static nf_flow *nonlinear_flow(void)
   size_t hidden[] = {8};
   nf_coupling_mask_half(2, 0, mask);
   nf_coupling_opts co = {nf_transformer_spec_default(NF_TRANSFORMER_AFFINE), mask, 1, hidden,
-                         NF_ACT_TANH};
+                         NF_ACT_TANH, NF_PRECISION_DOUBLE};
   nf_layer *layers[] = {nf_coupling_new(2, 0, &co, &rng), nf_reverse_new(2),
                         nf_planar_new(2, 1e-13, &rng), nf_radial_new(2, 1e-13, &rng)};
   for (size_t k = 0; k < 4; k++) ck_assert_int_eq(nf_flow_push(flow, layers[k]), NF_OK);

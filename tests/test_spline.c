@@ -575,7 +575,7 @@ static nf_layer *make_kind(int circular, size_t dim, size_t ctx_dim, nf_rng *rng
 {
   unsigned char mask[8];
   nf_coupling_mask_alternate(dim, (int)(nf_rng_u64(rng) & 1), mask);
-  nf_coupling_opts o = {coupling_spec(circular), mask, 2, hidden2, NF_ACT_TANH};
+  nf_coupling_opts o = {coupling_spec(circular), mask, 2, hidden2, NF_ACT_TANH, NF_PRECISION_DOUBLE};
   nf_layer *layer = nf_coupling_new(dim, ctx_dim, &o, rng);
   ck_assert_msg(layer != NULL, "nf_coupling_new: %s", nf_errmsg());
   return layer;
@@ -714,7 +714,7 @@ START_TEST(test_save_load)
     nf_flow *flow = nf_flow_new(3, 2, NF_BASE_STD_NORMAL);
     const unsigned char masks[2][3] = {{1, 0, 1}, {0, 1, 0}};
     for (int k = 0; k < 2; k++) {
-      nf_coupling_opts o = {coupling_spec(circ), masks[k], 2, hidden2, NF_ACT_ELU};
+      nf_coupling_opts o = {coupling_spec(circ), masks[k], 2, hidden2, NF_ACT_ELU, NF_PRECISION_DOUBLE};
       o.transformer.bins = 7;
       o.transformer.tail_bound = 2.5;
       o.transformer.min_bin_width = 2e-3;
@@ -785,7 +785,7 @@ END_TEST
 START_TEST(test_coupling_refuses)
 {
   unsigned char mask[3] = {1, 0, 0};
-  nf_coupling_opts o = {coupling_spec(0), mask, 2, hidden2, NF_ACT_TANH}, b;
+  nf_coupling_opts o = {coupling_spec(0), mask, 2, hidden2, NF_ACT_TANH, NF_PRECISION_DOUBLE}, b;
   b = o; b.transformer.bins = 0;
   ck_assert_ptr_null(nf_coupling_new(3, 0, &b, NULL));
   ck_assert_ptr_nonnull(strstr(nf_errmsg(), "nf_coupling_new: spline bins"));

@@ -4,3 +4,7 @@ tools_nflow_LDADD = libnflow.la $(BLAS_LIBS) $(DL_LIBS) -lm
 if HAVE_CAIRO
 tools_nflow_LDADD += libnflow-plot.la $(CAIRO_LIBS)
 endif
+if HAVE_MPI
+tools_nflow_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
+tools_nflow_LDADD += libnflow-mpi.la $(MPI_LIBS)
+endif

@@ -23,6 +23,9 @@
 #ifdef HAVE_CAIRO
 #include "nflow/plot.h"
 #endif
+#ifdef HAVE_MPI
+#include "nflow/mpi.h"
+#endif
 
 #define MAX_HIDDEN 16
 #define MAX_FLOWS 8
@@ -198,6 +201,32 @@ static const opt_spec opt_specs[] = {
 #define N_OPTS (sizeof opt_specs / sizeof *opt_specs)
 
 /* Prints "nflow: <message>" and returns the exit status for bad usage. */
+/* Data-parallel training under mpirun (train on data, more than one
+   process): the ranks' communicator; NULL otherwise. Rank 0 alone prints and
+   writes files; the others train their shard silently. */
+static nf_comm *g_comm;
+
+/* Whether this process writes: always, but under mpirun rank 0 only. */
+static int is_root(void)
+{
+  return !g_comm || g_comm->rank == 0;
+}
+
+/* Under mpirun, every rank's status st agreed (the lowest failing rank's,
+   with its message): 0, or the exit status 1 after fn's message from rank 0. */
+static int agree(int failed, const char *what)
+{
+  if (!g_comm) return failed;
+  nf_status st = nf_comm_agree(g_comm, failed ? (nf_last_status() ? nf_last_status() : NF_EIO)
+                                              : NF_OK);
+  if (st == NF_OK) return 0;
+  if (!failed) {
+    fprintf(stderr, "nflow: %s: %s\n", what, nf_errmsg());
+    return 2;
+  }
+  return failed;
+}
+
 static int die(const char *fmt, ...)
 {
   va_list ap;
@@ -1109,7 +1138,8 @@ static int on_progress(const nf_train_progress *p, void *user)
   int stop = ctl->stop_at && p->iteration >= ctl->stop_at;
   if (ctl->c->checkpoint &&
       ((ctl->every && p->iteration % ctl->every == 0) || p->iteration == p->total || stop)) {
-    if (nf_trainer_save_state(ctl->trainer, ctl->c->checkpoint)) {
+    if (agree(is_root() && nf_trainer_save_state(ctl->trainer, ctl->c->checkpoint),
+              "--checkpoint")) {
       ctl->failed = 1;
       return 1;
     }
@@ -1189,7 +1219,7 @@ static int trainer_setup(const cfg *c, nf_flow *flow, run_ctl *ctl, nf_adam **ad
   topts->state_tag = tag;
   topts->schedule = schedule;
   *curve = NULL;
-  if (c->curve && !(*curve = fopen(c->curve, "w")))
+  if (c->curve && is_root() && !(*curve = fopen(c->curve, "w")))
     return die("--curve %s: %s", c->curve, strerror(errno));
   topts->curve_every = c->curve ? eval_period(c) : 0;
   topts->curve_csv = *curve;
@@ -1208,7 +1238,7 @@ static int run_trainer(const cfg *c, nf_trainer *trainer, run_ctl *ctl, FILE *cu
 {
   ctl->trainer = trainer;
   int rc = 0;
-  if (c->resume && nf_trainer_load_state(trainer, c->resume))
+  if (agree(c->resume && nf_trainer_load_state(trainer, c->resume), "--resume"))
     rc = die("--resume: %s (resume with the options and data of the run that wrote it)",
              nf_errmsg());
   *start = nf_trainer_iterations(trainer);
@@ -1221,7 +1251,7 @@ static int run_trainer(const cfg *c, nf_trainer *trainer, run_ctl *ctl, FILE *cu
   /* a run that ended otherwise (patience, a resumed run already complete)
      leaves its state too */
   if (!rc && c->checkpoint && ctl->saved_at != report->iterations &&
-      nf_trainer_save_state(trainer, c->checkpoint))
+      agree(is_root() && nf_trainer_save_state(trainer, c->checkpoint), "--checkpoint"))
     rc = die("--checkpoint: %s", nf_errmsg());
   if (!rc && ctl->stopped_after)
     snprintf(report->stop_reason, sizeof report->stop_reason,
@@ -1261,6 +1291,37 @@ static int fill_result(const cfg *c, nf_flow *flow, const nf_train_report *repor
   return 0;
 }
 
+/* A view of rows [n r / P, n (r + 1) / P) of p for rank r of P (NULL if none). */
+static void shard_part(const part *p, part *out)
+{
+  out->x = out->y = NULL;
+  if (!p->x) return;
+  size_t n = p->x->n, P = g_comm->size, r = g_comm->rank, lo = n * r / P, hi = n * (r + 1) / P;
+  if (hi == lo) return;
+  out->x = nf_dataset_view(hi - lo, p->x->dim, p->x->x + lo * p->x->dim);
+  if (p->y) out->y = nf_dataset_view(hi - lo, p->y->dim, p->y->x + lo * p->y->dim);
+}
+
+/* The training and validation rows this process trains on: all of them, or
+   under mpirun this rank's contiguous shard of each (views into s). */
+static void shard_views(const split *s, split *out)
+{
+  memset(out, 0, sizeof *out);
+  if (!g_comm) {
+    out->train = s->train, out->val = s->val;
+    return;
+  }
+  shard_part(&s->train, &out->train);
+  shard_part(&s->val, &out->val);
+}
+
+static void shard_free(split *sh)
+{
+  if (!g_comm) return;
+  part_free(&sh->train);
+  part_free(&sh->val);
+}
+
 /* Trains flow per c on the split, evaluates on its test part, fills r. */
 static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *rng, result *r)
 {
@@ -1274,9 +1335,14 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   topts.val_every = s->val.x ? eval_period(c) : 0;
   topts.restore_best = !c->no_restore_best;
   topts.patience = patience(c);
-  nf_trainer *trainer = nf_trainer_new(flow, adam, s->train.x, s->val.x, &topts, rng);
+  split sh;
+  shard_views(s, &sh);
+  nf_trainer *trainer = nf_trainer_new(flow, adam, sh.train.x, sh.val.x, &topts, rng);
   if (!trainer) rc = die("train %s: %s", c->flow, nf_errmsg());
-  if (!rc && s->train.y && nf_trainer_set_context(trainer, s->train.y, s->val.y))
+  if (!rc && sh.train.y && nf_trainer_set_context(trainer, sh.train.y, sh.val.y))
+    rc = die("train %s: %s", c->flow, nf_errmsg());
+  rc = agree(rc, "train");
+  if (!rc && g_comm && nf_trainer_set_comm(trainer, g_comm))
     rc = die("train %s: %s", c->flow, nf_errmsg());
   nf_train_report report;
   size_t start = 0;
@@ -1296,6 +1362,7 @@ static int train_and_test(const cfg *c, nf_flow *flow, const split *s, nf_rng *r
   r->params = nf_flow_n_params(flow);
   nf_trainer_free(trainer);
   nf_adam_free(adam);
+  shard_free(&sh);
   return rc;
 }
 
@@ -1364,10 +1431,12 @@ static int run_flow(cfg c, const split *s, const char *out, result *r)
   if (!rc) rc = add_preprocess(&c, &s->train, flow);
   if (!rc) rc = check_memory(&c, flow, s);
   if (!rc) rc = train_and_test(&c, flow, s, &rng, r);
-  if (!rc) rc = picture_flow(&c, flow, s, r);
+  if (!rc && is_root()) rc = picture_flow(&c, flow, s, r);
+  if (g_comm) rc = agree(rc, "--png");
   if (!rc && out) {
-    nf_meta *meta = provenance(&c, r);
-    if (!meta || nf_flow_save(flow, out, meta)) rc = die("--out: %s", nf_errmsg());
+    nf_meta *meta = is_root() ? provenance(&c, r) : NULL;
+    if (is_root() && (!meta || nf_flow_save(flow, out, meta))) rc = die("--out: %s", nf_errmsg());
+    rc = agree(rc, "--out");
     nf_meta_free(meta);
   }
   nf_flow_free(flow);
@@ -2022,6 +2091,54 @@ static int cmd_plot(cfg *c)
 }
 #endif
 
+/* The group size mpirun gives this process through its environment (Open
+   MPI's, then MPICH's and PMIx's); 1 when not launched by mpirun. */
+static size_t mpirun_size(void)
+{
+  const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"};
+  for (size_t k = 0; k < 3; k++) {
+    const char *v = getenv(names[k]);
+    if (v && *v) return (size_t)strtoull(v, NULL, 10);
+  }
+  return 1;
+}
+
+static int launched_by_mpirun(void)
+{
+  return mpirun_size() > 1;
+}
+
+#ifdef HAVE_MPI
+/* train under mpirun: MPI up, rank 0 prints, the others are silent; every
+   rank exits with the highest status of any rank. */
+static int train_parallel(int *argc, char ***argv, cfg *c)
+{
+  if (c->target || c->target_lib)
+    return die("under mpirun, train runs on data only (--target trains as one process)");
+  if (MPI_Init(argc, argv) != MPI_SUCCESS) return die("MPI_Init failed");
+  int rc = 0, all = 0;
+  if (!(g_comm = nf_comm_mpi_new(MPI_COMM_WORLD))) rc = die("MPI: %s", nf_errmsg());
+  if (g_comm && g_comm->rank > 0 &&
+      (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)))
+    rc = 1;
+  rc = agree(rc, "MPI");
+  if (!rc) rc = cmd_train(c);
+  if (MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) all = rc ? rc : 1;
+  nf_comm_mpi_free(g_comm);
+  g_comm = NULL;
+  MPI_Finalize();
+  return all;
+}
+#else
+static int train_parallel(int *argc, char ***argv, cfg *c)
+{
+  (void)argc, (void)argv, (void)c;
+  return die("nflow was built without MPI (configure --with-mpi, with libopenmpi-dev): "
+             "under mpirun each of the %zu processes would train alone; run one process",
+             mpirun_size());
+}
+#endif
+
 int main(int argc, char **argv)
 {
   if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -2046,6 +2163,9 @@ int main(int argc, char **argv)
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
   openblas_set_num_threads((int)c.threads);
 #endif
+  if (launched_by_mpirun()) return cmd == 0 ? train_parallel(&argc, &argv, &c) :
+                                 die("under mpirun only 'train' runs (data-parallel); run "
+                                     "'%s' as one process", cmds[cmd]);
   switch (cmd) {
   case 0: return cmd_train(&c);
   case 1: return cmd_compare(&c);

@@ -34,6 +34,7 @@ typedef struct nf_autoregressive_opts {
   nf_order_kind order;      /* natural, reversed or random */
   uint64_t order_seed;      /* the random order's seed */
   nf_transformer_spec transformer;
+  nf_precision precision;   /* the MADE's arithmetic (nflow/precision.h; 0 = double) */
 } nf_autoregressive_opts;
 
 /* Two hidden layers of 64, relu, natural order, seed 0, the affine
@@ -49,7 +50,7 @@ nf_autoregressive_opts nf_autoregressive_opts_default(void);
    Without rng every weight is zero (and the biases the identity values).
    NULL (with nf_errmsg) on dim == 0, an unknown transformer kind or order,
    bad transformer options, NULL or zero hidden widths, an unknown activation
-   or no memory. */
+   or precision, or no memory. */
 nf_layer *nf_autoregressive_new(size_t dim, size_t ctx_dim, const nf_autoregressive_opts *opts,
                                 nf_rng *rng);
 

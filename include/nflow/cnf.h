@@ -45,6 +45,7 @@
 #include "nflow/layer.h"
 #include "nflow/ode.h"
 #include "nflow/odenet.h"
+#include "nflow/precision.h"
 #include "nflow/rng.h"
 
 #ifdef __cplusplus
@@ -75,6 +76,9 @@ typedef struct nf_cnf_opts {
   double kinetic_weight;    /* RNODE weight of int |f|^2 dt, in [0, NF_CNF_MAX_WEIGHT] */
   double jacobian_weight;   /* RNODE weight of int |df/dz|_F^2 dt, in [0, NF_CNF_MAX_WEIGHT] */
   uint64_t probe_seed;      /* Hutchinson probes: with the call's seed, the key of their stream */
+  nf_precision precision;   /* arithmetic of the dynamics net (nflow/precision.h; default double);
+                               the ODE state stays double. Single refuses ode.rtol or ode.atol
+                               below 100 FLT_EPSILON (about 1.2e-5, nf_ode_tolerance_floor) */
 } nf_cnf_opts;
 
 /* FFJORD's toy configuration: concatsquash 64-64-64, tanh, T = 0.5 learnable,

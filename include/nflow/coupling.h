@@ -25,6 +25,8 @@ typedef struct nf_coupling_opts {
   size_t n_hidden;           /* conditioner hidden layers */
   const size_t *hidden;      /* their widths */
   nf_activation act;
+  nf_precision precision;    /* the conditioner's arithmetic (nflow/precision.h;
+                                0 = double) */
 } nf_coupling_opts;
 
 /* Fills mask[0..dim) with 1 on the first floor(dim/2) indices (parity 0) or on
@@ -56,8 +58,8 @@ void nf_coupling_mask_checkerboard(size_t side, int parity, unsigned char *mask)
    coordinates outside [-pi, pi].
    The layer keeps a copy of the mask and widths (for saving). NULL (with nf_errmsg) on dim == 0, NULL opts or mask, a
    mask entry other than 0 and 1, a mask without both a 0 and a 1, an unknown
-   transformer kind or activation, NULL or zero hidden widths, transformer
-   options its kind cannot use (affine: scale_bound not finite and > 0;
+   transformer kind, activation or precision, NULL or zero hidden widths,
+   transformer options its kind cannot use (affine: scale_bound not finite and > 0;
    splines: bins outside [1, 4096], minima outside [0, 1/bins) or a
    min_derivative outside [0, 1), a tail_bound not finite and > 0), or no memory. */
 nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *opts,

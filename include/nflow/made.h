@@ -76,6 +76,16 @@ const double *nf_made_mask_of(const nf_made *made);
    biases), zero biases, then masked weights set to 0. No-op on NULL arguments. */
 void nf_made_init(const nf_made *made, nf_rng *rng, double out_scale, double *params);
 
+/* The arithmetic of the passes, as nf_mlp_set_precision (nflow/mlp.h): in
+   single precision nf_made_mask also converts the masked weights to float
+   (once per parameter vector) and forward and backward run in float with
+   sgemm; theta, inputs, outputs and gradients stay double. Set it once, right
+   after nf_made_new, before sizing workspaces or sharing the network.
+   NF_EINVAL (unchanged) on NULL or an unknown value. */
+nf_status nf_made_set_precision(nf_made *made, nf_precision precision);
+/* The precision set (NF_PRECISION_DOUBLE for NULL). */
+nf_precision nf_made_precision(const nf_made *made);
+
 /* Doubles of workspace for batches of up to n rows; 0 on overflow or NULL. */
 size_t nf_made_work_size(const nf_made *made, size_t n);
 

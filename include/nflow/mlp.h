@@ -3,6 +3,7 @@
 #define NFLOW_MLP_H
 
 #include <stddef.h>
+#include "nflow/precision.h"
 #include "nflow/status.h"
 #include "nflow/rng.h"
 
@@ -50,19 +51,36 @@ nf_status nf_activation_parse(const char *name, nf_activation *act);
    No-op if an argument is NULL. */
 void nf_mlp_init(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params);
 
-/* Doubles of workspace for a batch of n: hidden activations (the record
-   backward reads, n x sum of hidden widths) followed by backward scratch
-   (2 n x widest hidden layer); 0 without hidden layers. */
+/* The arithmetic of the passes (nflow/precision.h). NF_PRECISION_DOUBLE (the
+   default) runs them in double with dgemm. NF_PRECISION_SINGLE converts the
+   weights and inputs to float once per forward call, runs the products with
+   sgemm and the activations in float, and converts outputs and gradients back
+   (weight gradients are ADDED to the double g_params): parameters, inputs and
+   outputs stay double, results agree with double to about 1e-6 relative.
+   Set it once, right after nf_mlp_new and before the network is shared
+   between threads or its workspace sized (nf_mlp_work_size depends on it).
+   NF_EINVAL (unchanged) on NULL or an unknown value. */
+nf_status nf_mlp_set_precision(nf_mlp *mlp, nf_precision precision);
+/* The precision set (NF_PRECISION_DOUBLE for NULL). */
+nf_precision nf_mlp_precision(const nf_mlp *mlp);
+
+/* Doubles of workspace for a batch of n. Double precision: hidden activations
+   (the record backward reads, n x sum of hidden widths) followed by backward
+   scratch (2 n x widest hidden layer); 0 without hidden layers. Single
+   precision, in floats: the converted weights and a weight-gradient buffer
+   (n_params each), the input and its cotangent (n x n_in each), the output
+   (n x n_out), then the same record and scratch; never 0. */
 size_t nf_mlp_work_size(const nf_mlp *mlp, size_t n);
 
 /* y = mlp(x) for n rows: x is n x n_in, y is n x n_out; records into work.
    Hot path: no checks beyond a silent return (y untouched) on NULL arguments
-   or n == 0; work may be NULL without hidden layers. */
+   or n == 0; work may be NULL without hidden layers in double precision. */
 void nf_mlp_forward(const nf_mlp *mlp, const double *params, size_t n,
                     const double *x, double *y, double *work);
 
 /* Backpropagation of g_y = dL/dy after nf_mlp_forward with the same params,
-   x and work: writes g_x (n x n_in; may be NULL) and ADDS dL/dparams into
+   x and work (in single precision it reads the float weights and inputs that
+   forward left in work; any number of calls after one forward): writes g_x (n x n_in; may be NULL) and ADDS dL/dparams into
    g_params (may be NULL: no weight gradients, half the work). Silent return
    when both are NULL, on other NULL arguments or n == 0. */
 void nf_mlp_backward(const nf_mlp *mlp, const double *params, size_t n,

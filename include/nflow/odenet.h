@@ -47,6 +47,7 @@
 #define NFLOW_ODENET_H
 
 #include <stddef.h>
+#include "nflow/precision.h"
 #include "nflow/status.h"
 #include "nflow/rng.h"
 
@@ -109,7 +110,19 @@ const char *nf_odenet_act_name(nf_odenet_act act);
    concatsquash's gate and time-bias maps have fan-in 1, so w_g, b_g, w_b ~ U(-1, 1). */
 nf_status nf_odenet_init(const nf_odenet *net, nf_rng *rng, double *params);
 
-/* Doubles of workspace for a batch of n rows. exact_trace != 0: enough for every
+/* The arithmetic of every pass (nflow/precision.h): set once by the owner right
+   after nf_odenet_new, before the workspace is sized (the single-precision
+   workspace holds float copies of the weights). In NF_PRECISION_SINGLE the
+   products run in cblas_sgemm and the activations and their first and second
+   derivatives in float; theta, z, ctx, t, every output and every gradient stay
+   double (float gradients are accumulated into double; tr, kin, jac sum in
+   double). NF_EINVAL for a NULL net or an unknown precision. */
+nf_status nf_odenet_set_precision(nf_odenet *net, nf_precision precision);
+
+/* The net's precision (NF_PRECISION_DOUBLE for a NULL net). */
+nf_precision nf_odenet_precision(const nf_odenet *net);
+
+/* Doubles of workspace for a batch of n rows (in the net's precision). exact_trace != 0: enough for every
    call; exact_trace == 0: enough for every call that does not take the exact
    trace (eval, jvp, vjp, and trace/adjoint with a probe). */
 size_t nf_odenet_work_size(const nf_odenet *net, size_t n, int exact_trace);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include "nflow/flow.h"
 #include "nflow/mlp.h"
+#include "nflow/precision.h"
 #include "nflow/rng.h"
 
 #ifdef __cplusplus
@@ -60,13 +61,16 @@ typedef struct nf_recipe {
                             of the L x L lattice (row-major; nf_coupling_mask_checkerboard)
                             and puts no mixing layers between couplings, which would
                             scramble the lattice; 0 (default): no lattice */
+  nf_precision precision; /* the coupling and autoregressive conditioners' arithmetic
+                             (nflow/precision.h; default double); the other layers
+                             have no network, and the residual's stays double */
 } nf_recipe;
 
 /* Defaults for a kind: 8 layers (nsf and nsf-coupling 4, gf 6, resflow 8),
    hidden 64,64, relu (resflow: the residual layer's tanh), scale bound 3
    (maf, iaf 5),
    max_memory 0, random permutations between couplings, 8 bins on [-5, 5],
-   8 components. */
+   8 components, double precision. */
 nf_recipe nf_recipe_defaults(nf_recipe_kind kind);
 
 /* Parses "realnvp", "nice", "glow", "planar", "radial", "maf", "iaf", "nsf",

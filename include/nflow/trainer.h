@@ -84,6 +84,7 @@
 #include "nflow/adam.h"
 #include "nflow/dataset.h"
 #include "nflow/objective.h"
+#include "nflow/comm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -251,6 +252,32 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
    the trainer keeps its previous contexts. */
 nf_status nf_trainer_set_context(nf_trainer *trainer, const nf_dataset *train_ctx,
                                  const nf_dataset *val_ctx);
+
+/* Collective (comm.h): makes the trainer one of comm->size data-parallel
+   trainers, one per rank, each over its SHARD of the training (and
+   validation) rows: rank r's train set holds global rows offset_r ..
+   offset_r + n_r - 1, offset_r being the rows of ranks 0 .. r-1. Every rank
+   must have made its trainer with the same flow architecture and parameters,
+   options and rng. Training is then the one-process training of the
+   concatenated shards with the same global batch_size, up to rounding:
+   one shuffle of the global rows from the same rng on every rank; each step
+   takes the global batch, each rank the gradient of the NLL summed over its
+   rows of it, summed over ranks (comm->sum, in rank order) and divided by the
+   global batch size, so every rank takes the same optimizer step; the
+   data-dependent initialisation runs on the whole first global batch, sent to
+   every rank; validation is the global mean NLL. After each step and
+   validation the ranks agree on a status (nf_comm_agree): one rank's failure
+   (a non-finite NLL on its rows, say) is every rank's, with that rank's
+   message. Callbacks run on every rank and must decide alike; a curve file
+   is best given on one rank only. A saved state holds the global rows and a
+   CRC of the shards' CRCs: it resumes on the same number of ranks and data.
+   Maximum likelihood only (no opts.objective). Call it before the first step,
+   on every rank, after nf_trainer_set_context for a conditional flow. NF_EINVAL
+   for a NULL or unusable comm (returned without communicating) or trainer, an
+   objective; NF_ESTATE after a step or a second time; NF_ENOMEM; or the
+   communicator's status. On failure the trainer is left without the
+   communicator and must not be stepped. */
+nf_status nf_trainer_set_comm(nf_trainer *trainer, const nf_comm *comm);
 
 /* Frees the trainer (not the flow, optimizer or data); NULL is a no-op. */
 void nf_trainer_free(nf_trainer *trainer);

@@ -183,7 +183,8 @@ static void ar_destroy(void *data)
 /* Configuration keys: "transformer" (nf_transformer_kind_name) and the
    transformer's own options, "hidden", "activation", "order"
    (nf_order_kind_name), "order_seed" (decimal string: a uint64 exceeds JSON
-   integers) and "permutation" (the order itself, checked on load). */
+   integers), "permutation" (the order itself, checked on load) and
+   "precision" (nf_precision_save: only when single). */
 static nf_status ar_save(const nf_layer *layer, nf_config *cfg)
 {
   const autoregressive *ar = layer->data;
@@ -196,6 +197,7 @@ static nf_status ar_save(const nf_layer *layer, nf_config *cfg)
   if (!st) st = nf_config_set_string(cfg, "order", nf_order_kind_name(ar->order));
   if (!st) st = nf_config_set_string(cfg, "order_seed", seed);
   if (!st) st = nf_config_set_sizes(cfg, "permutation", layer->dim, nf_made_order(ar->made));
+  if (!st) st = nf_precision_save(cfg, nf_made_precision(ar->made));
   return st ? nf_fail_prefixed(st, "autoregressive") : NF_OK;
 }
 
@@ -228,6 +230,7 @@ static nf_status load_opts(const nf_config *cfg, nf_autoregressive_opts *o, size
     return nf_fail(NF_EFORMAT, "config key 'transformer': '%s' is not a known transformer", tf);
   if (nf_activation_parse(act, &o->act)) return nf_fail_prefixed(NF_EFORMAT, "config key 'activation'");
   if (nf_order_kind_parse(order, &o->order)) return nf_fail_prefixed(NF_EFORMAT, "config key 'order'");
+  if ((st = nf_precision_load(cfg, &o->precision))) return st;
   const nf_transformer *t = nf_transformer_of_kind(o->transformer.kind);
   o->transformer = nf_transformer_spec_default(o->transformer.kind);
   if (t->load_opts && (st = t->load_opts(cfg, &o->transformer))) return st;
@@ -290,7 +293,8 @@ nf_autoregressive_opts nf_autoregressive_opts_default(void)
 {
   static const size_t hidden[2] = {64, 64};
   nf_autoregressive_opts o = {2, hidden, NF_ACT_RELU, NF_ORDER_NATURAL, 0,
-                              nf_transformer_spec_default(NF_TRANSFORMER_AFFINE)};
+                              nf_transformer_spec_default(NF_TRANSFORMER_AFFINE),
+                              NF_PRECISION_DOUBLE};
   return o;
 }
 
@@ -330,7 +334,7 @@ nf_layer *nf_autoregressive_new(size_t dim, size_t ctx_dim, const nf_autoregress
   ar->order = o.order;
   ar->seed = o.order_seed;
   ar->made = nf_made_new(dim, ctx_dim, o.n_hidden, o.hidden, ar->nr, o.act, o.order, o.order_seed);
-  if (!ar->made) {
+  if (!ar->made || nf_made_set_precision(ar->made, o.precision)) {
     nf_fail_prefixed(nf_last_status(), fn);
     ar_destroy(ar);
     return NULL;

@@ -165,7 +165,8 @@ static void coupling_destroy(void *data)
 /* Configuration keys: "transformer" (nf_transformer_kind_name), "mask" (dim
    sizes, 0 or 1), "hidden" (the conditioner's hidden widths), "activation"
    (nf_activation_name), then the transformer's own options (affine:
-   "scale_bound"; spline: "bins", "tail_bound", "min_bin_width", ...). Files of
+   "scale_bound"; spline: "bins", "tail_bound", "min_bin_width", ...), and
+   "precision" (nf_precision_save: only when single). Files of
    earlier versions also hold "kind" (additive or affine), which must then
    name the same transformer. */
 static nf_status coupling_save(const nf_layer *layer, nf_config *cfg)
@@ -179,6 +180,7 @@ static nf_status coupling_save(const nf_layer *layer, nf_config *cfg)
   if (!st) st = nf_config_set_sizes(cfg, "hidden", cp->n_hidden, cp->hidden);
   if (!st) st = nf_config_set_string(cfg, "activation", nf_activation_name(cp->act));
   if (!st && cp->tf->save_opts) st = cp->tf->save_opts(&cp->tf_opts, cfg);
+  if (!st) st = nf_precision_save(cfg, nf_mlp_precision(cp->net));
   free(mask);
   return st ? nf_fail_prefixed(st, "coupling") : NF_OK;
 }
@@ -223,6 +225,7 @@ static nf_status load_opts(size_t dim, const nf_config *cfg, nf_coupling_opts *o
                    tf);
   if (nf_activation_parse(act, &opts->act))
     return nf_fail_prefixed(NF_EFORMAT, "config key 'activation'");
+  if ((st = nf_precision_load(cfg, &opts->precision))) return st;
   if ((st = get_sizes(cfg, "mask", dim, &n_mask, &m))) return st;
   for (size_t j = 0; j < n_mask && !st; j++)
     if (m[j] > 1) st = nf_fail(NF_EFORMAT, "config key 'mask': entry %zu is %zu, not 0 or 1", j, m[j]);
@@ -351,7 +354,7 @@ nf_layer *nf_coupling_new(size_t dim, size_t ctx_dim, const nf_coupling_opts *op
   cp->act = opts->act;
   for (size_t j = 0, a = 0, b = da; j < dim; j++) cp->idx[opts->mask[j] ? a++ : b++] = j;
   cp->net = nf_mlp_new(da + ctx_dim, opts->n_hidden, opts->hidden, cp->db * cp->nr, opts->act);
-  if (!cp->net) {
+  if (!cp->net || nf_mlp_set_precision(cp->net, opts->precision)) {
     nf_fail_prefixed(NF_EINVAL, "nf_coupling_new: conditioner");
     coupling_destroy(cp);
     return NULL;

@@ -17,6 +17,7 @@
 #include "nflow/config.h"
 #include "nflow/model.h"
 #include "nflow/pool.h"
+#include "solver.h"
 
 _Static_assert(sizeof(void *) <= sizeof(double), "a pointer must fit a workspace slot");
 
@@ -591,6 +592,7 @@ nf_cnf_opts nf_cnf_defaults(void)
   o.ode.atol = 1e-5;
   o.ode.grad = NF_GRAD_BACKSOLVE;
   o.probe_seed = 0x5eed;
+  o.precision = NF_PRECISION_DOUBLE;
   return o;
 }
 
@@ -628,6 +630,13 @@ static nf_status check_opts(const char *fn, size_t dim, size_t ctx_dim, const nf
                      "%s: regularisation weight %s = %g must be in [0, %g] (NF_CNF_MAX_WEIGHT)",
                      fn, names[i], w[i], NF_CNF_MAX_WEIGHT);
   if (o->n_hidden > 0 && !o->hidden) return nf_fail(NF_EINVAL, "%s: hidden is NULL", fn);
+  if ((unsigned)o->precision > NF_PRECISION_SINGLE)
+    return nf_fail(NF_EINVAL, "%s: unknown precision %d", fn, (int)o->precision);
+  double floor = nf_ode_tolerance_floor(nf_precision_epsilon(o->precision));
+  if (o->precision != NF_PRECISION_DOUBLE && !(o->ode.rtol >= floor && o->ode.atol >= floor))
+    return nf_fail(NF_EINVAL, "%s: ode.rtol = %g and ode.atol = %g must be >= %.3g (100 x the "
+                   "unit roundoff of %s precision, the dynamics' arithmetic)", fn, o->ode.rtol,
+                   o->ode.atol, floor, nf_precision_name(o->precision));
   return NF_OK;
 }
 
@@ -647,6 +656,7 @@ static nf_layer *cnf_build(size_t dim, size_t ctx_dim, const nf_cnf_opts *opts, 
   c->opts = *opts;
   c->opts.hidden = hidden;
   c->net = nf_odenet_new(dim, ctx_dim, opts->n_hidden, hidden, opts->kind, opts->act);
+  if (c->net) nf_odenet_set_precision(c->net, opts->precision);
   nf_ode *probe_ode = c->net ? nf_ode_new(1, 1, &opts->ode) : NULL; /* validates opts->ode */
   if (!probe_ode) {
     cnf_destroy(c);
@@ -794,6 +804,7 @@ static nf_status cnf_save(const nf_layer *layer, nf_config *cfg)
         (st = nf_config_set_string(cfg, "activation", nf_odenet_act_name(o->act))) ||
         (st = nf_config_set_sizes(cfg, "hidden", o->n_hidden, o->hidden)))
       return st;
+    if ((st = nf_precision_save(cfg, o->precision))) return st;
   } else {
     if ((st = nf_config_set_string(cfg, "dynamics", "field")) ||
         (st = nf_config_set_string(cfg, "field", c->field.name)) ||
@@ -891,6 +902,7 @@ static nf_layer *cnf_load(size_t dim, size_t ctx_dim, const nf_config *cfg,
       goto fail;
     }
     if ((st = nf_config_get_sizes(cfg, "hidden", n_hidden, hidden))) goto fail;
+    if ((st = nf_precision_load(cfg, &o.precision))) goto fail;
     o.n_hidden = n_hidden;
     o.hidden = hidden;
     layer = cnf_build(dim, ctx_dim, &o, NULL);

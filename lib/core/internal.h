@@ -5,8 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "nflow/config.h"
 #include "nflow/layer_impl.h"
 #include "nflow/mlp.h"
+#include "nflow/precision.h"
 #include "nflow/rng.h"
 #include "nflow/status.h"
 
@@ -46,6 +48,26 @@ nf_status nf_parse_choice(const char *what, const char *name, const char *const 
 /* nf_mlp_init with LeCun-uniform hidden layers (bound 1 / sqrt(fan_in),
    PyTorch's nn.Linear default) instead of He / Glorot (lib/nets/mlp.c). */
 void nf_mlp_init_lecun(const nf_mlp *mlp, nf_rng *rng, double out_scale, double *params);
+
+/* The single-precision passes of nf_mlp on weights already converted to
+   float (n_params floats, e.g. MADE's masked weights, converted once per
+   parameter vector): nf_mlp_forward_single converts x, runs the float pass and
+   writes y as doubles; nf_mlp_backward_single reads the float input the last
+   forward left in work, writes g_x (NULL: not wanted) and ADDS into g_params
+   (NULL: not wanted). work: nf_mlp_single_work_size(mlp, n) doubles (SIZE_MAX
+   on overflow). No argument checks. */
+size_t nf_mlp_single_work_size(const nf_mlp *mlp, size_t n);
+void nf_mlp_forward_single(const nf_mlp *mlp, const float *params, size_t n, const double *x,
+                           double *y, double *work);
+void nf_mlp_backward_single(const nf_mlp *mlp, const float *params, size_t n, const double *g_y,
+                            double *g_x, double *g_params, double *work);
+
+/* A layer's network precision in its configuration: nf_precision_save writes
+   the key "precision" only for single (files without it load as double);
+   nf_precision_load reads it (double when absent), NF_EFORMAT naming the key
+   on another value. */
+nf_status nf_precision_save(nf_config *cfg, nf_precision precision);
+nf_status nf_precision_load(const nf_config *cfg, nf_precision *precision);
 
 /* out[i] = (float)in[i] for n values: single-precision networks convert their
    weights once per call (nflow/precision.h). */

@@ -1,5 +1,6 @@
 /* lib/core/precision.c — names and unit roundoff of the network arithmetic. */
 #include <float.h>
+#include "nflow/config.h"
 #include "nflow/precision.h"
 #include "internal.h"
 
@@ -32,4 +33,25 @@ void nf_to_float(size_t n, const double *in, float *out)
 void nf_add_float(size_t n, const float *in, double *out)
 {
   for (size_t i = 0; i < n; i++) out[i] += in[i];
+}
+
+/* Key "precision" = "single"; nothing for double (files without it are double). */
+nf_status nf_precision_save(nf_config *cfg, nf_precision precision)
+{
+  return precision == NF_PRECISION_DOUBLE ? NF_OK
+                                          : nf_config_set_string(cfg, "precision",
+                                                                 nf_precision_name(precision));
+}
+
+/* Key "precision" if present (else double); NF_EFORMAT on another value. */
+nf_status nf_precision_load(const nf_config *cfg, nf_precision *precision)
+{
+  const char *name = NULL;
+  *precision = NF_PRECISION_DOUBLE;
+  if (!nf_config_has(cfg, "precision")) return NF_OK;
+  nf_status st = nf_config_get_string(cfg, "precision", &name);
+  if (st) return st;
+  if (nf_precision_parse(name, precision))
+    return nf_fail(NF_EFORMAT, "config key 'precision': '%s' is not 'double' or 'single'", name);
+  return NF_OK;
 }

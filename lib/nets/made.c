@@ -7,9 +7,11 @@
    MLP's backpropagation into a scratch gradient G and adds M ∘ G to g_theta,
    so masked entries receive exactly zero.
 
-   Workspace of n rows: masked parameters (P), gradient scratch (P), the MLP
-   input [x, ctx] (n x (d + c)), its cotangent (n x (d + c)), then the MLP's
-   own workspace. */
+   Workspace of n rows: masked parameters (P), gradient scratch (P), in
+   single precision the masked parameters as floats (P floats, converted once
+   by nf_made_mask), the MLP input [x, ctx] (n x (d + c)), its cotangent
+   (n x (d + c)), then the MLP's own workspace (single: nf_mlp_single_work_size,
+   the float pass on the converted weights). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,19 +179,43 @@ void nf_made_init(const nf_made *made, nf_rng *rng, double out_scale, double *pa
   for (size_t k = 0; k < made->n_params; k++) params[k] *= made->mask[k];
 }
 
-/* 2 P + 2 n (d + c) + the MLP's workspace. */
+nf_status nf_made_set_precision(nf_made *made, nf_precision precision)
+{
+  if (!made) return nf_fail(NF_EINVAL, "nf_made_set_precision: the network is NULL");
+  nf_status st = nf_mlp_set_precision(made->net, precision);
+  return st ? nf_fail_prefixed(st, "nf_made_set_precision") : NF_OK;
+}
+
+nf_precision nf_made_precision(const nf_made *made)
+{
+  return made ? nf_mlp_precision(made->net) : NF_PRECISION_DOUBLE;
+}
+
+/* Single precision: the doubles holding the P float masked weights (0 in double). */
+static size_t float_params_size(const nf_made *m)
+{
+  return nf_made_precision(m) == NF_PRECISION_SINGLE ? m->n_params / 2 + m->n_params % 2 : 0;
+}
+
+/* 2 P (+ P floats) + 2 n (d + c) + the MLP's workspace (single: its float pass's). */
 size_t nf_made_work_size(const nf_made *made, size_t n)
 {
   size_t own, rows, total;
-  if (!made || nf_size_mul(2, made->n_params, &own) || nf_size_mul3(2, n, made->w_in, &rows) ||
-      nf_size_add(own, rows, &total) || nf_size_add(total, nf_mlp_work_size(made->net, n), &total))
+  if (!made) return 0;
+  size_t net = nf_made_precision(made) == NF_PRECISION_SINGLE
+                   ? nf_mlp_single_work_size(made->net, n)
+                   : nf_mlp_work_size(made->net, n);
+  if (nf_size_mul(2, made->n_params, &own) || nf_size_add(own, float_params_size(made), &own) ||
+      nf_size_mul3(2, n, made->w_in, &rows) || nf_size_add(own, rows, &total) ||
+      nf_size_add(total, net, &total))
     return 0;
   return total;
 }
 
-/* Views of the workspace (top of the file). */
+/* Views of the workspace (top of the file); fparams is NULL in double. */
 typedef struct made_ws {
   double *params, *g_params, *in, *g_in, *mlp;
+  float *fparams;
 } made_ws;
 
 static made_ws ws_layout(const nf_made *m, size_t n, double *work)
@@ -197,17 +223,20 @@ static made_ws ws_layout(const nf_made *m, size_t n, double *work)
   made_ws ws;
   ws.params = work;
   ws.g_params = ws.params + m->n_params;
-  ws.in = ws.g_params + m->n_params;
+  ws.fparams = float_params_size(m) ? (float *)(ws.g_params + m->n_params) : NULL;
+  ws.in = ws.g_params + m->n_params + float_params_size(m);
   ws.g_in = ws.in + n * m->w_in;
   ws.mlp = ws.g_in + n * m->w_in;
   return ws;
 }
 
-/* work's masked parameters = theta ∘ M. */
+/* work's masked parameters = theta ∘ M (and their floats in single precision). */
 void nf_made_mask(const nf_made *made, const double *theta, double *work)
 {
   if (!made || !theta || !work) return;
   for (size_t k = 0; k < made->n_params; k++) work[k] = theta[k] * made->mask[k];
+  made_ws ws = ws_layout(made, 0, work);
+  if (ws.fparams) nf_to_float(made->n_params, ws.params, ws.fparams);
 }
 
 /* y = MLP_{P∘M}([x, ctx]). */
@@ -221,7 +250,10 @@ void nf_made_forward(const nf_made *made, size_t n, const double *x, const doubl
     memcpy(ws.in + i * w, x + i * d, d * sizeof *x);
     if (c) memcpy(ws.in + i * w + d, ctx + i * c, c * sizeof *ctx);
   }
-  nf_mlp_forward(made->net, ws.params, n, ws.in, y, ws.mlp);
+  if (ws.fparams)
+    nf_mlp_forward_single(made->net, ws.fparams, n, ws.in, y, ws.mlp);
+  else
+    nf_mlp_forward(made->net, ws.params, n, ws.in, y, ws.mlp);
 }
 
 /* Backpropagation through the masked MLP: g_[x, ctx] = J^T g_y; g_theta += M ∘ G. */
@@ -233,8 +265,11 @@ void nf_made_backward(const nf_made *made, size_t n, const double *g_y, double *
   made_ws ws = ws_layout(made, n, work);
   int want_in = g_x || (g_ctx && c);
   if (g_theta) memset(ws.g_params, 0, made->n_params * sizeof *ws.g_params);
-  nf_mlp_backward(made->net, ws.params, n, ws.in, g_y, want_in ? ws.g_in : NULL,
-                  g_theta ? ws.g_params : NULL, ws.mlp);
+  double *g_in = want_in ? ws.g_in : NULL, *g_params = g_theta ? ws.g_params : NULL;
+  if (ws.fparams)
+    nf_mlp_backward_single(made->net, ws.fparams, n, g_y, g_in, g_params, ws.mlp);
+  else
+    nf_mlp_backward(made->net, ws.params, n, ws.in, g_y, g_in, g_params, ws.mlp);
   if (g_theta)
     for (size_t k = 0; k < made->n_params; k++) g_theta[k] += made->mask[k] * ws.g_params[k];
   for (size_t i = 0; want_in && i < n; i++) {

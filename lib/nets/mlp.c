@@ -22,7 +22,8 @@ struct nf_mlp {
   nf_activation act;
   size_t n_params;
   size_t sum_hidden;  /* sum of hidden widths: doubles per row of the record */
-  size_t max_hidden;  /* widest hidden layer (0 if none): doubles per row of a scratch buffer */
+  size_t max_hidden;  /* widest hidden layer (0 if none): elements per row of a scratch buffer */
+  nf_precision precision; /* the passes' arithmetic (nf_mlp_set_precision) */
 };
 
 nf_mlp *nf_mlp_new(size_t n_in, size_t n_hidden, const size_t *hidden,
@@ -151,84 +152,12 @@ void nf_mlp_init_lecun(const nf_mlp *mlp, nf_rng *rng, double out_scale, double 
   init_layers(mlp, rng, out_scale, 1, params);
 }
 
-size_t nf_mlp_work_size(const nf_mlp *mlp, size_t n)
-{
-  size_t per_row, total;
-  if (!mlp) return 0;
-  if (nf_size_mul(2, mlp->max_hidden, &per_row) || nf_size_add(per_row, mlp->sum_hidden, &per_row) ||
-      nf_size_mul(n, per_row, &total))
-    return SIZE_MAX; /* no allocation holds it; adding to it overflows too */
-  return total;
-}
-
 double nf_mlp_flops_per_row(const nf_mlp *mlp)
 {
   double f = 0;
   for (size_t l = 0; mlp && l < mlp->n_layers; l++)
     f += (double)mlp->width[l] * (double)mlp->width[l + 1];
   return f;
-}
-
-/* Y[i, :] = act(Y[i, :] + b) for n rows of width w, in place. */
-NF_VECTOR_LOOP static void add_bias_activate(nf_activation act, size_t n, size_t w, const double *b, double *y)
-{
-  for (size_t i = 0; i < n; i++) {
-    double *r = y + i * w;
-    switch (act) {
-    case NF_ACT_IDENTITY:
-      for (size_t j = 0; j < w; j++) r[j] += b[j];
-      break;
-    case NF_ACT_RELU:
-      for (size_t j = 0; j < w; j++) {
-        double v = r[j] + b[j];
-        r[j] = 0.5 * (v + fabs(v)); /* max(v, 0), exact and branch-free */
-      }
-      break;
-    case NF_ACT_TANH:
-      for (size_t j = 0; j < w; j++) r[j] = nf_tanh(r[j] + b[j]);
-      break;
-    case NF_ACT_ELU:
-      for (size_t j = 0; j < w; j++) {
-        double v = r[j] + b[j];
-        r[j] = v > 0 ? v : expm1(v);
-      }
-      break;
-    case NF_ACT_SOFTPLUS:
-      for (size_t j = 0; j < w; j++) r[j] = nf_softplus(r[j] + b[j]);
-      break;
-    }
-  }
-}
-
-/* G = G * act'(.), with act' written in the activation's output H (relu: H > 0;
-   tanh: 1 - H^2; elu: H > 0 ? 1 : H + 1; softplus: sigmoid = 1 - exp(-H)). */
-NF_VECTOR_LOOP static void activation_backward(nf_activation act, size_t n, size_t w, const double *h,
-                                double *g)
-{
-  const size_t nw = n * w;
-  switch (act) {
-  case NF_ACT_IDENTITY:
-    break;
-  case NF_ACT_RELU:
-    for (size_t k = 0; k < nw; k++) g[k] = h[k] > 0 ? g[k] : 0.0;
-    break;
-  case NF_ACT_TANH:
-    for (size_t k = 0; k < nw; k++) g[k] *= 1.0 - h[k] * h[k];
-    break;
-  case NF_ACT_ELU:
-    for (size_t k = 0; k < nw; k++) g[k] *= h[k] > 0 ? 1.0 : h[k] + 1.0;
-    break;
-  case NF_ACT_SOFTPLUS:
-    for (size_t k = 0; k < nw; k++) g[k] *= -expm1(-h[k]);
-    break;
-  }
-}
-
-/* gb += column sums of the n x w matrix g. */
-NF_VECTOR_LOOP static void add_column_sums(size_t n, size_t w, const double *restrict g, double *restrict gb)
-{
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < w; j++) gb[j] += g[i * w + j];
 }
 
 /* Start of layer l's W in a parameter vector (b_l follows W_l). */
@@ -239,29 +168,119 @@ static size_t layer_offset(const nf_mlp *mlp, size_t l)
   return off;
 }
 
-/* Start of the record of hidden layer l (its output H_l) in work. */
-static double *hidden_record(const nf_mlp *mlp, size_t n, size_t l, double *work)
+#define REAL double
+#define GEMM cblas_dgemm
+#define PASS(name) name##_d
+#include "mlp_pass.h"
+#define REAL float
+#define GEMM cblas_sgemm
+#define PASS(name) name##_f
+#include "mlp_pass.h"
+
+/* Float views of a single-precision workspace of n rows (after the weights):
+   the weight gradient (P), the input and its cotangent (n x n_in each), the
+   output, then its cotangent (n x n_out), then the passes' record and scratch. */
+typedef struct mlp_fws {
+  float *g_params, *x, *g_x, *y, *net;
+} mlp_fws;
+
+static mlp_fws float_layout(const nf_mlp *mlp, size_t n, double *work)
 {
-  size_t off = 0;
-  for (size_t k = 0; k < l; k++) off += mlp->width[k + 1];
-  return work + n * off;
+  mlp_fws f;
+  f.g_params = (float *)work;
+  f.x = f.g_params + mlp->n_params;
+  f.g_x = f.x + n * mlp->width[0];
+  f.y = f.g_x + n * mlp->width[0];
+  f.net = f.y + n * mlp->width[mlp->n_layers];
+  return f;
+}
+
+/* Doubles holding k floats. */
+static size_t doubles_for_floats(size_t k) { return k / 2 + k % 2; }
+
+/* Elements of the passes' record and scratch: n (sum_hidden + 2 max_hidden);
+   SIZE_MAX on overflow. */
+static size_t pass_work(const nf_mlp *mlp, size_t n)
+{
+  size_t per_row, total;
+  if (nf_size_mul(2, mlp->max_hidden, &per_row) || nf_size_add(per_row, mlp->sum_hidden, &per_row) ||
+      nf_size_mul(n, per_row, &total))
+    return SIZE_MAX; /* no allocation holds it; adding to it overflows too */
+  return total;
+}
+
+size_t nf_mlp_single_work_size(const nf_mlp *mlp, size_t n)
+{
+  size_t in, out, floats;
+  if (!mlp) return 0;
+  if (nf_size_mul3(2, n, mlp->width[0], &in) || nf_size_mul(n, mlp->width[mlp->n_layers], &out) ||
+      nf_size_add(in, out, &floats) || nf_size_add(floats, mlp->n_params, &floats) ||
+      nf_size_add(floats, pass_work(mlp, n), &floats))
+    return SIZE_MAX;
+  return doubles_for_floats(floats);
+}
+
+size_t nf_mlp_work_size(const nf_mlp *mlp, size_t n)
+{
+  size_t total;
+  if (!mlp) return 0;
+  if (mlp->precision == NF_PRECISION_DOUBLE) return pass_work(mlp, n);
+  if (nf_size_add(doubles_for_floats(mlp->n_params), nf_mlp_single_work_size(mlp, n), &total))
+    return SIZE_MAX;
+  return total;
+}
+
+nf_status nf_mlp_set_precision(nf_mlp *mlp, nf_precision precision)
+{
+  if (!mlp) return nf_fail(NF_EINVAL, "nf_mlp_set_precision: the network is NULL");
+  if ((unsigned)precision > NF_PRECISION_SINGLE)
+    return nf_fail(NF_EINVAL, "nf_mlp_set_precision: unknown precision %d", (int)precision);
+  mlp->precision = precision;
+  return NF_OK;
+}
+
+nf_precision nf_mlp_precision(const nf_mlp *mlp)
+{
+  return mlp ? mlp->precision : NF_PRECISION_DOUBLE;
+}
+
+/* out = in as doubles (n values). */
+static void set_from_float(size_t n, const float *in, double *out)
+{
+  memset(out, 0, n * sizeof *out);
+  nf_add_float(n, in, out);
+}
+
+void nf_mlp_forward_single(const nf_mlp *mlp, const float *params, size_t n, const double *x,
+                           double *y, double *work)
+{
+  mlp_fws f = float_layout(mlp, n, work);
+  nf_to_float(n * mlp->width[0], x, f.x);
+  forward_f(mlp, params, n, f.x, f.y, f.net);
+  set_from_float(n * mlp->width[mlp->n_layers], f.y, y);
+}
+
+void nf_mlp_backward_single(const nf_mlp *mlp, const float *params, size_t n, const double *g_y,
+                            double *g_x, double *g_params, double *work)
+{
+  mlp_fws f = float_layout(mlp, n, work);
+  nf_to_float(n * mlp->width[mlp->n_layers], g_y, f.y);
+  if (g_params) memset(f.g_params, 0, mlp->n_params * sizeof *f.g_params);
+  backward_f(mlp, params, n, f.x, f.y, g_x ? f.g_x : NULL, g_params ? f.g_params : NULL, f.net);
+  if (g_params) nf_add_float(mlp->n_params, f.g_params, g_params);
+  if (g_x) set_from_float(n * mlp->width[0], f.g_x, g_x);
 }
 
 void nf_mlp_forward(const nf_mlp *mlp, const double *params, size_t n,
                     const double *x, double *y, double *work)
 {
   if (!mlp || !params || n == 0 || !x || !y || (mlp->n_layers > 1 && !work)) return;
-  const double *in = x, *p = params;
-  for (size_t l = 0; l < mlp->n_layers; l++) {
-    size_t w_in = mlp->width[l], w_out = mlp->width[l + 1];
-    int last = l + 1 == mlp->n_layers;
-    double *out = last ? y : hidden_record(mlp, n, l, work);
-    const double *W = p, *b = p + w_in * w_out;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w_out, (int)w_in,
-                1.0, in, (int)w_in, W, (int)w_in, 0.0, out, (int)w_out);
-    add_bias_activate(last ? NF_ACT_IDENTITY : mlp->act, n, w_out, b, out);
-    in = out;
-    p = b + w_out;
+  if (mlp->precision == NF_PRECISION_DOUBLE) {
+    forward_d(mlp, params, n, x, y, work);
+  } else if (work) { /* the weights as floats, then the single pass's workspace */
+    nf_to_float(mlp->n_params, params, (float *)work);
+    nf_mlp_forward_single(mlp, (const float *)work, n, x, y,
+                          work + doubles_for_floats(mlp->n_params));
   }
 }
 
@@ -272,28 +291,9 @@ void nf_mlp_backward(const nf_mlp *mlp, const double *params, size_t n,
   if (!mlp || !params || n == 0 || !x || !g_y || (!g_params && !g_x) ||
       (mlp->n_layers > 1 && !work))
     return;
-  double *scratch[2] = {NULL, NULL};
-  if (work) {
-    scratch[0] = work + n * mlp->sum_hidden;
-    scratch[1] = scratch[0] + n * mlp->max_hidden;
-  }
-  const double *delta = g_y; /* dL/d(pre-activation) of layer l */
-  for (size_t l = mlp->n_layers; l-- > 0;) {
-    size_t w_in = mlp->width[l], w_out = mlp->width[l + 1], off = layer_offset(mlp, l);
-    const double *W = params + off;
-    const double *h_prev = l > 0 ? hidden_record(mlp, n, l - 1, work) : x;
-    /* gW_l += delta^T H_{l-1}, gb_l += column sums of delta */
-    if (g_params) {
-      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)w_out, (int)w_in, (int)n,
-                  1.0, delta, (int)w_out, h_prev, (int)w_in, 1.0, g_params + off, (int)w_in);
-      add_column_sums(n, w_out, delta, g_params + off + w_in * w_out);
-    }
-    double *g_prev = l > 0 ? scratch[l % 2] : g_x;
-    if (!g_prev) break;
-    /* dL/dH_{l-1} = delta W_l, then through the activation of layer l - 1 */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)w_in, (int)w_out,
-                1.0, delta, (int)w_out, W, (int)w_in, 0.0, g_prev, (int)w_in);
-    if (l > 0) activation_backward(mlp->act, n, w_in, h_prev, g_prev);
-    delta = g_prev;
-  }
+  if (mlp->precision == NF_PRECISION_DOUBLE)
+    backward_d(mlp, params, n, x, g_y, g_x, g_params, work);
+  else if (work) /* the float weights and inputs forward left in work */
+    nf_mlp_backward_single(mlp, (const float *)work, n, g_y, g_x, g_params,
+                           work + doubles_for_floats(mlp->n_params));
 }

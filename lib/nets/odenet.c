@@ -34,6 +34,7 @@
 
 #include "internal.h"
 #include "nflow/odenet.h"
+#include "nflow/precision.h"
 
 /* Activation code of the output layer: the identity. */
 #define ACT_NONE (-1)
@@ -49,13 +50,9 @@ struct nf_odenet {
   nf_odenet_act act;
   size_t n_params;
   size_t max_width;    /* widest of dim + ctx_dim and every width */
+  size_t max_pq;       /* largest weight block p q of a layer */
+  nf_precision precision;
 };
-
-/* The workspace of one call, cut into the buffers described above. */
-typedef struct frame {
-  size_t n, m, rows;
-  double *xu, *y, *d1, *d2, *gamma, *beta, *g[2], *g_gamma, *g_beta;
-} frame;
 
 /* ---- shape ---- */
 
@@ -94,6 +91,7 @@ static nf_status set_offsets(nf_odenet *net)
       return NF_EINVAL;
     net->param_off[l] = net->n_params - pq;
     if (q > net->max_width) net->max_width = q;
+    if (p * q > net->max_pq) net->max_pq = p * q;
   }
   return NF_OK;
 }
@@ -222,17 +220,27 @@ nf_status nf_odenet_init(const nf_odenet *net, nf_rng *rng, double *params)
   return NF_OK;
 }
 
-/* Workspace doubles for n samples carrying m tangent directions each:
-   n (1 + m) (xu + dim + 2 max_width) + 2 n sum_q + 2 sum_q + 2 max_width;
-   SIZE_MAX if that overflows (no allocation holds it; sums with it overflow). */
+/* Workspace doubles for n samples carrying m tangent directions each: the
+   double arrays 2 sum_q + 2 max_width, then in the pass's type
+   n (1 + m) (xu + dim + 2 max_width) + 2 n sum_q, and in single precision also
+   2 sum_q + n c + n_params + max_pq floats (gamma, beta, the context, the
+   weights, one dS/dW block), two floats to a double; SIZE_MAX if that
+   overflows (no allocation holds it; sums with it overflow). */
 static size_t work_doubles(const nf_odenet *net, size_t n, size_t m)
 {
-  size_t rows, per_row, a, b, c, sum_q = net->q_off[net->n_layers], w2 = 2 * net->max_width;
+  size_t rows, per_row, a, b, r, extra, sum_q = net->q_off[net->n_layers], w2 = 2 * net->max_width;
+  int single = net->precision == NF_PRECISION_SINGLE;
   if (nf_size_mul(n, m + 1, &rows) || nf_size_add(net->xu_off[net->n_layers], net->dim, &per_row) ||
       nf_size_add(per_row, w2, &per_row) || nf_size_mul(rows, per_row, &a) ||
-      nf_size_mul3(2, n, sum_q, &b) || nf_size_add(a, b, &c) || nf_size_add(c, 2 * sum_q + w2, &c))
+      nf_size_mul3(2, n, sum_q, &b) || nf_size_add(a, b, &r))
     return SIZE_MAX;
-  return c;
+  if (single && (nf_size_mul(n, net->ctx_dim, &extra) ||
+                 nf_size_add(extra, 2 * sum_q + net->n_params + net->max_pq, &extra) ||
+                 nf_size_add(r, extra, &r)))
+    return SIZE_MAX;
+  if (single) r = r / 2 + 1;
+  if (nf_size_add(r, 2 * sum_q + w2, &r)) return SIZE_MAX;
+  return r;
 }
 
 size_t nf_odenet_work_size(const nf_odenet *net, size_t n, int exact_trace)
@@ -240,28 +248,18 @@ size_t nf_odenet_work_size(const nf_odenet *net, size_t n, int exact_trace)
   return net ? work_doubles(net, n, exact_trace ? net->dim : 1) : 0;
 }
 
-/* Cuts work into the buffers of a call with m directions per sample. */
-static frame frame_make(const nf_odenet *net, size_t n, size_t m, double *work)
+nf_status nf_odenet_set_precision(nf_odenet *net, nf_precision precision)
 {
-  frame fr = {.n = n, .m = m, .rows = n * (1 + m)};
-  size_t sum_q = net->q_off[net->n_layers];
-  fr.xu = work;
-  fr.y = fr.xu + fr.rows * net->xu_off[net->n_layers];
-  fr.g[0] = fr.y + fr.rows * net->dim;
-  fr.g[1] = fr.g[0] + fr.rows * net->max_width;
-  fr.d1 = fr.g[1] + fr.rows * net->max_width;
-  fr.d2 = fr.d1 + n * sum_q;
-  fr.gamma = fr.d2 + n * sum_q;
-  fr.beta = fr.gamma + sum_q;
-  fr.g_gamma = fr.beta + sum_q;
-  fr.g_beta = fr.g_gamma + net->max_width;
-  return fr;
+  if (!net) return nf_fail(NF_EINVAL, "nf_odenet_set_precision: net is NULL");
+  if ((unsigned)precision > NF_PRECISION_SINGLE)
+    return nf_fail(NF_EINVAL, "nf_odenet_set_precision: unknown precision %d", (int)precision);
+  net->precision = precision;
+  return NF_OK;
 }
 
-/* X_l of layer l (rows x width[l]); U_l follows it (rows x q_l). */
-static double *frame_x(const nf_odenet *net, const frame *fr, size_t l)
+nf_precision nf_odenet_precision(const nf_odenet *net)
 {
-  return fr->xu + fr->rows * net->xu_off[l];
+  return net ? net->precision : NF_PRECISION_DOUBLE;
 }
 
 /* ---- time dependence of one layer: a = gamma * (W h) + beta ---- */
@@ -376,183 +374,122 @@ static void act_eval(nf_odenet_act act, double a, double s[3])
   }
 }
 
-/* ---- forward ---- */
-
-/* Tangent rows of X_0: the directions dirs (n x dim, m = 1) or, for
-   dirs == NULL (m = dim), the unit vectors e_1..e_dim of every sample. */
-static void set_directions(size_t n, size_t m, size_t dim, const double *dirs, double *x)
+/* expm1(y) for y in [-40, 0] to about 1 ulp, branch-free: y = k ln2 + r,
+   |r| <= ln2/2, expm1(r) = r + r^2 (1/2 + r/6 + ... + r^11/13!) (truncation
+   < 2e-17 relative), expm1(y) = 2^k expm1(r) + (2^k - 1) (exact for k = 0). */
+static inline double expm1_nonpositive(double y)
 {
-  if (dirs) {
-    memcpy(x, dirs, n * dim * sizeof *x);
-    return;
-  }
-  memset(x, 0, n * m * dim * sizeof *x);
-  for (size_t i = 0; i < n; i++)
-    for (size_t k = 0; k < m; k++) x[(i * m + k) * dim + k] = 1.0;
+  const double shifter = 0x1.8p52, log2e = 1.4426950408889634;
+  const double ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
+  double kf = y * log2e + shifter, k = kf - shifter;
+  double r = (y - k * ln2_hi) - k * ln2_lo;
+  double s = 1.0 / 6227020800.0;
+  s = s * r + 1.0 / 479001600.0;
+  s = s * r + 1.0 / 39916800.0;
+  s = s * r + 1.0 / 3628800.0;
+  s = s * r + 1.0 / 362880.0;
+  s = s * r + 1.0 / 40320.0;
+  s = s * r + 1.0 / 5040.0;
+  s = s * r + 1.0 / 720.0;
+  s = s * r + 1.0 / 120.0;
+  s = s * r + 1.0 / 24.0;
+  s = s * r + 1.0 / 6.0;
+  s = s * r + 0.5;
+  uint64_t kbits, sbits = 0x4338000000000000ULL; /* bits of the shifter */
+  memcpy(&kbits, &kf, sizeof kbits);
+  uint64_t scale_bits = (kbits - sbits + 1023) << 52;
+  double scale;
+  memcpy(&scale, &scale_bits, sizeof scale);
+  return scale * (r + r * r * s) + (scale - 1.0);
 }
 
-/* In place over count pre-activations: a -> act(a), with d1 = act'(a), d2 = act''(a);
-   tanh through the vectorisable nf_tanh. */
-NF_VECTOR_LOOP static void activate_block(nf_odenet_act act, size_t count, double *a,
-                                          double *d1, double *d2)
+/* tanh(x) = -E / (2 + E), E = expm1(-2|x|), sign restored: one exponential,
+   a few ulp everywhere (no cancellation near 0), |x| capped at 20 (tanh = 1 in
+   double); NaN propagates (the cap's comparison fails). */
+static inline double tanh_d(double x)
 {
-  if (act == NF_ODENET_TANH) {
-    for (size_t k = 0; k < count; k++) {
-      double y = nf_tanh(a[k]), dy = 1.0 - y * y;
-      a[k] = y;
-      d1[k] = dy;
-      d2[k] = -2.0 * y * dy;
-    }
-    return;
-  }
-  for (size_t k = 0; k < count; k++) {
-    double s[3];
-    act_eval(act, a[k], s);
-    a[k] = s[0];
-    d1[k] = s[1];
-    d2[k] = s[2];
-  }
+  double ax = x < 0 ? -x : x;
+  double e = expm1_nonpositive(-2.0 * (ax > 20.0 ? 20.0 : ax));
+  double t = -e / (2.0 + e);
+  return x < 0 ? -t : t;
 }
 
-/* Output of a layer from U: primal a = gamma u + beta, out = act(a) (and
-   d1 = act'(a), d2 = act''(a)) or out = a for the last layer (d1 == NULL);
-   tangent rows out' = act'(a) gamma u'. */
-NF_VECTOR_LOOP static void layer_output(nf_odenet_act act, const frame *fr, size_t q,
-                                        const double *gamma, const double *beta,
-                                        const double *u, double *d1, double *d2, double *out)
+/* expm1(y) in float for y in [-18, 0] as expm1_nonpositive, expm1(r) =
+   r + r^2 (1/2 + ... + r^6/8!) (truncation < 2e-9 relative). */
+static inline float expm1f_nonpositive(float y)
 {
-  size_t n = fr->n, m = fr->m;
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < q; j++) out[i * q + j] = gamma[j] * u[i * q + j] + beta[j];
-  if (d1) activate_block(act, n * q, out, d1, d2);
-  for (size_t i = 0; i < n; i++)
-    for (size_t k = 0; k < m; k++) {
-      size_t r = (n + i * m + k) * q;
-      const double *di = d1 ? d1 + i * q : NULL;
-      for (size_t j = 0; j < q; j++) out[r + j] = (di ? di[j] : 1.0) * gamma[j] * u[r + j];
-    }
+  const float shifter = 0x1.8p23f, log2e = 1.44269504f;
+  const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  float kf = y * log2e + shifter, k = kf - shifter;
+  float r = (y - k * ln2_hi) - k * ln2_lo;
+  float s = 1.0f / 40320.0f;
+  s = s * r + 1.0f / 5040.0f;
+  s = s * r + 1.0f / 720.0f;
+  s = s * r + 1.0f / 120.0f;
+  s = s * r + 1.0f / 24.0f;
+  s = s * r + 1.0f / 6.0f;
+  s = s * r + 0.5f;
+  uint32_t kbits, sbits = 0x4B400000U; /* bits of the shifter */
+  memcpy(&kbits, &kf, sizeof kbits);
+  uint32_t scale_bits = (kbits - sbits + 127) << 23;
+  float scale;
+  memcpy(&scale, &scale_bits, sizeof scale);
+  return scale * (r + r * r * s) + (scale - 1.0f);
 }
 
-/* Forward pass of the primal rows (z, ctx) and the tangent rows (dirs, see
-   set_directions) through every layer; Y receives f and J d. */
-static void forward(const nf_odenet *net, const double *params, const frame *fr, double t,
-                    const double *z, const double *ctx, const double *dirs)
+/* tanh_d in float: |x| capped at 9 (tanh = 1 in float). */
+static inline float tanh_f(float x)
 {
-  size_t n = fr->n, rows = fr->rows, dim = net->dim, c = net->ctx_dim;
-  double *x0 = frame_x(net, fr, 0);
-  memcpy(x0, z, n * dim * sizeof *x0);
-  if (fr->m > 0) set_directions(n, fr->m, dim, dirs, x0 + n * dim);
-  for (size_t l = 0; l < net->n_layers; l++) {
-    size_t p = in_width(net, l), xw = net->width[l], q = net->width[l + 1];
-    const double *W = params + net->param_off[l];
-    double *gamma = fr->gamma + net->q_off[l], *beta = fr->beta + net->q_off[l];
-    double *x = frame_x(net, fr, l), *u = x + rows * xw;
-    layer_time(net->kind, q, t, W + p * q, gamma, beta);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)q, (int)xw, 1.0, x,
-                (int)xw, W, (int)p, 0.0, u, (int)q);
-    if (l == 0 && c > 0)
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)q, (int)c, 1.0, ctx,
-                  (int)c, W + dim, (int)p, 1.0, u, (int)q);
-    int last = l + 1 == net->n_layers;
-    double *d1 = last ? NULL : fr->d1 + n * net->q_off[l];
-    double *d2 = last ? NULL : fr->d2 + n * net->q_off[l];
-    layer_output(net->act, fr, q, gamma, beta, u, d1, d2, last ? fr->y : frame_x(net, fr, l + 1));
-  }
+  float ax = x < 0 ? -x : x;
+  float e = expm1f_nonpositive(-2.0f * (ax > 9.0f ? 9.0f : ax));
+  float t = -e / (2.0f + e);
+  return x < 0 ? -t : t;
 }
 
-/* ---- reverse ---- */
+/* ---- the passes, in double and in float (odenet_pass.h) ---- */
 
-/* g_gamma[j] = sum over all rows of g * u, g_beta[j] = sum over the n primal rows of g. */
-NF_VECTOR_LOOP static void time_cotangents(const frame *fr, size_t q, const double *restrict g,
-                                           const double *restrict u, double *restrict g_gamma,
-                                           double *restrict g_beta)
-{
-  memset(g_gamma, 0, q * sizeof *g_gamma);
-  memset(g_beta, 0, q * sizeof *g_beta);
-  for (size_t r = 0; r < fr->rows; r++)
-    for (size_t j = 0; j < q; j++) g_gamma[j] += g[r * q + j] * u[r * q + j];
-  for (size_t r = 0; r < fr->n; r++)
-    for (size_t j = 0; j < q; j++) g_beta[j] += g[r * q + j];
-}
+/* The activation loop lets the compiler fuse multiply-adds (FMA in the AVX2 and
+   AVX-512 clones; -std=c11 turns contraction off): the polynomials of tanh are
+   its cost. Results change within rounding only. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define CONTRACT
+#endif
 
-/* g[r, j] *= gamma[j] for every row. */
-NF_VECTOR_LOOP static void scale_columns(size_t rows, size_t q, const double *restrict gamma,
-                                         double *restrict g)
-{
-  for (size_t r = 0; r < rows; r++)
-    for (size_t j = 0; j < q; j++) g[r * q + j] *= gamma[j];
-}
+/* What one call asks for: n rows with m directions each (dirs, or the unit
+   vectors for dirs == NULL and m = dim); the weights of S; the outputs (NULL:
+   not wanted). */
+typedef struct request {
+  size_t n, m;
+  double t;
+  const double *z, *ctx, *dirs, *a, *w, *wk, *wj;
+  double *f, *jv, *tr, *kin, *jac, *g_z, *g_params, *g_t, *g_ctx;
+} request;
 
-/* Through h = act(a), h' = act'(a) a' (a' = gamma u' from the layer below):
-   g_a' = act'(a) g_h', g_a = act'(a) g_h + act''(a) sum_k a'_k g_h'_k, in place. */
-NF_VECTOR_LOOP static void activation_backward(const frame *fr, size_t w,
-                                               const double *restrict d1,
-                                               const double *restrict d2,
-                                               const double *restrict gamma,
-                                               const double *restrict u, double *restrict g)
-{
-  size_t n = fr->n, m = fr->m;
-  for (size_t i = 0; i < n; i++) {
-    double *gi = g + i * w;
-    for (size_t j = 0; j < w; j++) gi[j] *= d1[i * w + j];
-    for (size_t k = 0; k < m; k++) {
-      size_t r = (n + i * m + k) * w;
-      for (size_t j = 0; j < w; j++) {
-        gi[j] += d2[i * w + j] * gamma[j] * u[r + j] * g[r + j];
-        g[r + j] *= d1[i * w + j];
-      }
-    }
-  }
-}
+#define R double
+#define SFX(x) x##_d
+#define GEMM cblas_dgemm
+#define TANH tanh_d
+#define SINGLE 0
+#include "odenet_pass.h"
+#undef R
+#undef SFX
+#undef GEMM
+#undef TANH
+#undef SINGLE
 
-/* Reverse pass from dS/dY in fr->g[0] (rows x dim): ADDS dS/dtheta into g_params
-   (if non-NULL), writes dS/dt into *g_t (if non-NULL) and returns dS/d[z, ctx]
-   (n x (dim + c), in a frame buffer) if want_input, else NULL. */
-static const double *backward(const nf_odenet *net, const double *params, const frame *fr,
-                              double t, const double *ctx, double *g_params, double *g_t,
-                              int want_input)
-{
-  size_t n = fr->n, rows = fr->rows, dim = net->dim, c = net->ctx_dim;
-  double *g = fr->g[0], *g_next = fr->g[1], dt = 0;
-  const double *result = NULL;
-  for (size_t l = net->n_layers; l-- > 0;) {
-    size_t p = in_width(net, l), xw = net->width[l], q = net->width[l + 1];
-    const double *W = params + net->param_off[l], *gamma = fr->gamma + net->q_off[l];
-    double *gW = g_params ? g_params + net->param_off[l] : NULL;
-    const double *x = frame_x(net, fr, l), *u = x + rows * xw;
-    if (g_params || g_t) {
-      time_cotangents(fr, q, g, u, fr->g_gamma, fr->g_beta);
-      dt += layer_time_backward(net->kind, q, t, W + p * q, gamma, fr->g_gamma, fr->g_beta,
-                                gW ? gW + p * q : NULL);
-    }
-    scale_columns(rows, q, gamma, g);
-    if (gW) {
-      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)xw, (int)rows, 1.0, g,
-                  (int)q, x, (int)xw, 1.0, gW, (int)p);
-      if (l == 0 && c > 0)
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)c, (int)n, 1.0, g,
-                    (int)q, ctx, (int)c, 1.0, gW + dim, (int)p);
-    }
-    if (l == 0) {
-      if (want_input) {
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)p, (int)q, 1.0, g,
-                    (int)q, W, (int)p, 0.0, g_next, (int)p);
-        result = g_next;
-      }
-      break;
-    }
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)p, (int)q, 1.0, g,
-                (int)q, W, (int)p, 0.0, g_next, (int)p);
-    activation_backward(fr, p, fr->d1 + n * net->q_off[l - 1], fr->d2 + n * net->q_off[l - 1],
-                        fr->gamma + net->q_off[l - 1],
-                        frame_x(net, fr, l - 1) + rows * net->width[l - 1], g_next);
-    double *swap = g;
-    g = g_next;
-    g_next = swap;
-  }
-  if (g_t) *g_t = dt;
-  return result;
-}
+#define R float
+#define SFX(x) x##_f
+#define GEMM cblas_sgemm
+#define TANH tanh_f
+#define SINGLE 1
+#include "odenet_pass.h"
+#undef R
+#undef SFX
+#undef GEMM
+#undef TANH
+#undef SINGLE
 
 /* ---- the calls ---- */
 
@@ -583,99 +520,42 @@ static nf_status check_common(const char *fn, const nf_odenet *net, const double
   return st;
 }
 
-/* Per sample: tr_i = sum_k d_ik . y_ik and jac_i = sum_k |y_ik|^2 over its m tangent
-   rows (directions d in X_0, outputs J d in Y); kin_i = |f_i|^2. NULL: not wanted. */
-static void row_terms(const nf_odenet *net, const frame *fr, double *tr, double *kin,
-                      double *jac)
+/* Checks a request's inputs and runs it in the net's precision. */
+static nf_status evaluate(const char *fn, const nf_odenet *net, const double *params,
+                          const request *q, double *work)
 {
-  size_t n = fr->n, m = fr->m, dim = net->dim;
-  const double *d = frame_x(net, fr, 0), *y = fr->y;
-  for (size_t i = 0; i < n; i++) {
-    double s_tr = 0, s_jac = 0, s_kin = 0;
-    for (size_t j = 0; j < dim; j++) s_kin += y[i * dim + j] * y[i * dim + j];
-    for (size_t k = 0; k < m; k++)
-      for (size_t j = 0; j < dim; j++) {
-        size_t r = (n + i * m + k) * dim + j;
-        s_tr += d[r] * y[r];
-        s_jac += y[r] * y[r];
-      }
-    if (tr) tr[i] = s_tr;
-    if (kin) kin[i] = s_kin;
-    if (jac) jac[i] = s_jac;
-  }
-}
-
-/* dS/dY into g (rows x dim): primal rows a_i + 2 wk_i f_i, tangent rows
-   w_i d_ik + 2 wj_i (J d)_ik; NULL weights are zero. */
-static void seed_cotangent(const nf_odenet *net, const frame *fr, const double *a,
-                           const double *w, const double *wk, const double *wj, double *g)
-{
-  size_t n = fr->n, m = fr->m, dim = net->dim;
-  const double *d = frame_x(net, fr, 0), *y = fr->y;
-  for (size_t i = 0; i < n; i++) {
-    for (size_t j = 0; j < dim; j++)
-      g[i * dim + j] = (a ? a[i * dim + j] : 0.0) + (wk ? 2.0 * wk[i] * y[i * dim + j] : 0.0);
-    for (size_t k = 0; k < m; k++)
-      for (size_t j = 0; j < dim; j++) {
-        size_t r = (n + i * m + k) * dim + j;
-        g[r] = (w ? w[i] * d[r] : 0.0) + (wj ? 2.0 * wj[i] * y[r] : 0.0);
-      }
-  }
-}
-
-/* The one engine behind eval, vjp, trace and adjoint (see nf_odenet_adjoint). */
-static nf_status evaluate(const char *fn, const nf_odenet *net, const double *params, size_t n,
-                          double t, const double *z, const double *ctx, const double *probe,
-                          const double *a, const double *w, const double *wk,
-                          const double *wj, double *f, double *tr, double *kin, double *jac,
-                          double *g_z, double *g_params, double *g_t, double *g_ctx,
-                          double *work)
-{
-  nf_status st = check_common(fn, net, params, n, t, z, ctx, work);
-  size_t dim = net ? net->dim : 0, c = net ? net->ctx_dim : 0;
-  if (st == NF_OK) st = check_array(fn, "probe", probe, n * dim, 0);
-  if (st == NF_OK) st = check_array(fn, "a", a, n * dim, 0);
-  if (st == NF_OK) st = check_array(fn, "w", w, n, 0);
-  if (st == NF_OK) st = check_array(fn, "wk", wk, n, 0);
-  if (st == NF_OK) st = check_array(fn, "wj", wj, n, 0);
+  nf_status st = check_common(fn, net, params, q->n, q->t, q->z, q->ctx, work);
+  size_t n = q->n, dim = net ? net->dim : 0;
+  if (st == NF_OK) st = check_array(fn, q->jv ? "v" : "probe", q->dirs, n * dim, q->jv != NULL);
+  if (st == NF_OK) st = check_array(fn, "a", q->a, n * dim, 0);
+  if (st == NF_OK) st = check_array(fn, "w", q->w, n, 0);
+  if (st == NF_OK) st = check_array(fn, "wk", q->wk, n, 0);
+  if (st == NF_OK) st = check_array(fn, "wj", q->wj, n, 0);
   if (st != NF_OK) return st;
-  int tangents = tr || jac || w || wj;
-  frame fr = frame_make(net, n, tangents ? (probe ? 1 : dim) : 0, work);
-  forward(net, params, &fr, t, z, ctx, probe);
-  if (f) memcpy(f, fr.y, n * dim * sizeof *f);
-  row_terms(net, &fr, tr, kin, jac);
-  if (!g_z && !g_params && !g_t && !g_ctx) return NF_OK;
-  seed_cotangent(net, &fr, a, w, wk, wj, fr.g[0]);
-  const double *g_in = backward(net, params, &fr, t, ctx, g_params, g_t, g_z || g_ctx);
-  for (size_t i = 0; g_in && i < n; i++) {
-    if (g_z) memcpy(g_z + i * dim, g_in + i * (dim + c), dim * sizeof *g_z);
-    for (size_t j = 0; g_ctx && j < c; j++) g_ctx[i * c + j] += g_in[i * (dim + c) + dim + j];
-  }
+  request r = *q;
+  int tangents = r.jv || r.tr || r.jac || r.w || r.wj;
+  r.m = tangents ? (r.dirs ? 1 : dim) : 0;
+  if (net->precision == NF_PRECISION_SINGLE)
+    run_f(net, params, &r, work);
+  else
+    run_d(net, params, &r, work);
   return NF_OK;
 }
-
 nf_status nf_odenet_eval(const nf_odenet *net, const double *params, size_t n, double t,
                          const double *z, const double *ctx, double *f, double *work)
 {
   if (!f) return nf_fail(NF_EINVAL, "nf_odenet_eval: f is NULL");
-  return evaluate("nf_odenet_eval", net, params, n, t, z, ctx, NULL, NULL, NULL, NULL, NULL, f,
-                  NULL, NULL, NULL, NULL, NULL, NULL, NULL, work);
+  request q = {.n = n, .t = t, .z = z, .ctx = ctx, .f = f};
+  return evaluate("nf_odenet_eval", net, params, &q, work);
 }
 
 nf_status nf_odenet_jvp(const nf_odenet *net, const double *params, size_t n, double t,
                         const double *z, const double *ctx, const double *v,
                         double *f, double *jv, double *work)
 {
-  const char *fn = "nf_odenet_jvp";
-  nf_status st = check_common(fn, net, params, n, t, z, ctx, work);
-  if (st == NF_OK) st = check_array(fn, "v", v, n * net->dim, 1);
-  if (st == NF_OK && !jv) st = nf_fail(NF_EINVAL, "%s: jv is NULL", fn);
-  if (st != NF_OK) return st;
-  frame fr = frame_make(net, n, 1, work);
-  forward(net, params, &fr, t, z, ctx, v);
-  if (f) memcpy(f, fr.y, n * net->dim * sizeof *f);
-  memcpy(jv, fr.y + n * net->dim, n * net->dim * sizeof *jv);
-  return NF_OK;
+  if (!jv) return nf_fail(NF_EINVAL, "nf_odenet_jvp: jv is NULL");
+  request q = {.n = n, .t = t, .z = z, .ctx = ctx, .dirs = v, .f = f, .jv = jv};
+  return evaluate("nf_odenet_jvp", net, params, &q, work);
 }
 
 nf_status nf_odenet_vjp(const nf_odenet *net, const double *params, size_t n, double t,
@@ -684,8 +564,9 @@ nf_status nf_odenet_vjp(const nf_odenet *net, const double *params, size_t n, do
                         double *g_ctx, double *work)
 {
   if (!u) return nf_fail(NF_EINVAL, "nf_odenet_vjp: u is NULL");
-  return evaluate("nf_odenet_vjp", net, params, n, t, z, ctx, NULL, u, NULL, NULL, NULL, f,
-                  NULL, NULL, NULL, g_z, g_params, g_t, g_ctx, work);
+  request q = {.n = n, .t = t, .z = z, .ctx = ctx, .a = u, .f = f, .g_z = g_z,
+               .g_params = g_params, .g_t = g_t, .g_ctx = g_ctx};
+  return evaluate("nf_odenet_vjp", net, params, &q, work);
 }
 
 nf_status nf_odenet_trace(const nf_odenet *net, const double *params, size_t n, double t,
@@ -693,8 +574,9 @@ nf_status nf_odenet_trace(const nf_odenet *net, const double *params, size_t n, 
                           double *f, double *tr, double *kin, double *jac, double *work)
 {
   if (!f || !tr) return nf_fail(NF_EINVAL, "nf_odenet_trace: f or tr is NULL");
-  return evaluate("nf_odenet_trace", net, params, n, t, z, ctx, probe, NULL, NULL, NULL, NULL,
-                  f, tr, kin, jac, NULL, NULL, NULL, NULL, work);
+  request q = {.n = n, .t = t, .z = z, .ctx = ctx, .dirs = probe, .f = f, .tr = tr,
+               .kin = kin, .jac = jac};
+  return evaluate("nf_odenet_trace", net, params, &q, work);
 }
 
 nf_status nf_odenet_adjoint(const nf_odenet *net, const double *params, size_t n, double t,
@@ -704,8 +586,10 @@ nf_status nf_odenet_adjoint(const nf_odenet *net, const double *params, size_t n
                             double *jac, double *g_z, double *g_params, double *g_t,
                             double *g_ctx, double *work)
 {
-  return evaluate("nf_odenet_adjoint", net, params, n, t, z, ctx, probe, a, w, wk, wj, f, tr,
-                  kin, jac, g_z, g_params, g_t, g_ctx, work);
+  request q = {.n = n, .t = t, .z = z, .ctx = ctx, .dirs = probe, .a = a, .w = w, .wk = wk,
+               .wj = wj, .f = f, .tr = tr, .kin = kin, .jac = jac, .g_z = g_z,
+               .g_params = g_params, .g_t = g_t, .g_ctx = g_ctx};
+  return evaluate("nf_odenet_adjoint", net, params, &q, work);
 }
 
 /* ---- FLOP accounting ---- */

@@ -14,6 +14,7 @@
 #include "io/io_internal.h"
 #include "io/safetensors.h"
 #include "nflow/cnf.h"
+#include "nflow/comm.h"
 #include "nflow/importance.h"
 #include "nflow/meta.h"
 #include "nflow/trainer.h"
@@ -74,6 +75,17 @@ struct nf_trainer {
   double *eps, *log_w;   /* draws x dim standard normals, draws log weights */
   double ess_last;       /* the last step's ESS per sample; NaN without a target */
   double win_ess;        /* sum of the ESS of the steps since the last curve point */
+  /* data-parallel training over a communicator (nf_trainer_set_comm) */
+  size_t rows;           /* global training rows: order is a permutation of 0..rows-1 */
+  size_t val_rows;       /* global validation rows (0: no validation set) */
+  nf_rng rng_start;      /* the rng given to nf_trainer_new, before the first shuffle */
+  nf_comm comm;          /* the communicator; has_comm = 0 without one */
+  int has_comm;
+  size_t offset;         /* global index of this rank's first training row */
+  uint32_t crc;          /* with a communicator: CRC-32 of the ranks' shard CRCs */
+  double *red;           /* reduction buffer: n_params + 2 + size doubles */
+  size_t *local;         /* the batch's rows in this rank's shard (batch entries) */
+  size_t m_local;        /* how many */
 };
 
 static const char *const schedule_names[] = {"constant", "cosine"};
@@ -226,7 +238,8 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
                      .theta_next = nf_dalloc(nf_flow_n_params(flow)),
                      .theta_live = nf_dalloc(nf_flow_n_params(flow)),
                      .best_theta = o.restore_best ? nf_dalloc(nf_flow_n_params(flow)) : NULL,
-                     .placeholder = placeholder, .ess_last = NAN};
+                     .placeholder = placeholder, .ess_last = NAN,
+                     .rows = train->n, .val_rows = val ? val->n : 0, .rng_start = *rng};
   if (train == &placeholder) tr->train = &tr->placeholder;
   if (!tr->order || !tr->xb || (c && !tr->cb) || !tr->theta_next || !tr->theta_live ||
       (o.restore_best && !tr->best_theta)) {
@@ -275,6 +288,82 @@ nf_status nf_trainer_set_context(nf_trainer *trainer, const nf_dataset *train_ct
   return NF_OK;
 }
 
+static uint32_t data_crc(const nf_trainer *tr);
+
+/* Sizes the trainer for the global batch of `rows` global rows and shuffles
+   them as nf_trainer_new would have on one process. */
+static nf_status resize_global(nf_trainer *tr, size_t rows)
+{
+  size_t batch = tr->opts.batch_size < rows ? tr->opts.batch_size : rows;
+  size_t d = tr->train->dim, c = nf_flow_ctx_dim(tr->flow), np = nf_flow_n_params(tr->flow);
+  size_t *order = calloc(rows, sizeof *order), *local = calloc(batch, sizeof *local);
+  double *xb = nf_dalloc(batch * d), *cb = c ? nf_dalloc(batch * c) : NULL;
+  double *red = nf_dalloc(np + 2 + tr->comm.size);
+  if (!order || !local || !xb || (c && !cb) || !red) {
+    free(order), free(local), free(xb), free(cb), free(red);
+    return nf_fail(NF_ENOMEM, "nf_trainer_set_comm: out of memory for %zu rows", rows);
+  }
+  free(tr->order), free(tr->local), free(tr->xb), free(tr->cb), free(tr->red);
+  tr->order = order, tr->local = local, tr->xb = xb, tr->cb = cb, tr->red = red;
+  tr->rows = rows;
+  tr->batch = batch;
+  for (size_t i = 0; i < rows; i++) tr->order[i] = i;
+  tr->rng = tr->rng_start;
+  nf_rng_shuffle(&tr->rng, rows, tr->order);
+  tr->noise_seed = nf_rng_u64(&tr->rng);
+  return nf_flow_reserve(tr->flow, batch);
+}
+
+/* NF_OK if the trainer can take a communicator now, else why. */
+static nf_status check_comm_use(const nf_trainer *tr)
+{
+  const char *fn = "nf_trainer_set_comm";
+  if (tr->iterations || tr->has_comm)
+    return nf_fail(NF_ESTATE, "%s: the trainer has %s", fn,
+                   tr->has_comm ? "a communicator already" : "taken steps");
+  if (tr->has_objective)
+    return nf_fail(NF_EINVAL, "%s: data-parallel training takes maximum likelihood only, "
+                   "not another objective", fn);
+  return NF_OK;
+}
+
+nf_status nf_trainer_set_comm(nf_trainer *trainer, const nf_comm *comm)
+{
+  nf_status st = nf_comm_check("nf_trainer_set_comm", comm);
+  if (st != NF_OK) return st;
+  nf_trainer *tr = trainer;
+  size_t P = comm->size, r = comm->rank;
+  double *v = nf_dalloc(4 * P); /* rows, validation rows and data CRC by rank; statuses */
+  st = !tr ? nf_fail(NF_EINVAL, "nf_trainer_set_comm: NULL trainer")
+     : !v ? nf_fail(NF_ENOMEM, "nf_trainer_set_comm: out of memory") : check_comm_use(tr);
+  double none[1];
+  if (!v) v = none; /* still takes part, with its failure */
+  if (st == NF_OK) {
+    memset(v, 0, 3 * P * sizeof *v);
+    v[r] = (double)tr->train->n;
+    v[P + r] = (double)tr->val_rows;
+    v[2 * P + r] = (double)data_crc(tr);
+  }
+  st = v == none ? nf_comm_agree(comm, st) : nf_comm_sum_agree(comm, st, v, 3 * P);
+  if (st == NF_OK) {
+    size_t rows = 0, val = 0, off = 0;
+    for (size_t q = 0; q < P; q++) {
+      if (q == r) off = rows;
+      rows += (size_t)v[q];
+      val += (size_t)v[P + q];
+    }
+    tr->comm = *comm;
+    st = nf_comm_agree(comm, resize_global(tr, rows));
+    tr->has_comm = st == NF_OK;
+    if (tr->has_comm) {
+      tr->offset = off, tr->val_rows = val;
+      tr->crc = nf_crc32_f64le(0, P, v + 2 * P);
+    }
+  }
+  if (v != none) free(v);
+  return st;
+}
+
 void nf_trainer_free(nf_trainer *trainer)
 {
   if (!trainer) return;
@@ -288,6 +377,8 @@ void nf_trainer_free(nf_trainer *trainer)
   nf_flow_ws_free(trainer->ws);
   free(trainer->eps);
   free(trainer->log_w);
+  free(trainer->red);
+  free(trainer->local);
   free(trainer);
 }
 
@@ -309,12 +400,41 @@ static void gather_rows(size_t m, const size_t *idx, size_t d, const double *src
 }
 
 /* Copies the training rows order[cursor .. cursor + m), and their context
-   rows for a conditional flow, into the batch buffers. */
-static void gather_batch(nf_trainer *tr, size_t m)
+   rows for a conditional flow, into the batch buffers; with a communicator
+   only those in this rank's shard, in batch order. Returns the rows gathered. */
+static size_t gather_batch(nf_trainer *tr, size_t m)
 {
   const size_t *idx = tr->order + tr->cursor;
+  if (tr->has_comm) {
+    size_t mr = 0;
+    for (size_t k = 0; k < m; k++)
+      if (idx[k] - tr->offset < tr->train->n) tr->local[mr++] = idx[k] - tr->offset;
+    idx = tr->local;
+    m = mr;
+  }
   gather_rows(m, idx, tr->train->dim, tr->train->x, tr->xb);
   if (tr->train_ctx) gather_rows(m, idx, tr->train_ctx->dim, tr->train_ctx->x, tr->cb);
+  return m;
+}
+
+/* The whole global batch order[cursor .. cursor + m) on every rank, in
+   order: each rank writes its shard's rows into zeroed buffers, which are
+   summed (x + 0 is exact). */
+static nf_status gather_global(nf_trainer *tr, size_t m)
+{
+  const size_t *idx = tr->order + tr->cursor;
+  size_t d = tr->train->dim, c = tr->train_ctx ? tr->train_ctx->dim : 0;
+  memset(tr->xb, 0, m * d * sizeof *tr->xb);
+  if (c) memset(tr->cb, 0, m * c * sizeof *tr->cb);
+  for (size_t k = 0; k < m; k++) {
+    size_t i = idx[k] - tr->offset;
+    if (i >= tr->train->n) continue;
+    memcpy(tr->xb + k * d, tr->train->x + i * d, d * sizeof *tr->xb);
+    if (c) memcpy(tr->cb + k * c, tr->train_ctx->x + i * c, c * sizeof *tr->cb);
+  }
+  nf_status st = tr->comm.sum(tr->xb, m * d, tr->comm.user);
+  if (st == NF_OK && c) st = tr->comm.sum(tr->cb, m * c, tr->comm.user);
+  return st;
 }
 
 /* Updates the smoothed loss with the batch loss of the step just booked and
@@ -346,13 +466,13 @@ static void record_step(nf_trainer *tr, size_t m, double loss)
   tr->win_sum += (double)m * loss;
   tr->win_rows += m;
   tr->win_steps++;
-  if (tr->cursor < tr->train->n) return;
+  if (tr->cursor < tr->rows) return;
   tr->epochs++;
   tr->last_epoch_loss = tr->epoch_sum / (double)tr->epoch_rows;
   tr->epoch_sum = 0.0;
   tr->epoch_rows = 0;
   tr->cursor = 0;
-  nf_rng_shuffle(&tr->rng, tr->train->n, tr->order);
+  nf_rng_shuffle(&tr->rng, tr->rows, tr->order);
 }
 
 /* Cosine annealing: lr_min + (lr0 - lr_min)(1 + cos(pi t / T)) / 2 at step t
@@ -413,15 +533,18 @@ static nf_status step(nf_trainer *tr, double *loss)
                    "optimizer %zu", nf_flow_n_params(tr->flow), nf_adam_size(tr->adam));
   nf_status st = check_context_set("nf_trainer_step", tr);
   if (st != NF_OK) return st;
-  size_t rest = tr->train->n - tr->cursor;
+  size_t rest = tr->rows - tr->cursor;
   size_t m = rest < tr->batch ? rest : tr->batch;
-  gather_batch(tr, m);
+  if (tr->init_pending && tr->has_comm) st = gather_global(tr, m); /* every rank initialises alike */
+  else tr->m_local = gather_batch(tr, m);
+  if (st != NF_OK) return st;
   nf_flow_set_seed(tr->flow, tr->noise_seed + tr->iterations);
   size_t np = nf_flow_n_params(tr->flow);
   if (tr->init_pending) { /* theta_live keeps the fresh theta in case the step fails */
     memcpy(tr->theta_live, nf_flow_params(tr->flow), np * sizeof *tr->theta_live);
     st = nf_flow_init_from_data(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL);
     if (st != NF_OK) return nf_fail_prefixed(st, "nf_trainer_step: data-dependent initialisation");
+    if (tr->has_comm) tr->m_local = gather_batch(tr, m);
   }
   st = optimizer_step(tr, m, np, loss);
   if (st != NF_OK && tr->init_pending)
@@ -451,18 +574,55 @@ static nf_status objective_gradient(nf_trainer *tr, size_t m, double *loss)
   return st;
 }
 
+/* NF_ENONFINITE for a non-finite batch NLL (this rank's rows with a communicator). */
+static nf_status nonfinite_loss(const nf_trainer *tr, double nll)
+{
+  char rank[48] = "";
+  if (tr->has_comm) snprintf(rank, sizeof rank, " (rank %zu's rows)", tr->comm.rank);
+  return nf_fail(NF_ENONFINITE, "nf_trainer_step: batch NLL is %g at iteration %zu%s", nll,
+                 tr->iterations + 1, rank);
+}
+
+/* The global batch's mean NLL *nll and its gradient (into the flow's) over m
+   rows: each rank's NLL and gradient of its m_local rows, weighted by m_local,
+   summed over the ranks with the ranks' statuses, divided by m. */
+static nf_status global_gradient(nf_trainer *tr, size_t m, size_t np, double *nll)
+{
+  size_t mr = tr->m_local;
+  double loss = 0.0, *v = tr->red, *g = nf_flow_grad(tr->flow);
+  nf_status st = mr ? nf_flow_nll_grad(tr->flow, mr, tr->xb, tr->train_ctx ? tr->cb : NULL,
+                                       &loss) : NF_OK;
+  if (st == NF_OK && !isfinite(loss)) st = nonfinite_loss(tr, loss);
+  for (size_t i = 0; i < np; i++) v[i] = mr ? (double)mr * g[i] : 0.0;
+  v[np] = (double)mr * loss;
+  st = nf_comm_sum_agree(&tr->comm, st, v, np + 1);
+  if (st != NF_OK) return st;
+  for (size_t i = 0; i < np; i++) g[i] = v[i] / (double)m;
+  *nll = v[np] / (double)m;
+  return NF_OK;
+}
+
+/* The global mean *v of the ranks' means *v over their n rows (agreeing on st). */
+static nf_status global_mean(nf_trainer *tr, nf_status st, size_t n, double *v)
+{
+  double *r = tr->red;
+  r[0] = n ? (double)n * *v : 0.0;
+  r[1] = (double)n;
+  st = nf_comm_sum_agree(&tr->comm, st, r, 2);
+  if (st == NF_OK) *v = r[0] / r[1];
+  return st;
+}
+
 /* The gradient of the batch's mean NLL and one optimizer step, written through
    nf_flow_set_params; the parameters are untouched on failure. */
 static nf_status optimizer_step(nf_trainer *tr, size_t m, size_t np, double *loss)
 {
   double nll;
-  nf_status st = tr->has_objective
-      ? objective_gradient(tr, m, &nll)
+  nf_status st = tr->has_comm ? global_gradient(tr, m, np, &nll)
+      : tr->has_objective ? objective_gradient(tr, m, &nll)
       : nf_flow_nll_grad(tr->flow, m, tr->xb, tr->train_ctx ? tr->cb : NULL, &nll);
+  if (st == NF_OK && !isfinite(nll)) st = nonfinite_loss(tr, nll);
   if (st != NF_OK) return st;
-  if (!isfinite(nll))
-    return nf_fail(NF_ENONFINITE, "nf_trainer_step: batch NLL is %g at iteration %zu",
-                   nll, tr->iterations + 1);
   if (tr->opts.schedule == NF_LR_COSINE) nf_adam_set_lr(tr->adam, scheduled_lr(tr));
   memcpy(tr->theta_next, nf_flow_params(tr->flow), np * sizeof *tr->theta_next);
   st = nf_adam_step(tr->adam, tr->theta_next, nf_flow_grad(tr->flow));
@@ -478,13 +638,14 @@ static nf_status optimizer_step(nf_trainer *tr, size_t m, size_t np, double *los
 nf_status nf_trainer_validate(nf_trainer *trainer, double *nll)
 {
   if (!trainer) return nf_fail(NF_EINVAL, "nf_trainer_validate: NULL trainer");
-  if (!trainer->val)
+  if (!trainer->val_rows)
     return nf_fail(NF_EINVAL, "nf_trainer_validate: the trainer has no validation set");
   nf_status st = check_context_set("nf_trainer_validate", trainer);
-  if (st != NF_OK) return st;
-  double v;
-  st = nf_flow_nll(trainer->flow, trainer->val->n, trainer->val->x,
-                   trainer->val_ctx ? trainer->val_ctx->x : NULL, &v);
+  double v = NAN;
+  if (st == NF_OK && trainer->val)
+    st = nf_flow_nll(trainer->flow, trainer->val->n, trainer->val->x,
+                     trainer->val_ctx ? trainer->val_ctx->x : NULL, &v);
+  if (trainer->has_comm) st = global_mean(trainer, st, trainer->val ? trainer->val->n : 0, &v);
   if (st != NF_OK) return st;
   trainer->val_last = v;
   trainer->val_at = trainer->iterations + 1;
@@ -508,7 +669,7 @@ nf_status nf_trainer_validate(nf_trainer *trainer, double *nll)
 static int validation_due(const nf_trainer *tr)
 {
   size_t k = tr->opts.val_every;
-  if (!tr->val || k == 0) return 0;
+  if (!tr->val_rows || k == 0) return 0;
   return tr->iterations % k == 0 || tr->iterations == tr->opts.iterations;
 }
 
@@ -553,12 +714,12 @@ static nf_train_report make_report(const nf_trainer *tr, nf_train_stop stop,
 static nf_status curve_point(nf_trainer *tr, int *stop)
 {
   nf_status st = NF_OK;
-  if (tr->val && tr->val_at != tr->iterations + 1) st = nf_trainer_validate(tr, NULL);
+  if (tr->val_rows && tr->val_at != tr->iterations + 1) st = nf_trainer_validate(tr, NULL);
   if (st != NF_OK) return st;
   double k = tr->win_steps ? (double)tr->win_steps : 1.0;
   nf_train_curve_point p = {.iteration = tr->iterations, .seconds = tr->step_seconds,
                             .train_loss = tr->win_rows ? tr->win_sum / (double)tr->win_rows : NAN,
-                            .val_loss = tr->val ? tr->val_last : NAN,
+                            .val_loss = tr->val_rows ? tr->val_last : NAN,
                             .continuous = tr->continuous,
                             .nfe_forward = tr->continuous ? tr->win_nfe / k : NAN,
                             .nfe_backward = tr->continuous ? tr->win_nfe_adjoint / k : NAN,
@@ -635,6 +796,7 @@ size_t nf_trainer_iterations(const nf_trainer *trainer)
 /* CRC-32 of the training rows (and their contexts): a resumed run must see the same data. */
 static uint32_t data_crc(const nf_trainer *tr)
 {
+  if (tr->has_comm) return tr->crc;
   uint32_t crc = nf_crc32_f64le(0, tr->train->n * tr->train->dim, tr->train->x);
   if (tr->train_ctx) crc = nf_crc32_f64le(crc, tr->train_ctx->n * tr->train_ctx->dim,
                                           tr->train_ctx->x);
@@ -661,8 +823,8 @@ static nf_status state_meta(const nf_trainer *tr, nf_meta *m)
 {
   struct { const char *key; uint64_t v; int hex; } kv[] = {
     {"n_params", nf_flow_n_params(tr->flow), 0}, {"ctx_dim", nf_flow_ctx_dim(tr->flow), 0},
-    {"train_rows", tr->train->n, 0}, {"dim", tr->train->dim, 0},
-    {"val_rows", tr->val ? tr->val->n : 0, 0}, {"data_crc32", data_crc(tr), 1},
+    {"train_rows", tr->rows, 0}, {"dim", tr->train->dim, 0},
+    {"val_rows", tr->val_rows, 0}, {"data_crc32", data_crc(tr), 1},
     {"iterations", tr->iterations, 0}, {"epochs", tr->epochs, 0},
     {"cursor", tr->cursor, 0}, {"epoch_rows", tr->epoch_rows, 0},
     {"epoch_sum", f64_bits(tr->epoch_sum), 1},
@@ -698,7 +860,7 @@ nf_status nf_trainer_save_state(const nf_trainer *trainer, const char *path)
   if (!trainer || !path)
     return nf_fail(NF_EINVAL, "%s: NULL %s", fn, !trainer ? "trainer" : "path");
   const nf_trainer *tr = trainer;
-  size_t np = nf_flow_n_params(tr->flow), n = tr->train->n;
+  size_t np = nf_flow_n_params(tr->flow), n = tr->rows;
   double *buf = nf_dalloc(2 * np + n); /* np x 8 and n x dim x 8 bytes fit: no overflow */
   nf_meta *m = nf_meta_new();
   nf_status st = buf && m ? NF_OK : nf_fail(NF_ENOMEM, "%s: out of memory", fn);
@@ -816,9 +978,9 @@ static nf_status read_scalars(const nf_trainer *tr, const nf_meta *m, const char
   struct { const char *what; uint64_t saved, here; } fit[] = {
     {"parameters", s->n_params, nf_flow_n_params(tr->flow)},
     {"context columns", s->ctx_dim, nf_flow_ctx_dim(tr->flow)},
-    {"training rows", s->train_rows, tr->train->n},
+    {"training rows", s->train_rows, tr->rows},
     {"data columns", s->dim, tr->train->dim},
-    {"validation rows", s->val_rows, tr->val ? tr->val->n : 0},
+    {"validation rows", s->val_rows, tr->val_rows},
   };
   for (size_t i = 0; i < sizeof fit / sizeof *fit; i++)
     if (fit[i].saved != fit[i].here)
@@ -871,7 +1033,7 @@ nf_status nf_trainer_load_state(nf_trainer *trainer, const char *path)
   nf_status st = nf_safetensors_read(path, &f);
   if (st != NF_OK) return st;
   state_scalars s;
-  size_t np = nf_flow_n_params(tr->flow), n = tr->train->n;
+  size_t np = nf_flow_n_params(tr->flow), n = tr->rows;
   const double *theta = NULL, *mom = NULL, *vel = NULL, *order = NULL, *best = NULL;
   size_t *idx = malloc(n * sizeof *idx);
   if (!idx) st = nf_fail(NF_ENOMEM, "%s: out of memory", fn);

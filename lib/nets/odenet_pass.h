@@ -1,0 +1,366 @@
+/* lib/nets/odenet_pass.h — the forward and reverse passes of the CNF dynamics
+   network (see odenet.c for the equations and the workspace), written once and
+   included twice by odenet.c: R = double with GEMM = cblas_dgemm (SINGLE 0),
+   and R = float with GEMM = cblas_sgemm (SINGLE 1). SFX(x) names the copy;
+   TANH is the activation's fast tanh in R. The interface stays double: the
+   single copy converts the weights, z, the context and the directions into
+   float once per call, and writes outputs and gradients back in double (the
+   time parameters' gamma, beta and their cotangents are always double). */
+
+/* The workspace of one call, cut into the buffers described in odenet.c. */
+typedef struct SFX(frame) {
+  size_t n, m, rows;
+  R *xu, *y, *d1, *d2, *g[2];
+  R *gam, *bet;            /* gamma, beta in R (the double arrays themselves when R is double) */
+  const R *theta, *ctx;    /* the weights and the context in R */
+  R *theta_buf, *ctx_buf, *gw; /* SINGLE: their float copies and a dS/dW block */
+  double *gamma, *beta, *g_gamma, *g_beta;
+} SFX(frame);
+
+/* out[0..n) = in in R. */
+static void SFX(load)(size_t n, const double *in, R *out)
+{
+#if SINGLE
+  nf_to_float(n, in, out);
+#else
+  memcpy(out, in, n * sizeof *out);
+#endif
+}
+
+/* out[0..n) = in in double. */
+static void SFX(store)(size_t n, const R *in, double *out)
+{
+  for (size_t i = 0; i < n; i++) out[i] = in[i];
+}
+
+/* Cuts work into the buffers of a call with m directions per sample: the double
+   arrays first, then the R ones (work_doubles counts both). */
+static SFX(frame) SFX(frame_make)(const nf_odenet *net, size_t n, size_t m, double *work)
+{
+  SFX(frame) fr = {.n = n, .m = m, .rows = n * (1 + m)};
+  size_t sum_q = net->q_off[net->n_layers], w = net->max_width;
+  fr.gamma = work;
+  fr.beta = fr.gamma + sum_q;
+  fr.g_gamma = fr.beta + sum_q;
+  fr.g_beta = fr.g_gamma + w;
+  R *p = (R *)(fr.g_beta + w);
+  fr.xu = p;
+  p += fr.rows * net->xu_off[net->n_layers];
+  fr.y = p;
+  p += fr.rows * net->dim;
+  fr.g[0] = p;
+  p += fr.rows * w;
+  fr.g[1] = p;
+  p += fr.rows * w;
+  fr.d1 = p;
+  p += n * sum_q;
+  fr.d2 = p;
+  p += n * sum_q;
+#if SINGLE
+  fr.gam = p;
+  fr.bet = p + sum_q;
+  fr.ctx_buf = p + 2 * sum_q;
+  fr.theta_buf = fr.ctx_buf + n * net->ctx_dim;
+  fr.gw = fr.theta_buf + net->n_params;
+#else
+  (void)p;
+  fr.gam = fr.gamma;
+  fr.bet = fr.beta;
+  fr.ctx_buf = fr.theta_buf = fr.gw = NULL;
+#endif
+  return fr;
+}
+
+/* X_l of layer l (rows x width[l]); U_l follows it (rows x q_l). */
+static R *SFX(frame_x)(const nf_odenet *net, const SFX(frame) *fr, size_t l)
+{
+  return fr->xu + fr->rows * net->xu_off[l];
+}
+
+/* Output of a layer from U, one sample at a time (its primal row, then its m
+   tangent rows while they are in cache): a = gamma u + beta, out = act(a),
+   d1 = act'(a), d2 = act''(a), or out = a for the last layer (d1 == NULL);
+   tangent rows out' = act'(a) gamma u'. tanh is the vectorisable TANH. */
+CONTRACT NF_VECTOR_LOOP static void SFX(layer_output)(nf_odenet_act act, const SFX(frame) *fr, size_t q,
+                                             const R *restrict gam, const R *restrict bet,
+                                             const R *restrict u, R *restrict d1,
+                                             R *restrict d2, R *restrict out)
+{
+  size_t n = fr->n, m = fr->m;
+  for (size_t i = 0; i < n; i++) {
+    const R *ui = u + i * q;
+    R *oi = out + i * q;
+    if (!d1) {
+      for (size_t j = 0; j < q; j++) oi[j] = gam[j] * ui[j] + bet[j];
+      for (size_t k = 0; k < m; k++) {
+        size_t r = (n + i * m + k) * q;
+        for (size_t j = 0; j < q; j++) out[r + j] = gam[j] * u[r + j];
+      }
+      continue;
+    }
+    R *d1i = d1 + i * q, *d2i = d2 + i * q;
+    if (act == NF_ODENET_TANH) {
+      for (size_t j = 0; j < q; j++) {
+        R y = TANH(gam[j] * ui[j] + bet[j]), dy = 1 - y * y;
+        oi[j] = y;
+        d1i[j] = dy;
+        d2i[j] = -2 * y * dy;
+      }
+    } else {
+      for (size_t j = 0; j < q; j++) {
+        double s[3];
+        act_eval(act, gam[j] * ui[j] + bet[j], s);
+        oi[j] = (R)s[0];
+        d1i[j] = (R)s[1];
+        d2i[j] = (R)s[2];
+      }
+    }
+    for (size_t k = 0; k < m; k++) {
+      size_t r = (n + i * m + k) * q;
+      for (size_t j = 0; j < q; j++) out[r + j] = d1i[j] * gam[j] * u[r + j];
+    }
+  }
+}
+
+/* Tangent rows of X_0: the directions dirs (n x dim, m = 1) or, for
+   dirs == NULL (m = dim), the unit vectors e_1..e_dim of every sample. */
+static void SFX(set_directions)(size_t n, size_t m, size_t dim, const double *dirs, R *x)
+{
+  if (dirs) {
+    SFX(load)(n * dim, dirs, x);
+    return;
+  }
+  memset(x, 0, n * m * dim * sizeof *x);
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < m; k++) x[(i * m + k) * dim + k] = 1;
+}
+
+/* U_0 = X_0 W_0^T (+ ctx W_ctx^T on the primal rows). For the unit directions
+   of the exact trace the tangent rows are the columns of W_0: copied, not multiplied. */
+static void SFX(first_product)(const nf_odenet *net, const SFX(frame) *fr, int unit,
+                               const R *W, R *u)
+{
+  size_t n = fr->n, m = fr->m, dim = net->dim, c = net->ctx_dim, p = dim + c, q = net->width[1];
+  const R *x = SFX(frame_x)(net, fr, 0);
+  GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(unit ? n : fr->rows), (int)q, (int)dim, 1,
+       x, (int)dim, W, (int)p, 0, u, (int)q);
+  if (c > 0)
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)q, (int)c, 1, fr->ctx, (int)c,
+         W + dim, (int)p, 1, u, (int)q);
+  if (!unit) return;
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < m; k++)
+      for (size_t j = 0; j < q; j++) u[(n + i * m + k) * q + j] = W[j * p + k];
+}
+
+/* Forward pass of the primal rows (z, ctx) and the tangent rows (dirs, see
+   set_directions) through every layer; Y receives f and J d. */
+static void SFX(forward)(const nf_odenet *net, const double *params, SFX(frame) *fr, double t,
+                         const double *z, const double *ctx, const double *dirs)
+{
+  size_t n = fr->n, rows = fr->rows, dim = net->dim;
+  R *x0 = SFX(frame_x)(net, fr, 0);
+#if SINGLE
+  nf_to_float(net->n_params, params, fr->theta_buf);
+  if (net->ctx_dim > 0) nf_to_float(n * net->ctx_dim, ctx, fr->ctx_buf);
+  fr->theta = fr->theta_buf;
+  fr->ctx = fr->ctx_buf;
+#else
+  fr->theta = params;
+  fr->ctx = ctx;
+#endif
+  SFX(load)(n * dim, z, x0);
+  if (fr->m > 0) SFX(set_directions)(n, fr->m, dim, dirs, x0 + n * dim);
+  for (size_t l = 0; l < net->n_layers; l++) {
+    size_t p = in_width(net, l), xw = net->width[l], q = net->width[l + 1];
+    const R *W = fr->theta + net->param_off[l];
+    double *gamma = fr->gamma + net->q_off[l], *beta = fr->beta + net->q_off[l];
+    R *x = SFX(frame_x)(net, fr, l), *u = x + rows * xw;
+    layer_time(net->kind, q, t, params + net->param_off[l] + p * q, gamma, beta);
+#if SINGLE
+    nf_to_float(q, gamma, fr->gam + net->q_off[l]);
+    nf_to_float(q, beta, fr->bet + net->q_off[l]);
+#endif
+    if (l == 0)
+      SFX(first_product)(net, fr, fr->m > 0 && !dirs, W, u);
+    else
+      GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)q, (int)xw, 1, x, (int)xw, W,
+           (int)p, 0, u, (int)q);
+    int last = l + 1 == net->n_layers;
+    R *d1 = last ? NULL : fr->d1 + n * net->q_off[l];
+    R *d2 = last ? NULL : fr->d2 + n * net->q_off[l];
+    SFX(layer_output)(net->act, fr, q, fr->gam + net->q_off[l], fr->bet + net->q_off[l], u, d1,
+                      d2, last ? fr->y : SFX(frame_x)(net, fr, l + 1));
+  }
+}
+
+/* g_gamma[j] = sum over all rows of g * u, g_beta[j] = sum over the n primal rows
+   of g, accumulated in double. */
+NF_VECTOR_LOOP static void SFX(time_cotangents)(const SFX(frame) *fr, size_t q,
+                                                const R *restrict g, const R *restrict u,
+                                                double *restrict g_gamma,
+                                                double *restrict g_beta)
+{
+  memset(g_gamma, 0, q * sizeof *g_gamma);
+  memset(g_beta, 0, q * sizeof *g_beta);
+  for (size_t r = 0; r < fr->rows; r++)
+    for (size_t j = 0; j < q; j++) g_gamma[j] += (double)g[r * q + j] * u[r * q + j];
+  for (size_t r = 0; r < fr->n; r++)
+    for (size_t j = 0; j < q; j++) g_beta[j] += g[r * q + j];
+}
+
+/* g[r, j] *= gamma[j] for every row. */
+NF_VECTOR_LOOP static void SFX(scale_columns)(size_t rows, size_t q, const R *restrict gam,
+                                              R *restrict g)
+{
+  for (size_t r = 0; r < rows; r++)
+    for (size_t j = 0; j < q; j++) g[r * q + j] *= gam[j];
+}
+
+/* Through h = act(a), h' = act'(a) a' (a' = gamma u' from the layer below):
+   g_a' = act'(a) g_h', g_a = act'(a) g_h + act''(a) sum_k a'_k g_h'_k, in place. */
+NF_VECTOR_LOOP static void SFX(activation_backward)(const SFX(frame) *fr, size_t w,
+                                                    const R *restrict d1, const R *restrict d2,
+                                                    const R *restrict gam,
+                                                    const R *restrict u, R *restrict g)
+{
+  size_t n = fr->n, m = fr->m;
+  for (size_t i = 0; i < n; i++) {
+    R *gi = g + i * w;
+    for (size_t j = 0; j < w; j++) gi[j] *= d1[i * w + j];
+    for (size_t k = 0; k < m; k++) {
+      size_t r = (n + i * m + k) * w;
+      for (size_t j = 0; j < w; j++) {
+        gi[j] += d2[i * w + j] * gam[j] * u[r + j] * g[r + j];
+        g[r + j] *= d1[i * w + j];
+      }
+    }
+  }
+}
+
+/* dS/dW_l += G^T X_l (and the context columns of layer 0): straight into
+   g_params in double, through the float block fr->gw in single. */
+static void SFX(weight_gradient)(const nf_odenet *net, const SFX(frame) *fr, size_t l,
+                                 const R *g, double *g_params)
+{
+  size_t n = fr->n, dim = net->dim, c = net->ctx_dim, p = in_width(net, l), xw = net->width[l],
+         q = net->width[l + 1];
+  const R *x = SFX(frame_x)(net, fr, l);
+#if SINGLE
+  R *gW = fr->gw, beta = 0;
+#else
+  R *gW = g_params + net->param_off[l], beta = 1;
+#endif
+  GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)xw, (int)fr->rows, 1, g, (int)q, x,
+       (int)xw, beta, gW, (int)p);
+  if (l == 0 && c > 0)
+    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)c, (int)n, 1, g, (int)q, fr->ctx,
+         (int)c, beta, gW + dim, (int)p);
+#if SINGLE
+  nf_add_float(p * q, gW, g_params + net->param_off[l]);
+#endif
+}
+
+/* Reverse pass from dS/dY in fr->g[0] (rows x dim): ADDS dS/dtheta into g_params
+   (if non-NULL), writes dS/dt into *g_t (if non-NULL) and returns dS/d[z, ctx]
+   (n x (dim + c), in a frame buffer) if want_input, else NULL. */
+static const R *SFX(backward)(const nf_odenet *net, const double *params, const SFX(frame) *fr,
+                              double t, double *g_params, double *g_t, int want_input)
+{
+  size_t n = fr->n, rows = fr->rows;
+  R *g = fr->g[0], *g_next = fr->g[1];
+  double dt = 0;
+  const R *result = NULL;
+  for (size_t l = net->n_layers; l-- > 0;) {
+    size_t p = in_width(net, l), xw = net->width[l], q = net->width[l + 1];
+    const R *W = fr->theta + net->param_off[l], *gam = fr->gam + net->q_off[l];
+    const double *tp = params + net->param_off[l] + p * q;
+    const R *u = SFX(frame_x)(net, fr, l) + rows * xw;
+    if (g_params || g_t) {
+      SFX(time_cotangents)(fr, q, g, u, fr->g_gamma, fr->g_beta);
+      dt += layer_time_backward(net->kind, q, t, tp, fr->gamma + net->q_off[l], fr->g_gamma,
+                                fr->g_beta, g_params ? g_params + net->param_off[l] + p * q : NULL);
+    }
+    SFX(scale_columns)(rows, q, gam, g);
+    if (g_params) SFX(weight_gradient)(net, fr, l, g, g_params);
+    if (l == 0) {
+      if (want_input) {
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)p, (int)q, 1, g, (int)q, W,
+             (int)p, 0, g_next, (int)p);
+        result = g_next;
+      }
+      break;
+    }
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)p, (int)q, 1, g, (int)q, W,
+         (int)p, 0, g_next, (int)p);
+    SFX(activation_backward)(fr, p, fr->d1 + n * net->q_off[l - 1],
+                             fr->d2 + n * net->q_off[l - 1], fr->gam + net->q_off[l - 1],
+                             SFX(frame_x)(net, fr, l - 1) + rows * net->width[l - 1], g_next);
+    R *swap = g;
+    g = g_next;
+    g_next = swap;
+  }
+  if (g_t) *g_t = dt;
+  return result;
+}
+
+/* Per sample: tr_i = sum_k d_ik . y_ik and jac_i = sum_k |y_ik|^2 over its m tangent
+   rows (directions d in X_0, outputs J d in Y); kin_i = |f_i|^2; sums in double.
+   NULL: not wanted. */
+static void SFX(row_terms)(const nf_odenet *net, const SFX(frame) *fr, double *tr, double *kin,
+                           double *jac)
+{
+  size_t n = fr->n, m = fr->m, dim = net->dim;
+  const R *d = SFX(frame_x)(net, fr, 0), *y = fr->y;
+  for (size_t i = 0; i < n; i++) {
+    double s_tr = 0, s_jac = 0, s_kin = 0;
+    for (size_t j = 0; j < dim; j++) s_kin += (double)y[i * dim + j] * y[i * dim + j];
+    for (size_t k = 0; k < m; k++)
+      for (size_t j = 0; j < dim; j++) {
+        size_t r = (n + i * m + k) * dim + j;
+        s_tr += (double)d[r] * y[r];
+        s_jac += (double)y[r] * y[r];
+      }
+    if (tr) tr[i] = s_tr;
+    if (kin) kin[i] = s_kin;
+    if (jac) jac[i] = s_jac;
+  }
+}
+
+/* dS/dY into g (rows x dim): primal rows a_i + 2 wk_i f_i, tangent rows
+   w_i d_ik + 2 wj_i (J d)_ik; NULL weights are zero. */
+static void SFX(seed_cotangent)(const nf_odenet *net, const SFX(frame) *fr, const request *q,
+                                R *g)
+{
+  size_t n = fr->n, m = fr->m, dim = net->dim;
+  const R *d = SFX(frame_x)(net, fr, 0), *y = fr->y;
+  for (size_t i = 0; i < n; i++) {
+    for (size_t j = 0; j < dim; j++)
+      g[i * dim + j] = (R)((q->a ? q->a[i * dim + j] : 0.0) +
+                           (q->wk ? 2.0 * q->wk[i] * y[i * dim + j] : 0.0));
+    for (size_t k = 0; k < m; k++)
+      for (size_t j = 0; j < dim; j++) {
+        size_t r = (n + i * m + k) * dim + j;
+        g[r] = (R)((q->w ? q->w[i] * d[r] : 0.0) + (q->wj ? 2.0 * q->wj[i] * y[r] : 0.0));
+      }
+  }
+}
+
+/* One checked request: the forward pass, its outputs, and the reverse pass if
+   any gradient is wanted. */
+static void SFX(run)(const nf_odenet *net, const double *params, const request *q, double *work)
+{
+  size_t n = q->n, dim = net->dim, c = net->ctx_dim;
+  SFX(frame) fr = SFX(frame_make)(net, n, q->m, work);
+  SFX(forward)(net, params, &fr, q->t, q->z, q->ctx, q->dirs);
+  if (q->f) SFX(store)(n * dim, fr.y, q->f);
+  if (q->jv) SFX(store)(n * dim, fr.y + n * dim, q->jv);
+  SFX(row_terms)(net, &fr, q->tr, q->kin, q->jac);
+  if (!q->g_z && !q->g_params && !q->g_t && !q->g_ctx) return;
+  SFX(seed_cotangent)(net, &fr, q, fr.g[0]);
+  const R *g_in = SFX(backward)(net, params, &fr, q->t, q->g_params, q->g_t, q->g_z || q->g_ctx);
+  for (size_t i = 0; g_in && i < n; i++) {
+    if (q->g_z) SFX(store)(dim, g_in + i * (dim + c), q->g_z + i * dim);
+    for (size_t j = 0; q->g_ctx && j < c; j++) q->g_ctx[i * c + j] += g_in[i * (dim + c) + dim + j];
+  }
+}
