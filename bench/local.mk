@@ -8,6 +8,10 @@ bench_bench_cnf_SOURCES = bench/bench_cnf.c bench/timing.c
 bench_bench_cnf_LDADD = libnflow.la $(BLAS_LIBS) -lm
 bench_bench_autoregressive_SOURCES = bench/bench_autoregressive.c bench/timing.c
 bench_bench_autoregressive_LDADD = libnflow.la $(BLAS_LIBS) -lm
+# 1 against 2 worker threads (nflow/pool.h).
+noinst_PROGRAMS += bench/bench_threads
+bench_bench_threads_SOURCES = bench/bench_threads.c bench/timing.c
+bench_bench_threads_LDADD = libnflow.la $(BLAS_LIBS) -lm
 # The 16-D tabular set of bench/tabular/README.md.
 noinst_PROGRAMS += bench/tabular/make_data
 bench_tabular_make_data_SOURCES = bench/tabular/make_data.c

@@ -5,6 +5,7 @@
 #include "nflow/version.h"
 #include "nflow/status.h"
 #include "nflow/limits.h"
+#include "nflow/pool.h"
 #include "nflow/precision.h"
 #include "nflow/comm.h"
 #include "nflow/rng.h"

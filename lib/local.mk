@@ -4,7 +4,7 @@ nflowincludedir = $(includedir)/nflow
 include_HEADERS = include/nflow.h
 nflowinclude_HEADERS =
 libnflow_la_SOURCES =
-libnflow_la_LIBADD = $(SUNDIALS_LIBS) $(BLAS_LIBS) $(JANSSON_LIBS) -lm
+libnflow_la_LIBADD = $(SUNDIALS_LIBS) $(BLAS_LIBS) $(JANSSON_LIBS) -lm -lpthread
 # libtool -version-info current:revision:age; 1:0:0 is the v1 interface (an ABI break from 0.1).
 libnflow_la_LDFLAGS = -version-info 1:0:0 -no-undefined
 

@@ -102,7 +102,7 @@ void th_check_rejects_nonpositive(nf_layer *(*make)(double v), const char *fn, c
    keyed as for the whole batch, penalty weight 1 (what probe_loss adds). */
 static nf_apply_opts probe_opts(size_t row0)
 {
-  nf_apply_opts o = {0, row0, 1.0, 0};
+  nf_apply_opts o = {0, row0, 1.0, 0, NULL};
   return o;
 }
 

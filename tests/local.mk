@@ -17,7 +17,7 @@ nf_suites = \
   tests/test_preprocess tests/test_model tests/test_bad_input tests/test_residual \
   tests/test_made tests/test_autoregressive tests/test_actnorm tests/test_gaussianization \
   tests/test_spline tests/test_phi4 tests/test_objective tests/test_map tests/test_single \
-  tests/test_comm
+  tests/test_comm tests/test_threads
 check_PROGRAMS += $(nf_suites)
 # test_ode reaches the internal nf_ode_replay, hidden from the shared library,
 # and counts the library's allocations by wrapping malloc, calloc and realloc.

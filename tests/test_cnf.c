@@ -89,7 +89,7 @@ static double *copy_theta(const nf_layer *layer, const double *theta)
 }
 
 /* Per-call options: noise seed 0 from row 0, penalty weight 1 (as the helpers). */
-static const nf_apply_opts OPTS = {0, 0, 1.0, 0};
+static const nf_apply_opts OPTS = {0, 0, 1.0, 0, NULL};
 
 /* apply with a fresh workspace into out and a zeroed logdet; returns the penalty. */
 static double apply_new(const nf_layer *layer, const double *theta, nf_dir dir, size_t n,
@@ -349,7 +349,7 @@ START_TEST(hutchinson_probe_stream)
   double *z = th_random_points(n, d, 43, 1.0), x[6], ld1[3], ld2[3], ld3[3], ld_fresh[3];
   double ld_seed[3], ld_tail[2];
   double *work = nf_layer_work_new(layer, n);
-  nf_apply_opts other = {7, 0, 0.0, 0}, tail = {0, 1, 0.0, 0};
+  nf_apply_opts other = {7, 0, 0.0, 0, NULL}, tail = {0, 1, 0.0, 0, NULL};
   memset(ld1, 0, sizeof ld1); memset(ld2, 0, sizeof ld2); memset(ld3, 0, sizeof ld3);
   memset(ld_seed, 0, sizeof ld_seed); memset(ld_tail, 0, sizeof ld_tail);
   ck_assert_int_eq(nf_layer_apply(layer, theta, NF_FORWARD, n, z, NULL, x, ld1, &OPTS, work), NF_OK);

@@ -25,7 +25,8 @@
    one machine with one BLAS build. A different chunking (another max_rows)
    may change the last bit (BLAS kernels block rows differently) and, for a
    CNF with an adaptive solver, changes its results within the solver's
-   tolerance (the steps are chosen for the whole batch, as FFJORD does). */
+   tolerance (the steps are chosen for the whole batch, as FFJORD does).
+   Worker threads inside one call: nf_flow_ws_new_threads, nf_flow_set_threads. */
 #ifndef NFLOW_FLOW_H
 #define NFLOW_FLOW_H
 
@@ -129,6 +130,33 @@ uint64_t nf_flow_seed(const nf_flow *flow);
 nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows);
 void nf_flow_ws_free(nf_flow_ws *ws);
 size_t nf_flow_ws_rows(const nf_flow_ws *ws);
+
+/* A workspace whose calls use n_threads worker threads (nflow/pool.h; 1:
+   nf_flow_ws_new). It owns a pool and, unless a layer couples its rows
+   (nf_layer_type.couples_rows: a CNF), one slice workspace per thread for
+   ceil(max_rows / n_threads) rows and one gradient buffer per thread, so it
+   holds about twice the memory of a serial one. Every _ws call splits its
+   batch (each chunk of max_rows rows) into n_threads contiguous slices, a
+   fixed function of the rows and n_threads, when each slice gets at least 8
+   rows (smaller batches run on one thread); slice s runs on worker s with
+   its global row numbers (noise and messages), and per-slice gradients are
+   summed in slice order 0, 1, ..., so results are bit for bit the same for
+   the same n_threads and agree with 1 thread to rounding. sample draws all
+   z serially first. A flow with a row-coupling layer is not split: its
+   layers receive the pool (nf_apply_opts.pool) and split their inner work.
+   Errors: the lowest failing slice's status, its message prefixed with its
+   global rows; outputs all or nothing as for every _ws call. One call at a
+   time per workspace, like every workspace. NULL (with nf_errmsg) on
+   n_threads == 0 or > NF_MAX_THREADS, or what nf_flow_ws_new refuses. */
+nf_flow_ws *nf_flow_ws_new_threads(const nf_flow *flow, size_t max_rows, size_t n_threads);
+
+/* Its thread count (1 for nf_flow_ws_new's; 0 for NULL). */
+size_t nf_flow_ws_threads(const nf_flow_ws *ws);
+
+/* Threads of the plain calls' own workspace (default 1; their inference
+   chunks are 256 rows per thread). NF_EINVAL on a NULL flow, 0 or more than
+   NF_MAX_THREADS. */
+nf_status nf_flow_set_threads(nf_flow *flow, size_t n_threads);
 
 /* ---- reentrant calls (const flow, caller's workspace) ----
    Common rules: x, out: n x dim; ctx: n x ctx_dim (NULL iff the flow is

@@ -47,12 +47,19 @@ typedef struct nf_layer nf_layer;
      with a Hutchinson trace; not yet a residual flow's series) for the exact
      log-det where that is affordable (d <= NF_EXACT_LOGDET_MAX_DIM): a flow's
      evaluation verbs (log_prob, nll, sample, transform, log_prob_grad) set
-     it, its training verbs (nll_grad, log_prob_vjp) do not. */
+     it, its training verbs (nll_grad, log_prob_vjp) do not;
+   - pool (NULL: serial) lends worker threads to a layer whose rows are
+     coupled (nf_layer_type.couples_rows: a CNF's adaptive solve), which a
+     threaded flow workspace does not split but hands its pool instead; the
+     layer splits its own inner work (results agree with the serial ones to
+     rounding). A layer that keeps state for vjp keeps the pool with it. */
+typedef struct nf_pool nf_pool;
 typedef struct nf_apply_opts {
   uint64_t seed;
   size_t row0;
   double penalty_weight;
   int exact;
+  const nf_pool *pool;
 } nf_apply_opts;
 
 /* The largest dimension at which estimating layers honour nf_apply_opts.exact

@@ -64,6 +64,13 @@ typedef struct nf_layer_type {
      (nf_flow_init_from_data) before anything is written to a flow. */
   nf_status (*init_from_data)(const nf_layer *layer, double *theta, size_t n, const double *in,
                               const double *ctx);
+  /* Optional: nonzero when a row's result depends on the other rows of the
+     batch (a CNF whose adaptive solver picks steps for the whole batch). A
+     threaded flow workspace (nf_flow_ws_new_threads) then does not split the
+     flow's batch across threads; every layer receives the workspace's pool
+     through nf_apply_opts.pool instead (the inverse wrapper counts as its
+     inner layer). 0 (the default): rows independent. */
+  int couples_rows;
 } nf_layer_type;
 
 /* One layer instance: immutable once constructed. */

@@ -165,6 +165,13 @@ typedef struct nf_trainer_opts {
                                  rising linearly from anneal_beta0 at step 0 to 1 at step K
                                  (objective.h); 0 (default): the objective's own beta */
   double anneal_beta0;        /* in (0, 1]: the first step's beta */
+  size_t threads;             /* worker threads of the steps, validation and objective
+                                 draws (nf_flow_ws_new_threads): 0 or 1 (default): serial;
+                                 at most NF_MAX_THREADS. nf_trainer_new sets the flow's
+                                 own workspace to this count (nf_flow_set_threads), which
+                                 the flow keeps after the trainer. Results are bit for
+                                 bit the same for one count, and agree across counts
+                                 to rounding */
 } nf_trainer_opts;
 
 /* Why a run ended before opts.iterations. */

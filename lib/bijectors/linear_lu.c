@@ -94,7 +94,7 @@ static double build_factors(const nf_layer *layer, const double *theta, double *
   return ld;
 }
 
-static const nf_apply_opts no_opts = {0, 0, 0.0, 0};
+static const nf_apply_opts no_opts = {0, 0, 0.0, 0, NULL};
 
 /* out = P in (forward) or P^T in (inverse), row by row. */
 static void permute_batch(const nf_layer *layer, nf_dir dir, size_t n, const double *in,

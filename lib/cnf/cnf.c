@@ -16,6 +16,7 @@
 #include "nflow/cnf.h"
 #include "nflow/config.h"
 #include "nflow/model.h"
+#include "nflow/pool.h"
 #include "solver.h"
 
 _Static_assert(sizeof(void *) <= sizeof(double), "a pointer must fit a workspace slot");
@@ -31,8 +32,15 @@ typedef struct cnf {
   atomic_size_t integrators;
 } cnf;
 
-/* Workspace header slots, then the arrays (see cnf_layout). */
-enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_PENALTY_WEIGHT, SLOT_PENALTY, SLOT_DIR, SLOT_EXACT, N_SLOTS };
+/* Workspace header slots, then the arrays (see cnf_layout). The worker
+   scratch (SLOT_TEAM, a pointer like SLOT_ODE) holds, per worker of the pool
+   apply was given (SLOT_POOL), the net's scratch for SLOT_TEAM_ROWS rows,
+   n_dyn parameter cotangents and g_t: SLOT_TEAM_STRIDE doubles each. */
+enum { SLOT_ODE, SLOT_ODE_ROWS, SLOT_PENALTY_WEIGHT, SLOT_PENALTY, SLOT_DIR, SLOT_EXACT,
+       SLOT_POOL, SLOT_TEAM, SLOT_TEAM_ROWS, SLOT_TEAM_T, SLOT_TEAM_STRIDE, N_SLOTS };
+
+/* A CNF splits a right-hand side across the pool only with this many rows per worker. */
+#define CNF_MIN_SLICE 4
 
 /* Where the arrays of a workspace for n rows live. */
 typedef struct cnf_layout {
@@ -51,6 +59,9 @@ typedef struct cnf_call {
   double sign;             /* s of the regulariser equations */
   cnf_layout lay;
   const double *probe;     /* this call's Hutchinson probes; NULL: the exact trace */
+  const nf_pool *pool;     /* workers splitting each right-hand side's rows; NULL: serial */
+  double *team;            /* their scratch (SLOT_TEAM) */
+  size_t team_stride;
 } cnf_call;
 
 /* The family's data of a CNF layer. */
@@ -83,39 +94,86 @@ static int can_be_exact(const nf_layer *layer)
   return cnf_of(layer)->opts.trace == NF_TRACE_EXACT || layer->dim <= NF_EXACT_LOGDET_MAX_DIM;
 }
 
+/* Doubles of the dynamics' scratch for n rows (SIZE_MAX on overflow): the
+   net's for its trace (exact when an evaluation may ask), or the field's
+   shifted z and two f for the divergence. */
+static size_t dyn_work_size(const nf_layer *layer, size_t n)
+{
+  const cnf *c = cnf_of(layer);
+  size_t dyn;
+  if (!c->net) return nf_size_mul3(3, n, layer->dim, &dyn) ? SIZE_MAX : dyn;
+  dyn = nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT);
+  size_t exact = can_be_exact(layer) ? nf_odenet_work_size(c->net, n, 1) : 0;
+  return exact > dyn ? exact : dyn;
+}
+
 /* Doubles of workspace for n rows: slots, state, probe, gradients, dynamics scratch. */
 static size_t cnf_work_size(const nf_layer *layer, size_t n)
 {
   const cnf *c = cnf_of(layer);
   /* N_SLOTS + n (3m + probe + 2 + c) + n_dyn + dynamics scratch, 0 on overflow */
   size_t d = layer->dim, m = d + 1 + c->n_reg; /* d: nf_check_dim */
-  size_t per_row = 3 * m + (c->opts.trace == NF_TRACE_EXACT ? 0 : d) + 2, rows, dyn, total;
+  size_t per_row = 3 * m + (c->opts.trace == NF_TRACE_EXACT ? 0 : d) + 2, rows, total;
   if (nf_size_add(per_row, layer->ctx_dim, &per_row) || nf_size_mul(n, per_row, &rows))
     return 0;
-  if (c->net) {
-    dyn = nf_odenet_work_size(c->net, n, c->opts.trace == NF_TRACE_EXACT);
-    size_t exact = can_be_exact(layer) ? nf_odenet_work_size(c->net, n, 1) : 0;
-    if (exact > dyn) dyn = exact;
-  } else if (nf_size_mul3(3, n, d, &dyn)) return 0; /* a shifted z and two f for the divergence */
-  if (nf_size_add(rows, dyn, &total) || nf_size_add(total, N_SLOTS + c->n_dyn, &total)) return 0;
+  size_t dyn = dyn_work_size(layer, n);
+  if (dyn == SIZE_MAX || nf_size_add(rows, dyn, &total) ||
+      nf_size_add(total, N_SLOTS + c->n_dyn, &total))
+    return 0;
   return total;
 }
 
-/* The integrator kept in the workspace's first slot (NULL before the first apply). */
-static nf_ode *slot_ode(const double *work)
+/* The pointer kept in a workspace slot (NULL before it is set). */
+static void *slot_ptr(const double *work, int slot)
 {
-  nf_ode *ode;
-  memcpy(&ode, work + SLOT_ODE, sizeof ode);
-  return ode;
+  void *p;
+  memcpy(&p, work + slot, sizeof p);
+  return p;
 }
 
-/* work_release hook: frees the integrator (and its checkpoints) kept in work. */
+static void set_slot_ptr(double *work, int slot, const void *p) { memcpy(work + slot, &p, sizeof p); }
+
+/* The integrator kept in the workspace's first slot (NULL before the first apply). */
+static nf_ode *slot_ode(const double *work) { return slot_ptr(work, SLOT_ODE); }
+
+/* work_release hook: frees the integrator (and its checkpoints) and the
+   worker scratch kept in work. */
 static void cnf_work_release(const nf_layer *layer, size_t n, double *work)
 {
   (void)layer;
   (void)n;
   nf_ode_free(slot_ode(work));
-  memset(work + SLOT_ODE, 0, sizeof(double));
+  free(slot_ptr(work, SLOT_TEAM));
+  set_slot_ptr(work, SLOT_ODE, NULL);
+  set_slot_ptr(work, SLOT_TEAM, NULL);
+}
+
+/* Records the pool an apply of n rows splits its right-hand sides with
+   (SLOT_POOL; none for a user field, one thread, or fewer than
+   CNF_MIN_SLICE rows per worker) and sizes the workers' scratch for it:
+   made at the first such apply, remade only for more rows or threads. */
+static nf_status team_for(const nf_layer *layer, size_t n, const nf_pool *pool, double *work)
+{
+  const cnf *c = cnf_of(layer);
+  size_t T = nf_pool_threads(pool), rows = (n + T - 1) / T, stride, total;
+  if (!c->net || T < 2 || n < CNF_MIN_SLICE * T) pool = NULL;
+  set_slot_ptr(work, SLOT_POOL, pool);
+  if (!pool || (slot_ptr(work, SLOT_TEAM) && work[SLOT_TEAM_ROWS] >= (double)rows &&
+                work[SLOT_TEAM_T] == (double)T))
+    return NF_OK;
+  free(slot_ptr(work, SLOT_TEAM));
+  set_slot_ptr(work, SLOT_TEAM, NULL);
+  size_t dyn = dyn_work_size(layer, rows);
+  if (dyn == SIZE_MAX || nf_size_add(dyn, c->n_dyn + 1, &stride) ||
+      nf_size_mul(stride, T, &total))
+    return nf_fail(NF_EINVAL, "cnf: the scratch of %zu workers for %zu rows overflows", T, n);
+  double *team = nf_dalloc(total);
+  if (!team) return nf_fail(NF_ENOMEM, "cnf: out of memory for %zu workers' scratch", T);
+  set_slot_ptr(work, SLOT_TEAM, team);
+  work[SLOT_TEAM_ROWS] = (double)rows;
+  work[SLOT_TEAM_T] = (double)T;
+  work[SLOT_TEAM_STRIDE] = (double)stride;
+  return NF_OK;
 }
 
 /* The one integrator of this workspace, serving n rows. It is made at the
@@ -195,21 +253,115 @@ static int field_rhs(const cnf_call *k, double t, const double *y, double *dydt)
                  : field_fd_divergence(k, t, y, div);
 }
 
+/* Negates rows [r0, r0 + ns) of the regulariser blocks of dydt (s = -1). */
+static void flip_reg(const cnf_call *k, double *dydt, size_t r0, size_t ns)
+{
+  size_t n = k->n;
+  double *reg = dydt + n * (k->layer->dim + 1);
+  for (size_t q = 0; k->sign < 0 && q < k->c->n_reg; q++)
+    for (size_t i = r0; i < r0 + ns; i++) reg[q * n + i] = -reg[q * n + i];
+}
+
+/* dy/dt for rows [r0, r0 + ns) of the net's augmented state: f, the trace
+   and the regularisers into those rows of each block of dydt (work: the
+   net's scratch for ns rows). */
+static nf_status rhs_rows(const cnf_call *k, double t, const double *y, double *dydt, size_t r0,
+                          size_t ns, double *work)
+{
+  const cnf *c = k->c;
+  size_t n = k->n, d = k->layer->dim, cd = k->layer->ctx_dim;
+  double *kin = c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) + r0 : NULL;
+  double *jac = c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) + r0 : NULL;
+  nf_status st = nf_odenet_trace(c->net, k->theta, ns, t, y + r0 * d,
+                                 k->ctx ? k->ctx + r0 * cd : NULL,
+                                 k->probe ? k->probe + r0 * d : NULL, dydt + r0 * d,
+                                 dydt + n * d + r0, kin, jac, work);
+  if (!st) flip_reg(k, dydt, r0, ns);
+  return st;
+}
+
+/* The adjoint products (see cnf_rhs_vjp) for rows [r0, r0 + ns): g_y of
+   those rows, ADDS into g_params (n_dyn, may be NULL) and into those rows of
+   g_ctx (n x c, may be NULL), WRITES *g_t (may be NULL); dydt's rows when
+   dydt != NULL. */
+static nf_status rhs_vjp_rows(const cnf_call *k, double t, const double *y, const double *a,
+                              double *dydt, double *g_y, double *g_params, double *g_ctx,
+                              double *g_t, size_t r0, size_t ns, double *work)
+{
+  const cnf *c = k->c;
+  size_t n = k->n, d = k->layer->dim, cd = k->layer->ctx_dim;
+  const double *a_k = c->opts.kinetic_weight > 0 ? a + n * (d + 1) + r0 : NULL;
+  const double *a_j = c->opts.jacobian_weight > 0 ? a + n * (d + 1) + (a_k ? n : 0) + r0 : NULL;
+  if (k->sign < 0) { /* the regulariser equations carry s = -1 */
+    for (size_t i = 0; a_k && i < ns; i++) k->lay.kin[r0 + i] = -a_k[i];
+    for (size_t i = 0; a_j && i < ns; i++) k->lay.jac[r0 + i] = -a_j[i];
+    a_k = a_k ? k->lay.kin + r0 : NULL;
+    a_j = a_j ? k->lay.jac + r0 : NULL;
+  }
+  double *kin = dydt && c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) + r0 : NULL;
+  double *jac = dydt && c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) + r0
+                                                     : NULL;
+  nf_status st = nf_odenet_adjoint(
+      c->net, k->theta, ns, t, y + r0 * d, k->ctx ? k->ctx + r0 * cd : NULL,
+      k->probe ? k->probe + r0 * d : NULL, a + r0 * d, a + n * d + r0, a_k, a_j,
+      dydt ? dydt + r0 * d : NULL, dydt ? dydt + n * d + r0 : NULL, kin, jac, g_y + r0 * d,
+      g_params, g_t, g_ctx ? g_ctx + r0 * cd : NULL, work);
+  if (!st && dydt) flip_reg(k, dydt, r0, ns);
+  return st;
+}
+
+/* One right-hand side (or adjoint product) split across the pool's workers. */
+typedef struct rhs_job {
+  const cnf_call *k;
+  double t;
+  const double *y, *a;     /* a: NULL for the right-hand side */
+  double *dydt, *g_y, *g_ctx;
+  int want_theta, want_t;
+} rhs_job;
+
+/* Pool task s: worker s's contiguous rows, its own net scratch and, for the
+   adjoint, its own parameter cotangents and g_t (zeroed first). */
+static nf_status rhs_task(size_t s, size_t worker, void *user)
+{
+  (void)worker;
+  const rhs_job *j = user;
+  const cnf_call *k = j->k;
+  size_t T = nf_pool_threads(k->pool), r0 = nf_slice_lo(k->n, T, s);
+  size_t ns = nf_slice_lo(k->n, T, s + 1) - r0, n_dyn = k->c->n_dyn;
+  double *work = k->team + s * k->team_stride, *g_t = work + k->team_stride - 1;
+  double *g_params = g_t - n_dyn;
+  if (!j->a) return rhs_rows(k, j->t, j->y, j->dydt, r0, ns, work);
+  memset(g_params, 0, (n_dyn + 1) * sizeof *g_params);
+  return rhs_vjp_rows(k, j->t, j->y, j->a, j->dydt, j->g_y, j->want_theta ? g_params : NULL,
+                      j->g_ctx, j->want_t ? g_t : NULL, r0, ns, work);
+}
+
+/* Runs a job on the pool; then ADDS the workers' parameter cotangents into
+   g_params and WRITES their g_t sum to *g_t, in worker order. */
+static nf_status run_team(const rhs_job *j, double *g_params, double *g_t)
+{
+  const cnf_call *k = j->k;
+  size_t T = nf_pool_threads(k->pool), n_dyn = k->c->n_dyn;
+  nf_status st = nf_pool_run(k->pool, T, rhs_task, (void *)j);
+  if (st || !j->a) return st;
+  if (g_t) *g_t = 0;
+  for (size_t s = 0; s < T; s++) {
+    const double *gp = k->team + (s + 1) * k->team_stride - 1 - n_dyn;
+    for (size_t p = 0; g_params && p < n_dyn; p++) g_params[p] += gp[p];
+    if (g_t) *g_t += gp[n_dyn];
+  }
+  return NF_OK;
+}
+
 /* dy/dt of the augmented state: f and the trace (and the regularisers) written
-   straight into the blocks of dydt. */
+   straight into the blocks of dydt; rows split across the pool when there is one. */
 static int cnf_rhs(double t, const double *y, double *dydt, void *user)
 {
   const cnf_call *k = user;
-  const cnf *c = k->c;
-  if (!c->net) return field_rhs(k, t, y, dydt);
-  size_t n = k->n, d = k->layer->dim;
-  double *kin = c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
-  double *jac = c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
-  nf_status st = nf_odenet_trace(c->net, k->theta, n, t, y, k->ctx, k->probe, dydt,
-                                 dydt + n * d, kin, jac, k->lay.dyn_work);
-  if (st) return 1;
-  for (size_t i = 0; k->sign < 0 && i < n * c->n_reg; i++) dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
-  return 0;
+  if (!k->c->net) return field_rhs(k, t, y, dydt);
+  if (!k->pool) return rhs_rows(k, t, y, dydt, 0, k->n, k->lay.dyn_work) != NF_OK;
+  rhs_job j = {k, t, y, NULL, dydt, NULL, NULL, 0, 0};
+  return run_team(&j, NULL, NULL) != NF_OK;
 }
 
 /* cnf_rhs_vjp for the user's field: its adjoint callback with a = a_z, w = a_l. */
@@ -237,24 +389,16 @@ static int cnf_rhs_vjp(double t, const double *y, const double *a, double *dydt,
   const cnf *c = k->c;
   size_t n = k->n, d = k->layer->dim;
   if (!c->net) return field_rhs_vjp(k, t, y, a, dydt, g_y, g_theta, g_t);
-  const double *a_k = c->opts.kinetic_weight > 0 ? a + n * (d + 1) : NULL;
-  const double *a_j = c->opts.jacobian_weight > 0 ? a + n * (d + 1) + (a_k ? n : 0) : NULL;
-  if (k->sign < 0) { /* the regulariser equations carry s = -1 */
-    for (size_t i = 0; a_k && i < n; i++) k->lay.kin[i] = -a_k[i];
-    for (size_t i = 0; a_j && i < n; i++) k->lay.jac[i] = -a_j[i];
-    a_k = a_k ? k->lay.kin : NULL;
-    a_j = a_j ? k->lay.jac : NULL;
-  }
   double *g_ctx = g_theta && k->layer->ctx_dim ? g_theta + c->n_dyn : NULL;
-  double *kin = dydt && c->opts.kinetic_weight > 0 ? dydt + n * (d + 1) : NULL;
-  double *jac = dydt && c->opts.jacobian_weight > 0 ? dydt + n * (d + 1) + (kin ? n : 0) : NULL;
-  nf_status st = nf_odenet_adjoint(c->net, k->theta, n, t, y, k->ctx, k->probe, a,
-                                   a + n * d, a_k, a_j, dydt, dydt ? dydt + n * d : NULL, kin,
-                                   jac, g_y, g_theta, g_t, g_ctx, k->lay.dyn_work);
+  nf_status st;
+  if (k->pool) {
+    rhs_job j = {k, t, y, a, dydt, g_y, g_ctx, g_theta != NULL, g_t != NULL};
+    st = run_team(&j, g_theta, g_t);
+  } else {
+    st = rhs_vjp_rows(k, t, y, a, dydt, g_y, g_theta, g_ctx, g_t, 0, n, k->lay.dyn_work);
+  }
   if (st) return 1;
   memset(g_y + n * d, 0, n * (1 + c->n_reg) * sizeof *g_y);
-  for (size_t i = 0; dydt && k->sign < 0 && i < n * c->n_reg; i++)
-    dydt[n * (d + 1) + i] = -dydt[n * (d + 1) + i];
   return 0;
 }
 
@@ -270,7 +414,8 @@ static cnf_call make_call(const nf_layer *layer, const double *theta, nf_dir dir
                           const double *ctx, double *work)
 {
   cnf_call k = {layer, theta, cnf_of(layer), n, ctx, dir == NF_FORWARD ? 1.0 : -1.0,
-                cnf_layout_of(layer, n, work), NULL};
+                cnf_layout_of(layer, n, work), NULL, slot_ptr(work, SLOT_POOL),
+                slot_ptr(work, SLOT_TEAM), (size_t)work[SLOT_TEAM_STRIDE]};
   k.probe = work[SLOT_EXACT] != 0.0 ? NULL : k.lay.probe;
   return k;
 }
@@ -304,6 +449,8 @@ static nf_status cnf_apply(const nf_layer *layer, const double *theta, nf_dir di
   cnf *c = layer->data;
   size_t d = layer->dim;
   work[SLOT_EXACT] = c->opts.trace == NF_TRACE_EXACT || (opts->exact && can_be_exact(layer));
+  nf_status st = team_for(layer, n, opts->pool, work);
+  if (st) return st;
   cnf_call k = make_call(layer, theta, dir, n, ctx, work);
   nf_ode *ode = ode_for(layer, n, work, &k.lay);
   if (!ode) return nf_last_status() ? nf_last_status() : NF_ENOMEM;
@@ -313,7 +460,7 @@ static nf_status cnf_apply(const nf_layer *layer, const double *theta, nf_dir di
   nf_ode_system sys = {cnf_rhs, cnf_vjp, NULL, &k, cnf_rhs_vjp};
   double t0, t1;
   interval(layer, theta, dir, &t0, &t1);
-  nf_status st = nf_ode_solve(ode, &sys, t0, t1, k.lay.y);
+  st = nf_ode_solve(ode, &sys, t0, t1, k.lay.y);
   const nf_ode_stats *stats = nf_ode_get_stats(ode);
   atomic_fetch_add(&c->solves, 1);
   atomic_fetch_add(&c->nfe, stats->nfe);
@@ -425,6 +572,7 @@ const nf_layer_type nf_cnf_type = {
   .penalty = cnf_penalty,
   .save = cnf_save,
   .load = cnf_load,
+  .couples_rows = 1, /* the solver chooses its steps for the whole batch */
 };
 
 nf_cnf_opts nf_cnf_defaults(void)

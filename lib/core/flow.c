@@ -11,12 +11,19 @@
 
 #include "internal.h"
 #include "nflow/flow.h"
+#include "nflow/layer_impl.h"
+#include "nflow/pool.h"
 
 /* Rows per chunk of the convenience inference calls: bounds their memory
    whatever n is; 256 rows keep a chunk's activations in cache while dgemm
    still runs at full speed (RealNVP log_prob at batch 1e5, bench_realnvp:
    0.49 M points/s at 256 rows against 0.38 at 4096 and 0.45 at 1024). */
 #define NF_FLOW_CHUNK 256
+
+/* A threaded workspace splits a batch (or chunk) only when every slice gets
+   at least this many rows; smaller batches run inline on its own buffers,
+   where the pool's wake-up would cost more than the rows. */
+#define NF_FLOW_MIN_SLICE 8
 
 static const double LOG_2PI = 1.83787706640934548356;
 
@@ -33,6 +40,7 @@ struct nf_flow {
   nf_flow_ws *own;       /* workspace of the convenience calls */
   double penalty;        /* at the last nf_flow_nll_grad */
   int params_set;        /* theta was written by nf_flow_set_params (user, loader, trainer) */
+  size_t threads;        /* of the own workspace; 0 means 1 */
 };
 
 /* Buffers of every layer for `rows` rows: vjp reads each layer's record. */
@@ -47,6 +55,13 @@ struct nf_flow_ws {
   double *g_a, *g_b; /* rows x d cotangents */
   double *g_ctx;     /* rows x c */
   double *g_theta;   /* n_params: staged parameter cotangents */
+  /* threaded (nf_flow_ws_new_threads with T > 1): */
+  size_t threads;    /* T (1 for a serial workspace) */
+  nf_pool *pool;     /* T workers, or NULL */
+  const nf_pool *layer_pool; /* handed to the layers: the pool when a layer couples rows */
+  nf_flow_ws **child; /* T workspaces of ceil(rows / T) rows, one per slice; NULL: no split */
+  double *g_slices;  /* T x n_params: each slice's gradient, summed in slice order */
+  double *slice_pen; /* T: each slice's penalty share */
 };
 
 static const char *const base_names[] = {"std_normal", "diag_normal"};
@@ -258,6 +273,11 @@ void nf_flow_ws_free(nf_flow_ws *ws)
   free(ws->g_b);
   free(ws->g_ctx);
   free(ws->g_theta);
+  for (size_t s = 0; ws->child && s < ws->threads; s++) nf_flow_ws_free(ws->child[s]);
+  free(ws->child);
+  nf_pool_free(ws->pool);
+  free(ws->g_slices);
+  free(ws->slice_pen);
   free(ws);
 }
 
@@ -295,6 +315,7 @@ nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows)
     ws->generation = flow->generation;
     ws->rows = max_rows;
     ws->work_off = off;
+    ws->threads = 1;
   }
   if (off && total == SIZE_MAX) {
     ws->generation = flow->generation + 1; /* nothing for the layers to release */
@@ -325,14 +346,87 @@ nf_flow_ws *nf_flow_ws_new(const nf_flow *flow, size_t max_rows)
 }
 
 size_t nf_flow_ws_rows(const nf_flow_ws *ws) { return ws ? ws->rows : 0; }
+size_t nf_flow_ws_threads(const nf_flow_ws *ws) { return ws ? ws->threads : 0; }
 
-/* The flow's own workspace, grown to at least `rows` rows. */
+/* Whether a layer couples its rows (nf_layer_type.couples_rows), looking
+   through the inverse wrapper (whose data is the inner layer). */
+static int couples_rows(const nf_layer *layer)
+{
+  if (layer->type == &nf_inverse_type) return couples_rows(layer->data);
+  return layer->type->couples_rows != 0;
+}
+
+/* Whether a layer of the flow couples its rows. */
+static int flow_couples_rows(const nf_flow *flow)
+{
+  for (size_t k = 0; k < flow->n_layers; k++)
+    if (couples_rows(flow->layers[k])) return 1;
+  return 0;
+}
+
+/* Adds to a serial workspace the pool of T threads and, unless a layer
+   couples rows, the T slice workspaces and their gradient buffers. */
+static nf_status add_threads(const nf_flow *flow, nf_flow_ws *ws, size_t T)
+{
+  const char *fn = "nf_flow_ws_new_threads";
+  ws->threads = T;
+  if (!(ws->pool = nf_pool_new(T))) return nf_last_status();
+  if (flow_couples_rows(flow)) {
+    ws->layer_pool = ws->pool;
+    return NF_OK;
+  }
+  size_t np = flow->n_params ? flow->n_params : 1;
+  ws->child = calloc(T, sizeof *ws->child);
+  ws->g_slices = nf_alloc_n(T, np * sizeof *ws->g_slices);
+  ws->slice_pen = nf_dalloc(T);
+  if (!ws->child || !ws->g_slices || !ws->slice_pen)
+    return nf_fail(NF_ENOMEM, "%s: out of memory for %zu threads", fn, T);
+  for (size_t s = 0; s < T; s++)
+    if (!(ws->child[s] = nf_flow_ws_new(flow, (ws->rows + T - 1) / T))) return nf_last_status();
+  return NF_OK;
+}
+
+nf_flow_ws *nf_flow_ws_new_threads(const nf_flow *flow, size_t max_rows, size_t n_threads)
+{
+  if (n_threads == 0 || n_threads > NF_MAX_THREADS) {
+    nf_fail(NF_EINVAL, "nf_flow_ws_new_threads: %zu threads, not in [1, %d] (NF_MAX_THREADS)",
+            n_threads, NF_MAX_THREADS);
+    return NULL;
+  }
+  nf_flow_ws *ws = nf_flow_ws_new(flow, max_rows);
+  if (!ws || n_threads == 1) return ws;
+  if (add_threads(flow, ws, n_threads)) {
+    nf_status st = nf_last_status();
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", nf_errmsg());
+    nf_flow_ws_free(ws);
+    nf_set_error(st, "%s", msg);
+    return NULL;
+  }
+  return ws;
+}
+
+/* The flow's own workspace, grown to at least `rows` rows, with its thread count. */
 static nf_status own_ws(nf_flow *flow, size_t rows)
 {
-  if (flow->own && flow->own->rows >= rows) return NF_OK;
+  size_t T = flow->threads ? flow->threads : 1;
+  if (flow->own && flow->own->rows >= rows && flow->own->threads == T) return NF_OK;
   nf_flow_ws_free(flow->own);
-  flow->own = nf_flow_ws_new(flow, rows);
+  flow->own = nf_flow_ws_new_threads(flow, rows, T);
   return flow->own ? NF_OK : nf_last_status();
+}
+
+nf_status nf_flow_set_threads(nf_flow *flow, size_t n_threads)
+{
+  if (!flow || n_threads == 0 || n_threads > NF_MAX_THREADS)
+    return nf_fail(NF_EINVAL, "nf_flow_set_threads: flow is NULL or %zu threads, not in [1, %d] "
+                   "(NF_MAX_THREADS)", n_threads, NF_MAX_THREADS);
+  flow->threads = n_threads;
+  if (flow->own && flow->own->threads != n_threads) {
+    nf_flow_ws_free(flow->own);
+    flow->own = NULL;
+  }
+  return NF_OK;
 }
 
 nf_status nf_flow_reserve(nf_flow *flow, size_t n)
@@ -449,10 +543,13 @@ typedef struct pass_mode {
 } pass_mode;
 static const pass_mode EVALUATION = {0.0, 1}, TRAINING = {1.0, 0}, TRAINING_NO_PENALTY = {0.0, 0};
 
-/* Layer k's per-call options: its own noise key, the batch's global first row. */
-static nf_apply_opts layer_opts(uint64_t seed, size_t k, size_t row0, pass_mode mode)
+/* Layer k's per-call options: its own noise key, the batch's global first
+   row, and the workspace's pool when a layer couples rows. */
+static nf_apply_opts layer_opts(uint64_t seed, size_t k, size_t row0, pass_mode mode,
+                                const nf_flow_ws *ws)
 {
-  nf_apply_opts o = {nf_noise_key(seed, k), row0, mode.penalty_weight, mode.exact};
+  nf_apply_opts o = {nf_noise_key(seed, k), row0, mode.penalty_weight, mode.exact,
+                     ws->layer_pool};
   return o;
 }
 
@@ -482,7 +579,7 @@ static nf_status inverse_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
   memcpy(ws->states + K * nd, x, nd * sizeof *x);
   memset(ws->logdet, 0, n * sizeof *ws->logdet);
   for (size_t k = K; k-- > 0;) {
-    nf_apply_opts o = layer_opts(seed, k, row0, mode);
+    nf_apply_opts o = layer_opts(seed, k, row0, mode, ws);
     nf_status st = apply_layer(flow, ws, k, NF_INVERSE, n, ws->states + (k + 1) * nd, ctx,
                                ws->states + k * nd, &o);
     if (st) return st;
@@ -498,7 +595,7 @@ static nf_status forward_pass(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
   size_t K = flow->n_layers, nd = n * flow->dim;
   memset(ws->logdet, 0, n * sizeof *ws->logdet);
   for (size_t k = 0; k < K; k++) {
-    nf_apply_opts o = layer_opts(seed, k, row0, mode);
+    nf_apply_opts o = layer_opts(seed, k, row0, mode, ws);
     nf_status st = apply_layer(flow, ws, k, NF_FORWARD, n, ws->states + k * nd, ctx,
                                ws->states + (k + 1) * nd, &o);
     if (st) return st;
@@ -533,6 +630,159 @@ static nf_status chunk_failure(nf_status st, const char *fn, size_t i0, size_t m
   return nf_fail_prefixed(st, prefix);
 }
 
+/* ---- threaded workspaces: a batch split into T contiguous slices ----
+   Slice s of m rows is [lo(s), lo(s + 1)), a fixed function of m and T; each
+   runs on its own slice workspace (worker s of the pool) with its global row
+   numbers (noise, messages) and writes its disjoint part of the parent's
+   buffers; gradients go to one buffer per slice, summed in slice order. */
+
+static nf_status backward_pass(const nf_flow *flow, nf_flow_ws *ws, size_t n, const double *ctx,
+                               const double *w, int want_x, double *g_ctx, double *g_theta);
+static nf_status forward_backward_pass(const nf_flow *flow, nf_flow_ws *ws, size_t n,
+                                       const double *ctx, const double *w, double *g_ctx,
+                                       double *g_theta);
+static void base_reparam_vjp(const nf_flow *flow, size_t n, const double *z, const double *g_z,
+                             const double *g_log_q, double *g_base);
+static double layer_penalties(const nf_flow *flow, const nf_flow_ws *ws, size_t n);
+
+/* Whether a chunk of m rows is split across the workspace's threads. */
+static int splits(const nf_flow_ws *ws, size_t m)
+{
+  return ws->child && m >= NF_FLOW_MIN_SLICE * ws->threads;
+}
+
+typedef enum slice_stage { SLICE_PASS, SLICE_PULLBACK, SLICE_SAMPLE_BACK } slice_stage;
+
+/* One split call: what every slice task reads. Row pointers are the chunk's. */
+typedef struct slices {
+  const char *fn;
+  const nf_flow *flow;
+  nf_flow_ws *ws;          /* the parent */
+  slice_stage stage;
+  uint64_t seed;
+  size_t i0, m, n;         /* the chunk's first global row and rows; the call's rows */
+  nf_dir dir;              /* SLICE_PASS */
+  const double *in, *ctx;  /* in: x (inverse); z is read from the parent's states[0] (forward) */
+  const double *g_logp;    /* SLICE_PULLBACK: per-row cotangents, NULL: all w0 */
+  double w0;
+  pass_mode mode;
+  int want_x, want_ctx, want_theta, want_pen;
+} slices;
+
+/* A slice's pass through the chain: inverse from in, or forward from the
+   parent's z; both end states and the log-dets go to the parent (m rows). */
+static nf_status slice_pass(const slices *a, nf_flow_ws *c, size_t r0, size_t ms,
+                            const double *ctx)
+{
+  const nf_flow *flow = a->flow;
+  nf_flow_ws *ws = a->ws;
+  size_t d = flow->dim, K = flow->n_layers, md = a->m * d, sd = ms * d;
+  nf_status st;
+  if (a->dir == NF_INVERSE) {
+    st = inverse_pass(flow, c, a->seed, a->i0 + r0, ms, a->in + r0 * d, ctx, a->mode);
+  } else {
+    memcpy(c->states, ws->states + r0 * d, sd * sizeof *c->states);
+    st = forward_pass(flow, c, a->seed, a->i0 + r0, ms, ctx, a->mode);
+  }
+  if (st) return st;
+  memcpy(ws->states + r0 * d, c->states, sd * sizeof *c->states);
+  memcpy(ws->states + K * md + r0 * d, c->states + K * sd, sd * sizeof *c->states);
+  memcpy(ws->logdet + r0, c->logdet, ms * sizeof *c->logdet);
+  return NF_OK;
+}
+
+/* A slice's log p and pullback (nll_grad, log_prob_vjp, log_prob_grad): its
+   penalty weight scaled by its share ms / n of the batch average. */
+static nf_status slice_pullback(const slices *a, size_t s, nf_flow_ws *c, size_t r0, size_t ms,
+                                const double *ctx)
+{
+  const nf_flow *flow = a->flow;
+  nf_flow_ws *ws = a->ws;
+  size_t d = flow->dim, np = flow->n_params, nc = ms * flow->ctx_dim;
+  pass_mode mode = a->mode;
+  mode.penalty_weight *= (double)ms / (double)a->n;
+  nf_status st = inverse_pass(flow, c, a->seed, r0, ms, a->in + r0 * d, ctx, mode);
+  if (st) return st;
+  base_log_prob(flow, ms, c->states, c->logdet);
+  for (size_t i = 0; i < ms; i++) c->g_logdet[i] = a->g_logp ? a->g_logp[r0 + i] : a->w0;
+  double *g_theta = a->want_theta ? ws->g_slices + s * np : NULL;
+  if (g_theta) memset(g_theta, 0, np * sizeof *g_theta);
+  if (a->want_ctx) memset(c->g_ctx, 0, nc * sizeof *c->g_ctx);
+  st = backward_pass(flow, c, ms, ctx, c->g_logdet, a->want_x, a->want_ctx ? c->g_ctx : NULL,
+                     g_theta);
+  if (st) return st;
+  memcpy(ws->logdet + r0, c->logdet, ms * sizeof *c->logdet);
+  if (a->want_x) memcpy(ws->g_a + r0 * d, c->g_a, ms * d * sizeof *c->g_a);
+  if (a->want_ctx) memcpy(ws->g_ctx + r0 * flow->ctx_dim, c->g_ctx, nc * sizeof *c->g_ctx);
+  if (a->want_pen) ws->slice_pen[s] = layer_penalties(flow, c, ms) * (double)ms / (double)a->n;
+  return NF_OK;
+}
+
+/* A slice's pullback of a reparametrised sample after its slice_pass
+   forward: g_x from the parent's ws->g_a, the log-det weights from
+   ws->logdet, g_log_q from ws->g_logdet; g_ctx to the parent. */
+static nf_status slice_sample_back(const slices *a, size_t s, nf_flow_ws *c, size_t r0,
+                                   size_t ms, const double *ctx)
+{
+  const nf_flow *flow = a->flow;
+  nf_flow_ws *ws = a->ws;
+  size_t d = flow->dim, np = flow->n_params, nc = ms * flow->ctx_dim;
+  double *g_theta = ws->g_slices + s * np;
+  memset(g_theta, 0, np * sizeof *g_theta);
+  memset(c->g_ctx, 0, nc * sizeof *c->g_ctx);
+  memcpy(c->g_a, ws->g_a + r0 * d, ms * d * sizeof *c->g_a);
+  nf_status st = forward_backward_pass(flow, c, ms, ctx, ws->logdet + r0, c->g_ctx, g_theta);
+  if (st) return st;
+  base_reparam_vjp(flow, ms, c->states, c->g_a, ws->g_logdet + r0, g_theta);
+  memcpy(ws->g_ctx + r0 * flow->ctx_dim, c->g_ctx, nc * sizeof *c->g_ctx);
+  return NF_OK;
+}
+
+/* Pool task s: slice s of the chunk on slice workspace s; failures name its global rows. */
+static nf_status slice_task(size_t s, size_t worker, void *user)
+{
+  (void)worker;
+  const slices *a = user;
+  size_t T = a->ws->threads, r0 = nf_slice_lo(a->m, T, s), ms = nf_slice_lo(a->m, T, s + 1) - r0;
+  nf_flow_ws *c = a->ws->child[s];
+  const double *ctx = a->ctx ? a->ctx + r0 * a->flow->ctx_dim : NULL;
+  nf_status st = a->stage == SLICE_PASS       ? slice_pass(a, c, r0, ms, ctx)
+                 : a->stage == SLICE_PULLBACK ? slice_pullback(a, s, c, r0, ms, ctx)
+                                              : slice_sample_back(a, s, c, r0, ms, ctx);
+  return st ? chunk_failure(st, a->fn, a->i0 + r0, ms, a->n) : NF_OK;
+}
+
+/* Runs the slices' tasks; on success the slice gradients (when the stage
+   makes them) summed in slice order into g_theta (overwritten; may be NULL). */
+static nf_status run_slices(const slices *a, double *g_theta)
+{
+  nf_status st = nf_pool_run(a->ws->pool, a->ws->threads, slice_task, (void *)a);
+  if (st || !g_theta) return st;
+  size_t np = a->flow->n_params;
+  memcpy(g_theta, a->ws->g_slices, np * sizeof *g_theta);
+  for (size_t s = 1; s < a->ws->threads; s++)
+    for (size_t p = 0; p < np; p++) g_theta[p] += a->ws->g_slices[s * np + p];
+  return NF_OK;
+}
+
+/* A pass of chunk [i0, i0 + m) in direction dir (inverse from in; forward
+   from states[0]), split across the threads when it is large enough: ends
+   with z in states[0], x in states[K] and the log-dets in ws->logdet.
+   Failures of a split pass are prefixed with the slice's rows (of n). */
+static nf_status pass(const char *fn, const nf_flow *flow, nf_flow_ws *ws, uint64_t seed,
+                      size_t i0, size_t m, size_t n, nf_dir dir, const double *in,
+                      const double *ctx, pass_mode mode)
+{
+  if (!splits(ws, m)) {
+    nf_status st = dir == NF_INVERSE ? inverse_pass(flow, ws, seed, i0, m, in, ctx, mode)
+                                     : forward_pass(flow, ws, seed, i0, m, ctx, mode);
+    return st ? chunk_failure(st, fn, i0, m, n) : NF_OK;
+  }
+  slices a = {.fn = fn, .flow = flow, .ws = ws, .stage = SLICE_PASS, .seed = seed, .i0 = i0,
+              .m = m, .n = n, .dir = dir, .in = in, .ctx = ctx, .mode = mode};
+  return run_slices(&a, NULL);
+}
+
 /* log p of n rows chunk by chunk into logp (if not NULL) and their sum into *sum. */
 static nf_status log_prob_chunks(const char *fn, const nf_flow *flow, nf_flow_ws *ws,
                                  uint64_t seed, size_t n, const double *x, const double *ctx,
@@ -543,8 +793,9 @@ static nf_status log_prob_chunks(const char *fn, const nf_flow *flow, nf_flow_ws
   *sum = 0;
   for (size_t i0 = 0; !st && i0 < n; i0 += ws->rows) {
     size_t m = n - i0 < ws->rows ? n - i0 : ws->rows;
-    st = inverse_pass(flow, ws, seed, i0, m, x + i0 * d, ctx ? ctx + i0 * c : NULL, EVALUATION);
-    if (st) return chunk_failure(st, fn, i0, m, n);
+    st = pass(fn, flow, ws, seed, i0, m, n, NF_INVERSE, x + i0 * d, ctx ? ctx + i0 * c : NULL,
+              EVALUATION);
+    if (st) return st;
     base_log_prob(flow, m, ws->states, ws->logdet);
     for (size_t i = 0; i < m; i++) *sum += ws->logdet[i];
     if (logp) memcpy(logp + i0, ws->logdet, m * sizeof *logp);
@@ -594,11 +845,9 @@ nf_status nf_flow_sample_ws(const nf_flow *flow, nf_flow_ws *ws, nf_rng *rng, si
     size_t m = n - i0 < ws->rows ? n - i0 : ws->rows;
     nf_rng_normal_fill(rng, m * d, ws->states);
     base_shift_scale(flow, m, ws->states);
-    st = forward_pass(flow, ws, seed, i0, m, ctx ? ctx + i0 * c : NULL, EVALUATION);
-    if (st) {
-      st = chunk_failure(st, fn, i0, m, n);
-      break;
-    }
+    st = pass(fn, flow, ws, seed, i0, m, n, NF_FORWARD, NULL, ctx ? ctx + i0 * c : NULL,
+              EVALUATION);
+    if (st) break;
     memcpy(xs + i0 * d, ws->states + K * m * d, m * d * sizeof *xs);
     if (!ls) continue;
     for (size_t i = 0; i < m; i++) ls[i0 + i] = -ws->logdet[i];
@@ -625,16 +874,9 @@ nf_status nf_flow_transform_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t see
   for (size_t i0 = 0; !st && i0 < n; i0 += ws->rows) {
     size_t m = n - i0 < ws->rows ? n - i0 : ws->rows, md = m * d;
     const double *chunk_ctx = ctx ? ctx + i0 * c : NULL;
-    if (dir == NF_FORWARD) {
-      memcpy(ws->states, in + i0 * d, md * sizeof *in);
-      st = forward_pass(flow, ws, seed, i0, m, chunk_ctx, EVALUATION);
-    } else {
-      st = inverse_pass(flow, ws, seed, i0, m, in + i0 * d, chunk_ctx, EVALUATION);
-    }
-    if (st) {
-      st = chunk_failure(st, fn, i0, m, n);
-      break;
-    }
+    if (dir == NF_FORWARD) memcpy(ws->states, in + i0 * d, md * sizeof *in);
+    st = pass(fn, flow, ws, seed, i0, m, n, dir, in + i0 * d, chunk_ctx, EVALUATION);
+    if (st) break;
     memcpy(os + i0 * d, ws->states + (dir == NF_FORWARD ? K * md : 0), md * sizeof *os);
     if (ls) memcpy(ls + i0, ws->logdet, m * sizeof *ls);
   }
@@ -676,6 +918,37 @@ static double layer_penalties(const nf_flow *flow, const nf_flow_ws *ws, size_t 
   return p;
 }
 
+/* log p of n rows into ws->logdet and the pullback of per-row cotangents
+   (g_logp, or w0 for every row when NULL) through the base and the chain:
+   g_x into ws->g_a (want_x), g_ctx into ws->g_ctx (want_ctx), g_theta
+   OVERWRITTEN (may be NULL), *pen (may be NULL) = the layers' penalties.
+   Split across the threads when the batch is large enough. */
+static nf_status pullback(const char *fn, const nf_flow *flow, nf_flow_ws *ws, uint64_t seed,
+                          size_t n, const double *x, const double *ctx, const double *g_logp,
+                          double w0, int want_x, int want_ctx, double *g_theta, pass_mode mode,
+                          double *pen)
+{
+  if (splits(ws, n)) {
+    slices a = {.fn = fn, .flow = flow, .ws = ws, .stage = SLICE_PULLBACK, .seed = seed, .m = n,
+                .n = n, .in = x, .ctx = ctx, .g_logp = g_logp, .w0 = w0, .mode = mode,
+                .want_x = want_x, .want_ctx = want_ctx, .want_theta = g_theta != NULL,
+                .want_pen = pen != NULL};
+    nf_status st = run_slices(&a, g_theta);
+    for (size_t s = 0; !st && pen && s < ws->threads; s++) *pen += ws->slice_pen[s];
+    return st;
+  }
+  nf_status st = inverse_pass(flow, ws, seed, 0, n, x, ctx, mode);
+  if (st) return st;
+  base_log_prob(flow, n, ws->states, ws->logdet);
+  for (size_t i = 0; i < n; i++) ws->g_logdet[i] = g_logp ? g_logp[i] : w0;
+  if (want_ctx) memset(ws->g_ctx, 0, n * flow->ctx_dim * sizeof *ws->g_ctx);
+  if (g_theta) memset(g_theta, 0, flow->n_params * sizeof *g_theta);
+  st = backward_pass(flow, ws, n, ctx, ws->g_logdet, want_x, want_ctx ? ws->g_ctx : NULL, g_theta);
+  if (st) return chunk_failure(st, fn, 0, n, n);
+  if (pen) *pen = layer_penalties(flow, ws, n);
+  return NF_OK;
+}
+
 nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
                               const double *x, const double *ctx, double *nll, double *grad,
                               double *penalty)
@@ -686,19 +959,14 @@ nf_status nf_flow_nll_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed
   if (!st && (!nll || (!grad && flow->n_params)))
     st = nf_fail(NF_EINVAL, "%s: nll or grad is NULL", fn);
   if (!st) st = check_fits(fn, ws, n);
-  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, TRAINING);
-  if (st) return st;
-  base_log_prob(flow, n, ws->states, ws->logdet);
-  double sum = 0;
-  for (size_t i = 0; i < n; i++) {
-    sum -= ws->logdet[i];
-    ws->g_logdet[i] = -1.0 / (double)n;
-  }
-  if ((st = backward_pass(flow, ws, n, ctx, ws->g_logdet, 0, NULL, grad))) {
+  double pen = 0, sum = 0;
+  if (!st) st = pullback(fn, flow, ws, seed, n, x, ctx, NULL, -1.0 / (double)n, 0, 0, grad,
+                         TRAINING, &pen);
+  if (st) {
     if (grad) memset(grad, 0, flow->n_params * sizeof *grad);
-    return chunk_failure(st, fn, 0, n, n);
+    return st;
   }
-  double pen = layer_penalties(flow, ws, n);
+  for (size_t i = 0; i < n; i++) sum -= ws->logdet[i];
   *nll = sum / (double)n;
   if (penalty) *penalty = pen;
   return NF_OK;
@@ -715,16 +983,10 @@ static nf_status log_prob_pullback(const char *fn, const nf_flow *flow, nf_flow_
   nf_status st = check_call(fn, flow, ws, n, x, 1, ctx);
   if (!st) st = check_fits(fn, ws, n);
   if (!st && g_logp) st = check_finite(fn, "g_logp", n, 1, g_logp);
-  if (!st) st = inverse_pass(flow, ws, seed, 0, n, x, ctx, mode);
+  if (!st) st = pullback(fn, flow, ws, seed, n, x, ctx, g_logp, 1.0, g_x != NULL, g_ctx != NULL,
+                         g_theta ? ws->g_theta : NULL, mode, NULL);
   if (st) return st;
-  base_log_prob(flow, n, ws->states, ws->logdet);
-  for (size_t i = 0; i < n; i++) ws->g_logdet[i] = g_logp ? g_logp[i] : 1.0;
   size_t nc = n * flow->ctx_dim, nd = n * flow->dim;
-  if (g_ctx) memset(ws->g_ctx, 0, nc * sizeof *g_ctx);
-  if (g_theta) memset(ws->g_theta, 0, flow->n_params * sizeof *g_theta);
-  st = backward_pass(flow, ws, n, ctx, ws->g_logdet, g_x != NULL, g_ctx ? ws->g_ctx : NULL,
-                     g_theta ? ws->g_theta : NULL);
-  if (st) return chunk_failure(st, fn, 0, n, n);
   if (logp) memcpy(logp, ws->logdet, n * sizeof *logp);
   if (g_x) memcpy(g_x, ws->g_a, nd * sizeof *g_x);
   for (size_t i = 0; g_ctx && i < nc; i++) g_ctx[i] = (add_ctx ? g_ctx[i] : 0.0) + ws->g_ctx[i];
@@ -800,6 +1062,25 @@ static nf_status sample_cotangents(const char *fn, const nf_flow *flow, nf_flow_
   return st ? st : check_finite(fn, "the cotangent g_log_q", n, 1, ws->g_logdet);
 }
 
+/* The pullback of a reparametrised sample after its forward pass, with the
+   cotangents in ws->g_a (g_x), ws->logdet (of the log-dets) and ws->g_logdet
+   (g_log_q): g_theta into ws->g_theta, g_ctx into ws->g_ctx (overwritten). */
+static nf_status sample_pullback(const char *fn, const nf_flow *flow, nf_flow_ws *ws, size_t n,
+                                 const double *ctx)
+{
+  if (splits(ws, n)) {
+    slices a = {.fn = fn, .flow = flow, .ws = ws, .stage = SLICE_SAMPLE_BACK, .m = n, .n = n,
+                .ctx = ctx};
+    return run_slices(&a, ws->g_theta);
+  }
+  memset(ws->g_theta, 0, flow->n_params * sizeof *ws->g_theta);
+  memset(ws->g_ctx, 0, n * flow->ctx_dim * sizeof *ws->g_ctx);
+  nf_status st = forward_backward_pass(flow, ws, n, ctx, ws->logdet, ws->g_ctx, ws->g_theta);
+  if (st) return chunk_failure(st, fn, 0, n, n);
+  base_reparam_vjp(flow, n, ws->states, ws->g_a, ws->g_logdet, ws->g_theta);
+  return NF_OK;
+}
+
 nf_status nf_flow_sample_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t seed, size_t n,
                                  const double *eps, const double *ctx,
                                  nf_sample_cotangent_fn cotangent, void *user, double *x,
@@ -814,19 +1095,15 @@ nf_status nf_flow_sample_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t s
   size_t d = flow->dim, nd = n * d, nc = n * flow->ctx_dim, K = flow->n_layers;
   memcpy(ws->states, eps, nd * sizeof *eps);
   base_shift_scale(flow, n, ws->states);
-  if ((st = forward_pass(flow, ws, seed, 0, n, ctx, TRAINING_NO_PENALTY)))
-    return chunk_failure(st, fn, 0, n, n);
+  if ((st = pass(fn, flow, ws, seed, 0, n, n, NF_FORWARD, NULL, ctx, TRAINING_NO_PENALTY)))
+    return st;
   for (size_t i = 0; i < n; i++) ws->logdet[i] = -ws->logdet[i];
   base_log_prob(flow, n, ws->states, ws->logdet); /* now log q(x) */
   if ((st = sample_cotangents(fn, flow, ws, n, cotangent, user))) return st;
   memcpy(x, ws->states + K * nd, nd * sizeof *x);
   if (log_q) memcpy(log_q, ws->logdet, n * sizeof *log_q);
   for (size_t i = 0; i < n; i++) ws->logdet[i] = -ws->g_logdet[i]; /* d L / d (sum of log-dets) */
-  memset(ws->g_theta, 0, flow->n_params * sizeof *ws->g_theta);
-  memset(ws->g_ctx, 0, nc * sizeof *ws->g_ctx);
-  if ((st = forward_backward_pass(flow, ws, n, ctx, ws->logdet, ws->g_ctx, ws->g_theta)))
-    return chunk_failure(st, fn, 0, n, n);
-  base_reparam_vjp(flow, n, ws->states, ws->g_a, ws->g_logdet, ws->g_theta);
+  if ((st = sample_pullback(fn, flow, ws, n, ctx))) return st;
   for (size_t p = 0; g_theta && p < flow->n_params; p++) g_theta[p] += ws->g_theta[p];
   for (size_t i = 0; g_ctx && i < nc; i++) g_ctx[i] += ws->g_ctx[i];
   return NF_OK;
@@ -834,12 +1111,15 @@ nf_status nf_flow_sample_grad_ws(const nf_flow *flow, nf_flow_ws *ws, uint64_t s
 
 /* ---- convenience calls ---- */
 
-/* The own workspace for an inference call of n rows (chunks of NF_FLOW_CHUNK). */
+/* The own workspace for an inference call of n rows (chunks of NF_FLOW_CHUNK
+   rows per thread). */
 static nf_status own_infer(nf_flow *flow, size_t n)
 {
   if (!flow) return nf_fail(NF_EINVAL, "nf_flow: flow is NULL");
-  if (flow->own && flow->own->rows >= (n < NF_FLOW_CHUNK ? n : NF_FLOW_CHUNK)) return NF_OK;
-  return own_ws(flow, n < NF_FLOW_CHUNK ? (n ? n : 1) : NF_FLOW_CHUNK);
+  size_t T = flow->threads ? flow->threads : 1, chunk = NF_FLOW_CHUNK * T;
+  if (flow->own && flow->own->threads == T && flow->own->rows >= (n < chunk ? n : chunk))
+    return NF_OK;
+  return own_ws(flow, n < chunk ? (n ? n : 1) : chunk);
 }
 
 /* The own workspace for a gradient call of n rows (one pass). */

@@ -45,7 +45,7 @@ static nf_status init_layer(const nf_flow *flow, size_t k, double *theta, size_t
   if (st || !out) return st;
   double *work = nf_layer_work_new(layer, n);
   if (!work) return NF_ENOMEM;
-  nf_apply_opts o = {nf_noise_key(nf_flow_seed(flow), k), 0, 0.0, 1};
+  nf_apply_opts o = {nf_noise_key(nf_flow_seed(flow), k), 0, 0.0, 1, NULL};
   st = nf_layer_apply(layer, theta, NF_INVERSE, n, in, lctx, out, NULL, &o, work);
   nf_layer_work_free(layer, n, work);
   return st;

@@ -184,6 +184,10 @@ nf_status nf_check_log_scales(const char *family, const char *what, size_t n, co
 /* calloc of n doubles (at least one, so that n == 0 still gives a pointer); NULL on failure. */
 double *nf_dalloc(size_t n);
 
+/* First row of slice s when m rows are split into T contiguous slices (the
+   remainder to the first slices); slice s is [lo(s), lo(s + 1)). */
+size_t nf_slice_lo(size_t m, size_t T, size_t s);
+
 /* Re-records the last detail as "prefix: detail" and returns status (an
    error of a part reported as the whole's). */
 nf_status nf_fail_prefixed(nf_status status, const char *prefix);

@@ -133,7 +133,7 @@ nf_status nf_layer_apply(const nf_layer *layer, const double *theta, nf_dir dir,
                          const double *in, const double *ctx, double *out, double *logdet,
                          const nf_apply_opts *opts, double *work)
 {
-  static const nf_apply_opts no_opts = {0, 0, 0.0, 0};
+  static const nf_apply_opts no_opts = {0, 0, 0.0, 0, NULL};
   nf_status st = check_call("nf_layer_apply", layer, theta, dir, n, in, ctx, work);
   if (st) return st;
   if (!out) return nf_fail(NF_EINVAL, "nf_layer_apply: output array is NULL");

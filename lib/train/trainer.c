@@ -187,7 +187,7 @@ static nf_status objective_buffers(nf_trainer *tr)
   tr->opts.objective = &tr->objective;
   tr->has_objective = 1;
   if (nf_count_doubles("nf_trainer_new", "the draws", draws, d, &nd)) return NF_EINVAL;
-  tr->ws = nf_flow_ws_new(tr->flow, rows);
+  tr->ws = nf_flow_ws_new_threads(tr->flow, rows, tr->opts.threads ? tr->opts.threads : 1);
   tr->eps = nf_dalloc(nd);
   tr->log_w = nf_dalloc(draws);
   if (!tr->ws) return nf_last_status();
@@ -247,7 +247,8 @@ nf_trainer *nf_trainer_new(nf_flow *flow, nf_adam *adam, const nf_dataset *train
     nf_fail(NF_ENOMEM, "nf_trainer_new: out of memory for a batch of %zu rows", batch);
     return NULL;
   }
-  if (nf_flow_reserve(flow, batch) != NF_OK || (o.objective && objective_buffers(tr) != NF_OK)) {
+  if (nf_flow_set_threads(flow, o.threads ? o.threads : 1) != NF_OK ||
+      nf_flow_reserve(flow, batch) != NF_OK || (o.objective && objective_buffers(tr) != NF_OK)) {
     nf_trainer_free(tr);
     return NULL;
   }
