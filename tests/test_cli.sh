@@ -120,7 +120,7 @@ expect_error "--steps: expected an integer" train --data moons --flow cnf --step
 expect_error "-n: expected an integer" sample --model m.safetensors -n 1.5
 expect_error "--eval-every: expected an integer" train --data moons --eval-every x
 expect_error "--patience: expected an integer" train --data moons --patience 99999999999999999999
-expect_error "--threads: expected an integer from 1 to 1024" train --data moons --threads 5000
+expect_error "--threads: expected an integer from 1 to 256" train --data moons --threads 5000
 expect_error "--hidden: at most 16 widths, got 17" train --data moons --hidden 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
 expect_error "--hidden: expected widths from 1 to 100000" train --data moons --hidden 64,1e3
 expect_error "--data needs a value" train --data --iters 5

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "nflow/layer_impl.h"
 
 #define MAXP 4
 

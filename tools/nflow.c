@@ -91,7 +91,6 @@ typedef struct opt_spec {
 #define COUNT_MAX 1000000000u /* the largest count an option takes unless the table says */
 #define MAX_WIDTH 100000u     /* the largest hidden width */
 #define MAX_LAYERS 10000u
-#define MAX_THREADS 1024u
 #define MAX_CONTEXT_COLS 64
 
 #define OPT(name_, kind_, field, help_) \
@@ -196,7 +195,10 @@ static const opt_spec opt_specs[] = {
   OPT("--precision", OPT_STR, precision, "train, compare: the networks' arithmetic, double|single (default\n"
       "                       double; single runs sgemm with float activations, theta, ODE\n"
       "                       states and log-dets stay double)"),
-  OPT_UPTO("--threads", threads, MAX_THREADS, "BLAS threads, 1 to 1024 (default 1)"),
+  OPT_UPTO("--threads", threads, NF_MAX_THREADS, "worker threads, 1 to 256 (default 1): each batch is split\n"
+      "                       between them (a CNF: the rows of each right-hand side);\n"
+      "                       BLAS runs on one thread inside each (OPENBLAS_NUM_THREADS\n"
+      "                       is overridden); the same N repeats bit for bit"),
   OPT("--max-memory", OPT_BYTES, max_memory, "train, compare: refuse a flow whose estimated training memory\n"
                                "                       (parameters, gradient, Adam moments, batch buffers)\n"
                                "                       exceeds BYTES; suffixes K, M, G (powers of 1024)"),
@@ -1220,6 +1222,7 @@ static int trainer_setup(const cfg *c, nf_flow *flow, run_ctl *ctl, nf_adam **ad
                    .line = {-1.0, 0}};
   *topts = nf_trainer_defaults();
   topts->batch_size = c->batch;
+  topts->threads = c->threads;
   topts->iterations = c->iters;
   topts->callback = on_progress;
   topts->user = ctl;
@@ -1675,6 +1678,7 @@ static int load_model(const cfg *c, nf_flow **flow, nf_meta **meta)
 {
   if (!c->model) return die("--model is required");
   if (nf_flow_load(c->model, NULL, flow, meta)) return die("--model: %s", nf_errmsg());
+  if (nf_flow_set_threads(*flow, c->threads)) return die("--threads: %s", nf_errmsg());
   return 0;
 }
 
@@ -2168,7 +2172,7 @@ int main(int argc, char **argv)
   int rc = parse_args(argc - 2, argv + 2, &c, cmd <= 2);
   if (rc) return rc;
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-  openblas_set_num_threads((int)c.threads);
+  openblas_set_num_threads(1); /* --threads are nflow's workers; BLAS runs inside them */
 #endif
   if (launched_by_mpirun()) return cmd == 0 ? train_parallel(&argc, &argv, &c) :
                                  die("under mpirun only 'train' runs (data-parallel); run "

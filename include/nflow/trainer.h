@@ -255,8 +255,8 @@ nf_status nf_trainer_set_context(nf_trainer *trainer, const nf_dataset *train_ct
 
 /* Collective (comm.h): makes the trainer one of comm->size data-parallel
    trainers, one per rank, each over its SHARD of the training (and
-   validation) rows: rank r's train set holds global rows offset_r ..
-   offset_r + n_r - 1, offset_r being the rows of ranks 0 .. r-1. Every rank
+   validation) rows: rank r's train set holds global rows offset_r to
+   offset_r + n_r - 1, offset_r being the rows of ranks 0 to r - 1. Every rank
    must have made its trainer with the same flow architecture and parameters,
    options and rng. Training is then the one-process training of the
    concatenated shards with the same global batch_size, up to rounding:
