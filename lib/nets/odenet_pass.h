@@ -10,6 +10,7 @@
 /* The workspace of one call, cut into the buffers described in odenet.c. */
 typedef struct SFX(frame) {
   size_t n, m, rows;
+  int keep;                /* the reverse pass will run: keep every X_l, U_l, D1, D2 */
   R *xu, *y, *d1, *d2, *g[2];
   R *gam, *bet;            /* gamma, beta in R (the double arrays themselves when R is double) */
   const R *theta, *ctx;    /* the weights and the context in R */
@@ -79,12 +80,14 @@ static R *SFX(frame_x)(const nf_odenet *net, const SFX(frame) *fr, size_t l)
 
 /* Output of a layer from U, one sample at a time (its primal row, then its m
    tangent rows while they are in cache): a = gamma u + beta, out = act(a),
-   d1 = act'(a), d2 = act''(a), or out = a for the last layer (d1 == NULL);
-   tangent rows out' = act'(a) gamma u'. tanh is the vectorisable TANH. */
+   d1 = act'(a), d2 = act''(a) (d1 row i at d1 + i d1_stride: 0 reuses one row
+   when the reverse pass will not run; d2 NULL: not wanted), or out = a for the
+   last layer (d1 == NULL); tangent rows out' = act'(a) gamma u'. tanh is the
+   vectorisable TANH. */
 CONTRACT NF_VECTOR_LOOP static void SFX(layer_output)(nf_odenet_act act, const SFX(frame) *fr, size_t q,
                                              const R *restrict gam, const R *restrict bet,
                                              const R *restrict u, R *restrict d1,
-                                             R *restrict d2, R *restrict out)
+                                             size_t d1_stride, R *restrict d2, R *restrict out)
 {
   size_t n = fr->n, m = fr->m;
   for (size_t i = 0; i < n; i++) {
@@ -98,21 +101,22 @@ CONTRACT NF_VECTOR_LOOP static void SFX(layer_output)(nf_odenet_act act, const S
       }
       continue;
     }
-    R *d1i = d1 + i * q, *d2i = d2 + i * q;
+    R *d1i = d1 + i * d1_stride;
     if (act == NF_ODENET_TANH) {
       for (size_t j = 0; j < q; j++) {
-        R y = TANH(gam[j] * ui[j] + bet[j]), dy = 1 - y * y;
+        R y = TANH(gam[j] * ui[j] + bet[j]);
         oi[j] = y;
-        d1i[j] = dy;
-        d2i[j] = -2 * y * dy;
+        d1i[j] = 1 - y * y;
       }
+      if (d2)
+        for (size_t j = 0; j < q; j++) d2[i * q + j] = -2 * oi[j] * d1i[j];
     } else {
       for (size_t j = 0; j < q; j++) {
         double s[3];
         act_eval(act, gam[j] * ui[j] + bet[j], s);
         oi[j] = (R)s[0];
         d1i[j] = (R)s[1];
-        d2i[j] = (R)s[2];
+        if (d2) d2[i * q + j] = (R)s[2];
       }
     }
     for (size_t k = 0; k < m; k++) {
@@ -153,8 +157,28 @@ static void SFX(first_product)(const nf_odenet *net, const SFX(frame) *fr, int u
       for (size_t j = 0; j < q; j++) u[(n + i * m + k) * q + j] = W[j * p + k];
 }
 
+/* U = X W^T for a narrow W (q outputs, q < 8): per row and output a dot
+   product in 8 partial sums, cheaper than a BLAS call of this shape. */
+NF_VECTOR_LOOP static void SFX(narrow_product)(size_t rows, size_t xw, size_t q,
+                                               const R *restrict x, const R *restrict W,
+                                               size_t p, R *restrict u)
+{
+  for (size_t r = 0; r < rows; r++)
+    for (size_t j = 0; j < q; j++) {
+      const R *xr = x + r * xw, *wj = W + j * p;
+      R s[8] = {0}, t = 0;
+      size_t k = 0;
+      for (; k + 8 <= xw; k += 8)
+        for (size_t v = 0; v < 8; v++) s[v] += xr[k + v] * wj[k + v];
+      for (; k < xw; k++) t += xr[k] * wj[k];
+      u[r * q + j] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + t;
+    }
+}
+
 /* Forward pass of the primal rows (z, ctx) and the tangent rows (dirs, see
-   set_directions) through every layer; Y receives f and J d. */
+   set_directions) through every layer; Y receives f and J d. Without a reverse
+   pass (fr->keep == 0) the layers run through the two cotangent buffers, U in
+   g[0] and the next X in g[1], so the working set stays in cache. */
 static void SFX(forward)(const nf_odenet *net, const double *params, SFX(frame) *fr, double t,
                          const double *z, const double *ctx, const double *dirs)
 {
@@ -176,6 +200,10 @@ static void SFX(forward)(const nf_odenet *net, const double *params, SFX(frame) 
     const R *W = fr->theta + net->param_off[l];
     double *gamma = fr->gamma + net->q_off[l], *beta = fr->beta + net->q_off[l];
     R *x = SFX(frame_x)(net, fr, l), *u = x + rows * xw;
+    if (!fr->keep) {
+      x = l == 0 ? x : fr->g[1];
+      u = fr->g[0];
+    }
     layer_time(net->kind, q, t, params + net->param_off[l] + p * q, gamma, beta);
 #if SINGLE
     nf_to_float(q, gamma, fr->gam + net->q_off[l]);
@@ -183,38 +211,41 @@ static void SFX(forward)(const nf_odenet *net, const double *params, SFX(frame) 
 #endif
     if (l == 0)
       SFX(first_product)(net, fr, fr->m > 0 && !dirs, W, u);
+    else if (q < 8)
+      SFX(narrow_product)(rows, xw, q, x, W, p, u);
     else
       GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)q, (int)xw, 1, x, (int)xw, W,
            (int)p, 0, u, (int)q);
     int last = l + 1 == net->n_layers;
-    R *d1 = last ? NULL : fr->d1 + n * net->q_off[l];
-    R *d2 = last ? NULL : fr->d2 + n * net->q_off[l];
+    R *d1 = last ? NULL : fr->d1 + (fr->keep ? n * net->q_off[l] : 0);
+    R *d2 = last || !fr->keep ? NULL : fr->d2 + n * net->q_off[l];
+    R *out = last ? fr->y : fr->keep ? SFX(frame_x)(net, fr, l + 1) : fr->g[1];
     SFX(layer_output)(net->act, fr, q, fr->gam + net->q_off[l], fr->bet + net->q_off[l], u, d1,
-                      d2, last ? fr->y : SFX(frame_x)(net, fr, l + 1));
+                      fr->keep ? q : 0, d2, out);
   }
 }
 
 /* g_gamma[j] = sum over all rows of g * u, g_beta[j] = sum over the n primal rows
-   of g, accumulated in double. */
-NF_VECTOR_LOOP static void SFX(time_cotangents)(const SFX(frame) *fr, size_t q,
-                                                const R *restrict g, const R *restrict u,
-                                                double *restrict g_gamma,
+   of g, accumulated in double (g_gamma NULL: not wanted); then g[r, j] *=
+   gamma[j] in the same pass over g. */
+NF_VECTOR_LOOP static void SFX(layer_cotangent)(const SFX(frame) *fr, size_t q,
+                                                const R *restrict gam, const R *restrict u,
+                                                R *restrict g, double *restrict g_gamma,
                                                 double *restrict g_beta)
 {
-  memset(g_gamma, 0, q * sizeof *g_gamma);
-  memset(g_beta, 0, q * sizeof *g_beta);
-  for (size_t r = 0; r < fr->rows; r++)
-    for (size_t j = 0; j < q; j++) g_gamma[j] += (double)g[r * q + j] * u[r * q + j];
-  for (size_t r = 0; r < fr->n; r++)
-    for (size_t j = 0; j < q; j++) g_beta[j] += g[r * q + j];
-}
-
-/* g[r, j] *= gamma[j] for every row. */
-NF_VECTOR_LOOP static void SFX(scale_columns)(size_t rows, size_t q, const R *restrict gam,
-                                              R *restrict g)
-{
-  for (size_t r = 0; r < rows; r++)
-    for (size_t j = 0; j < q; j++) g[r * q + j] *= gam[j];
+  if (g_gamma) {
+    memset(g_gamma, 0, q * sizeof *g_gamma);
+    memset(g_beta, 0, q * sizeof *g_beta);
+  }
+  for (size_t r = 0; r < fr->rows; r++) {
+    R *gr = g + r * q;
+    if (g_gamma) {
+      for (size_t j = 0; j < q; j++) g_gamma[j] += (double)gr[j] * u[r * q + j];
+      if (r < fr->n)
+        for (size_t j = 0; j < q; j++) g_beta[j] += gr[j];
+    }
+    for (size_t j = 0; j < q; j++) gr[j] *= gam[j];
+  }
 }
 
 /* Through h = act(a), h' = act'(a) a' (a' = gamma u' from the layer below):
@@ -276,12 +307,11 @@ static const R *SFX(backward)(const nf_odenet *net, const double *params, const 
     const R *W = fr->theta + net->param_off[l], *gam = fr->gam + net->q_off[l];
     const double *tp = params + net->param_off[l] + p * q;
     const R *u = SFX(frame_x)(net, fr, l) + rows * xw;
-    if (g_params || g_t) {
-      SFX(time_cotangents)(fr, q, g, u, fr->g_gamma, fr->g_beta);
+    int want_time = g_params || g_t;
+    SFX(layer_cotangent)(fr, q, gam, u, g, want_time ? fr->g_gamma : NULL, fr->g_beta);
+    if (want_time)
       dt += layer_time_backward(net->kind, q, t, tp, fr->gamma + net->q_off[l], fr->g_gamma,
                                 fr->g_beta, g_params ? g_params + net->param_off[l] + p * q : NULL);
-    }
-    SFX(scale_columns)(rows, q, gam, g);
     if (g_params) SFX(weight_gradient)(net, fr, l, g, g_params);
     if (l == 0) {
       if (want_input) {
@@ -352,11 +382,12 @@ static void SFX(run)(const nf_odenet *net, const double *params, const request *
 {
   size_t n = q->n, dim = net->dim, c = net->ctx_dim;
   SFX(frame) fr = SFX(frame_make)(net, n, q->m, work);
+  fr.keep = q->g_z || q->g_params || q->g_t || q->g_ctx;
   SFX(forward)(net, params, &fr, q->t, q->z, q->ctx, q->dirs);
   if (q->f) SFX(store)(n * dim, fr.y, q->f);
   if (q->jv) SFX(store)(n * dim, fr.y + n * dim, q->jv);
   SFX(row_terms)(net, &fr, q->tr, q->kin, q->jac);
-  if (!q->g_z && !q->g_params && !q->g_t && !q->g_ctx) return;
+  if (!fr.keep) return;
   SFX(seed_cotangent)(net, &fr, q, fr.g[0]);
   const R *g_in = SFX(backward)(net, params, &fr, q->t, q->g_params, q->g_t, q->g_z || q->g_ctx);
   for (size_t i = 0; g_in && i < n; i++) {
