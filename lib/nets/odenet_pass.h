@@ -139,22 +139,43 @@ static void SFX(set_directions)(size_t n, size_t m, size_t dim, const double *di
     for (size_t k = 0; k < m; k++) x[(i * m + k) * dim + k] = 1;
 }
 
+/* C = A B for a thin inner dimension k (< 8): C[r, j] = sum_s A[r, s] B[s, j]
+   (A rows x k, leading dimension lda; B k x w, leading dimension ldb), summed
+   over s in order; cheaper than a BLAS call of this shape. */
+NF_VECTOR_LOOP static void SFX(thin_product)(size_t rows, size_t k, size_t w, const R *restrict a,
+                                             size_t lda, const R *restrict b, size_t ldb,
+                                             R *restrict c)
+{
+  for (size_t r = 0; r < rows; r++) {
+    const R *ar = a + r * lda;
+    R *cr = c + r * w;
+    for (size_t j = 0; j < w; j++) cr[j] = ar[0] * b[j];
+    for (size_t s = 1; s < k; s++)
+      for (size_t j = 0; j < w; j++) cr[j] += ar[s] * b[s * ldb + j];
+  }
+}
+
 /* U_0 = X_0 W_0^T (+ ctx W_ctx^T on the primal rows). For the unit directions
-   of the exact trace the tangent rows are the columns of W_0: copied, not multiplied. */
+   of the exact trace the tangent rows are the columns of W_0: copied, not
+   multiplied, and those of sample 0 (W_0^T) serve the primal rows' product. */
 static void SFX(first_product)(const nf_odenet *net, const SFX(frame) *fr, int unit,
                                const R *W, R *u)
 {
   size_t n = fr->n, m = fr->m, dim = net->dim, c = net->ctx_dim, p = dim + c, q = net->width[1];
   const R *x = SFX(frame_x)(net, fr, 0);
-  GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(unit ? n : fr->rows), (int)q, (int)dim, 1,
-       x, (int)dim, W, (int)p, 0, u, (int)q);
+  if (unit) {
+    for (size_t i = 0; i < n; i++)
+      for (size_t k = 0; k < m; k++)
+        for (size_t j = 0; j < q; j++) u[(n + i * m + k) * q + j] = W[j * p + k];
+  }
+  if (unit && dim < 8)
+    SFX(thin_product)(n, dim, q, x, dim, u + n * q, q, u);
+  else
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(unit ? n : fr->rows), (int)q, (int)dim, 1,
+         x, (int)dim, W, (int)p, 0, u, (int)q);
   if (c > 0)
     GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)q, (int)c, 1, fr->ctx, (int)c,
          W + dim, (int)p, 1, u, (int)q);
-  if (!unit) return;
-  for (size_t i = 0; i < n; i++)
-    for (size_t k = 0; k < m; k++)
-      for (size_t j = 0; j < q; j++) u[(n + i * m + k) * q + j] = W[j * p + k];
 }
 
 /* U = X W^T for a narrow W (q outputs, q < 8): per row and output a dot
@@ -321,8 +342,11 @@ static const R *SFX(backward)(const nf_odenet *net, const double *params, const 
       }
       break;
     }
-    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)p, (int)q, 1, g, (int)q, W,
-         (int)p, 0, g_next, (int)p);
+    if (q < 8)
+      SFX(thin_product)(rows, q, p, g, q, W, p, g_next);
+    else
+      GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)p, (int)q, 1, g, (int)q, W,
+           (int)p, 0, g_next, (int)p);
     SFX(activation_backward)(fr, p, fr->d1 + n * net->q_off[l - 1],
                              fr->d2 + n * net->q_off[l - 1], fr->gam + net->q_off[l - 1],
                              SFX(frame_x)(net, fr, l - 1) + rows * net->width[l - 1], g_next);
