@@ -246,46 +246,50 @@ static void SFX(forward)(const nf_odenet *net, const double *params, SFX(frame) 
   }
 }
 
-/* g_gamma[j] = sum over all rows of g * u, g_beta[j] = sum over the n primal rows
-   of g, accumulated in double (g_gamma NULL: not wanted); then g[r, j] *=
-   gamma[j] in the same pass over g. */
-NF_VECTOR_LOOP static void SFX(layer_cotangent)(const SFX(frame) *fr, size_t q,
-                                                const R *restrict gam, const R *restrict u,
-                                                R *restrict g, double *restrict g_gamma,
-                                                double *restrict g_beta)
-{
-  if (g_gamma) {
-    memset(g_gamma, 0, q * sizeof *g_gamma);
-    memset(g_beta, 0, q * sizeof *g_beta);
-  }
-  for (size_t r = 0; r < fr->rows; r++) {
-    R *gr = g + r * q;
-    if (g_gamma) {
-      for (size_t j = 0; j < q; j++) g_gamma[j] += (double)gr[j] * u[r * q + j];
-      if (r < fr->n)
-        for (size_t j = 0; j < q; j++) g_beta[j] += gr[j];
-    }
-    for (size_t j = 0; j < q; j++) gr[j] *= gam[j];
-  }
-}
-
-/* Through h = act(a), h' = act'(a) a' (a' = gamma u' from the layer below):
-   g_a' = act'(a) g_h', g_a = act'(a) g_h + act''(a) sum_k a'_k g_h'_k, in place. */
-NF_VECTOR_LOOP static void SFX(activation_backward)(const SFX(frame) *fr, size_t w,
-                                                    const R *restrict d1, const R *restrict d2,
-                                                    const R *restrict gam,
-                                                    const R *restrict u, R *restrict g)
+/* One pass over G = dS/dH of a layer's output (rows x w), in place, per sample:
+   through the activation if d1 != NULL (h = act(a), h' = act'(a) a', a' =
+   gamma u'): g_a' = act'(a) g_h', g_a = act'(a) g_h + act''(a) sum_k a'_k g_h'_k;
+   then with G = dS/dA: g_gamma[j] = sum over all rows of g u, g_beta[j] = sum
+   over the primal rows of g, in double (g_gamma NULL: not wanted); then
+   G <- gamma G. */
+NF_VECTOR_LOOP static void SFX(cotangent_pass)(const SFX(frame) *fr, size_t w,
+                                               const R *restrict d1, const R *restrict d2,
+                                               const R *restrict gam, const R *restrict u,
+                                               R *restrict g, double *restrict g_gamma,
+                                               double *restrict g_beta)
 {
   size_t n = fr->n, m = fr->m;
+  if (g_gamma) {
+    memset(g_gamma, 0, w * sizeof *g_gamma);
+    memset(g_beta, 0, w * sizeof *g_beta);
+  }
   for (size_t i = 0; i < n; i++) {
     R *gi = g + i * w;
-    for (size_t j = 0; j < w; j++) gi[j] *= d1[i * w + j];
+    const R *ui = u + i * w;
+    if (d1) {
+      for (size_t j = 0; j < w; j++) gi[j] *= d1[i * w + j];
+      for (size_t k = 0; k < m; k++) {
+        size_t r = (n + i * m + k) * w;
+        for (size_t j = 0; j < w; j++) {
+          gi[j] += d2[i * w + j] * gam[j] * u[r + j] * g[r + j];
+          g[r + j] *= d1[i * w + j];
+        }
+      }
+    }
+    if (g_gamma) {
+      for (size_t j = 0; j < w; j++) {
+        g_gamma[j] += (double)gi[j] * ui[j];
+        g_beta[j] += gi[j];
+      }
+      for (size_t k = 0; k < m; k++) {
+        size_t r = (n + i * m + k) * w;
+        for (size_t j = 0; j < w; j++) g_gamma[j] += (double)g[r + j] * u[r + j];
+      }
+    }
+    for (size_t j = 0; j < w; j++) gi[j] *= gam[j];
     for (size_t k = 0; k < m; k++) {
       size_t r = (n + i * m + k) * w;
-      for (size_t j = 0; j < w; j++) {
-        gi[j] += d2[i * w + j] * gam[j] * u[r + j] * g[r + j];
-        g[r + j] *= d1[i * w + j];
-      }
+      for (size_t j = 0; j < w; j++) g[r + j] *= gam[j];
     }
   }
 }
@@ -319,19 +323,18 @@ static void SFX(weight_gradient)(const nf_odenet *net, const SFX(frame) *fr, siz
 static const R *SFX(backward)(const nf_odenet *net, const double *params, const SFX(frame) *fr,
                               double t, double *g_params, double *g_t, int want_input)
 {
-  size_t n = fr->n, rows = fr->rows;
+  size_t n = fr->n, rows = fr->rows, top = net->n_layers - 1;
   R *g = fr->g[0], *g_next = fr->g[1];
-  double dt = 0;
+  double dt = 0, *g_gamma = g_params || g_t ? fr->g_gamma : NULL;
   const R *result = NULL;
-  for (size_t l = net->n_layers; l-- > 0;) {
-    size_t p = in_width(net, l), xw = net->width[l], q = net->width[l + 1];
-    const R *W = fr->theta + net->param_off[l], *gam = fr->gam + net->q_off[l];
+  SFX(cotangent_pass)(fr, net->dim, NULL, NULL, fr->gam + net->q_off[top],
+                      SFX(frame_x)(net, fr, top) + rows * net->width[top], g, g_gamma, fr->g_beta);
+  for (size_t l = top + 1; l-- > 0;) {
+    size_t p = in_width(net, l), q = net->width[l + 1];
+    const R *W = fr->theta + net->param_off[l];
     const double *tp = params + net->param_off[l] + p * q;
-    const R *u = SFX(frame_x)(net, fr, l) + rows * xw;
-    int want_time = g_params || g_t;
-    SFX(layer_cotangent)(fr, q, gam, u, g, want_time ? fr->g_gamma : NULL, fr->g_beta);
-    if (want_time)
-      dt += layer_time_backward(net->kind, q, t, tp, fr->gamma + net->q_off[l], fr->g_gamma,
+    if (g_gamma)
+      dt += layer_time_backward(net->kind, q, t, tp, fr->gamma + net->q_off[l], g_gamma,
                                 fr->g_beta, g_params ? g_params + net->param_off[l] + p * q : NULL);
     if (g_params) SFX(weight_gradient)(net, fr, l, g, g_params);
     if (l == 0) {
@@ -347,9 +350,10 @@ static const R *SFX(backward)(const nf_odenet *net, const double *params, const 
     else
       GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)p, (int)q, 1, g, (int)q, W,
            (int)p, 0, g_next, (int)p);
-    SFX(activation_backward)(fr, p, fr->d1 + n * net->q_off[l - 1],
-                             fr->d2 + n * net->q_off[l - 1], fr->gam + net->q_off[l - 1],
-                             SFX(frame_x)(net, fr, l - 1) + rows * net->width[l - 1], g_next);
+    SFX(cotangent_pass)(fr, p, fr->d1 + n * net->q_off[l - 1], fr->d2 + n * net->q_off[l - 1],
+                        fr->gam + net->q_off[l - 1],
+                        SFX(frame_x)(net, fr, l - 1) + rows * net->width[l - 1], g_next, g_gamma,
+                        fr->g_beta);
     R *swap = g;
     g = g_next;
     g_next = swap;
