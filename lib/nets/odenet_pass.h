@@ -164,9 +164,10 @@ static void SFX(first_product)(const nf_odenet *net, const SFX(frame) *fr, int u
   size_t n = fr->n, m = fr->m, dim = net->dim, c = net->ctx_dim, p = dim + c, q = net->width[1];
   const R *x = SFX(frame_x)(net, fr, 0);
   if (unit) {
-    for (size_t i = 0; i < n; i++)
-      for (size_t k = 0; k < m; k++)
-        for (size_t j = 0; j < q; j++) u[(n + i * m + k) * q + j] = W[j * p + k];
+    R *wt = u + n * q; /* sample 0's m tangent rows: W_0^T, then copied to the others */
+    for (size_t k = 0; k < m; k++)
+      for (size_t j = 0; j < q; j++) wt[k * q + j] = W[j * p + k];
+    for (size_t i = 1; i < n; i++) memcpy(wt + i * m * q, wt, m * q * sizeof *wt);
   }
   if (unit && dim < 8)
     SFX(thin_product)(n, dim, q, x, dim, u + n * q, q, u);
