@@ -17,7 +17,7 @@ noinst_PROGRAMS += bench/tabular/make_data
 bench_tabular_make_data_SOURCES = bench/tabular/make_data.c
 bench_tabular_make_data_LDADD = libnflow.la -lm
 EXTRA_DIST += bench/tabular/README.md bench/tabular/run.sh bench/tabular/zuko_tabular.py \
-  bench/peers/zuko_shapes.py
+  bench/peers/zuko_shapes.py bench/peers/zuko_throughput.py
 # Flow against Markov chain on phi^4; shares the chain and flow of tests/test_phi4.
 noinst_PROGRAMS += bench/bench_phi4
 bench_bench_phi4_SOURCES = bench/bench_phi4.c bench/timing.c tests/phi4_mcmc.c tests/phi4_flow.c

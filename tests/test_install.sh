@@ -75,4 +75,30 @@ C
   pflags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs nflow-plot)
   (cd "$stage" && ${CC:-cc} draw.c $pflags -o draw && ./draw && test -s draw.png)
 fi
+# With MPI: nflow-mpi.pc is installed and a user's program, built with mpicc
+# through it, sums over two ranks in rank order.
+if grep -q "^#define HAVE_MPI 1" "$top_builddir/config.h" && command -v mpicc >/dev/null 2>&1; then
+  test -f "$pcdir/nflow-mpi.pc"
+  cat > "$stage/ranks.c" <<'C'
+#include <mpi.h>
+#include <nflow.h>
+#include <nflow/mpi.h>
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  nf_comm *comm = nf_comm_mpi_new(MPI_COMM_WORLD);
+  double v[2] = {1.0, (double)(comm ? comm->rank : 99)};
+  nf_status st = comm ? comm->sum(v, 2, comm->user) : NF_ENOMEM;
+  int ok = st == NF_OK && v[0] == (double)comm->size && v[1] == comm->size * (comm->size - 1) / 2.0;
+  nf_comm_mpi_free(comm);
+  MPI_Finalize();
+  return !ok;
+}
+C
+  mflags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs nflow-mpi)
+  (cd "$stage" && mpicc ranks.c $mflags -o ranks &&
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader \
+      ASAN_OPTIONS=detect_leaks=0 timeout 120 mpirun -np 2 --oversubscribe ./ranks)
+  echo "nflow-mpi: a program built with mpicc and pkg-config summed over 2 ranks"
+fi
 echo "staged install OK: $(tr '\n' ' ' < "$stage/density.txt")"
