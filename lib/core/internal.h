@@ -85,38 +85,49 @@ double nf_softplus(double x);
 /* Logistic sigmoid 1 / (1 + exp(-x)), stable for large |x|. */
 double nf_sigmoid(double x);
 
-/* exp(y) for y in [-708, 0] to about 1 ulp, branch-free so that batch loops
-   vectorise: y = k ln2 + r with |r| <= ln2/2 (k by the 1.5 * 2^52 rounding
-   trick), exp(r) by its Taylor polynomial of degree 13 (truncation < 5e-18),
-   times 2^k assembled in the exponent bits. */
-static inline double nf_exp_nonpositive(double y)
+/* Cody-Waite reduction y = k ln2 + r, |r| <= ln2/2 (k by the 1.5 * 2^52
+   rounding trick, ln2 in two parts so r is exact), for y in [-708, 0]: writes
+   r and returns 2^k assembled in the exponent bits; branch-free, so batch loops
+   that call it vectorise. */
+static inline double nf_exp_reduce(double y, double *r)
 {
   const double shifter = 0x1.8p52, log2e = 1.4426950408889634;
   const double ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
-  y = y < -708.0 ? -708.0 : y;
   double kf = y * log2e + shifter;
   double k = kf - shifter;
-  double r = (y - k * ln2_hi) - k * ln2_lo;
-  double p = 1.0 / 6227020800.0;                 /* 1/13! */
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  *r = (y - k * ln2_hi) - k * ln2_lo;
   uint64_t kbits, sbits = 0x4338000000000000ULL; /* bits of the shifter */
   memcpy(&kbits, &kf, sizeof kbits);
   uint64_t scale_bits = (kbits - sbits + 1023) << 52;
   double scale;
   memcpy(&scale, &scale_bits, sizeof scale);
-  return p * scale;
+  return scale;
+}
+
+/* The Taylor tail of exp on |r| <= ln2/2: sum_{j=2..13} r^(j-2) / j!, so that
+   exp(r) = 1 + r + r^2 tail and expm1(r) = r + r^2 tail (truncation < 5e-18). */
+static inline double nf_exp_tail(double r)
+{
+  double s = 1.0 / 6227020800.0; /* 1/13! */
+  s = s * r + 1.0 / 479001600.0;
+  s = s * r + 1.0 / 39916800.0;
+  s = s * r + 1.0 / 3628800.0;
+  s = s * r + 1.0 / 362880.0;
+  s = s * r + 1.0 / 40320.0;
+  s = s * r + 1.0 / 5040.0;
+  s = s * r + 1.0 / 720.0;
+  s = s * r + 1.0 / 120.0;
+  s = s * r + 1.0 / 24.0;
+  s = s * r + 1.0 / 6.0;
+  return s * r + 0.5;
+}
+
+/* exp(y) for y in [-708, 0] to about 1 ulp: 2^k exp(r) (nf_exp_reduce), exp(r)
+   by Horner's rule on its degree-13 Taylor polynomial (nf_exp_tail). */
+static inline double nf_exp_nonpositive(double y)
+{
+  double r, scale = nf_exp_reduce(y < -708.0 ? -708.0 : y, &r);
+  return ((nf_exp_tail(r) * r + 1.0) * r + 1.0) * scale;
 }
 
 /* tanh(x) to a few ulp, branch-free (vectorisable): for |x| < 1/4 the odd Taylor

@@ -374,32 +374,13 @@ static void act_eval(nf_odenet_act act, double a, double s[3])
   }
 }
 
-/* expm1(y) for y in [-40, 0] to about 1 ulp, branch-free: y = k ln2 + r,
-   |r| <= ln2/2, expm1(r) = r + r^2 (1/2 + r/6 + ... + r^11/13!) (truncation
-   < 2e-17 relative), expm1(y) = 2^k expm1(r) + (2^k - 1) (exact for k = 0). */
+/* expm1(y) for y in [-40, 0] to about 1 ulp, branch-free: y = k ln2 + r
+   (nf_exp_reduce), expm1(r) = r + r^2 nf_exp_tail(r), expm1(y) = 2^k expm1(r)
+   + (2^k - 1) (exact for k = 0). */
 static inline double expm1_nonpositive(double y)
 {
-  const double shifter = 0x1.8p52, log2e = 1.4426950408889634;
-  const double ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
-  double kf = y * log2e + shifter, k = kf - shifter;
-  double r = (y - k * ln2_hi) - k * ln2_lo;
-  double s = 1.0 / 6227020800.0;
-  s = s * r + 1.0 / 479001600.0;
-  s = s * r + 1.0 / 39916800.0;
-  s = s * r + 1.0 / 3628800.0;
-  s = s * r + 1.0 / 362880.0;
-  s = s * r + 1.0 / 40320.0;
-  s = s * r + 1.0 / 5040.0;
-  s = s * r + 1.0 / 720.0;
-  s = s * r + 1.0 / 120.0;
-  s = s * r + 1.0 / 24.0;
-  s = s * r + 1.0 / 6.0;
-  s = s * r + 0.5;
-  uint64_t kbits, sbits = 0x4338000000000000ULL; /* bits of the shifter */
-  memcpy(&kbits, &kf, sizeof kbits);
-  uint64_t scale_bits = (kbits - sbits + 1023) << 52;
-  double scale;
-  memcpy(&scale, &scale_bits, sizeof scale);
+  double r, scale = nf_exp_reduce(y, &r);
+  double s = nf_exp_tail(r);
   return scale * (r + r * r * s) + (scale - 1.0);
 }
 
