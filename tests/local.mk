@@ -58,10 +58,10 @@ if HAVE_CAIRO
 check_PROGRAMS += tests/test_plot tests/plot_probe
 tests_test_plot_SOURCES = tests/test_plot.c tests/plot_helpers.c tests/plot_helpers.h
 tests_test_plot_CFLAGS = $(AM_CFLAGS) $(CAIRO_CFLAGS)
-tests_test_plot_LDADD = libnflow-plot.la $(LDADD) $(CAIRO_LIBS)
+tests_test_plot_LDADD = libnflow-plot-code.la $(LDADD) $(CAIRO_LIBS)
 tests_plot_probe_SOURCES = tests/plot_probe.c tests/plot_helpers.c tests/plot_helpers.h
 tests_plot_probe_CFLAGS = $(AM_CFLAGS) $(CAIRO_CFLAGS)
-tests_plot_probe_LDADD = libnflow-plot.la libnflow.la $(CAIRO_LIBS) -lm
+tests_plot_probe_LDADD = libnflow-plot-code.la libnflow.la $(CAIRO_LIBS) -lm
 TESTS += tests/test_plot
 endif
 TESTS += tests/test_cli_plot.sh
