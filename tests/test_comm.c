@@ -202,8 +202,8 @@ START_TEST(test_one_rank_fails_all_stop)
     ck_assert_int_eq(ranks[r].st, NF_ENONFINITE);
     ck_assert_str_eq(ranks[r].msg, ranks[1].msg);
     ck_assert_mem_eq(ranks[r].theta, ranks[0].theta, ranks[0].np * sizeof(double));
-    free(ranks[r].theta);
   }
+  for (size_t r = 0; r < 2; r++) free(ranks[r].theta);
   ck_assert_ptr_nonnull(strstr(ranks[0].msg, "rank 1's rows"));
   free(train), free(val);
 }
