@@ -641,8 +641,8 @@ static nf_status check_opts(const char *fn, size_t dim, size_t ctx_dim, const nf
                      "%s: regularisation weight %s = %g must be in [0, %g] (NF_CNF_MAX_WEIGHT)",
                      fn, names[i], w[i], NF_CNF_MAX_WEIGHT);
   if (o->n_hidden > 0 && !o->hidden) return nf_fail(NF_EINVAL, "%s: hidden is NULL", fn);
-  if ((unsigned)o->precision > NF_PRECISION_SINGLE)
-    return nf_fail(NF_EINVAL, "%s: unknown precision %d", fn, (int)o->precision);
+  st = nf_check_precision(fn, o->precision);
+  if (st) return st;
   double floor = dynamics_tolerance_floor(o->precision);
   if (o->precision != NF_PRECISION_DOUBLE && !(o->ode.rtol >= floor && o->ode.atol >= floor))
     return nf_fail(NF_EINVAL, "%s: ode.rtol = %g and ode.atol = %g must be >= %.3g (10 x the "

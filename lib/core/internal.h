@@ -69,6 +69,9 @@ void nf_mlp_backward_single(const nf_mlp *mlp, const float *params, size_t n, co
 nf_status nf_precision_save(nf_config *cfg, nf_precision precision);
 nf_status nf_precision_load(const nf_config *cfg, nf_precision *precision);
 
+/* NF_OK for a known nf_precision, else NF_EINVAL "fn: unknown precision N". */
+nf_status nf_check_precision(const char *fn, nf_precision precision);
+
 /* out[i] = (float)in[i] for n values: single-precision networks convert their
    weights once per call (nflow/precision.h). */
 void nf_to_float(size_t n, const double *in, float *out);

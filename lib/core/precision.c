@@ -55,3 +55,10 @@ nf_status nf_precision_load(const nf_config *cfg, nf_precision *precision)
     return nf_fail(NF_EFORMAT, "config key 'precision': '%s' is not 'double' or 'single'", name);
   return NF_OK;
 }
+
+nf_status nf_check_precision(const char *fn, nf_precision precision)
+{
+  return (unsigned)precision <= NF_PRECISION_SINGLE
+           ? NF_OK
+           : nf_fail(NF_EINVAL, "%s: unknown precision %d", fn, (int)precision);
+}

@@ -233,10 +233,9 @@ size_t nf_mlp_work_size(const nf_mlp *mlp, size_t n)
 nf_status nf_mlp_set_precision(nf_mlp *mlp, nf_precision precision)
 {
   if (!mlp) return nf_fail(NF_EINVAL, "nf_mlp_set_precision: the network is NULL");
-  if ((unsigned)precision > NF_PRECISION_SINGLE)
-    return nf_fail(NF_EINVAL, "nf_mlp_set_precision: unknown precision %d", (int)precision);
-  mlp->precision = precision;
-  return NF_OK;
+  nf_status st = nf_check_precision("nf_mlp_set_precision", precision);
+  if (!st) mlp->precision = precision;
+  return st;
 }
 
 nf_precision nf_mlp_precision(const nf_mlp *mlp)

@@ -251,10 +251,9 @@ size_t nf_odenet_work_size(const nf_odenet *net, size_t n, int exact_trace)
 nf_status nf_odenet_set_precision(nf_odenet *net, nf_precision precision)
 {
   if (!net) return nf_fail(NF_EINVAL, "nf_odenet_set_precision: net is NULL");
-  if ((unsigned)precision > NF_PRECISION_SINGLE)
-    return nf_fail(NF_EINVAL, "nf_odenet_set_precision: unknown precision %d", (int)precision);
-  net->precision = precision;
-  return NF_OK;
+  nf_status st = nf_check_precision("nf_odenet_set_precision", precision);
+  if (!st) net->precision = precision;
+  return st;
 }
 
 nf_precision nf_odenet_precision(const nf_odenet *net)
